@@ -1,0 +1,195 @@
+//! Wire format shared by the eBPF programs (`probe-ebpf`) and the loader (`probe-user`).
+//!
+//! Everything here is `#[repr(C)]` plain integers: the kernel writes the bytes, userspace reads them
+//! back with the same layout. Enumerations travel as integers and are converted in userspace, so an
+//! unknown value is never undefined behaviour.
+#![no_std]
+
+/// Ring buffer carrying [`RawEvent`]s to userspace.
+pub const MAP_EVENTS: &str = "GW_EVENTS";
+/// Per-CPU counters, indexed by the `CNT_*` constants.
+pub const MAP_COUNTERS: &str = "GW_COUNTERS";
+/// Per-CPU counters per errno: `[0, ERRNO_SLOTS)` for connects, `[ERRNO_SLOTS, 2*ERRNO_SLOTS)` for
+/// accepts. Slot 0 counts successes.
+pub const MAP_ERRNO: &str = "GW_ERRNO";
+/// In-flight `connect()` calls by thread id (arguments saved at syscall entry).
+pub const MAP_CONNECTS: &str = "GW_CONNECTS";
+/// Owner of each TCP socket in `SYN_SENT`, keyed by the kernel socket address.
+pub const MAP_TCP_OWNER: &str = "GW_TCP_OWNER";
+/// Load-time global holding the tracepoint field offsets ([`Offsets`]).
+pub const GLOBAL_OFFSETS: &str = "GW_OFFSETS";
+
+/// Ring buffer size in bytes (a power of two, a multiple of the page size).
+pub const RING_BYTES: u32 = 2 << 20;
+/// Bound of the in-flight connect map.
+pub const CONNECTS_MAX: u32 = 16_384;
+/// Bound of the TCP owner map.
+pub const TCP_OWNER_MAX: u32 = 16_384;
+/// Number of errno slots per counter family.
+pub const ERRNO_SLOTS: u32 = 160;
+
+/// Event kinds (`RawEvent::kind`).
+pub const KIND_CONNECT_FAILED: u32 = 1;
+pub const KIND_ACCEPT_FAILED: u32 = 2;
+pub const KIND_PROCESS_EXIT: u32 = 3;
+pub const KIND_SIGNAL: u32 = 4;
+pub const KIND_OOM_KILL: u32 = 5;
+pub const KIND_EXEC: u32 = 6;
+
+/// Where a connect failure was seen (`RawEvent::source`).
+pub const SOURCE_SYSCALL: u8 = 0;
+/// Seen on the TCP state machine (`SYN_SENT -> CLOSE` plus the socket error): asynchronous connects.
+pub const SOURCE_TCP_STATE: u8 = 1;
+/// A TCP connect the process closed itself while still in `SYN_SENT` (its own connect timeout).
+pub const SOURCE_TCP_ABANDONED: u8 = 2;
+
+/// Counter indexes in [`MAP_COUNTERS`].
+pub const CNT_CONNECT_OK: u32 = 0;
+pub const CNT_CONNECT_INPROGRESS: u32 = 1;
+pub const CNT_CONNECT_FAILED: u32 = 2;
+pub const CNT_ACCEPT_OK: u32 = 3;
+pub const CNT_ACCEPT_FAILED: u32 = 4;
+pub const CNT_TCP_ESTABLISHED: u32 = 5;
+pub const CNT_TCP_FAILED: u32 = 6;
+pub const CNT_EXITS: u32 = 7;
+pub const CNT_SIGNALS: u32 = 8;
+pub const CNT_OOM: u32 = 9;
+pub const CNT_EXECS: u32 = 10;
+/// Loss: the ring buffer had no room for an event.
+pub const CNT_LOST_RINGBUF: u32 = 11;
+/// Loss: an in-flight state map was full (connect arguments or TCP owner not stored).
+pub const CNT_LOST_MAP_FULL: u32 = 12;
+/// Loss: a TCP connect closed with no owner known (state evicted or attached mid-connect).
+pub const CNT_LOST_TCP_OWNER: u32 = 13;
+/// Loss: a user-memory read of a connect address failed.
+pub const CNT_LOST_READ: u32 = 14;
+/// A `SYN_SENT -> CLOSE` without a socket error: the connecting process gave up (its own timeout).
+pub const CNT_TCP_ABANDONED: u32 = 15;
+/// Number of counters.
+pub const NUM_COUNTERS: u32 = 16;
+
+/// Tracepoint field offsets, read from tracefs `format` files at load time (no CO-RE in Rust eBPF).
+///
+/// `u32::MAX` marks a field this kernel does not have.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    /// Thread-group id of gwtrace itself: its own events are not reported.
+    pub self_tgid: u32,
+    pub enter_connect_fd: u32,
+    pub enter_connect_addr: u32,
+    pub enter_connect_addrlen: u32,
+    pub exit_connect_ret: u32,
+    pub exit_accept_ret: u32,
+    pub exit_accept4_ret: u32,
+    pub ss_skaddr: u32,
+    pub ss_oldstate: u32,
+    pub ss_newstate: u32,
+    pub ss_sport: u32,
+    pub ss_dport: u32,
+    pub ss_family: u32,
+    pub ss_protocol: u32,
+    pub ss_daddr: u32,
+    pub ss_daddr_v6: u32,
+    /// Offset of `sk_err` in `struct sock` (from the kernel's BTF).
+    pub sock_sk_err: u32,
+    pub exit_pid: u32,
+    pub exit_group_dead: u32,
+    pub exec_filename: u32,
+    pub sig_sig: u32,
+    pub sig_code: u32,
+    pub sig_comm: u32,
+    pub sig_pid: u32,
+    pub sig_group: u32,
+    pub sig_result: u32,
+    pub oom_pid: u32,
+    pub oom_comm: u32,
+    pub oom_total_vm: u32,
+    pub oom_anon_rss: u32,
+    pub oom_file_rss: u32,
+    pub oom_shmem_rss: u32,
+    pub oom_uid: u32,
+    /// Offset of `exit_code` in `struct task_struct` (from the kernel's BTF).
+    pub task_exit_code: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `Offsets` is `repr(C)`, made only of `u32`s, so it has no padding and every bit pattern is valid.
+unsafe impl aya::Pod for Offsets {}
+
+/// Arguments of an in-flight `connect()`, saved at syscall entry (value of [`MAP_CONNECTS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectArgs {
+    pub uaddr: u64,
+    pub addrlen: u32,
+    pub fd: u32,
+}
+
+/// Who started a TCP connect (value of [`MAP_TCP_OWNER`]), captured in process context.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Owner {
+    pub ktime_ns: u64,
+    pub cgroup_id: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: [u8; 16],
+}
+
+/// Address family values carried in [`RawEvent::family`].
+pub const AF_UNIX: u16 = 1;
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Size of [`RawEvent::data`] (a unix socket path is at most 108 bytes).
+pub const DATA_LEN: usize = 128;
+
+/// One event from the kernel. `kind` says which fields are meaningful.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawEvent {
+    pub kind: u32,
+    /// Positive errno of a failed connect/accept.
+    pub errno: i32,
+    /// `bpf_ktime_get_ns()` (monotonic, boot-relative).
+    pub ktime_ns: u64,
+    pub cgroup_id: u64,
+    /// Thread-group id (what userspace calls the pid).
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: [u8; 16],
+    /// Target socket address family (`AF_*`).
+    pub family: u16,
+    /// Target port, host byte order.
+    pub port: u16,
+    /// Length of the unix path (or exec filename) in `data`; an abstract unix name starts with a 0 byte.
+    pub data_len: u16,
+    /// `SOURCE_*`.
+    pub source: u8,
+    pub _pad0: u8,
+    /// Target IPv4 (first 4 bytes) or IPv6 address.
+    pub addr: [u8; 16],
+    /// Raw `task_struct.exit_code`: `status << 8 | core_dumped << 7 | signal`.
+    pub exit_code: i32,
+    /// Signal number (signal events).
+    pub sig: i32,
+    /// Signal target or OOM victim.
+    pub target_pid: u32,
+    pub _pad1: u32,
+    /// Kind-specific extras. Signal: `code`, `group`, `result`. OOM: `total_vm`, `anon_rss`,
+    /// `file_rss`, `shmem_rss` (kB). Connect: the socket fd in `aux[0]`.
+    pub aux: [u64; 4],
+    /// Signal target's or OOM victim's comm.
+    pub target_comm: [u8; 16],
+    /// Unix socket path or exec filename.
+    pub data: [u8; DATA_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<RawEvent>() == 272);
+const _: () = assert!(core::mem::size_of::<Owner>() == 48);
+const _: () = assert!(core::mem::size_of::<ConnectArgs>() == 16);

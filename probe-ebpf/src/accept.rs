@@ -1,0 +1,48 @@
+//! `accept()`/`accept4()` results: successes counted, failures other than "no connection yet"
+//! (EMFILE, ENFILE, ENOBUFS, ...) reported.
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use probe_common::{
+    CNT_ACCEPT_FAILED, CNT_ACCEPT_OK, ERRNO_SLOTS, KIND_ACCEPT_FAILED,
+};
+
+use crate::common::{count, count_errno, current_is_self, current_owner, emit, off};
+
+const EAGAIN: u32 = 11;
+const EINTR: u32 = 4;
+
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    match try_accept_exit(&ctx, off!(exit_accept_ret)) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+#[tracepoint]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    match try_accept_exit(&ctx, off!(exit_accept4_ret)) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+fn try_accept_exit(ctx: &TracePointContext, ret_off: usize) -> Result<(), ()> {
+    // SAFETY: offset from tracefs.
+    let ret = unsafe { ctx.read_at::<i64>(ret_off) }.map_err(|_| ())?;
+    if ret >= 0 {
+        count(CNT_ACCEPT_OK);
+        count_errno(ERRNO_SLOTS, 0);
+        return Ok(());
+    }
+    let errno = (-ret) as u32;
+    if errno == EAGAIN || errno == EINTR {
+        return Ok(());
+    }
+    count(CNT_ACCEPT_FAILED);
+    count_errno(ERRNO_SLOTS, errno);
+    if current_is_self() {
+        return Ok(());
+    }
+    emit(KIND_ACCEPT_FAILED, &current_owner(), |ev| ev.errno = errno as i32);
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! Maps, load-time globals and helpers shared by every hook.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns,
+    },
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use probe_common::{
+    CNT_LOST_RINGBUF, CONNECTS_MAX, ConnectArgs, ERRNO_SLOTS, NUM_COUNTERS, Offsets, Owner,
+    RING_BYTES, RawEvent, TCP_OWNER_MAX,
+};
+
+// Map names are the statics' names; they equal the `MAP_*` consts of probe-common.
+#[map]
+pub static GW_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+#[map]
+pub static GW_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+#[map]
+pub static GW_ERRNO: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * ERRNO_SLOTS, 0);
+#[map]
+pub static GW_CONNECTS: LruHashMap<u32, ConnectArgs> =
+    LruHashMap::with_max_entries(CONNECTS_MAX, 0);
+#[map]
+pub static GW_TCP_OWNER: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(TCP_OWNER_MAX, 0);
+
+/// Tracepoint field offsets, written by the loader before the programs load.
+#[unsafe(no_mangle)]
+// SAFETY: `Offsets` is made of `u32`s only; all-zero is a valid value.
+pub static GW_OFFSETS: Offsets = unsafe { core::mem::zeroed() };
+
+/// Reads one field of [`GW_OFFSETS`]. The volatile read keeps the compiler from folding the
+/// zero initialiser: the loader rewrites the value in the object before loading.
+#[inline(always)]
+pub fn read_off(field: *const u32) -> usize {
+    // SAFETY: `field` points into the immutable global `GW_OFFSETS` (see `off!`).
+    (unsafe { core::ptr::read_volatile(field) }) as usize
+}
+
+/// Offset of a tracepoint field, as set by the loader.
+macro_rules! off {
+    ($field:ident) => {
+        $crate::common::read_off(&raw const $crate::common::GW_OFFSETS.$field)
+    };
+}
+pub(crate) use off;
+
+/// Do not wake the reader: userspace drains the ring buffer on a timer.
+pub const BPF_RB_NO_WAKEUP: u64 = 1;
+
+/// Adds one to a per-CPU counter.
+#[inline(always)]
+pub fn count(idx: u32) {
+    if let Some(p) = GW_COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs (no preemption).
+        unsafe { *p += 1 };
+    }
+}
+
+/// Adds one to the per-errno counter of a family (`base` = 0 for connects, `ERRNO_SLOTS` for accepts).
+#[inline(always)]
+pub fn count_errno(base: u32, errno: u32) {
+    let slot = if errno < ERRNO_SLOTS { errno } else { ERRNO_SLOTS - 1 };
+    if let Some(p) = GW_ERRNO.get_ptr_mut(base + slot) {
+        // SAFETY: as in `count`.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Thread-group id of the current task, and whether it is gwtrace itself.
+#[inline(always)]
+pub fn current_is_self() -> bool {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    tgid == off!(self_tgid) as u32
+}
+
+/// The current task as the owner of an operation.
+#[inline(always)]
+pub fn current_owner() -> Owner {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    Owner {
+        // SAFETY: helpers without preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        // SAFETY: as above.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+/// Reserves a zeroed event in the ring buffer, fills its header from `owner` and lets `fill` write
+/// the rest. A full ring buffer is counted as loss, never silent.
+#[inline(always)]
+pub fn emit(kind: u32, owner: &Owner, fill: impl FnOnce(&mut RawEvent)) {
+    let Some(mut entry) = GW_EVENTS.reserve::<RawEvent>(0) else {
+        count(CNT_LOST_RINGBUF);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points to `size_of::<RawEvent>()` bytes reserved for us; zeroing them makes every
+    // field initialised (RawEvent is plain integers) before we take a reference.
+    let ev = unsafe {
+        core::ptr::write_bytes(ev, 0, 1);
+        &mut *ev
+    };
+    ev.kind = kind;
+    ev.ktime_ns = owner.ktime_ns;
+    ev.cgroup_id = owner.cgroup_id;
+    ev.pid = owner.pid;
+    ev.tid = owner.tid;
+    ev.uid = owner.uid;
+    ev.gid = owner.gid;
+    ev.comm = owner.comm;
+    fill(ev);
+    entry.submit(BPF_RB_NO_WAKEUP);
+}

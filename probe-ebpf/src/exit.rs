@@ -1,0 +1,40 @@
+//! Process exits (`sched:sched_process_exit`), once per process: when its last thread exits. The
+//! exit status, terminating signal and core-dump flag come from `task_struct.exit_code` (offset from
+//! BTF), since the classic tracepoint does not carry them.
+use aya_ebpf::{
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use probe_common::{CNT_EXITS, KIND_PROCESS_EXIT};
+
+use crate::common::{count, current_owner, emit, off};
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    match try_sched_process_exit(&ctx) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), ()> {
+    let group_dead_off = off!(exit_group_dead);
+    if group_dead_off != u32::MAX as usize {
+        // SAFETY: offset from tracefs.
+        let group_dead = unsafe { ctx.read_at::<u8>(group_dead_off) }.map_err(|_| ())?;
+        if group_dead == 0 {
+            return Ok(());
+        }
+    }
+    count(CNT_EXITS);
+    // SAFETY: the current task is alive while its exit tracepoint runs; `exit_code`'s offset comes
+    // from BTF and the read is a fallible helper.
+    let exit_code = unsafe {
+        let task = bpf_get_current_task() as usize;
+        bpf_probe_read_kernel::<i32>((task + off!(task_exit_code)) as *const i32)
+    }
+    .unwrap_or(0);
+    emit(KIND_PROCESS_EXIT, &current_owner(), |ev| ev.exit_code = exit_code);
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! Events as userspace sees them: decoded once from the kernel's [`RawEvent`] bytes into typed
+//! values, serialised as the `gwtrace record` JSON lines (schema in docs/events.md).
+use probe_common::{
+    AF_INET, AF_INET6, AF_UNIX, KIND_ACCEPT_FAILED, KIND_CONNECT_FAILED, KIND_EXEC, KIND_OOM_KILL,
+    KIND_PROCESS_EXIT, KIND_SIGNAL, RawEvent, SOURCE_SYSCALL, SOURCE_TCP_ABANDONED,
+    SOURCE_TCP_STATE,
+};
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::facts::FactsUpdate;
+
+/// Version of the JSON lines schema. Readers reject lines with a greater version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One line of a record file: an event with its common header.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Schema version ([`SCHEMA_VERSION`]).
+    pub v: u32,
+    /// Wall clock, RFC 3339.
+    pub ts: String,
+    /// Monotonic clock (`CLOCK_MONOTONIC`, boot-relative) in ns; the engine's time axis.
+    pub mono_ns: u64,
+    /// Process (thread-group) id of the task that did it: the connecting process, the exiting
+    /// process, the signal's sender, the task that triggered the OOM killer.
+    #[serde(default)]
+    pub pid: u32,
+    #[serde(default)]
+    pub tid: u32,
+    #[serde(default)]
+    pub comm: String,
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+    #[serde(default)]
+    pub cgroup_id: u64,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// Kind-specific part of an [`Event`]; `kind` in JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    /// A connect that failed, synchronously or (TCP) asynchronously.
+    ConnectFailed {
+        /// `127.0.0.1:8000`, `[::1]:8000`, `unix:/run/app.sock`, `unix:@abstract`.
+        target: String,
+        errno: i32,
+        errno_name: String,
+        /// `syscall` (connect() returned it), `tcp_state` (the handshake failed later, the errno
+        /// is the socket error nginx reads with SO_ERROR), `tcp_abandoned` (the process closed the
+        /// socket before the handshake completed: its own connect timeout).
+        source: String,
+    },
+    /// An accept that failed with something other than "no connection yet".
+    AcceptFailed { errno: i32, errno_name: String },
+    /// A process ended (its last thread exited).
+    ProcessExit {
+        /// Exit status when it exited normally.
+        exit_code: Option<i32>,
+        /// Terminating signal, when killed.
+        signal: Option<i32>,
+        signal_name: Option<String>,
+        core_dumped: bool,
+    },
+    /// A signal was generated for a process.
+    Signal {
+        signal: i32,
+        signal_name: String,
+        /// The sender (same as `pid`; 0-like kernel senders show the faulting task).
+        sender_pid: u32,
+        target_pid: u32,
+        target_comm: String,
+        /// `si_code`: 0 = SI_USER (kill), 128 = SI_KERNEL, > 0 = fault codes.
+        code: i32,
+        /// 0 delivered, 1 ignored, 2 already pending, 3 overflow, 4 lose info.
+        result: i32,
+    },
+    /// The OOM killer chose a victim.
+    OomKill {
+        victim_pid: u32,
+        victim_comm: String,
+        total_vm_kb: u64,
+        anon_rss_kb: u64,
+        file_rss_kb: u64,
+        shmem_rss_kb: u64,
+    },
+    /// A process executed a new program.
+    Exec {
+        filename: String,
+        /// From /proc at the time gwtrace saw the exec, when it was still there.
+        #[serde(default)]
+        cmdline: Option<String>,
+    },
+    /// Events the kernel or gwtrace could not deliver, since the previous loss line.
+    Loss { reason: String, count: u64 },
+    /// Facts read from /proc (listeners, processes, paths) that the engine used: replay
+    /// is deterministic because they travel with the events.
+    Facts(FactsUpdate),
+}
+
+impl Event {
+    /// The `kind` string of this event, as in JSON.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match &self.body {
+            Body::ConnectFailed { .. } => "connect_failed",
+            Body::AcceptFailed { .. } => "accept_failed",
+            Body::ProcessExit { .. } => "process_exit",
+            Body::Signal { .. } => "signal",
+            Body::OomKill { .. } => "oom_kill",
+            Body::Exec { .. } => "exec",
+            Body::Loss { .. } => "loss",
+            Body::Facts(_) => "facts",
+        }
+    }
+}
+
+/// Reasons a raw event could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("event is {0} bytes, expected {1}")]
+    Size(usize, usize),
+    #[error("unknown event kind {0}")]
+    Kind(u32),
+}
+
+/// Converts the kernel's monotonic ns to wall clock, given the offset measured at start.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// `realtime_ns - monotonic_ns`, measured once.
+    pub wall_minus_mono_ns: i128,
+}
+
+impl Clock {
+    /// Measures the offset between the wall clock and `CLOCK_MONOTONIC` now.
+    #[must_use]
+    pub fn now() -> Self {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Self { wall_minus_mono_ns: i128::try_from(wall).unwrap_or(0) - i128::from(monotonic_ns()) }
+    }
+
+    /// RFC 3339 wall-clock time of a monotonic instant.
+    #[must_use]
+    pub fn rfc3339(&self, mono_ns: u64) -> String {
+        let wall = i128::from(mono_ns) + self.wall_minus_mono_ns;
+        time::OffsetDateTime::from_unix_timestamp_nanos(wall)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// `CLOCK_MONOTONIC` now, in ns (the clock of `bpf_ktime_get_ns`).
+#[must_use]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Formats a socket target the way gwtrace prints it everywhere.
+#[must_use]
+pub fn format_target(family: u16, addr: &[u8; 16], port: u16, path: &[u8]) -> String {
+    match family {
+        AF_INET => format!("{}:{port}", Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
+        AF_INET6 => format!("[{}]:{port}", Ipv6Addr::from(*addr)),
+        AF_UNIX => {
+            if path.first() == Some(&0) {
+                // Abstract: the name is every byte after the leading NUL (NULs shown as @).
+                let name: String = path[1..]
+                    .iter()
+                    .map(|&b| if b == 0 { '@' } else { char::from(b) })
+                    .collect();
+                format!("unix:@{name}")
+            } else {
+                format!("unix:{}", cstr(path))
+            }
+        }
+        other => format!("family{other}"),
+    }
+}
+
+impl Event {
+    /// Decodes one ring-buffer record.
+    pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Self, DecodeError> {
+        if bytes.len() < size_of::<RawEvent>() {
+            return Err(DecodeError::Size(bytes.len(), size_of::<RawEvent>()));
+        }
+        // SAFETY: the length was checked; RawEvent is plain integers (any bit pattern is valid);
+        // read_unaligned copes with any alignment of the ring buffer's bytes.
+        let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        Self::from_raw(&raw, clock)
+    }
+
+    /// Builds the typed event from the wire struct.
+    pub fn from_raw(raw: &RawEvent, clock: &Clock) -> Result<Self, DecodeError> {
+        let data_len = usize::from(raw.data_len).min(raw.data.len());
+        let body = match raw.kind {
+            KIND_CONNECT_FAILED => Body::ConnectFailed {
+                target: format_target(raw.family, &raw.addr, raw.port, &raw.data[..data_len]),
+                errno: raw.errno,
+                errno_name: errno_name(raw.errno).to_owned(),
+                source: match raw.source {
+                    SOURCE_SYSCALL => "syscall",
+                    SOURCE_TCP_STATE => "tcp_state",
+                    SOURCE_TCP_ABANDONED => "tcp_abandoned",
+                    _ => "unknown",
+                }
+                .to_owned(),
+            },
+            KIND_ACCEPT_FAILED => Body::AcceptFailed {
+                errno: raw.errno,
+                errno_name: errno_name(raw.errno).to_owned(),
+            },
+            KIND_PROCESS_EXIT => {
+                let sig = raw.exit_code & 0x7f;
+                Body::ProcessExit {
+                    exit_code: (sig == 0).then_some((raw.exit_code >> 8) & 0xff),
+                    signal: (sig != 0).then_some(sig),
+                    signal_name: (sig != 0).then(|| signal_name(sig).to_owned()),
+                    core_dumped: raw.exit_code & 0x80 != 0,
+                }
+            }
+            KIND_SIGNAL => Body::Signal {
+                signal: raw.sig,
+                signal_name: signal_name(raw.sig).to_owned(),
+                sender_pid: raw.pid,
+                target_pid: raw.target_pid,
+                target_comm: cstr(&raw.target_comm),
+                code: i32::try_from(raw.aux[0] as i64).unwrap_or(0),
+                result: i32::try_from(raw.aux[2] as i64).unwrap_or(0),
+            },
+            KIND_OOM_KILL => Body::OomKill {
+                victim_pid: raw.target_pid,
+                victim_comm: cstr(&raw.target_comm),
+                total_vm_kb: raw.aux[0],
+                anon_rss_kb: raw.aux[1],
+                file_rss_kb: raw.aux[2],
+                shmem_rss_kb: raw.aux[3],
+            },
+            KIND_EXEC => Body::Exec { filename: cstr(&raw.data[..data_len]), cmdline: None },
+            k => return Err(DecodeError::Kind(k)),
+        };
+        Ok(Self {
+            v: SCHEMA_VERSION,
+            ts: clock.rfc3339(raw.ktime_ns),
+            mono_ns: raw.ktime_ns,
+            pid: raw.pid,
+            tid: raw.tid,
+            comm: cstr(&raw.comm),
+            uid: raw.uid,
+            gid: raw.gid,
+            cgroup_id: raw.cgroup_id,
+            body,
+        })
+    }
+}
+
+/// Symbolic name of an errno (Linux x86_64 values).
+#[must_use]
+pub fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        1 => "EPERM",
+        2 => "ENOENT",
+        4 => "EINTR",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        20 => "ENOTDIR",
+        22 => "EINVAL",
+        23 => "ENFILE",
+        24 => "EMFILE",
+        36 => "ENAMETOOLONG",
+        40 => "ELOOP",
+        91 => "EPROTOTYPE",
+        97 => "EAFNOSUPPORT",
+        98 => "EADDRINUSE",
+        99 => "EADDRNOTAVAIL",
+        100 => "ENETDOWN",
+        101 => "ENETUNREACH",
+        103 => "ECONNABORTED",
+        104 => "ECONNRESET",
+        105 => "ENOBUFS",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        113 => "EHOSTUNREACH",
+        _ => "E?",
+    }
+}
+
+/// Symbolic name of a signal.
+#[must_use]
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        31 => "SIGSYS",
+        _ => "SIG?",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_format_like_nginx() {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(format_target(AF_INET, &a, 8000, &[]), "127.0.0.1:8000");
+        assert_eq!(format_target(AF_INET6, &Ipv6Addr::LOCALHOST.octets(), 80, &[]), "[::1]:80");
+        assert_eq!(format_target(AF_UNIX, &a, 0, b"/run/app.sock\0\0\0"), "unix:/run/app.sock");
+        assert_eq!(format_target(AF_UNIX, &a, 0, b"\0gw-test"), "unix:@gw-test");
+    }
+
+    #[test]
+    fn short_record_is_an_error_not_a_panic() {
+        let clock = Clock { wall_minus_mono_ns: 0 };
+        assert_eq!(Event::decode(&[0; 8], &clock), Err(DecodeError::Size(8, 272)));
+    }
+
+    #[test]
+    fn exit_code_splits_status_signal_core() {
+        let clock = Clock { wall_minus_mono_ns: 0 };
+        // SAFETY: RawEvent is plain integers; zero is valid.
+        let mut raw: RawEvent = unsafe { std::mem::zeroed() };
+        raw.kind = KIND_PROCESS_EXIT;
+        raw.exit_code = 3 << 8;
+        let e = Event::from_raw(&raw, &clock).unwrap();
+        assert!(matches!(e.body, Body::ProcessExit { exit_code: Some(3), signal: None, .. }));
+        raw.exit_code = 0x80 | 11;
+        let e = Event::from_raw(&raw, &clock).unwrap();
+        assert!(matches!(
+            e.body,
+            Body::ProcessExit { exit_code: None, signal: Some(11), core_dumped: true, .. }
+        ));
+    }
+}

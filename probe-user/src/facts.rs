@@ -1,0 +1,143 @@
+//! Facts read from /proc and the filesystem that the engine needs besides kernel events: who
+//! listens where, what each process is, what a socket path looks like to the proxy's worker.
+//!
+//! The types are plain data (serialised into record files as `facts` lines, so replay is
+//! deterministic). Collection lives behind the [`FactSource`] trait so tests feed fixtures.
+use serde::{Deserialize, Serialize};
+
+/// An incremental update of the facts: processes and paths are upserted (by pid / path),
+/// `listeners` and `netstat`, when present, replace the previous snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FactsUpdate {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listeners: Option<Vec<Listener>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathInfo>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memcgs: Vec<MemcgInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netstat: Option<Netstat>,
+    /// Pids the user named with `--proxy` (or that auto-detection found), with their role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxies: Vec<u32>,
+}
+
+impl FactsUpdate {
+    /// True when the update carries nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty()
+            && self.listeners.is_none()
+            && self.paths.is_empty()
+            && self.memcgs.is_empty()
+            && self.netstat.is_none()
+            && self.proxies.is_empty()
+    }
+}
+
+/// A process as /proc showed it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    /// argv joined with spaces.
+    pub cmdline: String,
+    /// Effective uid and gid.
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    #[serde(default)]
+    pub groups: Vec<u32>,
+    /// cgroup path (v2 unified, else the memory controller's, else the first line).
+    #[serde(default)]
+    pub cgroup: String,
+    /// Boot-relative start time in ns (from /proc/PID/stat starttime), to tell pid reuse apart.
+    #[serde(default)]
+    pub start_ns: u64,
+}
+
+/// A listening socket and who owns it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    /// Same format as connect targets: `127.0.0.1:8000`, `[::]:8000`, `0.0.0.0:80`,
+    /// `unix:/run/app.sock`, `unix:@name`.
+    pub target: String,
+    /// Owning process, when gwtrace could see its file descriptors.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub comm: Option<String>,
+    /// Accept-queue length and limit (TCP) when known.
+    #[serde(default)]
+    pub backlog: Option<u32>,
+}
+
+/// What a unix socket path looks like, component by component (a `namei -l` walk).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathInfo {
+    pub path: String,
+    pub components: Vec<PathComponent>,
+}
+
+/// One component of a path walk (`/`, `/run`, `/run/app`, `/run/app/app.sock`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathComponent {
+    pub path: String,
+    pub exists: bool,
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+    /// Permission bits and file type (`st_mode`).
+    #[serde(default)]
+    pub mode: u32,
+}
+
+impl PathComponent {
+    /// `S_IFSOCK`.
+    #[must_use]
+    pub fn is_socket(&self) -> bool {
+        self.mode & 0o170_000 == 0o140_000
+    }
+    /// `S_IFDIR`.
+    #[must_use]
+    pub fn is_dir(&self) -> bool {
+        self.mode & 0o170_000 == 0o040_000
+    }
+}
+
+/// Memory cgroup of an OOM victim.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemcgInfo {
+    pub pid: u32,
+    pub cgroup: String,
+    /// `memory.limit_in_bytes` (v1) or `memory.max` (v2); None = unlimited or unknown.
+    #[serde(default)]
+    pub limit_bytes: Option<u64>,
+}
+
+/// TCP listen-queue counters from /proc/net/netstat.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Netstat {
+    pub listen_overflows: u64,
+    pub listen_drops: u64,
+}
+
+/// Where facts come from: the live system, or fixtures in tests.
+pub trait FactSource {
+    /// Every listening socket (TCP, TCP6, unix) with owners where visible.
+    fn listeners(&mut self) -> Vec<Listener>;
+    /// One process, if it still exists.
+    fn process(&mut self, pid: u32) -> Option<ProcInfo>;
+    /// All processes.
+    fn processes(&mut self) -> Vec<ProcInfo>;
+    /// The walk of a path, as root sees it (the engine checks permissions itself).
+    fn path(&mut self, path: &str) -> PathInfo;
+    /// Memory cgroup of a process.
+    fn memcg(&mut self, pid: u32) -> Option<MemcgInfo>;
+    /// TCP listen-queue counters.
+    fn netstat(&mut self) -> Option<Netstat>;
+}

@@ -1,0 +1,5 @@
+//! gwtrace: why does my reverse proxy answer 502? Wire decoding, kernel capture, procfs facts and
+//! the correlation engine; the `gwtrace` binary is a thin CLI over these.
+pub mod engine;
+pub mod event;
+pub mod facts;
