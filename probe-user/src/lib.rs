@@ -3,3 +3,6 @@
 pub mod engine;
 pub mod event;
 pub mod facts;
+pub mod capture;
+pub mod enrich;
+pub mod sysfacts;

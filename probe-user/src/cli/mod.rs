@@ -1,0 +1,141 @@
+//! Command line: `gwtrace` (watch and diagnose), `gwtrace record`, `gwtrace explain`.
+mod explain;
+mod output;
+mod session;
+mod watch;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gwtrace::capture::{CaptureError, Hooks};
+
+/// Exit codes (documented in README.md).
+pub const EXIT_FAILURE: u8 = 1;
+/// Bad usage: flags, files, `--proxy` naming nothing (clap also uses 2).
+pub const EXIT_USAGE: u8 = 2;
+/// Not root / missing capabilities.
+pub const EXIT_PRIVILEGE: u8 = 3;
+/// The kernel lacks something gwtrace needs (tracefs, BTF, a tracepoint).
+pub const EXIT_KERNEL: u8 = 4;
+
+/// Errors that map to a specific exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Why did my reverse proxy answer 502? Traces failed upstream connects and worker deaths in the
+/// kernel and names the root cause, with evidence and the fix.
+#[derive(Debug, Parser)]
+#[command(name = "gwtrace", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    watch: WatchArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write every captured event as JSON lines (schema: docs/events.md).
+    Record(RecordArgs),
+    /// Replay a `gwtrace record` file through the diagnosis engine (no root needed).
+    Explain(ExplainArgs),
+}
+
+/// Which kernel hooks to use.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum HooksArg {
+    /// Every cause (syscall tracepoints on connect/accept: a small cost on every syscall).
+    Full,
+    /// No syscall tracepoints: TCP failures and worker deaths only (misses unix-socket errors).
+    Sock,
+}
+
+impl From<HooksArg> for Hooks {
+    fn from(h: HooksArg) -> Self {
+        match h {
+            HooksArg::Full => Hooks::Full,
+            HooksArg::Sock => Hooks::Sock,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct CaptureArgs {
+    /// Stop after this many seconds (default: until Ctrl-C / SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Kernel hooks to attach.
+    #[arg(long, value_enum, default_value = "full")]
+    hooks: HooksArg,
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    capture: CaptureArgs,
+    /// Proxy to watch, by process name or pid (repeatable; default: auto-detect nginx, caddy,
+    /// haproxy, httpd/apache2, envoy, traefik).
+    #[arg(long, value_name = "NAME|PID")]
+    proxy: Vec<String>,
+    /// One verdict per line as JSON, for machines.
+    #[arg(long)]
+    json: bool,
+    /// Also write the raw events (as `gwtrace record` does) to this file.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// Overwrite the --record file if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct RecordArgs {
+    #[command(flatten)]
+    capture: CaptureArgs,
+    /// Output file (default: stdout; `-` is stdout too). Created 0600; never follows a symlink.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExplainArgs {
+    /// A file written by `gwtrace record` (or `gwtrace --record`).
+    file: PathBuf,
+    /// One verdict per line as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Proxy process names to consider besides the defaults (repeatable).
+    #[arg(long, value_name = "NAME")]
+    proxy: Vec<String>,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Some(Command::Record(a)) => session::record(&a),
+        Some(Command::Explain(a)) => explain::explain(&a),
+        None => watch::watch(&cli.watch),
+    }
+}
+
+/// The exit code for an error that reached the top.
+pub fn exit_code_for(e: &anyhow::Error) -> u8 {
+    if let Some(c) = e.downcast_ref::<CaptureError>() {
+        return match c {
+            CaptureError::NotRoot => EXIT_PRIVILEGE,
+            CaptureError::Tracefs(_) | CaptureError::Btf(_) | CaptureError::Attach(..) => EXIT_KERNEL,
+            CaptureError::Load(msg) if msg.contains("Operation not permitted") => EXIT_PRIVILEGE,
+            CaptureError::Load(_) => EXIT_KERNEL,
+        };
+    }
+    if e.downcast_ref::<UsageError>().is_some() {
+        return EXIT_USAGE;
+    }
+    EXIT_FAILURE
+}

@@ -1,0 +1,71 @@
+//! Verdict output: human lines (colour on a terminal) or JSON lines, each verdict printed when it
+//! is established and again when its count changes, then a summary table.
+use std::io::{IsTerminal as _, Write as _};
+
+use gwtrace::engine::{Verdict, render_human};
+
+/// Prints verdicts as they appear and change.
+pub struct VerdictPrinter {
+    json: bool,
+    color: bool,
+    /// Last printed count per (cause, proxy, target).
+    printed: std::collections::HashMap<(String, u32, String), u64>,
+    last: Vec<Verdict>,
+}
+
+impl VerdictPrinter {
+    pub fn new(json: bool) -> Self {
+        Self { json, color: !json && std::io::stdout().is_terminal(), printed: Default::default(), last: Vec::new() }
+    }
+
+    /// Prints new verdicts and those whose count changed.
+    pub fn update(&mut self, verdicts: &[Verdict]) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        for v in verdicts {
+            let key = (v.cause.clone(), v.proxy_pid, v.target.clone());
+            if self.printed.get(&key) == Some(&v.count) {
+                continue;
+            }
+            let first = !self.printed.contains_key(&key);
+            self.printed.insert(key, v.count);
+            if self.json {
+                serde_json::to_writer(&mut out, v)?;
+                writeln!(out)?;
+            } else if first {
+                writeln!(out, "{}", render_human(v, self.color))?;
+            } else {
+                writeln!(out, "  ... {} {} -> {}: now {} times ({:.1}/s)", v.cause, v.proxy_comm, v.target, v.count, v.rate_per_s)?;
+            }
+        }
+        out.flush()?;
+        self.last = verdicts.to_vec();
+        Ok(())
+    }
+
+    /// The closing summary table (stderr for JSON runs, so stdout stays machine-readable).
+    pub fn summary(&self) -> anyhow::Result<()> {
+        let mut text = String::new();
+        if self.last.is_empty() {
+            text.push_str("gwtrace: no 502 cause established in this run\n");
+        } else {
+            text.push_str(&format!("{:<24} {:>6} {:>8}  {:<18} {}\n", "CAUSE", "STATUS", "COUNT", "PROXY", "TARGET"));
+            for v in &self.last {
+                text.push_str(&format!(
+                    "{:<24} {:>6} {:>8}  {:<18} {}\n",
+                    v.cause,
+                    v.status,
+                    v.count,
+                    format!("{}[{}]", v.proxy_comm, v.proxy_pid),
+                    v.target
+                ));
+            }
+        }
+        if self.json {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+            std::io::stdout().flush()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! The capture loop shared by `gwtrace` and `gwtrace record`: attach, drain on a short timer,
+//! enrich events with /proc facts, stop on a deadline or SIGINT/SIGTERM/SIGHUP, detach, summarise.
+use std::{
+    collections::BTreeMap,
+    fs::OpenOptions,
+    io::{BufWriter, Write},
+    os::unix::fs::OpenOptionsExt as _,
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use gwtrace::{
+    capture::{Capture, Counters, Hooks},
+    enrich::Enricher,
+    event::{Body, Event, SCHEMA_VERSION, monotonic_ns},
+    sysfacts::SystemFacts,
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{RecordArgs, UsageError};
+
+/// How often the ring buffer is drained: the programs never wake us, so this bounds delivery
+/// latency.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// How often facts, loss counters and verdicts are refreshed.
+const TICK_EVERY: Duration = Duration::from_secs(1);
+
+/// What the loop saw, for the summary.
+#[derive(Default)]
+pub struct Stats {
+    pub by_kind: BTreeMap<&'static str, u64>,
+    pub counters: Counters,
+    pub lost: u64,
+    pub seconds: f64,
+    pub stopped_by: &'static str,
+}
+
+impl Stats {
+    /// Human summary lines (stderr).
+    pub fn render(&self) -> String {
+        use probe_common::{
+            CNT_ACCEPT_FAILED, CNT_ACCEPT_OK, CNT_CONNECT_FAILED, CNT_CONNECT_INPROGRESS,
+            CNT_CONNECT_OK, CNT_TCP_ESTABLISHED, CNT_TCP_FAILED,
+        };
+        let c = |i: u32| self.counters.counters.get(i as usize).copied().unwrap_or(0);
+        let kinds: Vec<String> = self.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        format!(
+            "gwtrace: {:.1}s ({}), events: {}\n\
+             gwtrace: kernel: connect ok {} in-progress {} failed {}, tcp established {} failed {}, accept ok {} failed {}\n\
+             gwtrace: lost events: {} (ring buffer, map, reads, recursion misses)",
+            self.seconds,
+            self.stopped_by,
+            if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") },
+            c(CNT_CONNECT_OK),
+            c(CNT_CONNECT_INPROGRESS),
+            c(CNT_CONNECT_FAILED),
+            c(CNT_TCP_ESTABLISHED),
+            c(CNT_TCP_FAILED),
+            c(CNT_ACCEPT_OK),
+            c(CNT_ACCEPT_FAILED),
+            self.lost,
+        )
+    }
+}
+
+/// Options of one capture session.
+pub struct SessionOpts {
+    pub duration: Option<Duration>,
+    pub hooks: Hooks,
+    pub proxy_names: Vec<String>,
+    pub proxy_pids: Vec<u32>,
+}
+
+/// Runs the capture. `on_event` sees every line in order (facts lines before the events they
+/// explain); `on_tick(now_mono_ns)` runs every second and once more at the end.
+pub fn run(
+    opts: &SessionOpts,
+    mut on_event: impl FnMut(&Event) -> anyhow::Result<()>,
+    mut on_tick: impl FnMut(u64) -> anyhow::Result<()>,
+) -> anyhow::Result<Stats> {
+    let mut capture = Capture::start(opts.hooks)?;
+    let started = std::time::Instant::now();
+    let mut enricher = Enricher::new(SystemFacts::new(), opts.proxy_names.clone());
+    let mut stats = Stats::default();
+    let clock = capture.clock();
+    let mut emit = |ev: &Event, stats: &mut Stats| -> anyhow::Result<()> {
+        *stats.by_kind.entry(ev.kind()).or_default() += 1;
+        if let Body::Loss { count, .. } = ev.body {
+            stats.lost += count;
+        }
+        on_event(ev)
+    };
+    let now = monotonic_ns();
+    let snapshot = enricher.snapshot(&opts.proxy_pids);
+    emit(&facts_event(&clock, now, snapshot), &mut stats)?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .enable_io()
+        .build()
+        .context("starting the event loop")?;
+    stats.stopped_by = rt.block_on(async {
+        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+        let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+        let mut drain = tokio::time::interval(DRAIN_EVERY);
+        let mut tick = tokio::time::interval(TICK_EVERY);
+        let sleep_until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(sleep_until_deadline);
+        let stopped_by = loop {
+            tokio::select! {
+                _ = drain.tick() => {
+                    drain_once(&mut capture, &mut enricher, &clock, &mut stats, &mut emit)?;
+                }
+                _ = tick.tick() => {
+                    let now = monotonic_ns();
+                    if let Some(up) = enricher.periodic() {
+                        emit(&facts_event(&clock, now, up), &mut stats)?;
+                    }
+                    for ev in capture.loss_events(now) {
+                        emit(&ev, &mut stats)?;
+                    }
+                    on_tick(now)?;
+                }
+                () = &mut sleep_until_deadline => break "duration reached",
+                _ = sigint.recv() => break "SIGINT",
+                _ = sigterm.recv() => break "SIGTERM",
+                _ = sighup.recv() => break "SIGHUP",
+            }
+        };
+        anyhow::Ok(stopped_by)
+    })?;
+    // Final drain: nothing the kernel delivered is left behind.
+    drain_once(&mut capture, &mut enricher, &clock, &mut stats, &mut emit)?;
+    let now = monotonic_ns();
+    for ev in capture.loss_events(now) {
+        emit(&ev, &mut stats)?;
+    }
+    stats.counters = capture.counters();
+    stats.seconds = started.elapsed().as_secs_f64();
+    drop(capture); // detaches every program, frees every map
+    on_tick(now)?;
+    Ok(stats)
+}
+
+fn drain_once(
+    capture: &mut Capture,
+    enricher: &mut Enricher<SystemFacts>,
+    clock: &gwtrace::event::Clock,
+    stats: &mut Stats,
+    emit: &mut impl FnMut(&Event, &mut Stats) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut batch = Vec::new();
+    capture.drain(|ev| batch.push(ev));
+    for mut ev in batch {
+        if let Some(up) = enricher.before(&ev) {
+            if let Body::Exec { cmdline, .. } = &mut ev.body {
+                *cmdline = up.processes.iter().find(|p| p.pid == ev.pid).map(|p| p.cmdline.clone());
+            }
+            emit(&facts_event(clock, ev.mono_ns, up), stats)?;
+        }
+        emit(&ev, stats)?;
+    }
+    Ok(())
+}
+
+fn facts_event(clock: &gwtrace::event::Clock, mono_ns: u64, up: gwtrace::facts::FactsUpdate) -> Event {
+    Event {
+        v: SCHEMA_VERSION,
+        ts: clock.rfc3339(mono_ns),
+        mono_ns,
+        pid: 0,
+        tid: 0,
+        comm: String::new(),
+        uid: 0,
+        gid: 0,
+        cgroup_id: 0,
+        body: Body::Facts(up),
+    }
+}
+
+/// Opens an output file safely: created 0600, never through a symlink, never over an existing
+/// file unless `force`.
+pub fn open_output(path: &Path, force: bool) -> anyhow::Result<Box<dyn Write>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(BufWriter::new(std::io::stdout())));
+    }
+    let mut o = OpenOptions::new();
+    o.write(true).mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    if force {
+        o.create(true).truncate(true);
+    } else {
+        o.create_new(true);
+    }
+    let f = o.open(path).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AlreadyExists => " (it exists: pass --force to overwrite)",
+            std::io::ErrorKind::PermissionDenied => " (permission denied: pick a writable path)",
+            _ if e.raw_os_error() == Some(libc::ELOOP) => " (it is a symlink: gwtrace never follows one)",
+            _ => "",
+        };
+        UsageError::Usage(format!("cannot create {}: {e}{hint}", path.display()))
+    })?;
+    Ok(Box::new(BufWriter::new(f)))
+}
+
+/// `gwtrace record`.
+pub fn record(a: &RecordArgs) -> anyhow::Result<std::process::ExitCode> {
+    let out = std::cell::RefCell::new(open_output(a.output.as_deref().unwrap_or(Path::new("-")), a.force)?);
+    let opts = SessionOpts {
+        duration: a.capture.duration.map(Duration::from_secs_f64),
+        hooks: a.capture.hooks.into(),
+        proxy_names: super::watch::default_proxy_names(),
+        proxy_pids: Vec::new(),
+    };
+    eprintln!("gwtrace: recording (Ctrl-C to stop)");
+    let mut write_err = None;
+    let stats = run(
+        &opts,
+        |ev| {
+            let mut out = out.borrow_mut();
+            serde_json::to_writer(&mut *out, ev)?;
+            out.write_all(b"\n")?;
+            Ok(())
+        },
+        |_| {
+            if let Err(e) = out.borrow_mut().flush() {
+                write_err = Some(e);
+            }
+            Ok(())
+        },
+    )?;
+    out.borrow_mut().flush().context("flushing the output")?;
+    if let Some(e) = write_err {
+        return Err(e).context("writing the output");
+    }
+    eprintln!("{}", stats.render());
+    Ok(std::process::ExitCode::SUCCESS)
+}

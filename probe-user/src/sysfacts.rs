@@ -1,0 +1,270 @@
+//! The live [`FactSource`]: /proc and the filesystem, as root sees them.
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt as _,
+    path::{Component, Path, PathBuf},
+};
+
+use crate::facts::{FactSource, Listener, MemcgInfo, Netstat, PathComponent, PathInfo, ProcInfo};
+
+/// Reads facts from the running system.
+#[derive(Default)]
+pub struct SystemFacts {
+    /// Clock ticks per second, for /proc/PID/stat start times.
+    ticks: u64,
+}
+
+impl SystemFacts {
+    #[must_use]
+    pub fn new() -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        Self { ticks: u64::try_from(ticks).unwrap_or(100).max(1) }
+    }
+
+    /// Socket inode -> owning pid, from /proc/*/fd links.
+    fn socket_owners() -> HashMap<u64, u32> {
+        let mut owners = HashMap::new();
+        let Ok(procs) = std::fs::read_dir("/proc") else { return owners };
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+            for fd in fds.flatten() {
+                if let Ok(link) = std::fs::read_link(fd.path())
+                    && let Some(inode) = link
+                        .to_str()
+                        .and_then(|l| l.strip_prefix("socket:["))
+                        .and_then(|l| l.strip_suffix(']'))
+                        .and_then(|l| l.parse::<u64>().ok())
+                {
+                    // The lowest pid (the master, usually) wins for shared sockets.
+                    owners.entry(inode).and_modify(|o: &mut u32| *o = (*o).min(pid)).or_insert(pid);
+                }
+            }
+        }
+        owners
+    }
+}
+
+fn comm_of(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_owned())
+}
+
+/// Parses /proc/net/unix: listening sockets (state 01 = unconnected with `__SO_ACCEPTCON` flag
+/// 0x10000) with a path.
+#[must_use]
+pub fn parse_proc_net_unix(text: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 8 {
+            continue;
+        }
+        let flags = u32::from_str_radix(cols[3], 16).unwrap_or(0);
+        let inode = cols[6].parse::<u64>().unwrap_or(0);
+        if flags & 0x10000 == 0 {
+            continue;
+        }
+        let path = cols[7..].join(" ");
+        let target = path.strip_prefix('@').map_or_else(|| format!("unix:{path}"), |a| format!("unix:@{a}"));
+        out.push((target, inode));
+    }
+    out
+}
+
+/// Parses /proc/net/tcp or tcp6: sockets in LISTEN (state 0A), as (`addr:port`, inode, backlog).
+#[must_use]
+pub fn parse_proc_net_tcp(text: &str, v6: bool) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 10 || cols[3] != "0A" {
+            continue;
+        }
+        let Some((addr_hex, port_hex)) = cols[1].split_once(':') else { continue };
+        let Ok(port) = u16::from_str_radix(port_hex, 16) else { continue };
+        let inode = cols[9].parse::<u64>().unwrap_or(0);
+        let target = if v6 {
+            // Four native-endian 32-bit words.
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_mut(4).enumerate() {
+                let word = addr_hex.get(i * 8..i * 8 + 8).and_then(|w| u32::from_str_radix(w, 16).ok()).unwrap_or(0);
+                chunk.copy_from_slice(&word.to_le_bytes());
+            }
+            format!("[{}]:{port}", std::net::Ipv6Addr::from(bytes))
+        } else {
+            let word = u32::from_str_radix(addr_hex, 16).unwrap_or(0);
+            format!("{}:{port}", std::net::Ipv4Addr::from(word.to_le_bytes()))
+        };
+        out.push((target, inode));
+    }
+    out
+}
+
+impl FactSource for SystemFacts {
+    fn listeners(&mut self) -> Vec<Listener> {
+        let owners = Self::socket_owners();
+        let mut sockets = Vec::new();
+        if let Ok(t) = std::fs::read_to_string("/proc/net/unix") {
+            sockets.extend(parse_proc_net_unix(&t));
+        }
+        if let Ok(t) = std::fs::read_to_string("/proc/net/tcp") {
+            sockets.extend(parse_proc_net_tcp(&t, false));
+        }
+        if let Ok(t) = std::fs::read_to_string("/proc/net/tcp6") {
+            sockets.extend(parse_proc_net_tcp(&t, true));
+        }
+        sockets
+            .into_iter()
+            .map(|(target, inode)| {
+                let pid = owners.get(&inode).copied();
+                Listener { target, pid, comm: pid.and_then(comm_of), backlog: None }
+            })
+            .collect()
+    }
+
+    fn process(&mut self, pid: u32) -> Option<ProcInfo> {
+        let base = PathBuf::from(format!("/proc/{pid}"));
+        let status = std::fs::read_to_string(base.join("status")).ok()?;
+        let field = |name: &str| {
+            status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_default()
+        };
+        let second = |s: &str| s.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let cmdline = std::fs::read(base.join("cmdline"))
+            .map(|b| {
+                String::from_utf8_lossy(&b).split('\0').filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")
+            })
+            .unwrap_or_default();
+        let cgroup = std::fs::read_to_string(base.join("cgroup")).unwrap_or_default();
+        let cgroup = cgroup
+            .lines()
+            .find(|l| l.starts_with("0::"))
+            .or_else(|| cgroup.lines().find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == "memory"))))
+            .or_else(|| cgroup.lines().next())
+            .and_then(|l| l.splitn(3, ':').nth(2))
+            .unwrap_or_default()
+            .to_owned();
+        let start_ns = std::fs::read_to_string(base.join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_owned()))
+            .and_then(|rest| rest.split_whitespace().nth(19).and_then(|v| v.parse::<u64>().ok()))
+            .map_or(0, |ticks| ticks * (1_000_000_000 / self.ticks));
+        Some(ProcInfo {
+            pid,
+            ppid: field("PPid:").parse().unwrap_or(0),
+            comm: field("Name:").to_owned(),
+            cmdline,
+            uid: second(field("Uid:")),
+            gid: second(field("Gid:")),
+            groups: field("Groups:").split_whitespace().filter_map(|g| g.parse().ok()).collect(),
+            cgroup,
+            start_ns,
+        })
+    }
+
+    fn processes(&mut self) -> Vec<ProcInfo> {
+        let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+        let pids: Vec<u32> =
+            dir.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect();
+        pids.into_iter().filter_map(|p| self.process(p)).collect()
+    }
+
+    fn path(&mut self, path: &str) -> PathInfo {
+        let mut components = Vec::new();
+        let mut cur = PathBuf::new();
+        for c in Path::new(path).components() {
+            match c {
+                Component::RootDir => cur.push("/"),
+                Component::Normal(n) => cur.push(n),
+                _ => continue,
+            }
+            let comp = match std::fs::symlink_metadata(&cur) {
+                Ok(m) => PathComponent {
+                    path: cur.display().to_string(),
+                    exists: true,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    mode: m.mode(),
+                },
+                Err(_) => PathComponent { path: cur.display().to_string(), exists: false, ..Default::default() },
+            };
+            let missing = !comp.exists;
+            components.push(comp);
+            if missing {
+                break;
+            }
+        }
+        PathInfo { path: path.to_owned(), components }
+    }
+
+    fn memcg(&mut self, pid: u32) -> Option<MemcgInfo> {
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        for line in cgroup.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let v1 = controllers.split(',').any(|c| c == "memory");
+            let v2 = controllers.is_empty();
+            let file = if v1 {
+                format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+            } else if v2 {
+                format!("/sys/fs/cgroup/unified{path}/memory.max")
+            } else {
+                continue;
+            };
+            let limit = std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse::<u64>().ok());
+            // v1 reports "no limit" as a huge number.
+            let limit = limit.filter(|&l| l < (1 << 60));
+            if v1 || limit.is_some() {
+                return Some(MemcgInfo { pid, cgroup: path.to_owned(), limit_bytes: limit });
+            }
+        }
+        None
+    }
+
+    fn netstat(&mut self) -> Option<Netstat> {
+        let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+        let mut lines = text.lines();
+        while let (Some(h), Some(v)) = (lines.next(), lines.next()) {
+            if !h.starts_with("TcpExt:") {
+                continue;
+            }
+            let map: HashMap<&str, u64> = h
+                .split_whitespace()
+                .zip(v.split_whitespace())
+                .filter_map(|(k, v)| v.parse().ok().map(|v| (k, v)))
+                .collect();
+            return Some(Netstat {
+                listen_overflows: map.get("ListenOverflows").copied().unwrap_or(0),
+                listen_drops: map.get("ListenDrops").copied().unwrap_or(0),
+            });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_listeners_from_proc_net_unix() {
+        let text = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 12345 /run/app.sock\n\
+            0000000000000000: 00000002 00000000 00000000 0001 03 12346 /run/other.sock\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 12347 @abstract\n";
+        let l = parse_proc_net_unix(text);
+        assert_eq!(l, vec![("unix:/run/app.sock".into(), 12345), ("unix:@abstract".into(), 12347)]);
+    }
+
+    #[test]
+    fn tcp_listeners_from_proc_net_tcp() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+           0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5555 1 0 100 0 0 10 0\n\
+           1: 0100007F:1F41 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 5556 1 0 100 0 0 10 0\n";
+        assert_eq!(parse_proc_net_tcp(text, false), vec![("127.0.0.1:8000".into(), 5555)]);
+        let t6 = "hdr\n   0: 00000000000000000000000001000000:1F40 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 7777 1\n";
+        assert_eq!(parse_proc_net_tcp(t6, true), vec![("[::1]:8000".into(), 7777)]);
+    }
+}
