@@ -1,1 +1,92 @@
+//! End-to-end diagnosis tests (root): the scenario lab on real nginx + gunicorn/uvicorn, the
+//! `gwtrace` binary run like a user runs it, scored against nginx's own error.log and statuses.
+#[path = "lab/mod.rs"]
+#[expect(dead_code, reason = "shared with xtask; not every helper is used here")]
+mod lab;
 
+use std::{path::PathBuf, sync::Mutex, time::Duration};
+
+/// Scenarios share nginx, cgroups and the host's process table: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn gwtrace() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gwtrace"))
+}
+
+fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn scenario(name: &str) {
+    assert!(is_root(), "the diagnosis tests drive real nginx and eBPF: run them as root");
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let all = lab::scenarios();
+    let sc = all.iter().find(|s| s.name == name).expect("scenario exists");
+    let r = lab::run_one(&gwtrace(), sc).expect("scenario runs");
+    let table = lab::table(std::slice::from_ref(&r));
+    assert!(r.ok, "{name}: {}\n{table}\nverdicts: {:#?}", r.why, r.verdicts);
+    eprintln!("{table}");
+}
+
+macro_rules! scenarios {
+    ($($test:ident => $name:literal),* $(,)?) => {
+        $(#[test] fn $test() { scenario($name); })*
+    };
+}
+
+scenarios! {
+    lab_socket_missing => "socket-missing",
+    lab_tcp_refused => "tcp-refused",
+    lab_stale_socket => "stale-socket",
+    lab_wrong_target => "wrong-target",
+    lab_socket_permission => "socket-permission",
+    lab_crash_on_boot => "crash-on-boot",
+    lab_bad_release => "bad-release",
+    lab_worker_timeout => "worker-timeout",
+    lab_worker_oom => "worker-oom",
+    lab_worker_crash => "worker-crash",
+    lab_backlog_full => "backlog-full",
+    lab_uvicorn_socket_missing => "uvicorn-socket-missing",
+    lab_uvicorn_worker_timeout => "uvicorn-worker-timeout",
+    lab_read_timeout_504 => "read-timeout-504",
+    lab_healthy_with_noise => "healthy-with-noise",
+}
+
+/// `gwtrace record` while nginx proxies to a stopped gunicorn: nginx's failed connects appear
+/// with the same errno and target as nginx's error.log.
+#[test]
+fn record_shows_nginx_failed_connects_like_error_log() {
+    assert!(is_root(), "run as root");
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut stack = lab::Stack::new("record").expect("stack");
+    stack.upstream = format!("127.0.0.1:{}", lab::free_port());
+    stack.start_nginx().expect("nginx");
+    let out = stack.path("events.jsonl");
+    let mut rec = std::process::Command::new(gwtrace())
+        .args(["record", "--duration", "4", "--output"])
+        .arg(&out)
+        .spawn()
+        .expect("gwtrace record");
+    std::thread::sleep(Duration::from_millis(1500));
+    let statuses: Vec<_> = (0..3).map(|_| stack.get("/", Duration::from_secs(5)).status).collect();
+    assert!(rec.wait().expect("wait").success());
+    assert!(statuses.iter().all(|s| *s == Some(502)), "nginx answered {statuses:?}");
+    let log = stack.nginx_errors();
+    let wanted = format!("(111: Connection refused) while connecting to upstream");
+    assert!(log.iter().any(|l| l.contains(&wanted) && l.contains(&stack.upstream)), "error.log: {log:?}");
+    let text = std::fs::read_to_string(&out).expect("record file");
+    let nginx_failures: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["kind"] == "connect_failed" && e["comm"] == "nginx")
+        .collect();
+    assert!(nginx_failures.len() >= 3, "expected nginx's 3 failed connects, got {nginx_failures:?}");
+    for e in &nginx_failures {
+        assert_eq!(e["target"], stack.upstream.as_str());
+        assert_eq!(e["errno"], 111);
+        assert_eq!(e["errno_name"], "ECONNREFUSED");
+    }
+    let meta = std::fs::metadata(&out).expect("meta");
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
+}

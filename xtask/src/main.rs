@@ -1,1 +1,132 @@
-fn main() {}
+//! Build, setup, test, demo, lab and bench orchestration for gwtrace. No product logic here: the
+//! lab scenarios live in tests/lab (shared with the test suite), the benchmarks in bench/.
+mod bench;
+mod setup;
+
+#[path = "../../tests/lab/mod.rs"]
+#[expect(dead_code, reason = "the lab module is shared with the test suite, which uses more of it")]
+mod lab;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "gwtrace development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install everything a fresh machine lacks (idempotent): toolchains, LLVM 22, bpf-linker,
+    /// nginx, gunicorn, uvicorn, wrk, bpftrace, ...
+    Setup,
+    /// Set up, then run every check and test: fmt, clippy, unit, kernel capture, diagnosis lab.
+    Test {
+        /// Skip fmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Set up, build, start a broken nginx + gunicorn stack and let gwtrace name the cause.
+    Demo {
+        /// Scenario to show (see `cargo xtask lab --list`).
+        #[arg(long, default_value = "socket-permission")]
+        scenario: String,
+    },
+    /// Run the scenario lab: every 502 cause on real nginx + gunicorn/uvicorn, scored against
+    /// nginx's own error.log; writes lab-out/lab.json.
+    Lab {
+        /// Only scenarios whose name contains this.
+        filter: Option<String>,
+        /// List the scenarios.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Overhead benchmarks against no tracing, bpftrace and strace (see bench/README.md).
+    Bench {
+        /// Rounds per configuration (interleaved).
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Only workloads whose name contains this.
+        filter: Option<String>,
+    },
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+/// Runs a command, failing with its name when it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Builds the release `gwtrace` binary and returns its path.
+pub fn build_gwtrace() -> anyhow::Result<PathBuf> {
+    run(Command::new("cargo").current_dir(root()).args(["build", "--release", "-p", "probe-user", "--bin", "gwtrace"]))?;
+    Ok(root().join("target/release/gwtrace"))
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::setup(),
+        Cmd::Test { no_lint } => {
+            setup::setup()?;
+            let cargo = |args: &[&str]| run(Command::new("cargo").current_dir(root()).args(args));
+            if !no_lint {
+                cargo(&["fmt", "--all", "--", "--check"])?;
+                cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            }
+            // Unit tests, then root tests against the real kernel and real nginx/gunicorn. Tests
+            // that share kernel-wide state (the lab's nginx, cgroups) serialise themselves.
+            cargo(&["test", "--workspace", "--no-fail-fast", "--", "--test-threads=2"])?;
+            println!("xtask: all tests passed");
+            Ok(())
+        }
+        Cmd::Demo { scenario } => {
+            setup::setup()?;
+            let bin = build_gwtrace()?;
+            lab::demo(&bin, &scenario)
+        }
+        Cmd::Lab { filter, list } => {
+            if list {
+                for s in lab::scenarios() {
+                    println!("{:<28} expect {:<24} {}", s.name, s.expect.unwrap_or("(no verdict)"), s.about);
+                }
+                return Ok(());
+            }
+            setup::setup()?;
+            let bin = build_gwtrace()?;
+            let out = root().join("lab-out");
+            let results = lab::run_all(&bin, filter.as_deref(), &out)?;
+            if results.iter().any(|r| !r.ok) {
+                bail!("lab: {} of {} scenarios failed", results.iter().filter(|r| !r.ok).count(), results.len());
+            }
+            Ok(())
+        }
+        Cmd::Bench { rounds, filter } => {
+            setup::setup()?;
+            let bin = build_gwtrace()?;
+            bench::bench(&bin, rounds, filter.as_deref())
+        }
+    }
+}

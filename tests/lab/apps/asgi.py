@@ -1,0 +1,13 @@
+"""The lab's ASGI app (uvicorn). /slow blocks the event loop, as a sync call in an async view does."""
+import os
+import time
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":
+        time.sleep(float(os.environ.get("GWLAB_SLOW", "10")))
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok\n"})
