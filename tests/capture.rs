@@ -1,1 +1,531 @@
+//! Root integration tests of the kernel capture: each test provokes the real failure in a child
+//! process (the capture ignores its own process) and asserts the exact event, matched by the
+//! child's pid. Every test loads its own capture, so they can run in parallel.
+//!
+//! Without root every test prints why it is skipped and passes.
+#[path = "support/mod.rs"]
+mod support;
 
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::unix::{fs::PermissionsExt as _, net::UnixListener},
+    process::Command,
+    time::Duration,
+};
+
+use gwtrace::event::{Body, Event};
+use probe_common::{CNT_CONNECT_OK, CNT_TCP_ESTABLISHED};
+use support::{Finished, MemCgroup, Netns, Proc, Session, free_port, python, unique};
+
+/// Tries one connect to `(host, port)` (`inet`/`inet6`) or to a unix path (`unix`, a leading `@`
+/// meaning abstract) and prints the errno (0 when connected).
+const CONNECT: &str = r"
+import socket, sys
+fam, addr = sys.argv[1], sys.argv[2]
+if fam == 'unix':
+    s = socket.socket(socket.AF_UNIX)
+    target = '\0' + addr[1:] if addr.startswith('@') else addr
+else:
+    s = socket.socket(socket.AF_INET6 if fam == 'inet6' else socket.AF_INET)
+    target = (addr, int(sys.argv[3]))
+try:
+    s.connect(target)
+    print(0)
+except OSError as e:
+    print(e.errno)
+";
+
+fn connect_failed(target: &str, errno: i32, errno_name: &str, source: &str) -> Body {
+    Body::ConnectFailed {
+        target: target.to_owned(),
+        errno,
+        errno_name: errno_name.to_owned(),
+        source: source.to_owned(),
+    }
+}
+
+fn is_connect_failed(pid: u32, e: &Event) -> bool {
+    e.pid == pid && matches!(e.body, Body::ConnectFailed { .. })
+}
+
+fn is_exit(pid: u32, e: &Event) -> bool {
+    e.pid == pid && matches!(e.body, Body::ProcessExit { .. })
+}
+
+/// Asserts the provocation itself did what the test needs (the child saw `stdout`).
+fn assert_child_said(out: &Finished, stdout: &str) {
+    assert_eq!(
+        out.stdout.trim(),
+        stdout,
+        "the provocation did not behave as planned ({}); stderr:\n{}",
+        out.status,
+        out.stderr
+    );
+}
+
+fn tmpdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("gwtest-")
+        .tempdir_in("/tmp")
+        .unwrap_or_else(|e| panic!("creating a temp dir: {e}"))
+}
+
+fn path_str(p: &std::path::Path) -> &str {
+    p.to_str().expect("temp path is UTF-8")
+}
+
+// ---- TCP ----------------------------------------------------------------------------------------
+
+#[test]
+fn tcp_refused_blocking_connect() {
+    let Some(mut s) = Session::start("tcp_refused_blocking_connect") else { return };
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("bind 127.0.0.1:0").to_string();
+    let (pid, out, ev) = s.provoke(
+        "a refused blocking TCP connect",
+        || Proc::run(&mut python(CONNECT, &["inet", "127.0.0.1", &port])),
+        is_connect_failed,
+    );
+    assert_child_said(&out, "111");
+    assert_eq!(ev.pid, pid);
+    assert_eq!(
+        ev.body,
+        connect_failed(&format!("127.0.0.1:{port}"), 111, "ECONNREFUSED", "tcp_state")
+    );
+}
+
+#[test]
+fn tcp_refused_nonblocking_connect() {
+    const SCRIPT: &str = r"
+import socket, select, sys
+s = socket.socket()
+s.setblocking(False)
+rc = s.connect_ex(('127.0.0.1', int(sys.argv[1])))
+select.select([], [s], [], 2)
+print(rc if rc not in (0, 115) else s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+";
+    let Some(mut s) = Session::start("tcp_refused_nonblocking_connect") else { return };
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("bind 127.0.0.1:0").to_string();
+    let (pid, out, ev) = s.provoke(
+        "a refused non-blocking TCP connect",
+        || Proc::run(&mut python(SCRIPT, &[&port])),
+        is_connect_failed,
+    );
+    assert_child_said(&out, "111");
+    assert_eq!(ev.pid, pid);
+    assert_eq!(
+        ev.body,
+        connect_failed(&format!("127.0.0.1:{port}"), 111, "ECONNREFUSED", "tcp_state")
+    );
+}
+
+#[test]
+fn tcp6_refused() {
+    let Some(mut s) = Session::start("tcp6_refused") else { return };
+    let port = match free_port(IpAddr::V6(Ipv6Addr::LOCALHOST)) {
+        Ok(p) => p.to_string(),
+        Err(e) => {
+            eprintln!("SKIPPED tcp6_refused: ::1 is not usable here ({e})");
+            return;
+        }
+    };
+    let (pid, out, ev) = s.provoke(
+        "a refused TCP connect to [::1]",
+        || Proc::run(&mut python(CONNECT, &["inet6", "::1", &port])),
+        is_connect_failed,
+    );
+    assert_child_said(&out, "111");
+    assert_eq!(ev.pid, pid);
+    assert_eq!(ev.body, connect_failed(&format!("[::1]:{port}"), 111, "ECONNREFUSED", "tcp_state"));
+}
+
+#[test]
+fn network_unreachable_in_netns_without_loopback() {
+    let Some(mut s) = Session::start("network_unreachable_in_netns_without_loopback") else {
+        return;
+    };
+    let ns = Netns::create();
+    let (pid, out, ev) = s.provoke(
+        "ENETUNREACH in a namespace whose lo is down",
+        || Proc::run(ns.enter_on_exec(&mut python(CONNECT, &["inet", "127.0.0.1", "80"]))),
+        is_connect_failed,
+    );
+    assert_child_said(&out, "101");
+    assert_eq!(ev.pid, pid);
+    assert_eq!(ev.body, connect_failed("127.0.0.1:80", 101, "ENETUNREACH", "syscall"));
+}
+
+#[test]
+fn local_port_exhaustion_is_eaddrnotavail_once() {
+    // Two local ports, one destination: the third concurrent connect has no free 4-tuple.
+    const SCRIPT: &str = r"
+import socket
+with open('/proc/sys/net/ipv4/ip_local_port_range', 'w') as f:
+    f.write('40000 40001')
+l = socket.socket()
+l.bind(('127.0.0.1', 5000))
+l.listen(16)
+conns = []
+for i in range(5):
+    c = socket.socket()
+    try:
+        c.connect(('127.0.0.1', 5000))
+    except OSError as e:
+        print(i, e.errno)
+        break
+    conns.append(c)
+else:
+    print('no failure')
+";
+    let Some(mut s) = Session::start("local_port_exhaustion_is_eaddrnotavail_once") else {
+        return;
+    };
+    let ns = Netns::create();
+    ns.lo_up();
+    let (pid, out, ev) = s.provoke(
+        "EADDRNOTAVAIL with a 2-port local range",
+        || Proc::run(ns.enter_on_exec(&mut python(SCRIPT, &[]))),
+        is_connect_failed,
+    );
+    assert_child_said(&out, "2 99");
+    assert_eq!(ev.pid, pid);
+    assert_eq!(ev.body, connect_failed("127.0.0.1:5000", 99, "EADDRNOTAVAIL", "syscall"));
+    // The state machine also sees SYN_SENT -> CLOSE for it: it must not report it a second time.
+    s.settle(Duration::from_millis(300));
+    let failures: Vec<&Event> =
+        s.involving(pid).into_iter().filter(|e| is_connect_failed(pid, e)).collect();
+    assert_eq!(failures.len(), 1, "expected one connect_failed event:\n{}", s.describe(&[pid]));
+}
+
+// ---- unix sockets -------------------------------------------------------------------------------
+
+#[test]
+fn unix_missing_socket_is_enoent() {
+    let Some(mut s) = Session::start("unix_missing_socket_is_enoent") else { return };
+    let dir = tmpdir();
+    let path = dir.path().join("missing.sock");
+    let path = path_str(&path);
+    let (pid, out, ev) = s.provoke(
+        "ENOENT on a missing unix socket",
+        || Proc::run(&mut python(CONNECT, &["unix", path])),
+        is_connect_failed,
+    );
+    assert_child_said(&out, "2");
+    assert_eq!(ev.pid, pid);
+    assert_eq!(ev.body, connect_failed(&format!("unix:{path}"), 2, "ENOENT", "syscall"));
+}
+
+#[test]
+fn unix_stale_socket_is_econnrefused() {
+    let Some(mut s) = Session::start("unix_stale_socket_is_econnrefused") else { return };
+    let dir = tmpdir();
+    let path = dir.path().join("stale.sock");
+    // Bound then closed without unlink: the file stays, nobody listens.
+    drop(UnixListener::bind(&path).expect("bind the unix socket"));
+    assert!(path.exists(), "the stale socket file must remain");
+    let path = path_str(&path);
+    let (pid, out, ev) = s.provoke(
+        "ECONNREFUSED on a stale unix socket",
+        || Proc::run(&mut python(CONNECT, &["unix", path])),
+        is_connect_failed,
+    );
+    assert_child_said(&out, "111");
+    assert_eq!(ev.pid, pid);
+    assert_eq!(ev.body, connect_failed(&format!("unix:{path}"), 111, "ECONNREFUSED", "syscall"));
+}
+
+#[test]
+fn unix_permission_denied_is_eacces() {
+    const AS_NOBODY: &str = r"
+import os
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+";
+    let Some(mut s) = Session::start("unix_permission_denied_is_eacces") else { return };
+    let dir = tmpdir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod 755 the temp dir");
+    let path = dir.path().join("private.sock");
+    let _listener = UnixListener::bind(&path).expect("bind the unix socket");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod 600 the socket");
+    let path = path_str(&path);
+    let script = format!("{AS_NOBODY}{CONNECT}");
+    let (pid, out, ev) = s.provoke(
+        "EACCES on a root-only unix socket, as nobody",
+        || Proc::run(&mut python(&script, &["unix", path])),
+        is_connect_failed,
+    );
+    assert_child_said(&out, "13");
+    assert_eq!(ev.pid, pid);
+    assert_eq!(ev.uid, 65534);
+    assert_eq!(ev.body, connect_failed(&format!("unix:{path}"), 13, "EACCES", "syscall"));
+}
+
+#[test]
+fn unix_full_backlog_is_eagain() {
+    const SCRIPT: &str = r"
+import socket, sys
+l = socket.socket(socket.AF_UNIX)
+l.bind(sys.argv[1])
+l.listen(1)
+conns = []
+for i in range(64):
+    c = socket.socket(socket.AF_UNIX)
+    c.setblocking(False)
+    try:
+        c.connect(sys.argv[1])
+    except OSError as e:
+        print(e.errno)
+        break
+    conns.append(c)
+else:
+    print('no failure')
+";
+    let Some(mut s) = Session::start("unix_full_backlog_is_eagain") else { return };
+    let dir = tmpdir();
+    let path = dir.path().join("busy.sock");
+    let path = path_str(&path);
+    let (pid, out, ev) = s.provoke(
+        "EAGAIN on a unix listener whose backlog is full",
+        || Proc::run(&mut python(SCRIPT, &[path])),
+        is_connect_failed,
+    );
+    assert_child_said(&out, "11");
+    assert_eq!(ev.pid, pid);
+    assert_eq!(ev.body, connect_failed(&format!("unix:{path}"), 11, "EAGAIN", "syscall"));
+}
+
+#[test]
+fn unix_abstract_nobody_listening_is_econnrefused() {
+    let Some(mut s) = Session::start("unix_abstract_nobody_listening_is_econnrefused") else {
+        return;
+    };
+    let name = unique("gwtest");
+    let at_name = format!("@{name}");
+    let (pid, out, ev) = s.provoke(
+        "ECONNREFUSED on an abstract unix name",
+        || Proc::run(&mut python(CONNECT, &["unix", &at_name])),
+        is_connect_failed,
+    );
+    assert_child_said(&out, "111");
+    assert_eq!(ev.pid, pid);
+    assert_eq!(ev.body, connect_failed(&format!("unix:@{name}"), 111, "ECONNREFUSED", "syscall"));
+}
+
+// ---- accept -------------------------------------------------------------------------------------
+
+#[test]
+fn accept_out_of_fds_is_emfile() {
+    const SCRIPT: &str = r"
+import os, resource, socket
+l = socket.socket()
+l.bind(('127.0.0.1', 0))
+l.listen(8)
+pending = socket.create_connection(l.getsockname())
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+fds = []
+try:
+    while True:
+        fds.append(os.open('/dev/null', os.O_RDONLY))
+except OSError:
+    pass
+try:
+    l.accept()
+    print('accepted')
+except OSError as e:
+    print(e.errno)
+";
+    let Some(mut s) = Session::start("accept_out_of_fds_is_emfile") else { return };
+    let (pid, out, ev) = s.provoke(
+        "EMFILE from accept",
+        || Proc::run(&mut python(SCRIPT, &[])),
+        |pid, e| e.pid == pid && matches!(e.body, Body::AcceptFailed { .. }),
+    );
+    assert_child_said(&out, "24");
+    assert_eq!(ev.pid, pid);
+    assert_eq!(ev.body, Body::AcceptFailed { errno: 24, errno_name: "EMFILE".into() });
+}
+
+// ---- healthy traffic ----------------------------------------------------------------------------
+
+#[test]
+fn healthy_traffic_is_counted_not_reported() {
+    const SCRIPT: &str = r"
+import socket, sys
+t = socket.socket()
+t.bind(('127.0.0.1', 0))
+t.listen(256)
+for i in range(200):
+    c = socket.socket()
+    c.connect(t.getsockname())
+    a, _ = t.accept()
+    a.close()
+    c.close()
+u = socket.socket(socket.AF_UNIX)
+u.bind(sys.argv[1])
+u.listen(256)
+for i in range(200):
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(sys.argv[1])
+    a, _ = u.accept()
+    a.close()
+    c.close()
+print('ok')
+";
+    let Some(mut s) = Session::start("healthy_traffic_is_counted_not_reported") else { return };
+    let dir = tmpdir();
+    let path = dir.path().join("healthy.sock");
+    let before = s.counters();
+    let (pid, out, _) = s.provoke(
+        "the healthy child's exit",
+        || Proc::run(&mut python(SCRIPT, &[path_str(&path)])),
+        is_exit,
+    );
+    assert_child_said(&out, "ok");
+    s.settle(Duration::from_millis(200));
+    let after = s.counters();
+    let grew = |i: u32| after[i as usize] - before[i as usize];
+    let reported: Vec<&Event> = s
+        .involving(pid)
+        .into_iter()
+        .filter(|e| matches!(e.body, Body::ConnectFailed { .. } | Body::AcceptFailed { .. }))
+        .collect();
+    assert!(reported.is_empty(), "healthy traffic reported:\n{}", s.describe(&[pid]));
+    // Blocking loopback TCP connects and unix connects both return 0 from connect().
+    assert!(grew(CNT_CONNECT_OK) >= 400, "connect successes grew by {}", grew(CNT_CONNECT_OK));
+    assert!(
+        grew(CNT_TCP_ESTABLISHED) >= 200,
+        "TCP establishments grew by {}",
+        grew(CNT_TCP_ESTABLISHED)
+    );
+}
+
+// ---- process deaths -----------------------------------------------------------------------------
+
+#[test]
+fn exit_codes_are_reported() {
+    let Some(mut s) = Session::start("exit_codes_are_reported") else { return };
+    for code in [3, 4] {
+        let (pid, out, ev) = s.provoke(
+            &format!("sh exiting {code}"),
+            || Proc::run(Command::new("sh").arg("-c").arg(format!("exit {code}"))),
+            is_exit,
+        );
+        assert_eq!(out.status.code(), Some(code));
+        assert_eq!(ev.pid, pid);
+        assert_eq!(
+            ev.body,
+            Body::ProcessExit {
+                exit_code: Some(code),
+                signal: None,
+                signal_name: None,
+                core_dumped: false
+            }
+        );
+    }
+}
+
+#[test]
+fn sigkill_from_the_test() {
+    let Some(mut s) = Session::start("sigkill_from_the_test") else { return };
+    let mut sleeper = Proc::spawn(Command::new("sleep").arg("30"));
+    let pid = sleeper.pid();
+    sleeper.signal(libc::SIGKILL);
+    let out = sleeper.finish();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(9));
+    let sig = s.expect("the SIGKILL", &[pid], |e| {
+        matches!(e.body, Body::Signal { signal: 9, target_pid, .. } if target_pid == pid)
+    });
+    let Body::Signal { sender_pid, code, signal_name, .. } = &sig.body else { unreachable!() };
+    assert_eq!(*sender_pid, std::process::id(), "the test sent it");
+    assert_eq!(sig.pid, std::process::id());
+    assert_eq!(*code, 0, "SI_USER");
+    assert_eq!(signal_name, "SIGKILL");
+    let exit = s.expect("the killed process's exit", &[pid], |e| is_exit(pid, e));
+    assert!(
+        matches!(exit.body, Body::ProcessExit { exit_code: None, signal: Some(9), .. }),
+        "{exit:?}"
+    );
+}
+
+#[test]
+fn sigabrt_from_a_parent_shell() {
+    let Some(mut s) = Session::start("sigabrt_from_a_parent_shell") else { return };
+    let mut shell =
+        Proc::spawn(Command::new("sh").arg("-c").arg("sleep 30 & echo $!; kill -ABRT $!; wait"));
+    let shell_pid = shell.pid();
+    let sleep_pid: u32 = shell.read_line().parse().expect("the shell prints the sleep's pid");
+    let out = shell.finish();
+    assert!(out.status.success(), "{out:?}");
+    let sig = s.expect("the SIGABRT", &[shell_pid, sleep_pid], |e| {
+        matches!(e.body, Body::Signal { signal: 6, target_pid, .. } if target_pid == sleep_pid)
+    });
+    let Body::Signal { sender_pid, code, .. } = sig.body else { unreachable!() };
+    assert_eq!(sender_pid, shell_pid, "sent by the shell");
+    assert_eq!(sig.pid, shell_pid);
+    assert_eq!(code, 0, "SI_USER");
+    let exit = s.expect("the sleep's exit", &[sleep_pid], |e| is_exit(sleep_pid, e));
+    assert!(
+        matches!(exit.body, Body::ProcessExit { exit_code: None, signal: Some(6), .. }),
+        "{exit:?}"
+    );
+}
+
+#[test]
+fn sigsegv_from_a_fault() {
+    let Some(mut s) = Session::start("sigsegv_from_a_fault") else { return };
+    let (pid, out, sig) = s.provoke(
+        "the SIGSEGV",
+        || Proc::run(&mut python("import ctypes; ctypes.string_at(0)", &[])),
+        |pid, e| matches!(e.body, Body::Signal { signal: 11, target_pid, .. } if target_pid == pid),
+    );
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(11), "{out:?}");
+    let Body::Signal { sender_pid, code, ref signal_name, .. } = sig.body else { unreachable!() };
+    assert_eq!(sender_pid, pid, "a fault is sent by the faulting task itself");
+    assert_eq!(sig.pid, pid);
+    assert!(code > 0, "a fault code (SEGV_MAPERR...), got {code}");
+    assert_eq!(signal_name, "SIGSEGV");
+    let exit = s.expect("the faulting process's exit", &[pid], |e| is_exit(pid, e));
+    // core_dumped depends on core_pattern and RLIMIT_CORE: not asserted.
+    assert!(
+        matches!(exit.body, Body::ProcessExit { exit_code: None, signal: Some(11), .. }),
+        "{exit:?}"
+    );
+}
+
+#[test]
+fn oom_kill_in_a_memory_cgroup() {
+    const SCRIPT: &str = r"
+import os, sys
+with open(sys.argv[1] + '/cgroup.procs', 'w') as f:
+    f.write(str(os.getpid()))
+b = bytearray(512 << 20)
+for i in range(0, len(b), 4096):
+    b[i] = 1
+print('survived')
+";
+    let Some(mut s) = Session::start("oom_kill_in_a_memory_cgroup") else { return };
+    if !std::path::Path::new(MemCgroup::ROOT).join("memory.limit_in_bytes").exists() {
+        eprintln!("SKIPPED oom_kill_in_a_memory_cgroup: no cgroup v1 memory controller here");
+        return;
+    }
+    // Declared before the child: dropped after it, once the child is reaped.
+    let cg = MemCgroup::create(64 << 20);
+    let mut child = Proc::spawn(&mut python(SCRIPT, &[path_str(&cg.path)]));
+    let pid = child.pid();
+    let oom = s.expect_within(Duration::from_secs(20), "the OOM kill", &[pid], |e| {
+        matches!(e.body, Body::OomKill { victim_pid, .. } if victim_pid == pid)
+    });
+    let out = child.finish();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(9), "{out:?}");
+    let Body::OomKill { ref victim_comm, anon_rss_kb, .. } = oom.body else { unreachable!() };
+    assert_eq!(victim_comm, "python3");
+    assert!(anon_rss_kb > 32 << 10, "the victim held most of the 64M limit: {oom:?}");
+    let exit = s.expect("the OOM victim's exit", &[pid], |e| is_exit(pid, e));
+    assert!(
+        matches!(exit.body, Body::ProcessExit { exit_code: None, signal: Some(9), .. }),
+        "{exit:?}"
+    );
+}
