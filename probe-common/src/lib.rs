@@ -14,6 +14,10 @@ pub const MAP_COUNTERS: &str = "GW_COUNTERS";
 pub const MAP_ERRNO: &str = "GW_ERRNO";
 /// In-flight `connect()` calls by thread id (arguments saved at syscall entry).
 pub const MAP_CONNECTS: &str = "GW_CONNECTS";
+/// In-flight `execve()` filename pointers by thread id.
+pub const MAP_EXECS: &str = "GW_EXECS";
+/// The last failed exec of each thread that has not exec'd successfully since ([`ExecFail`]).
+pub const MAP_EXEC_FAIL: &str = "GW_EXEC_FAIL";
 /// Owner of each TCP socket in `SYN_SENT`, keyed by the kernel socket address.
 pub const MAP_TCP_OWNER: &str = "GW_TCP_OWNER";
 /// Load-time global holding the tracepoint field offsets ([`Offsets`]).
@@ -23,6 +27,8 @@ pub const GLOBAL_OFFSETS: &str = "GW_OFFSETS";
 pub const RING_BYTES: u32 = 2 << 20;
 /// Bound of the in-flight connect map.
 pub const CONNECTS_MAX: u32 = 16_384;
+/// Bound of the in-flight exec map.
+pub const EXECS_MAX: u32 = 4096;
 /// Bound of the TCP owner map.
 pub const TCP_OWNER_MAX: u32 = 16_384;
 /// Number of errno slots per counter family.
@@ -35,6 +41,8 @@ pub const KIND_PROCESS_EXIT: u32 = 3;
 pub const KIND_SIGNAL: u32 = 4;
 pub const KIND_OOM_KILL: u32 = 5;
 pub const KIND_EXEC: u32 = 6;
+/// An `execve`/`execveat` that failed (a supervisor could not start the app).
+pub const KIND_EXEC_FAILED: u32 = 7;
 
 /// Where a connect failure was seen (`RawEvent::source`).
 pub const SOURCE_SYSCALL: u8 = 0;
@@ -65,8 +73,9 @@ pub const CNT_LOST_TCP_OWNER: u32 = 13;
 pub const CNT_LOST_READ: u32 = 14;
 /// A `SYN_SENT -> CLOSE` without a socket error: the connecting process gave up (its own timeout).
 pub const CNT_TCP_ABANDONED: u32 = 15;
+pub const CNT_EXEC_FAILED: u32 = 16;
 /// Number of counters.
-pub const NUM_COUNTERS: u32 = 16;
+pub const NUM_COUNTERS: u32 = 17;
 
 /// Tracepoint field offsets, read from tracefs `format` files at load time (no CO-RE in Rust eBPF).
 ///
@@ -82,6 +91,10 @@ pub struct Offsets {
     pub exit_connect_ret: u32,
     pub exit_accept_ret: u32,
     pub exit_accept4_ret: u32,
+    pub enter_execve_filename: u32,
+    pub exit_execve_ret: u32,
+    pub enter_execveat_filename: u32,
+    pub exit_execveat_ret: u32,
     pub ss_skaddr: u32,
     pub ss_oldstate: u32,
     pub ss_newstate: u32,
@@ -125,6 +138,19 @@ pub struct ConnectArgs {
     pub addrlen: u32,
     pub fd: u32,
 }
+
+/// A failed exec remembered until the thread execs successfully (forgotten) or exits (reported):
+/// a shell's PATH search fails several execs before one succeeds, and only a process that gives
+/// up (a supervisor's 203/EXEC) matters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecFail {
+    pub errno: i32,
+    pub len: u32,
+    pub path: [u8; DATA_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<ExecFail>() == 136);
 
 /// Who started a TCP connect (value of [`MAP_TCP_OWNER`]), captured in process context.
 #[repr(C)]
@@ -186,7 +212,7 @@ pub struct RawEvent {
     pub aux: [u64; 4],
     /// Signal target's or OOM victim's comm.
     pub target_comm: [u8; 16],
-    /// Unix socket path or exec filename.
+    /// Unix socket path or exec filename (for a failed exec: the path as the caller gave it).
     pub data: [u8; DATA_LEN],
 }
 

@@ -8,7 +8,7 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
-    CNT_LOST_RINGBUF, CONNECTS_MAX, ConnectArgs, ERRNO_SLOTS, NUM_COUNTERS, Offsets, Owner,
+    CNT_LOST_RINGBUF, CONNECTS_MAX, EXECS_MAX, ConnectArgs, ERRNO_SLOTS, ExecFail, NUM_COUNTERS, Offsets, Owner,
     RING_BYTES, RawEvent, TCP_OWNER_MAX,
 };
 
@@ -22,6 +22,10 @@ pub static GW_ERRNO: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * ERRNO_
 #[map]
 pub static GW_CONNECTS: LruHashMap<u32, ConnectArgs> =
     LruHashMap::with_max_entries(CONNECTS_MAX, 0);
+#[map]
+pub static GW_EXECS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(EXECS_MAX, 0);
+#[map]
+pub static GW_EXEC_FAIL: LruHashMap<u32, ExecFail> = LruHashMap::with_max_entries(EXECS_MAX, 0);
 #[map]
 pub static GW_TCP_OWNER: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(TCP_OWNER_MAX, 0);
 

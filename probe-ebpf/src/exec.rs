@@ -29,3 +29,73 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), ()> {
     });
     Ok(())
 }
+
+/// `execve`/`execveat` that fail: the filename pointer is saved at entry (per thread), the failure
+/// is remembered at exit, and reported by `exit` only if the process ends without a successful
+/// exec (a supervisor that could not start the app), not for every step of a PATH search.
+mod failed {
+    use aya_ebpf::{
+        helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user_str_bytes},
+        macros::tracepoint,
+        programs::TracePointContext,
+    };
+    use probe_common::{CNT_EXEC_FAILED, CNT_LOST_MAP_FULL, DATA_LEN, ExecFail};
+
+    use crate::common::{GW_EXEC_FAIL, GW_EXECS, count, off};
+
+    #[tracepoint]
+    pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
+        save(&ctx, off!(enter_execve_filename))
+    }
+
+    #[tracepoint]
+    pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
+        save(&ctx, off!(enter_execveat_filename))
+    }
+
+    #[tracepoint]
+    pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
+        remember(&ctx, off!(exit_execve_ret))
+    }
+
+    #[tracepoint]
+    pub fn sys_exit_execveat(ctx: TracePointContext) -> u32 {
+        remember(&ctx, off!(exit_execveat_ret))
+    }
+
+    fn save(ctx: &TracePointContext, filename_off: usize) -> u32 {
+        // SAFETY: offset from tracefs; fallible read.
+        let Ok(ptr) = (unsafe { ctx.read_at::<u64>(filename_off) }) else { return 1 };
+        let tid = bpf_get_current_pid_tgid() as u32;
+        if GW_EXECS.insert(&tid, &ptr, 0).is_err() {
+            count(CNT_LOST_MAP_FULL);
+            return 1;
+        }
+        0
+    }
+
+    fn remember(ctx: &TracePointContext, ret_off: usize) -> u32 {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        // SAFETY: value copied before removal.
+        let ptr = unsafe { GW_EXECS.get(&tid) }.copied();
+        let _ = GW_EXECS.remove(&tid);
+        // SAFETY: offset from tracefs.
+        let Ok(ret) = (unsafe { ctx.read_at::<i64>(ret_off) }) else { return 1 };
+        if ret >= 0 {
+            let _ = GW_EXEC_FAIL.remove(&tid);
+            return 0;
+        }
+        count(CNT_EXEC_FAILED);
+        let Some(ptr) = ptr else { return 1 };
+        let mut fail = ExecFail { errno: (-ret) as i32, len: 0, path: [0; DATA_LEN] };
+        // SAFETY: user pointer the caller passed to execve; the old image is still mapped
+        // because the exec failed; fallible helper into a fixed buffer.
+        if let Ok(s) = unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut fail.path) } {
+            fail.len = s.len() as u32;
+        }
+        if GW_EXEC_FAIL.insert(&tid, &fail, 0).is_err() {
+            count(CNT_LOST_MAP_FULL);
+        }
+        0
+    }
+}

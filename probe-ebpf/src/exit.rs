@@ -6,9 +6,9 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use probe_common::{CNT_EXITS, KIND_PROCESS_EXIT};
+use probe_common::{CNT_EXITS, KIND_EXEC_FAILED, KIND_PROCESS_EXIT};
 
-use crate::common::{count, current_owner, emit, off};
+use crate::common::{GW_EXEC_FAIL, count, current_owner, emit, off};
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
@@ -28,6 +28,17 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), ()> {
         }
     }
     count(CNT_EXITS);
+    let owner = current_owner();
+    // A process that failed to exec and gave up: report its last failed exec first.
+    // SAFETY: value copied before removal.
+    if let Some(fail) = unsafe { GW_EXEC_FAIL.get(&owner.tid) }.copied() {
+        let _ = GW_EXEC_FAIL.remove(&owner.tid);
+        emit(KIND_EXEC_FAILED, &owner, |ev| {
+            ev.errno = fail.errno;
+            ev.data = fail.path;
+            ev.data_len = fail.len as u16;
+        });
+    }
     // SAFETY: the current task is alive while its exit tracepoint runs; `exit_code`'s offset comes
     // from BTF and the read is a fallible helper.
     let exit_code = unsafe {
@@ -35,6 +46,6 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), ()> {
         bpf_probe_read_kernel::<i32>((task + off!(task_exit_code)) as *const i32)
     }
     .unwrap_or(0);
-    emit(KIND_PROCESS_EXIT, &current_owner(), |ev| ev.exit_code = exit_code);
+    emit(KIND_PROCESS_EXIT, &owner, |ev| ev.exit_code = exit_code);
     Ok(())
 }

@@ -123,7 +123,9 @@ impl<S: FactSource> Enricher<S> {
                 self.known.remove(&ev.pid);
                 want.push(ev.pid);
             }
-            Body::ProcessExit { .. } | Body::AcceptFailed { .. } => want.push(ev.pid),
+            Body::ProcessExit { .. } | Body::AcceptFailed { .. } | Body::ExecFailed { .. } => {
+                want.push(ev.pid);
+            }
             Body::Loss { .. } | Body::Facts(_) => {}
         }
         for pid in want {

@@ -1,7 +1,7 @@
 //! Events as userspace sees them: decoded once from the kernel's [`RawEvent`] bytes into typed
 //! values, serialised as the `gwtrace record` JSON lines (schema in docs/events.md).
 use probe_common::{
-    AF_INET, AF_INET6, AF_UNIX, KIND_ACCEPT_FAILED, KIND_CONNECT_FAILED, KIND_EXEC, KIND_OOM_KILL,
+    AF_INET, AF_INET6, AF_UNIX, KIND_ACCEPT_FAILED, KIND_CONNECT_FAILED, KIND_EXEC, KIND_EXEC_FAILED, KIND_OOM_KILL,
     KIND_PROCESS_EXIT, KIND_SIGNAL, RawEvent, SOURCE_SYSCALL, SOURCE_TCP_ABANDONED,
     SOURCE_TCP_STATE,
 };
@@ -95,6 +95,8 @@ pub enum Body {
         #[serde(default)]
         cmdline: Option<String>,
     },
+    /// An exec that failed (a supervisor could not start the app: wrong virtualenv, bad path).
+    ExecFailed { filename: String, errno: i32, errno_name: String },
     /// Events the kernel or gwtrace could not deliver, since the previous loss line.
     Loss { reason: String, count: u64 },
     /// Facts read from /proc (listeners, processes, paths) that the engine used: replay
@@ -113,6 +115,7 @@ impl Event {
             Body::Signal { .. } => "signal",
             Body::OomKill { .. } => "oom_kill",
             Body::Exec { .. } => "exec",
+            Body::ExecFailed { .. } => "exec_failed",
             Body::Loss { .. } => "loss",
             Body::Facts(_) => "facts",
         }
@@ -251,6 +254,11 @@ impl Event {
                 shmem_rss_kb: raw.aux[3],
             },
             KIND_EXEC => Body::Exec { filename: cstr(&raw.data[..data_len]), cmdline: None },
+            KIND_EXEC_FAILED => Body::ExecFailed {
+                filename: cstr(&raw.data[..data_len]),
+                errno: raw.errno,
+                errno_name: errno_name(raw.errno).to_owned(),
+            },
             k => return Err(DecodeError::Kind(k)),
         };
         Ok(Self {

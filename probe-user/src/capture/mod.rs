@@ -53,6 +53,10 @@ const PROGRAMS: &[(&str, &str, &str, bool)] = &[
     ("sys_exit_connect", "syscalls", "sys_exit_connect", true),
     ("sys_exit_accept", "syscalls", "sys_exit_accept", true),
     ("sys_exit_accept4", "syscalls", "sys_exit_accept4", true),
+    ("sys_enter_execve", "syscalls", "sys_enter_execve", true),
+    ("sys_exit_execve", "syscalls", "sys_exit_execve", true),
+    ("sys_enter_execveat", "syscalls", "sys_enter_execveat", true),
+    ("sys_exit_execveat", "syscalls", "sys_exit_execveat", true),
     ("inet_sock_set_state", "sock", "inet_sock_set_state", false),
     ("sched_process_exit", "sched", "sched_process_exit", false),
     ("sched_process_exec", "sched", "sched_process_exec", false),
@@ -111,6 +115,10 @@ pub fn offsets(hooks: Hooks) -> Result<Offsets, CaptureError> {
         o.exit_connect_ret = fmt("syscalls", "sys_exit_connect")?.offset("ret")?;
         o.exit_accept_ret = fmt("syscalls", "sys_exit_accept")?.offset("ret")?;
         o.exit_accept4_ret = fmt("syscalls", "sys_exit_accept4")?.offset("ret")?;
+        o.enter_execve_filename = fmt("syscalls", "sys_enter_execve")?.offset("filename")?;
+        o.exit_execve_ret = fmt("syscalls", "sys_exit_execve")?.offset("ret")?;
+        o.enter_execveat_filename = fmt("syscalls", "sys_enter_execveat")?.offset("filename")?;
+        o.exit_execveat_ret = fmt("syscalls", "sys_exit_execveat")?.offset("ret")?;
     }
     let ss = fmt("sock", "inet_sock_set_state")?;
     o.ss_skaddr = ss.offset("skaddr")?;
