@@ -2,7 +2,92 @@
 //!
 //! Pure: no I/O, no clock. Time is the events' `mono_ns`; `verdicts(now)` takes the caller's now.
 //! The live command, `gwtrace explain` and the tests all drive the same code.
+//!
+//! Events are stored raw (bounded) in [`state`] and classified only when verdicts are asked
+//! for: the facts that explain a failure (a path walk, the process table) are collected in
+//! reaction to it, so they arrive after it. The causes live in [`connect`] (failed connects),
+//! [`lifecycle`] (crash loops, restarts) and [`deaths`] (workers killed mid-request).
 use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+
+mod connect;
+mod deaths;
+mod lifecycle;
+mod perm;
+mod render;
+mod report;
+mod state;
+mod target;
+mod text;
+mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use render::render_human;
+
+/// Proxies recognised by process name when no pid is given.
+pub const DEFAULT_PROXY_NAMES: [&str; 7] = ["nginx", "caddy", "haproxy", "httpd", "apache2", "envoy", "traefik"];
+
+/// Which processes are the proxy: failed connects of any other process are never verdicts
+/// (hosts fail unix connects all the time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Process names (comm) of proxies.
+    pub proxy_names: Vec<String>,
+    /// Pids the user named as proxies (their children count too).
+    pub proxy_pids: Vec<u32>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { proxy_names: DEFAULT_PROXY_NAMES.iter().map(|s| (*s).to_owned()).collect(), proxy_pids: Vec::new() }
+    }
+}
+
+/// The correlation engine: feed it events in time order, ask it for verdicts.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    state: state::State,
+}
+
+impl Engine {
+    /// An engine with no memory yet.
+    #[must_use]
+    pub fn new(cfg: EngineConfig) -> Self {
+        Self { cfg, state: state::State::default() }
+    }
+
+    /// Takes one event: facts are merged, other events update the process table and the
+    /// bounded event logs. Never fails: malformed or irrelevant events are simply remembered
+    /// or ignored.
+    pub fn feed(&mut self, ev: &Event) {
+        self.state.feed(ev, &self.cfg);
+    }
+
+    /// The current verdicts, deduplicated by (cause, proxy, target), those active in the last
+    /// minute before `now_mono_ns` first, then the most frequent.
+    #[must_use]
+    pub fn verdicts(&self, now_mono_ns: u64) -> Vec<Verdict> {
+        let v = view::View::new(&self.state, &self.cfg);
+        let loops = lifecycle::crash_loops(&v);
+        let mut parts = Vec::new();
+        for a in connect::aggregate(&v) {
+            parts.extend(connect::classify(&v, &loops, &a));
+        }
+        deaths::parts(&v, &mut parts);
+        for l in &loops {
+            if !parts.iter().any(|p| p.crash_family.as_deref() == Some(l.family.as_str()))
+                && let Some(p) = lifecycle::standalone_part(&v, l)
+            {
+                parts.push(p);
+            }
+        }
+        report::merge(parts, now_mono_ns, self.state.lost, &self.state.loss_reasons)
+    }
+}
 
 /// One established root cause of the proxy's 502s (or 504s), deduplicated by (cause, proxy, target).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,723 @@
+//! Causes of a proxy's failed connects, by errno and target kind: the socket is missing, stale,
+//! denied, full; nothing listens; the proxy points at the wrong place; the network refuses.
+//! A failure group whose outage an upstream restart or crash loop explains is handed to
+//! [`super::lifecycle`] instead.
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::lifecycle::{CrashLoop, crash_part, find_restart, loop_for, restart_part};
+use super::perm::{Walk, comp_label, creds_label, denial_fix, denial_line, walk};
+use super::report::Part;
+use super::state::Creds;
+use super::target::{Target, covers, parse, same_host};
+use super::text::{errno_label, fmt_ns};
+use super::view::{ProxyId, ProxyKey, View, app_server_of};
+use crate::facts::{Listener, PathInfo};
+
+const ENOENT: i32 = 2;
+const EPERM: i32 = 1;
+const EAGAIN: i32 = 11;
+const EACCES: i32 = 13;
+const ENOTDIR: i32 = 20;
+const EPROTOTYPE: i32 = 91;
+const EADDRNOTAVAIL: i32 = 99;
+const ENETDOWN: i32 = 100;
+const ENETUNREACH: i32 = 101;
+const ECONNRESET: i32 = 104;
+const ETIMEDOUT: i32 = 110;
+const ECONNREFUSED: i32 = 111;
+const EHOSTUNREACH: i32 = 113;
+
+/// The failed connects of one proxy (all its workers) to one target with one errno.
+#[derive(Clone, Debug)]
+pub(crate) struct Agg {
+    pub proxy: ProxyId,
+    pub target: String,
+    pub errno: i32,
+    pub abandoned: bool,
+    pub source: String,
+    pub count: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Latest failure times (bounded), sorted.
+    pub recent: Vec<u64>,
+    /// The worker that failed last, with its credentials from the event.
+    pub worker: u32,
+    pub worker_comm: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Workers that failed (a few).
+    pub workers: BTreeSet<u32>,
+}
+
+impl Agg {
+    /// How many of the failures fell in `[lo, hi]`, and the first and last of them.
+    fn split(&self, lo: u64, hi: u64) -> (u64, u64, u64) {
+        let inside: Vec<u64> = self.recent.iter().copied().filter(|t| (lo..=hi).contains(t)).collect();
+        let mut n = inside.len() as u64;
+        // Failures older than the kept timestamps lie between first_ns and the oldest kept one.
+        let dropped = self.count.saturating_sub(self.recent.len() as u64);
+        let oldest_kept = self.recent.first().copied().unwrap_or(self.first_ns);
+        if dropped > 0 && lo <= self.first_ns && hi >= oldest_kept {
+            n += dropped;
+        }
+        let first = if n > inside.len() as u64 { self.first_ns } else { inside.first().copied().unwrap_or(0) };
+        (n, first, inside.last().copied().unwrap_or(0))
+    }
+
+    /// The part's counters for the whole group.
+    fn fill(&self, p: &mut Part) {
+        p.count = self.count;
+        p.first_ns = self.first_ns;
+        p.last_ns = self.last_ns;
+    }
+}
+
+/// Groups the stored failures of proxies by (proxy master, target, errno, abandoned).
+pub(crate) fn aggregate(v: &View<'_>) -> Vec<Agg> {
+    let mut out: BTreeMap<(ProxyKey, String, i32, bool), Agg> = BTreeMap::new();
+    for (k, g) in &v.st.failures {
+        if !v.is_proxy(k.pid, &g.comm) {
+            continue;
+        }
+        let proxy = v.proxy_id(k.pid, &g.comm);
+        let key = (proxy.key.clone(), k.target.clone(), k.errno, k.abandoned);
+        let a = out.entry(key).or_insert_with(|| Agg {
+            proxy,
+            target: k.target.clone(),
+            errno: k.errno,
+            abandoned: k.abandoned,
+            source: g.source.clone(),
+            count: 0,
+            first_ns: g.first_ns,
+            last_ns: 0,
+            recent: Vec::new(),
+            worker: k.pid,
+            worker_comm: g.comm.clone(),
+            uid: g.uid,
+            gid: g.gid,
+            workers: BTreeSet::new(),
+        });
+        a.count += g.count;
+        a.first_ns = a.first_ns.min(g.first_ns);
+        if g.last_ns >= a.last_ns {
+            a.last_ns = g.last_ns;
+            a.worker = k.pid;
+            a.worker_comm.clone_from(&g.comm);
+            a.uid = g.uid;
+            a.gid = g.gid;
+            a.source.clone_from(&g.source);
+        }
+        a.recent.extend(g.recent.iter().copied());
+        if a.workers.len() < 8 {
+            a.workers.insert(k.pid);
+        }
+    }
+    let mut v: Vec<Agg> = out.into_values().collect();
+    for a in &mut v {
+        a.recent.sort_unstable();
+    }
+    v
+}
+
+/// The verdict parts for one failure group.
+pub(crate) fn classify(v: &View<'_>, loops: &[CrashLoop<'_>], a: &Agg) -> Vec<Part> {
+    let t = parse(&a.target);
+    let unix = t.is_unix();
+    if a.abandoned || a.errno == ETIMEDOUT {
+        return vec![timeout(v, a)];
+    }
+    match (a.errno, t) {
+        (ENOENT | ENOTDIR, Target::UnixPath(_) | Target::UnixAbstract(_))
+        | (ECONNREFUSED, Target::UnixAbstract(_) | Target::Inet(..)) => outage(v, loops, a, nothing_there),
+        (ECONNREFUSED, Target::UnixPath(_)) => outage(v, loops, a, stale_socket),
+        (EACCES | EPERM, _) if unix => vec![socket_permission(v, a)],
+        (EACCES | EPERM, _) => vec![tcp_denied(a)],
+        (EAGAIN, _) if unix => vec![backlog_full(v, a)],
+        (EAGAIN | EADDRNOTAVAIL, _) => vec![port_exhaustion(a)],
+        (ENETUNREACH | EHOSTUNREACH | ENETDOWN, _) => vec![unreachable(a)],
+        (ECONNRESET, _) => vec![reset(a)],
+        (EPROTOTYPE, _) if unix => vec![wrong_type(a)],
+        _ => Vec::new(),
+    }
+}
+
+/// A part with the group's proxy, target and counters.
+fn part(cause: &'static str, a: &Agg) -> Part {
+    let mut p = Part::new(cause, a.proxy.clone(), &a.target);
+    a.fill(&mut p);
+    p.evidence.push(symptom_line(a));
+    p
+}
+
+/// "nginx pid 1235 (uid 33): connect() to unix:/run/app.sock failed with ENOENT (2) 17× [syscall]".
+fn symptom_line(a: &Agg) -> String {
+    let others = a.workers.len().saturating_sub(1);
+    let others = if others > 0 { format!(" (and {others} other worker(s))") } else { String::new() };
+    format!(
+        "{} pid {}{others} (uid {}): connect() to {} failed with {} {}× [{}] from {} to {}",
+        a.worker_comm,
+        a.worker,
+        a.uid,
+        a.target,
+        errno_label(a.errno),
+        a.count,
+        a.source,
+        fmt_ns(a.first_ns),
+        fmt_ns(a.last_ns)
+    )
+}
+
+type Base = fn(&View<'_>, &Agg) -> Part;
+
+/// "Nothing serves the target" failures: a restart that came back explains the ones in its
+/// window; a crash loop explains them all; else the base cause (`wrong-target` first).
+fn outage(v: &View<'_>, loops: &[CrashLoop<'_>], a: &Agg, base: Base) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut rest = a.clone();
+    if let Some(r) = find_restart(v, &a.target) {
+        let (lo, hi) = r.window();
+        let (n, first, last) = a.split(lo, hi);
+        if n > 0 {
+            let mut p = restart_part(v, &r, a.proxy.clone(), &a.target, (n, first, last));
+            let mut during = a.clone();
+            (during.count, during.first_ns, during.last_ns) = (n, first, last);
+            p.evidence.insert(0, symptom_line(&during));
+            parts.push(p);
+            rest.count -= n.min(rest.count);
+            rest.recent.retain(|t| !(lo..=hi).contains(t));
+            if rest.count == 0 {
+                return parts;
+            }
+            rest.first_ns = rest.recent.first().copied().unwrap_or(a.first_ns);
+            rest.last_ns = rest.recent.last().copied().unwrap_or(a.last_ns);
+        }
+    }
+    if !live_listener(v, &rest.target)
+        && let Some(l) = loop_for(loops, &rest.target, rest.first_ns, rest.last_ns)
+    {
+        let mut p = crash_part(l, rest.proxy.clone(), &rest.target, &nothing_listens_line(v, &rest.target));
+        rest.fill(&mut p);
+        p.evidence.insert(0, symptom_line(&rest));
+        p.evidence.extend(exec_failures_line(v, &rest));
+        parts.push(p);
+        return parts;
+    }
+    // A refused unix path has a file there: stale, not misdirected.
+    let misdirect = !(rest.errno == ECONNREFUSED && matches!(parse(&rest.target), Target::UnixPath(_)));
+    let mut p = misdirect.then(|| wrong_target(v, &rest)).flatten().unwrap_or_else(|| base(v, &rest));
+    p.evidence.extend(exec_failures_line(v, &rest));
+    parts.push(p);
+    parts
+}
+
+/// Supervisors name their child `(unit)` until it execs; these start apps.
+const SUPERVISORS: [&str; 4] = ["systemd", "supervisord", "runsv", "s6-supervise"];
+
+/// Failed execs of an app server around the failures: the service cannot even start
+/// (a wrong path or virtualenv in `ExecStart=`).
+fn exec_failures_line(v: &View<'_>, a: &Agg) -> Option<String> {
+    let lo = a.first_ns.saturating_sub(300_000_000_000);
+    let hi = a.last_ns.saturating_add(60_000_000_000);
+    let fails: Vec<_> = v
+        .st
+        .exec_failures
+        .iter()
+        .filter(|f| (lo..=hi).contains(&f.ns))
+        .filter(|f| {
+            super::view::app_server_name(&f.filename).is_some()
+                || f.comm.starts_with('(')
+                || SUPERVISORS.contains(&f.comm.as_str())
+        })
+        .collect();
+    let last = fails.last()?;
+    Some(format!(
+        "exec of {} failed with {} {}× (pid {} {}), the last at {}: the app cannot even start (wrong path or \
+         virtualenv in ExecStart?)",
+        last.filename,
+        errno_label(last.errno),
+        fails.len(),
+        last.pid,
+        last.comm,
+        fmt_ns(last.ns)
+    ))
+}
+
+/// Does a live process listen on (a listener covering) the target now?
+fn live_listener(v: &View<'_>, target: &str) -> bool {
+    covering(v, target).next().is_some()
+}
+
+/// Current listeners covering the target whose owner is not known dead.
+fn covering<'a>(v: &'a View<'_>, target: &'a str) -> impl Iterator<Item = &'a Listener> + 'a {
+    v.st.listeners.iter().filter(move |l| {
+        covers(&l.target, target) && !l.pid.is_some_and(|p| v.proc(p).is_some_and(|q| q.exited_ns.is_some()))
+    })
+}
+
+fn nothing_listens_line(v: &View<'_>, target: &str) -> String {
+    match v.st.listeners_ns {
+        Some(ns) => format!(
+            "no process listens on {target} (listener snapshot at {}, {} sockets)",
+            fmt_ns(ns),
+            v.st.listeners.len()
+        ),
+        None => format!("no listener facts received: cannot tell who listens on {target}"),
+    }
+}
+
+/// "gunicorn pid 42" for a listener's owner.
+fn owner_label(v: &View<'_>, l: &Listener) -> String {
+    let comm = l.comm.clone().filter(|c| !c.is_empty()).or_else(|| {
+        l.pid.map(|p| v.comm(p).to_owned()).filter(|c| !c.is_empty())
+    });
+    match (comm, l.pid) {
+        (Some(c), Some(p)) => format!("{c} pid {p}"),
+        (None, Some(p)) => format!("pid {p}"),
+        (Some(c), None) => c,
+        (None, None) => "a process".to_owned(),
+    }
+}
+
+/// The proxy pointing at a target nothing serves while an upstream listens nearby: on another
+/// unix path, or (same host) another port.
+fn wrong_target(v: &View<'_>, a: &Agg) -> Option<Part> {
+    let t = parse(&a.target);
+    if let Target::UnixPath(p) = t
+        && v.st.paths.get(p).is_some_and(|(_, info)| info.components.last().is_some_and(|c| c.exists))
+    {
+        // Something is there: a stale or foreign file, not a wrong path.
+        return None;
+    }
+    let prior: BTreeSet<u32> = v
+        .st
+        .owners
+        .iter()
+        .filter(|(tg, _)| covers(tg, &a.target))
+        .flat_map(|(_, os)| os.iter().map(|o| v.family_root(o.pid)))
+        .collect();
+    let mut best: Option<(i32, &Listener)> = None;
+    for l in &v.st.listeners {
+        let Some(pid) = l.pid else { continue };
+        if covers(&l.target, &a.target) || v.is_proxy(pid, v.comm(pid)) {
+            continue;
+        }
+        if v.proc(pid).is_some_and(|q| q.exited_ns.is_some()) {
+            continue;
+        }
+        let lt = parse(&l.target);
+        let app = v.app_lineage(pid).is_some() || l.comm.as_deref().and_then(super::view::app_server_name).is_some();
+        let was_here = prior.contains(&v.family_root(pid));
+        if !app && !was_here {
+            continue;
+        }
+        let near = match t {
+            Target::Inet(..) => lt.is_unix() || same_host(&l.target, &a.target),
+            _ => lt.is_unix() || matches!(lt, Target::Inet(..)),
+        };
+        if !near {
+            continue;
+        }
+        let mut score = i32::from(was_here) * 4 + i32::from(app) * 2;
+        score += i32::from(lt.is_unix() == t.is_unix());
+        score += i32::from(similar(&l.target, &a.target));
+        if best.is_none_or(|(s, b)| score > s || (score == s && l.target < b.target)) {
+            best = Some((score, l));
+        }
+    }
+    let (_, l) = best?;
+    let mut p = part("wrong-target", a);
+    let who = owner_label(v, l);
+    let proxy = if a.proxy.comm.is_empty() { "the proxy" } else { a.proxy.comm.as_str() };
+    p.summary = format!("{proxy} connects to {} but the app listens on {}", a.target, l.target);
+    p.evidence.push(format!("{who} listens on {}, {proxy} connects to {}", l.target, a.target));
+    p.evidence.push(nothing_listens_line(v, &a.target));
+    if let Some(pid) = l.pid
+        && let Some(cmd) = v.proc(pid).map(|q| q.cmdline.as_str()).filter(|c| !c.is_empty())
+    {
+        p.evidence.push(format!("its command line: {cmd}"));
+    }
+    let pass = match parse(&l.target) {
+        Target::UnixPath(path) => format!("http://unix:{path}:"),
+        _ => format!("http://{}", l.target),
+    };
+    p.fix = format!(
+        "make them agree: proxy_pass {pass} (or the upstream block's server line), or bind the app to {}; \
+         then nginx -t && systemctl reload nginx",
+        a.target
+    );
+    Some(p)
+}
+
+/// Same directory or file name (unix), or same port (TCP).
+fn similar(a: &str, b: &str) -> bool {
+    match (parse(a), parse(b)) {
+        (Target::UnixPath(x), Target::UnixPath(y)) => {
+            let (dx, fx) = x.rsplit_once('/').unwrap_or(("", x));
+            let (dy, fy) = y.rsplit_once('/').unwrap_or(("", y));
+            dx == dy || fx == fy
+        }
+        (Target::Inet(_, p), Target::Inet(_, q)) => p == q,
+        _ => false,
+    }
+}
+
+/// The walk of the target's path, if the facts have it.
+fn path_info<'a>(v: &View<'a>, target: &str) -> Option<&'a PathInfo> {
+    let Target::UnixPath(p) = parse(target) else { return None };
+    v.st.paths.get(p).map(|(_, info)| info)
+}
+
+/// The latest death of a process that served the target, if seen.
+fn last_owner_death(v: &View<'_>, target: &str) -> Option<String> {
+    let mut owners: Vec<(u64, u32)> = v
+        .st
+        .owners
+        .iter()
+        .filter(|(t, _)| covers(t, target))
+        .flat_map(|(_, os)| os.iter().map(|o| (o.last_ns, o.pid)))
+        .collect();
+    owners.sort_unstable();
+    let dead = owners.iter().rev().find_map(|&(_, pid)| v.exit_of(pid).map(|_| pid))?;
+    v.death_line(dead).map(|d| format!("it was served by {d}"))
+}
+
+/// Unix ENOENT/ENOTDIR, abstract or TCP refusals: nothing is there to connect to.
+fn nothing_there(v: &View<'_>, a: &Agg) -> Part {
+    match parse(&a.target) {
+        Target::Inet(..) => not_listening(v, a),
+        _ => socket_missing(v, a),
+    }
+}
+
+fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
+    let mut p = part("socket-missing", a);
+    let mut missing_dir: Option<String> = None;
+    match (parse(&a.target), path_info(v, &a.target)) {
+        (Target::UnixAbstract(name), _) => {
+            p.evidence.push(format!("abstract socket @{name}: no process has bound that name"));
+        }
+        (_, Some(info)) => {
+            let n = info.components.len();
+            match info.components.iter().position(|c| !c.exists) {
+                Some(i) if i + 1 < n => {
+                    let dir = &info.components[i].path;
+                    p.evidence.push(format!("directory {dir} does not exist (a path under /run is gone after a reboot)"));
+                    missing_dir = Some(dir.clone());
+                }
+                Some(i) => {
+                    if let Some(parent) = i.checked_sub(1).and_then(|j| info.components.get(j)) {
+                        p.evidence.push(format!("{} exists, but there is no {} in it", comp_label(parent), info.path));
+                    } else {
+                        p.evidence.push(format!("{} does not exist", info.path));
+                    }
+                }
+                None => p.evidence.push(format!(
+                    "{} exists now (it was created after the failures, or the proxy runs in another mount namespace)",
+                    info.path
+                )),
+            }
+        }
+        (_, None) => p.evidence.push("no path facts for the socket path".to_owned()),
+    }
+    if let Some(l) = covering(v, &a.target).next() {
+        p.evidence.push(format!(
+            "{} still listens on {}: the file was deleted (a tmp cleaner?) or the proxy sees another mount \
+             namespace (PrivateTmp=)",
+            owner_label(v, l),
+            l.target
+        ));
+    } else {
+        p.evidence.push(nothing_listens_line(v, &a.target));
+    }
+    p.evidence.extend(last_owner_death(v, &a.target));
+    p.evidence.extend(app_servers_line(v));
+    p.summary = match &missing_dir {
+        Some(d) => format!("{} does not exist: its directory {d} is missing", a.target),
+        None => format!("{} does not exist: the app is not running or binds elsewhere", a.target),
+    };
+    p.fix = match missing_dir {
+        Some(d) => {
+            let name = d.strip_prefix("/run/").unwrap_or(&d);
+            format!(
+                "create {d} at boot: RuntimeDirectory={name} in the app's systemd unit (or a tmpfiles.d entry), \
+                 then start the app so it creates the socket"
+            )
+        }
+        None => "start the app server (systemctl start <unit>; check it stays up) so it creates the socket, or \
+                 point proxy_pass at the socket it really creates"
+            .to_owned(),
+    };
+    p
+}
+
+/// "app servers running: gunicorn pid 10", or a line saying none is known.
+fn app_servers_line(v: &View<'_>) -> Option<String> {
+    let mut apps: Vec<String> = v
+        .st
+        .procs
+        .values()
+        .filter(|q| q.exited_ns.is_none() && app_server_of(q).is_some())
+        .filter(|q| q.ppid.is_none_or(|pp| v.proc(pp).is_none_or(|pq| app_server_of(pq).is_none())))
+        .map(|q| format!("{} pid {}", q.comm, q.pid))
+        .collect();
+    apps.sort();
+    apps.truncate(4);
+    if apps.is_empty() {
+        v.st.listeners_ns.map(|_| "no app server process (gunicorn, uvicorn, uwsgi, php-fpm...) is running".to_owned())
+    } else {
+        Some(format!("app servers running: {}", apps.join(", ")))
+    }
+}
+
+fn not_listening(v: &View<'_>, a: &Agg) -> Part {
+    let mut p = part("upstream-not-listening", a);
+    let local = v.st.listeners.iter().any(|l| same_host(&l.target, &a.target));
+    if let Some(l) = covering(v, &a.target).next() {
+        p.evidence.push(format!(
+            "{} listens on {} now (since the failures?): refused connects predate it, or the proxy runs in \
+             another network namespace",
+            owner_label(v, l),
+            l.target
+        ));
+    } else if local || matches!(parse(&a.target), Target::Inet(ip, _) if ip.is_loopback()) {
+        p.evidence.push(nothing_listens_line(v, &a.target));
+    } else {
+        p.evidence.push(format!(
+            "{} is not a local address: its host answered with a reset (nothing listens there, or a firewall \
+             rejects)",
+            a.target
+        ));
+    }
+    p.evidence.extend(last_owner_death(v, &a.target));
+    p.evidence.extend(app_servers_line(v));
+    p.summary = format!("nothing listens on {}: the connection is refused", a.target);
+    p.fix = format!(
+        "start the app server on {} (e.g. gunicorn --bind {}) and keep it supervised (systemd Restart=on-failure), \
+         or point proxy_pass at where it really listens",
+        a.target, a.target
+    );
+    p
+}
+
+/// Unix ECONNREFUSED on a path: the file is there, nobody listens.
+fn stale_socket(v: &View<'_>, a: &Agg) -> Part {
+    let mut p = part("stale-socket", a);
+    if let Some(c) = path_info(v, &a.target).and_then(|i| i.components.last()).filter(|c| c.exists) {
+        let kind = if c.is_socket() { "socket file" } else { "file (not a socket!)" };
+        p.evidence.push(format!("{} is a {kind} but no process listens on it", comp_label(c)));
+    }
+    p.evidence.push(nothing_listens_line(v, &a.target));
+    match last_owner_death(v, &a.target) {
+        Some(d) => p.evidence.push(d),
+        None => p.evidence.push("the death of its last owner was not seen (before gwtrace started?)".to_owned()),
+    }
+    p.evidence.extend(app_servers_line(v));
+    p.summary = format!("{} is a leftover socket file: the app that bound it is gone", a.target);
+    p.fix = "restart the app server (it re-binds the socket); if it refuses because the file exists, remove the \
+             stale file first; run it under a supervisor (systemd Restart=always) so a kill -9 or crash is \
+             followed by a restart"
+        .to_owned();
+    p
+}
+
+/// The worker's credentials: its facts (with supplementary groups), else the event's uid/gid.
+fn worker_creds(v: &View<'_>, a: &Agg) -> Creds {
+    v.proc(a.worker)
+        .and_then(|q| q.creds.clone())
+        .unwrap_or(Creds { uid: a.uid, gid: a.gid, groups: vec![a.gid] })
+}
+
+fn socket_permission(v: &View<'_>, a: &Agg) -> Part {
+    let mut p = part("socket-permission", a);
+    let creds = worker_creds(v, a);
+    let who = format!("{} worker pid {}", a.worker_comm, a.worker);
+    let proxy = if a.proxy.comm.is_empty() { a.worker_comm.clone() } else { a.proxy.comm.clone() };
+    p.summary = format!("{who} may not connect to {}: permission denied", a.target);
+    match path_info(v, &a.target).map(|info| (info, walk(info, &creds))) {
+        Some((_, Walk::Denied { comp, need, class, last })) => {
+            p.evidence.push(denial_line(comp, need, class, &who, &creds));
+            p.summary = format!("{} denies {who} ({})", comp.path, creds_label(&creds));
+            p.fix = denial_fix(comp, need, class, last, &creds, &proxy);
+        }
+        Some((info, Walk::Allowed)) => {
+            for c in &info.components {
+                p.evidence.push(format!("path walk: {}", comp_label(c)));
+            }
+            p.evidence.push(format!(
+                "the walk now grants {}: the mode changed since, or an LSM (SELinux, AppArmor) denied it",
+                creds_label(&creds)
+            ));
+            p.fix = "check the LSM logs (ausearch -m avc, journalctl -k | grep apparmor) and allow the proxy to \
+                     connect to the socket"
+                .to_owned();
+        }
+        Some((_, Walk::Missing(c))) => {
+            p.evidence.push(format!("{} is missing now (the walk cannot be checked)", c.path));
+            p.fix = "recreate the socket with a mode the proxy's user can write (gunicorn --umask 007 and a shared \
+                     group)"
+                .to_owned();
+        }
+        None => {
+            p.evidence.push(format!("no path facts for {}: cannot name the denying component", a.target));
+            p.fix = format!(
+                "run namei -l {} and give {proxy}'s user search on every directory and write on the socket (a \
+                 shared group plus gunicorn --umask 007)",
+                a.target.trim_start_matches("unix:")
+            );
+        }
+    }
+    p
+}
+
+fn tcp_denied(a: &Agg) -> Part {
+    let mut p = part("socket-permission", a);
+    p.summary = format!("the connect to {} is denied locally ({})", a.target, errno_label(a.errno));
+    p.evidence.push(
+        "a TCP connect fails with EACCES/EPERM only by local policy: a firewall rule (iptables/nft OUTPUT), a \
+         cgroup BPF program or SELinux"
+            .to_owned(),
+    );
+    p.fix = "check the OUTPUT firewall rules and SELinux (setsebool -P httpd_can_network_connect 1 for nginx/httpd)"
+        .to_owned();
+    p
+}
+
+fn backlog_full(v: &View<'_>, a: &Agg) -> Part {
+    let mut p = part("backlog-full", a);
+    p.evidence.push(format!(
+        "{} means the listen queue of {} is full (the proxy's sockets are non-blocking)",
+        errno_label(a.errno),
+        a.target
+    ));
+    if let Some(l) = covering(v, &a.target).next() {
+        let backlog = l.backlog.map(|b| format!(" (backlog {b})")).unwrap_or_default();
+        let mut line = format!("{} listens on {}{backlog}", owner_label(v, l), l.target);
+        if let Some(pid) = l.pid {
+            let root = v.family_root(pid);
+            let workers = v
+                .st
+                .procs
+                .values()
+                .filter(|q| q.exited_ns.is_none() && q.ppid == Some(root))
+                .count();
+            if workers > 0 {
+                line.push_str(&format!(" with {workers} live worker(s)"));
+            }
+        }
+        p.evidence.push(line);
+    }
+    p.evidence.extend(overflow_line(v, a));
+    p.summary = format!("the accept queue of {} is full: its workers are too few or too slow", a.target);
+    p.fix = "add workers (gunicorn --workers / --threads), raise the listen backlog (gunicorn --backlog, \
+             net.core.somaxconn), make the slow requests faster or move them off the request path"
+        .to_owned();
+    p
+}
+
+/// Rising `ListenOverflows` during the failures, from consecutive netstat samples.
+fn overflow_line(v: &View<'_>, a: &Agg) -> Option<String> {
+    let samples: Vec<_> = v.st.netstat.iter().collect();
+    let mut rise = 0u64;
+    let mut span: Option<(u64, u64)> = None;
+    for w in samples.windows(2) {
+        let (x, y) = (w[0], w[1]);
+        let delta = y.stats.listen_overflows.saturating_sub(x.stats.listen_overflows);
+        // The interval overlaps the failures (plus one sampling period after them).
+        if delta > 0 && y.ns >= a.first_ns && x.ns <= a.last_ns.saturating_add(30_000_000_000) {
+            rise += delta;
+            span = Some((span.map_or(x.ns, |s| s.0), y.ns));
+        }
+    }
+    let (from, to) = span?;
+    Some(format!(
+        "TcpExt ListenOverflows rose by {rise} between {} and {}: connects were dropped at a full accept queue",
+        fmt_ns(from),
+        fmt_ns(to)
+    ))
+}
+
+/// Connect timeouts: a 504, unless a full local accept queue explains them (backlog-full).
+fn timeout(v: &View<'_>, a: &Agg) -> Part {
+    if live_listener(v, &a.target)
+        && let Some(line) = overflow_line(v, a)
+    {
+        let mut p = backlog_full(v, a);
+        p.status = 504;
+        p.evidence.retain(|l| !l.contains("non-blocking"));
+        p.evidence.insert(1, line);
+        p.evidence.dedup();
+        p.summary = format!(
+            "the accept queue of {} overflows: SYNs are dropped and connects time out (a 504 class)",
+            a.target
+        );
+        return p;
+    }
+    let mut p = part("connect-timeout", a);
+    p.status = 504;
+    p.summary = format!("connecting to {} timed out: a 504 (gateway timeout) class, not a 502", a.target);
+    if a.abandoned {
+        p.evidence.push(format!(
+            "{} closed the socket while the SYN was unanswered: its own connect timeout (proxy_connect_timeout)",
+            a.worker_comm
+        ));
+    } else {
+        p.evidence.push("the kernel gave up after its SYN retries (net.ipv4.tcp_syn_retries)".to_owned());
+    }
+    if let Some(l) = covering(v, &a.target).next() {
+        p.evidence.push(format!(
+            "{} listens on {}: SYNs to it are lost (full accept queue, firewall DROP)",
+            owner_label(v, l),
+            l.target
+        ));
+    } else {
+        p.evidence.push(format!("no local listener covers {}: the host is down or a firewall drops SYNs", a.target));
+    }
+    p.fix = "make the upstream reachable: check the host is up, the route, and firewalls (a DROP rule gives \
+             timeouts, a REJECT refusals); raise proxy_connect_timeout only if the upstream is just slow to accept"
+        .to_owned();
+    p
+}
+
+fn port_exhaustion(a: &Agg) -> Part {
+    let mut p = part("port-exhaustion", a);
+    p.summary = format!("no free local port to connect to {}: ephemeral ports are exhausted", a.target);
+    p.evidence.push(format!(
+        "{} on connect: every (source port, {}) pair is in use, mostly by TIME_WAIT connections",
+        errno_label(a.errno),
+        a.target
+    ));
+    p.fix = "reuse upstream connections (nginx: keepalive 32 in the upstream block, proxy_http_version 1.1, \
+             proxy_set_header Connection \"\"), widen net.ipv4.ip_local_port_range, enable net.ipv4.tcp_tw_reuse"
+        .to_owned();
+    p
+}
+
+fn unreachable(a: &Agg) -> Part {
+    let mut p = part("network-unreachable", a);
+    let host = a.target.rsplit_once(':').map_or(a.target.as_str(), |(h, _)| h.trim_matches(['[', ']']));
+    p.summary = format!("no route to {}", a.target);
+    p.evidence.push(format!("{}: the kernel has no usable route to {host}", errno_label(a.errno)));
+    p.fix = format!(
+        "check the route and interface (ip route get {host}; ip link), the upstream's address in the proxy config, \
+         and firewalls answering with ICMP unreachable"
+    );
+    p
+}
+
+fn reset(a: &Agg) -> Part {
+    let mut p = part("upstream-reset", a);
+    p.summary = format!("{} reset the connection during the handshake", a.target);
+    p.evidence.push(format!("{} on connect: the peer answered with RST", errno_label(a.errno)));
+    p.fix = "check the upstream's logs for crashes or connection limits, and firewalls or load balancers sending \
+             RSTs"
+        .to_owned();
+    p
+}
+
+fn wrong_type(a: &Agg) -> Part {
+    let mut p = part("wrong-target", a);
+    p.summary = format!("{} is not a stream socket: the proxy points at the wrong socket", a.target);
+    p.evidence.push(format!("{}: the socket's type does not match a stream connect", errno_label(a.errno)));
+    p.fix = "point proxy_pass at the app's stream (HTTP) socket".to_owned();
+    p
+}

@@ -1,0 +1,55 @@
+//! The human form of a verdict: one headline an operator can act on, the evidence, the fix.
+use super::Verdict;
+use super::text::{fmt_ns, secs};
+
+const BOLD_RED: &str = "\x1b[1;31m";
+const BOLD_YELLOW: &str = "\x1b[1;33m";
+const DIM: &str = "\x1b[2m";
+const GREEN: &str = "\x1b[32m";
+const RESET: &str = "\x1b[0m";
+
+/// Renders a verdict as lines of text:
+///
+/// ```text
+/// 502 socket-permission proxy nginx[1234] -> unix:/run/app/app.sock: <summary> (17×, 3.4/s, first t=…s, last t=…s)
+///   evidence: ...
+///   fix: ...
+/// ```
+///
+/// `color` adds ANSI colours (status and cause in red, yellow for 504s; the fix in green).
+#[must_use]
+pub fn render_human(v: &Verdict, color: bool) -> String {
+    let (head, dim, fix, reset) = if color {
+        (if v.status == 504 { BOLD_YELLOW } else { BOLD_RED }, DIM, GREEN, RESET)
+    } else {
+        ("", "", "", "")
+    };
+    let proxy = match (v.proxy_comm.as_str(), v.proxy_pid) {
+        ("", 0) => "?".to_owned(),
+        ("", pid) => format!("[{pid}]"),
+        (comm, 0) => comm.to_owned(),
+        (comm, pid) => format!("{comm}[{pid}]"),
+    };
+    let span = if v.count > 1 {
+        format!(
+            ", {:.1}/s over {:.1} s, first {}, last {}",
+            v.rate_per_s,
+            secs(v.last_seen_ns.saturating_sub(v.first_seen_ns)),
+            fmt_ns(v.first_seen_ns),
+            fmt_ns(v.last_seen_ns)
+        )
+    } else {
+        format!(", at {}", fmt_ns(v.last_seen_ns))
+    };
+    let mut out = format!(
+        "{head}{} {}{reset} proxy {proxy} -> {}: {} ({}×{span})",
+        v.status, v.cause, v.target, v.summary, v.count
+    );
+    for e in &v.evidence {
+        out.push_str(&format!("\n  {dim}evidence:{reset} {e}"));
+    }
+    if !v.fix.is_empty() {
+        out.push_str(&format!("\n  {fix}fix:{reset} {}", v.fix));
+    }
+    out
+}

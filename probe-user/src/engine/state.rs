@@ -1,0 +1,509 @@
+//! What the engine remembers: merged procfs facts (processes, listeners and who owned them over
+//! time, paths, memory cgroups, netstat samples) and bounded logs of the kernel events.
+//!
+//! Nothing here decides a cause: the events are stored raw and classified when verdicts are
+//! asked for, because the facts that explain a failure (the socket path's walk, the process
+//! table) usually arrive after it: the collector reacts to the event.
+//!
+//! Every table is capped; when a cap is exceeded the oldest entries (by last activity) go first.
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::EngineConfig;
+use crate::event::{Body, Event};
+use crate::facts::{FactsUpdate, Listener, MemcgInfo, Netstat, PathInfo, ProcInfo};
+
+/// Processes remembered (alive or exited).
+pub(crate) const MAX_PROCS: usize = 16_384;
+/// Distinct (proxy worker, target, errno) failure groups.
+pub(crate) const MAX_FAIL_GROUPS: usize = 4096;
+/// Failure timestamps kept per group (to split a group across a restart window).
+pub(crate) const RECENT_PER_GROUP: usize = 256;
+/// Process exits, signals, OOM kills remembered.
+pub(crate) const MAX_EXITS: usize = 4096;
+pub(crate) const MAX_SIGNALS: usize = 4096;
+pub(crate) const MAX_OOMS: usize = 1024;
+pub(crate) const MAX_EXEC_FAILURES: usize = 1024;
+/// Socket paths, memory cgroups, listener targets with owner history.
+pub(crate) const MAX_PATHS: usize = 4096;
+pub(crate) const MAX_MEMCGS: usize = 4096;
+pub(crate) const MAX_LISTENER_TARGETS: usize = 4096;
+/// Owners remembered per listener target.
+pub(crate) const OWNERS_PER_TARGET: usize = 8;
+/// Netstat samples kept.
+pub(crate) const NETSTAT_SAMPLES: usize = 64;
+/// Proxy pids learnt from facts.
+pub(crate) const MAX_PROXY_PIDS: usize = 1024;
+
+/// Signals worth remembering: the terminating ones, plus reload/upgrade signals for evidence.
+const KEPT_SIGNALS: [i32; 13] = [1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 15, 31];
+
+/// Credentials of a process (from its `ProcInfo`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// A process as the engine knows it, merged from facts and events.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Proc {
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    pub comm: String,
+    pub cmdline: String,
+    /// Executed file (from an exec event).
+    pub exe: String,
+    /// From `ProcInfo` (with supplementary groups).
+    pub creds: Option<Creds>,
+    /// From the last event it caused (uid, gid), when facts never came.
+    pub event_creds: Option<(u32, u32)>,
+    pub cgroup: String,
+    /// Boot-relative start time (0 = unknown).
+    pub start_ns: u64,
+    /// When it executed its current program, if seen.
+    pub exec_ns: Option<u64>,
+    pub last_seen_ns: u64,
+    /// When it exited, if it did.
+    pub exited_ns: Option<u64>,
+}
+
+impl Proc {
+    /// When this process instance began: its exec if seen, else its start time.
+    pub(crate) fn began_ns(&self) -> Option<u64> {
+        self.exec_ns.or((self.start_ns != 0).then_some(self.start_ns))
+    }
+}
+
+/// A process exit, with a snapshot of what was known about the process then.
+#[derive(Clone, Debug)]
+pub(crate) struct ExitRecord {
+    pub ns: u64,
+    pub proc: Proc,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub core_dumped: bool,
+}
+
+/// A signal generated for a process.
+#[derive(Clone, Debug)]
+pub(crate) struct SignalRecord {
+    pub ns: u64,
+    pub sig: i32,
+    pub sender_pid: u32,
+    pub sender_comm: String,
+    pub target_pid: u32,
+    pub target_comm: String,
+    pub code: i32,
+    pub result: i32,
+}
+
+impl SignalRecord {
+    /// Delivered (0) or merged into a pending one (2): it takes effect.
+    pub(crate) fn effective(&self) -> bool {
+        matches!(self.result, 0 | 2)
+    }
+}
+
+/// An exec that failed (a supervisor could not start the app: wrong path or virtualenv).
+#[derive(Clone, Debug)]
+pub(crate) struct ExecFailRecord {
+    pub ns: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub filename: String,
+    pub errno: i32,
+}
+
+/// An OOM kill.
+#[derive(Clone, Debug)]
+pub(crate) struct OomRecord {
+    pub ns: u64,
+    pub trigger_pid: u32,
+    pub trigger_comm: String,
+    pub victim_pid: u32,
+    pub victim_comm: String,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+}
+
+/// One process seen owning a listener, and when.
+#[derive(Clone, Debug)]
+pub(crate) struct OwnerSeen {
+    pub pid: u32,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+/// Failed connects are grouped by who, where and how.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct FailKey {
+    pub pid: u32,
+    pub target: String,
+    pub errno: i32,
+    /// `tcp_abandoned`: the proxy's own connect timeout.
+    pub abandoned: bool,
+}
+
+/// Counts and times of one failure group.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FailGroup {
+    pub comm: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub source: String,
+    pub count: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// The latest failure times (at most [`RECENT_PER_GROUP`]), oldest first.
+    pub recent: VecDeque<u64>,
+}
+
+/// A netstat snapshot and its time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NetstatSample {
+    pub ns: u64,
+    pub stats: Netstat,
+}
+
+/// Everything remembered.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub procs: HashMap<u32, Proc>,
+    /// The latest listener snapshot, and when it came.
+    pub listeners: Vec<Listener>,
+    pub listeners_ns: Option<u64>,
+    /// Every process seen owning each listener target.
+    pub owners: HashMap<String, Vec<OwnerSeen>>,
+    pub paths: HashMap<String, (u64, PathInfo)>,
+    pub memcgs: HashMap<u32, (u64, MemcgInfo)>,
+    pub netstat: VecDeque<NetstatSample>,
+    pub fact_proxies: HashSet<u32>,
+    pub failures: HashMap<FailKey, FailGroup>,
+    pub exits: VecDeque<ExitRecord>,
+    pub signals: VecDeque<SignalRecord>,
+    pub ooms: VecDeque<OomRecord>,
+    pub exec_failures: VecDeque<ExecFailRecord>,
+    /// Events lost by the kernel or the collector, and why.
+    pub lost: u64,
+    pub loss_reasons: Vec<String>,
+}
+
+impl State {
+    /// Takes one event into the state.
+    pub(crate) fn feed(&mut self, ev: &Event, cfg: &EngineConfig) {
+        let ns = ev.mono_ns;
+        match &ev.body {
+            Body::Facts(f) => self.merge_facts(ns, f),
+            Body::ConnectFailed { target, errno, source, .. } => {
+                self.touch(ev);
+                self.record_failure(ev, target, *errno, source, cfg);
+            }
+            Body::AcceptFailed { .. } => self.touch(ev),
+            Body::ProcessExit { exit_code, signal, core_dumped, .. } => {
+                self.touch(ev);
+                self.record_exit(ev, *exit_code, *signal, *core_dumped);
+            }
+            Body::Signal {
+                signal,
+                sender_pid,
+                target_pid,
+                target_comm,
+                code,
+                result,
+                ..
+            } => {
+                self.touch(ev);
+                self.touch_pid(*target_pid, target_comm, ns);
+                if KEPT_SIGNALS.contains(signal) {
+                    let sender_comm = self.comm_of(*sender_pid).unwrap_or(&ev.comm).to_owned();
+                    push_capped(
+                        &mut self.signals,
+                        SignalRecord {
+                            ns,
+                            sig: *signal,
+                            sender_pid: *sender_pid,
+                            sender_comm,
+                            target_pid: *target_pid,
+                            target_comm: target_comm.clone(),
+                            code: *code,
+                            result: *result,
+                        },
+                        MAX_SIGNALS,
+                    );
+                }
+            }
+            Body::OomKill {
+                victim_pid,
+                victim_comm,
+                total_vm_kb,
+                anon_rss_kb,
+                file_rss_kb,
+                shmem_rss_kb,
+            } => {
+                self.touch(ev);
+                self.touch_pid(*victim_pid, victim_comm, ns);
+                push_capped(
+                    &mut self.ooms,
+                    OomRecord {
+                        ns,
+                        trigger_pid: ev.pid,
+                        trigger_comm: ev.comm.clone(),
+                        victim_pid: *victim_pid,
+                        victim_comm: victim_comm.clone(),
+                        total_vm_kb: *total_vm_kb,
+                        anon_rss_kb: *anon_rss_kb,
+                        file_rss_kb: *file_rss_kb,
+                        shmem_rss_kb: *shmem_rss_kb,
+                    },
+                    MAX_OOMS,
+                );
+            }
+            Body::Exec { filename, cmdline } => self.record_exec(ev, filename, cmdline.as_deref()),
+            Body::ExecFailed { filename, errno, .. } => {
+                self.touch(ev);
+                let rec = ExecFailRecord {
+                    ns,
+                    pid: ev.pid,
+                    comm: ev.comm.clone(),
+                    filename: filename.clone(),
+                    errno: *errno,
+                };
+                push_capped(&mut self.exec_failures, rec, MAX_EXEC_FAILURES);
+            }
+            Body::Loss { reason, count } => {
+                self.lost = self.lost.saturating_add(*count);
+                if !self.loss_reasons.contains(reason) && self.loss_reasons.len() < 8 {
+                    self.loss_reasons.push(reason.clone());
+                }
+            }
+        }
+        self.evict(cfg);
+    }
+
+    fn comm_of(&self, pid: u32) -> Option<&str> {
+        self.procs.get(&pid).map(|p| p.comm.as_str()).filter(|c| !c.is_empty())
+    }
+
+    /// Remembers the event's process (its comm and credentials) as seen now.
+    fn touch(&mut self, ev: &Event) {
+        if ev.pid == 0 {
+            return;
+        }
+        let p = self.touch_pid(ev.pid, &ev.comm, ev.mono_ns);
+        p.event_creds = Some((ev.uid, ev.gid));
+    }
+
+    fn touch_pid(&mut self, pid: u32, comm: &str, ns: u64) -> &mut Proc {
+        let p = self.procs.entry(pid).or_insert_with(|| Proc { pid, ..Proc::default() });
+        if p.comm.is_empty() {
+            comm.clone_into(&mut p.comm);
+        }
+        p.last_seen_ns = p.last_seen_ns.max(ns);
+        p
+    }
+
+    fn record_failure(&mut self, ev: &Event, target: &str, errno: i32, source: &str, cfg: &EngineConfig) {
+        let key = FailKey {
+            pid: ev.pid,
+            target: target.to_owned(),
+            errno,
+            abandoned: source == "tcp_abandoned",
+        };
+        if !self.failures.contains_key(&key) && self.failures.len() >= MAX_FAIL_GROUPS {
+            self.evict_failures(cfg);
+        }
+        let g = self.failures.entry(key).or_default();
+        if g.count == 0 {
+            g.first_ns = ev.mono_ns;
+        }
+        ev.comm.clone_into(&mut g.comm);
+        source.clone_into(&mut g.source);
+        g.uid = ev.uid;
+        g.gid = ev.gid;
+        g.count += 1;
+        g.first_ns = g.first_ns.min(ev.mono_ns);
+        g.last_ns = g.last_ns.max(ev.mono_ns);
+        if g.recent.len() >= RECENT_PER_GROUP {
+            g.recent.pop_front();
+        }
+        g.recent.push_back(ev.mono_ns);
+    }
+
+    fn record_exit(&mut self, ev: &Event, exit_code: Option<i32>, signal: Option<i32>, core_dumped: bool) {
+        let Some(p) = self.procs.get_mut(&ev.pid) else { return };
+        p.exited_ns = Some(ev.mono_ns);
+        let rec = ExitRecord { ns: ev.mono_ns, proc: p.clone(), exit_code, signal, core_dumped };
+        push_capped(&mut self.exits, rec, MAX_EXITS);
+    }
+
+    fn record_exec(&mut self, ev: &Event, filename: &str, cmdline: Option<&str>) {
+        if ev.pid == 0 {
+            return;
+        }
+        // A dead process cannot exec: an exec on an exited pid is a new process (pid reuse).
+        if self.procs.get(&ev.pid).is_some_and(|p| p.exited_ns.is_some()) {
+            self.procs.remove(&ev.pid);
+        }
+        let p = self.touch_pid(ev.pid, &ev.comm, ev.mono_ns);
+        ev.comm.clone_into(&mut p.comm);
+        filename.clone_into(&mut p.exe);
+        if let Some(c) = cmdline.filter(|c| !c.is_empty()) {
+            c.clone_into(&mut p.cmdline);
+        }
+        p.exec_ns = Some(ev.mono_ns);
+        p.event_creds = Some((ev.uid, ev.gid));
+    }
+
+    fn merge_facts(&mut self, ns: u64, f: &FactsUpdate) {
+        for info in &f.processes {
+            self.merge_proc(ns, info);
+        }
+        if let Some(ls) = &f.listeners {
+            self.merge_listeners(ns, ls);
+        }
+        for p in &f.paths {
+            self.paths.insert(p.path.clone(), (ns, p.clone()));
+        }
+        for m in &f.memcgs {
+            self.memcgs.insert(m.pid, (ns, m.clone()));
+        }
+        if let Some(stats) = f.netstat {
+            push_capped(&mut self.netstat, NetstatSample { ns, stats }, NETSTAT_SAMPLES);
+        }
+        for &pid in &f.proxies {
+            if self.fact_proxies.len() < MAX_PROXY_PIDS {
+                self.fact_proxies.insert(pid);
+            }
+        }
+    }
+
+    fn merge_proc(&mut self, ns: u64, info: &ProcInfo) {
+        // A different start time on the same pid is another process (pid reuse).
+        if self
+            .procs
+            .get(&info.pid)
+            .is_some_and(|p| p.start_ns != 0 && info.start_ns != 0 && p.start_ns != info.start_ns)
+        {
+            self.procs.remove(&info.pid);
+        }
+        let p = self.touch_pid(info.pid, &info.comm, ns);
+        if info.ppid != 0 || info.pid == 1 {
+            p.ppid = Some(info.ppid);
+        }
+        if !info.comm.is_empty() {
+            info.comm.clone_into(&mut p.comm);
+        }
+        if !info.cmdline.is_empty() {
+            info.cmdline.clone_into(&mut p.cmdline);
+        }
+        p.creds = Some(Creds { uid: info.uid, gid: info.gid, groups: info.groups.clone() });
+        if !info.cgroup.is_empty() {
+            info.cgroup.clone_into(&mut p.cgroup);
+        }
+        if info.start_ns != 0 {
+            p.start_ns = info.start_ns;
+        }
+    }
+
+    fn merge_listeners(&mut self, ns: u64, ls: &[Listener]) {
+        for l in ls {
+            let Some(pid) = l.pid else { continue };
+            if let Some(comm) = l.comm.as_deref().filter(|c| !c.is_empty()) {
+                self.touch_pid(pid, comm, ns);
+            }
+            let owners = self.owners.entry(l.target.clone()).or_default();
+            if let Some(o) = owners.iter_mut().find(|o| o.pid == pid) {
+                o.last_ns = o.last_ns.max(ns);
+                o.first_ns = o.first_ns.min(ns);
+            } else {
+                if owners.len() >= OWNERS_PER_TARGET {
+                    // Forget the owner seen longest ago.
+                    if let Some(i) =
+                        owners.iter().enumerate().min_by_key(|(_, o)| o.last_ns).map(|(i, _)| i)
+                    {
+                        owners.remove(i);
+                    }
+                }
+                owners.push(OwnerSeen { pid, first_ns: ns, last_ns: ns });
+            }
+        }
+        self.listeners = ls.to_vec();
+        self.listeners_ns = Some(ns);
+    }
+
+    /// Keeps every table within its cap.
+    fn evict(&mut self, cfg: &EngineConfig) {
+        if self.procs.len() > MAX_PROCS {
+            // Exited processes go before live ones, then the least recently seen.
+            let drop = self.procs.len() - MAX_PROCS * 7 / 8;
+            let mut keys: Vec<(bool, u64, u32)> = self
+                .procs
+                .values()
+                .map(|p| (p.exited_ns.is_none(), p.last_seen_ns, p.pid))
+                .collect();
+            keys.sort_unstable();
+            for (_, _, pid) in keys.into_iter().take(drop) {
+                self.procs.remove(&pid);
+            }
+        }
+        evict_oldest(&mut self.paths, MAX_PATHS, |(ns, _)| *ns);
+        evict_oldest(&mut self.memcgs, MAX_MEMCGS, |(ns, _)| *ns);
+        evict_oldest(&mut self.owners, MAX_LISTENER_TARGETS, |o| {
+            o.iter().map(|o| o.last_ns).max().unwrap_or(0)
+        });
+        if self.failures.len() > MAX_FAIL_GROUPS {
+            self.evict_failures(cfg);
+        }
+    }
+
+    /// Failure groups of processes that are not proxies go first (they are never verdicts
+    /// unless the process later turns out to be one), then the least recent.
+    fn evict_failures(&mut self, cfg: &EngineConfig) {
+        let target_len = MAX_FAIL_GROUPS * 7 / 8;
+        if self.failures.len() <= target_len {
+            return;
+        }
+        let drop = self.failures.len() - target_len;
+        let mut keys: Vec<(bool, u64, FailKey)> = self
+            .failures
+            .iter()
+            .map(|(k, g)| {
+                let proxy = cfg.proxy_names.iter().any(|n| *n == g.comm)
+                    || cfg.proxy_pids.contains(&k.pid)
+                    || self.fact_proxies.contains(&k.pid);
+                (proxy, g.last_ns, k.clone())
+            })
+            .collect();
+        keys.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        for (_, _, k) in keys.into_iter().take(drop) {
+            self.failures.remove(&k);
+        }
+    }
+}
+
+/// Appends to a bounded log, dropping the oldest entry when full.
+fn push_capped<T>(q: &mut VecDeque<T>, item: T, cap: usize) {
+    if q.len() >= cap {
+        q.pop_front();
+    }
+    q.push_back(item);
+}
+
+/// Shrinks a map over `cap` to 7/8 of it, dropping the entries with the smallest `age` key.
+fn evict_oldest<K, V>(map: &mut HashMap<K, V>, cap: usize, age: impl Fn(&V) -> u64)
+where
+    K: Clone + Eq + std::hash::Hash,
+{
+    if map.len() <= cap {
+        return;
+    }
+    let drop = map.len() - cap * 7 / 8;
+    let mut keys: Vec<(u64, K)> = map.iter().map(|(k, v)| (age(v), k.clone())).collect();
+    keys.sort_unstable_by_key(|(a, _)| *a);
+    for (_, k) in keys.into_iter().take(drop) {
+        map.remove(&k);
+    }
+}

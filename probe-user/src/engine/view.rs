@@ -1,0 +1,336 @@
+//! Questions about the remembered state that every cause asks: is this process a proxy, which
+//! proxy master does it belong to, is it an upstream (app server) process, what did it listen
+//! on, how did it die.
+use std::collections::HashSet;
+
+use super::EngineConfig;
+use super::state::{ExitRecord, Proc, State};
+use super::target::covers;
+use super::text::{fmt_dur, fmt_ns, signal_label};
+
+/// App servers recognised by process name or command line.
+pub(crate) const APP_SERVERS: [&str; 9] =
+    ["gunicorn", "uvicorn", "uwsgi", "php-fpm", "hypercorn", "daphne", "puma", "unicorn", "waitress"];
+
+/// Interpreters and launchers that run an app server named in a later argument
+/// (`python3 -m gunicorn`, `/venv/bin/python /venv/bin/gunicorn`, `bundle exec puma`).
+const LAUNCHERS: [&str; 8] = ["python", "pypy", "ruby", "bundle", "env", "uv", "poetry", "pipenv"];
+
+/// How far up the parent chain to look (proxy masters, app server masters).
+const MAX_DEPTH: usize = 8;
+
+/// A proxy's identity for deduplication: its master's pid when the process tree is known, else
+/// its name (workers of one master share one verdict).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum ProxyKey {
+    Pid(u32),
+    Name(String),
+    /// No proxy known (worker deaths on a host whose proxy was never seen).
+    Unknown,
+}
+
+/// A proxy as shown in a verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ProxyId {
+    pub key: ProxyKey,
+    pub pid: u32,
+    pub comm: String,
+}
+
+impl ProxyId {
+    pub(crate) fn unknown() -> Self {
+        Self { key: ProxyKey::Unknown, pid: 0, comm: String::new() }
+    }
+}
+
+/// Which app server a name (a comm, a path, an argv word) is, if any.
+pub(crate) fn app_server_name(word: &str) -> Option<&'static str> {
+    let base = word.rsplit('/').next().unwrap_or(word).trim_end_matches(':');
+    APP_SERVERS.iter().copied().find(|n| {
+        base.strip_prefix(n).is_some_and(|rest| {
+            rest.is_empty() || rest.starts_with(|c: char| !c.is_ascii_alphabetic())
+        })
+    })
+}
+
+/// Which app server a command line runs, looking past interpreters and their flags.
+pub(crate) fn app_server_in_cmdline(cmdline: &str) -> Option<&'static str> {
+    let mut words = cmdline.split_whitespace();
+    let first = words.next()?;
+    if let Some(a) = app_server_name(first) {
+        return Some(a);
+    }
+    let base = first.rsplit('/').next().unwrap_or(first);
+    if !LAUNCHERS.iter().any(|l| base.starts_with(l)) {
+        return None;
+    }
+    words
+        .filter(|w| !w.starts_with('-') && !matches!(*w, "exec" | "run"))
+        .take(2)
+        .find_map(app_server_name)
+}
+
+/// The app server a process runs, from its comm, executable or command line.
+pub(crate) fn app_server_of(p: &Proc) -> Option<&'static str> {
+    app_server_name(&p.comm)
+        .or_else(|| (!p.exe.is_empty()).then(|| app_server_name(&p.exe)).flatten())
+        .or_else(|| app_server_in_cmdline(&p.cmdline))
+}
+
+/// Read-only view over the state with the configuration, for classification.
+pub(crate) struct View<'a> {
+    pub st: &'a State,
+    pub cfg: &'a EngineConfig,
+    /// Targets some proxy failed to connect to: their listeners' owners are upstreams.
+    pub proxy_targets: HashSet<&'a str>,
+}
+
+impl<'a> View<'a> {
+    pub(crate) fn new(st: &'a State, cfg: &'a EngineConfig) -> Self {
+        let mut v = Self { st, cfg, proxy_targets: HashSet::new() };
+        let targets: HashSet<&str> = st
+            .failures
+            .iter()
+            .filter(|(k, g)| v.is_proxy(k.pid, &g.comm))
+            .map(|(k, _)| k.target.as_str())
+            .collect();
+        v.proxy_targets = targets;
+        v
+    }
+
+    pub(crate) fn proc(&self, pid: u32) -> Option<&'a Proc> {
+        self.st.procs.get(&pid)
+    }
+
+    /// The process and its known ancestors, nearest first (cycle-safe, bounded).
+    pub(crate) fn lineage(&self, pid: u32) -> Vec<&'a Proc> {
+        let mut out: Vec<&Proc> = Vec::new();
+        let mut cur = self.proc(pid);
+        while let Some(p) = cur {
+            if out.len() >= MAX_DEPTH || out.iter().any(|q| q.pid == p.pid) {
+                break;
+            }
+            out.push(p);
+            cur = p.ppid.filter(|&pp| pp > 1).and_then(|pp| self.proc(pp));
+        }
+        out
+    }
+
+    pub(crate) fn comm(&self, pid: u32) -> &'a str {
+        self.proc(pid).map_or("", |p| p.comm.as_str())
+    }
+
+    fn named_proxy(&self, comm: &str) -> bool {
+        !comm.is_empty() && self.cfg.proxy_names.iter().any(|n| n == comm)
+    }
+
+    fn listed_proxy(&self, pid: u32) -> bool {
+        self.cfg.proxy_pids.contains(&pid) || self.st.fact_proxies.contains(&pid)
+    }
+
+    /// A proxy by itself: named like one, or listed (config or facts).
+    fn proxy_itself(&self, pid: u32, comm: &str) -> bool {
+        self.listed_proxy(pid)
+            || self.named_proxy(comm)
+            || self.proc(pid).is_some_and(|p| {
+                self.named_proxy(&p.comm)
+                    || (!p.exe.is_empty() && self.named_proxy(p.exe.rsplit('/').next().unwrap_or("")))
+            })
+    }
+
+    /// Is this process a proxy, or a child of one? Only proxies' failed connects are symptoms.
+    pub(crate) fn is_proxy(&self, pid: u32, comm: &str) -> bool {
+        if self.proxy_itself(pid, comm) {
+            return true;
+        }
+        self.proc(pid)
+            .and_then(|p| p.ppid)
+            .filter(|&pp| pp > 1)
+            .is_some_and(|pp| self.proxy_itself(pp, ""))
+    }
+
+    /// The proxy master a worker belongs to (walks up while the parent is a proxy).
+    pub(crate) fn proxy_id(&self, pid: u32, comm: &str) -> ProxyId {
+        let chain = self.lineage(pid);
+        let Some(first) = chain.first() else {
+            return ProxyId { key: ProxyKey::Name(comm.to_owned()), pid, comm: comm.to_owned() };
+        };
+        let mut top = *first;
+        for p in chain.iter().skip(1) {
+            if self.proxy_itself(p.pid, "") {
+                top = p;
+            } else {
+                break;
+            }
+        }
+        let name = if top.comm.is_empty() { comm.to_owned() } else { top.comm.clone() };
+        if top.pid == pid && top.ppid.is_none() {
+            // Parent unknown: fall back on the one known master with that name, if any.
+            if let Some(m) = self.unique_master(&name) {
+                return ProxyId { key: ProxyKey::Pid(m.pid), pid: m.pid, comm: name };
+            }
+            return ProxyId { key: ProxyKey::Name(name.clone()), pid, comm: name };
+        }
+        ProxyId { key: ProxyKey::Pid(top.pid), pid: top.pid, comm: name }
+    }
+
+    /// The only live proxy master (parent is not a proxy) with this name.
+    fn unique_master(&self, name: &str) -> Option<&'a Proc> {
+        let mut it = self.st.procs.values().filter(|p| {
+            p.exited_ns.is_none()
+                && p.comm == name
+                && p.ppid.is_some()
+                && self.proxy_itself(p.pid, &p.comm)
+                && !p.ppid.is_some_and(|pp| pp > 1 && self.proxy_itself(pp, ""))
+        });
+        let m = it.next()?;
+        it.next().is_none().then_some(m)
+    }
+
+    /// Some proxy known on this host, for verdicts that have no failed connect to name one:
+    /// listed proxies first, then processes named like one; the master, lowest pid.
+    pub(crate) fn any_proxy(&self) -> ProxyId {
+        let mut listed: Vec<u32> =
+            self.cfg.proxy_pids.iter().chain(self.st.fact_proxies.iter()).copied().collect();
+        listed.sort_unstable();
+        if let Some(&pid) = listed.first() {
+            return self.proxy_id(pid, self.comm(pid));
+        }
+        let mut named: Vec<&Proc> = self
+            .st
+            .procs
+            .values()
+            .filter(|p| p.exited_ns.is_none() && self.named_proxy(&p.comm))
+            .collect();
+        named.sort_unstable_by_key(|p| p.pid);
+        named.first().map_or_else(ProxyId::unknown, |p| self.proxy_id(p.pid, &p.comm))
+    }
+
+    /// The app server this process or one of its ancestors runs.
+    pub(crate) fn app_lineage(&self, pid: u32) -> Option<&'static str> {
+        self.lineage(pid).into_iter().find_map(app_server_of)
+    }
+
+    /// Listener targets this process was seen owning.
+    pub(crate) fn owned_targets(&self, pid: u32) -> Vec<&'a str> {
+        let mut v: Vec<&str> = self
+            .st
+            .owners
+            .iter()
+            .filter(|(_, os)| os.iter().any(|o| o.pid == pid))
+            .map(|(t, _)| t.as_str())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The top of a process's app-server family: climbs while the parent runs an app server
+    /// (gunicorn master above its forked workers).
+    pub(crate) fn family_root(&self, pid: u32) -> u32 {
+        let chain = self.lineage(pid);
+        let mut root = pid;
+        for p in chain.iter().skip(1) {
+            if app_server_of(p).is_some() && !self.proxy_itself(p.pid, "") {
+                root = p.pid;
+            } else {
+                break;
+            }
+        }
+        root
+    }
+
+    /// Stable identity of an app across restarts (its root's command line), to group a crash
+    /// loop's successive instances.
+    pub(crate) fn family_key(&self, pid: u32, fallback: &Proc) -> String {
+        let p = self.proc(self.family_root(pid)).unwrap_or(fallback);
+        [&p.cmdline, &p.exe, &p.comm]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .cloned()
+            .unwrap_or_else(|| format!("pid {pid}"))
+    }
+
+    /// Listener targets served by this process's family (it, its ancestors, or any process of
+    /// the same family root: a forked worker serves its master's socket), sorted, proxy targets
+    /// first.
+    pub(crate) fn served_targets(&self, pid: u32) -> Vec<&'a str> {
+        let root = self.family_root(pid);
+        let ancestors: Vec<u32> = self.lineage(pid).iter().map(|p| p.pid).collect();
+        let mut v: Vec<&str> = self
+            .st
+            .owners
+            .iter()
+            .filter(|(_, os)| {
+                os.iter().any(|o| {
+                    o.pid == pid || o.pid == root || ancestors.contains(&o.pid) || self.family_root(o.pid) == root
+                })
+            })
+            .map(|(t, _)| t.as_str())
+            .collect();
+        v.sort_unstable_by_key(|t| (!self.targets_proxy(t), *t));
+        v
+    }
+
+    /// Is a listener on `listener` one a proxy tried to reach?
+    pub(crate) fn targets_proxy(&self, listener: &str) -> bool {
+        self.proxy_targets.iter().any(|t| covers(listener, t))
+    }
+
+    /// An upstream in the strict sense used for worker deaths: it (or an ancestor) runs a known
+    /// app server, or its family served a target some proxy connects to. Proxies never are.
+    pub(crate) fn is_upstream(&self, pid: u32) -> bool {
+        if self.is_proxy(pid, self.comm(pid)) {
+            return false;
+        }
+        self.app_lineage(pid).is_some()
+            || self.served_targets(pid).iter().any(|t| self.targets_proxy(t))
+    }
+
+    /// An upstream in the broad sense: also any listener owner or descendant of one.
+    pub(crate) fn is_upstream_broad(&self, pid: u32) -> bool {
+        self.is_upstream(pid)
+            || (!self.is_proxy(pid, self.comm(pid))
+                && self.lineage(pid).iter().any(|p| !self.owned_targets(p.pid).is_empty()))
+    }
+
+    /// The latest exit of this pid, if seen.
+    pub(crate) fn exit_of(&self, pid: u32) -> Option<&'a ExitRecord> {
+        self.st.exits.iter().rev().find(|e| e.proc.pid == pid)
+    }
+
+    /// One line saying how a process died (exit, the signal that killed it and its sender,
+    /// an OOM kill), or None when its death was not seen.
+    pub(crate) fn death_line(&self, pid: u32) -> Option<String> {
+        let e = self.exit_of(pid)?;
+        let name = if e.proc.comm.is_empty() { "process".to_owned() } else { e.proc.comm.clone() };
+        let how = if let Some(o) = self.st.ooms.iter().rev().find(|o| o.victim_pid == pid && o.ns <= e.ns) {
+            format!("was killed by the OOM killer at {}", fmt_ns(o.ns))
+        } else if let Some(sig) = e.signal {
+            let sender = self
+                .st
+                .signals
+                .iter()
+                .rev()
+                .find(|s| s.target_pid == pid && s.sig == sig && s.ns <= e.ns && s.sender_pid != pid);
+            match sender {
+                Some(s) => format!(
+                    "was killed by {} from pid {} ({}) at {}",
+                    signal_label(sig),
+                    s.sender_pid,
+                    s.sender_comm,
+                    fmt_ns(e.ns)
+                ),
+                None => format!("died of {} at {}", signal_label(sig), fmt_ns(e.ns)),
+            }
+        } else {
+            format!("exited with code {} at {}", e.exit_code.unwrap_or(0), fmt_ns(e.ns))
+        };
+        let lived = e
+            .proc
+            .began_ns()
+            .filter(|&b| b <= e.ns)
+            .map(|b| format!(" after {}", fmt_dur(e.ns - b)))
+            .unwrap_or_default();
+        Some(format!("{name} pid {pid} {how}{lived}"))
+    }
+}
