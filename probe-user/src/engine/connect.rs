@@ -3,6 +3,7 @@
 //! A failure group whose outage an upstream restart or crash loop explains is handed to
 //! [`super::lifecycle`] instead.
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
 use super::lifecycle::{CrashLoop, crash_part, find_restart, loop_for, restart_part};
 use super::perm::{Walk, comp_label, creds_label, denial_fix, denial_line, walk};
@@ -52,7 +53,12 @@ pub(crate) struct Agg {
 impl Agg {
     /// How many of the failures fell in `[lo, hi]`, and the first and last of them.
     fn split(&self, lo: u64, hi: u64) -> (u64, u64, u64) {
-        let inside: Vec<u64> = self.recent.iter().copied().filter(|t| (lo..=hi).contains(t)).collect();
+        let inside: Vec<u64> = self
+            .recent
+            .iter()
+            .copied()
+            .filter(|t| (lo..=hi).contains(t))
+            .collect();
         let mut n = inside.len() as u64;
         // Failures older than the kept timestamps lie between first_ns and the oldest kept one.
         let dropped = self.count.saturating_sub(self.recent.len() as u64);
@@ -60,7 +66,11 @@ impl Agg {
         if dropped > 0 && lo <= self.first_ns && hi >= oldest_kept {
             n += dropped;
         }
-        let first = if n > inside.len() as u64 { self.first_ns } else { inside.first().copied().unwrap_or(0) };
+        let first = if n > inside.len() as u64 {
+            self.first_ns
+        } else {
+            inside.first().copied().unwrap_or(0)
+        };
         (n, first, inside.last().copied().unwrap_or(0))
     }
 
@@ -128,7 +138,9 @@ pub(crate) fn classify(v: &View<'_>, loops: &[CrashLoop<'_>], a: &Agg) -> Vec<Pa
     }
     match (a.errno, t) {
         (ENOENT | ENOTDIR, Target::UnixPath(_) | Target::UnixAbstract(_))
-        | (ECONNREFUSED, Target::UnixAbstract(_) | Target::Inet(..)) => outage(v, loops, a, nothing_there),
+        | (ECONNREFUSED, Target::UnixAbstract(_) | Target::Inet(..)) => {
+            outage(v, loops, a, nothing_there)
+        }
         (ECONNREFUSED, Target::UnixPath(_)) => outage(v, loops, a, stale_socket),
         (EACCES | EPERM, _) if unix => vec![socket_permission(v, a)],
         (EACCES | EPERM, _) => vec![tcp_denied(a)],
@@ -149,10 +161,14 @@ fn part(cause: &'static str, a: &Agg) -> Part {
     p
 }
 
-/// "nginx pid 1235 (uid 33): connect() to unix:/run/app.sock failed with ENOENT (2) 17× [syscall]".
+/// `nginx pid 1235 (uid 33): connect() to unix:/run/app.sock failed with ENOENT (2) 17× [syscall] ...`.
 fn symptom_line(a: &Agg) -> String {
     let others = a.workers.len().saturating_sub(1);
-    let others = if others > 0 { format!(" (and {others} other worker(s))") } else { String::new() };
+    let others = if others > 0 {
+        format!(" (and {others} other worker(s))")
+    } else {
+        String::new()
+    };
     format!(
         "{} pid {}{others} (uid {}): connect() to {} failed with {} {}× [{}] from {} to {}",
         a.worker_comm,
@@ -195,7 +211,12 @@ fn outage(v: &View<'_>, loops: &[CrashLoop<'_>], a: &Agg, base: Base) -> Vec<Par
     if !live_listener(v, &rest.target)
         && let Some(l) = loop_for(loops, &rest.target, rest.first_ns, rest.last_ns)
     {
-        let mut p = crash_part(l, rest.proxy.clone(), &rest.target, &nothing_listens_line(v, &rest.target));
+        let mut p = crash_part(
+            l,
+            rest.proxy.clone(),
+            &rest.target,
+            &nothing_listens_line(v, &rest.target),
+        );
         rest.fill(&mut p);
         p.evidence.insert(0, symptom_line(&rest));
         p.evidence.extend(exec_failures_line(v, &rest));
@@ -203,8 +224,12 @@ fn outage(v: &View<'_>, loops: &[CrashLoop<'_>], a: &Agg, base: Base) -> Vec<Par
         return parts;
     }
     // A refused unix path has a file there: stale, not misdirected.
-    let misdirect = !(rest.errno == ECONNREFUSED && matches!(parse(&rest.target), Target::UnixPath(_)));
-    let mut p = misdirect.then(|| wrong_target(v, &rest)).flatten().unwrap_or_else(|| base(v, &rest));
+    let misdirect =
+        !(rest.errno == ECONNREFUSED && matches!(parse(&rest.target), Target::UnixPath(_)));
+    let mut p = misdirect
+        .then(|| wrong_target(v, &rest))
+        .flatten()
+        .unwrap_or_else(|| base(v, &rest));
     p.evidence.extend(exec_failures_line(v, &rest));
     parts.push(p);
     parts
@@ -218,17 +243,16 @@ const SUPERVISORS: [&str; 4] = ["systemd", "supervisord", "runsv", "s6-supervise
 fn exec_failures_line(v: &View<'_>, a: &Agg) -> Option<String> {
     let lo = a.first_ns.saturating_sub(300_000_000_000);
     let hi = a.last_ns.saturating_add(60_000_000_000);
-    let fails: Vec<_> = v
-        .st
-        .exec_failures
-        .iter()
-        .filter(|f| (lo..=hi).contains(&f.ns))
-        .filter(|f| {
-            super::view::app_server_name(&f.filename).is_some()
-                || f.comm.starts_with('(')
-                || SUPERVISORS.contains(&f.comm.as_str())
-        })
-        .collect();
+    let fails: Vec<_> =
+        v.st.exec_failures
+            .iter()
+            .filter(|f| (lo..=hi).contains(&f.ns))
+            .filter(|f| {
+                super::view::app_server_name(&f.filename).is_some()
+                    || f.comm.starts_with('(')
+                    || SUPERVISORS.contains(&f.comm.as_str())
+            })
+            .collect();
     let last = fails.last()?;
     Some(format!(
         "exec of {} failed with {} {}× (pid {} {}), the last at {}: the app cannot even start (wrong path or \
@@ -250,7 +274,9 @@ fn live_listener(v: &View<'_>, target: &str) -> bool {
 /// Current listeners covering the target whose owner is not known dead.
 fn covering<'a>(v: &'a View<'_>, target: &'a str) -> impl Iterator<Item = &'a Listener> + 'a {
     v.st.listeners.iter().filter(move |l| {
-        covers(&l.target, target) && !l.pid.is_some_and(|p| v.proc(p).is_some_and(|q| q.exited_ns.is_some()))
+        covers(&l.target, target)
+            && l.pid
+                .is_none_or(|p| v.proc(p).is_none_or(|q| q.exited_ns.is_none()))
     })
 }
 
@@ -268,7 +294,9 @@ fn nothing_listens_line(v: &View<'_>, target: &str) -> String {
 /// "gunicorn pid 42" for a listener's owner.
 fn owner_label(v: &View<'_>, l: &Listener) -> String {
     let comm = l.comm.clone().filter(|c| !c.is_empty()).or_else(|| {
-        l.pid.map(|p| v.comm(p).to_owned()).filter(|c| !c.is_empty())
+        l.pid
+            .map(|p| v.comm(p).to_owned())
+            .filter(|c| !c.is_empty())
     });
     match (comm, l.pid) {
         (Some(c), Some(p)) => format!("{c} pid {p}"),
@@ -281,20 +309,22 @@ fn owner_label(v: &View<'_>, l: &Listener) -> String {
 /// The proxy pointing at a target nothing serves while an upstream listens nearby: on another
 /// unix path, or (same host) another port.
 fn wrong_target(v: &View<'_>, a: &Agg) -> Option<Part> {
-    let t = parse(&a.target);
-    if let Target::UnixPath(p) = t
-        && v.st.paths.get(p).is_some_and(|(_, info)| info.components.last().is_some_and(|c| c.exists))
+    let want = parse(&a.target);
+    if let Target::UnixPath(p) = want
+        && v.st
+            .paths
+            .get(p)
+            .is_some_and(|(_, info)| info.components.last().is_some_and(|c| c.exists))
     {
         // Something is there: a stale or foreign file, not a wrong path.
         return None;
     }
-    let prior: BTreeSet<u32> = v
-        .st
-        .owners
-        .iter()
-        .filter(|(tg, _)| covers(tg, &a.target))
-        .flat_map(|(_, os)| os.iter().map(|o| v.family_root(o.pid)))
-        .collect();
+    let prior: BTreeSet<u32> =
+        v.st.owners
+            .iter()
+            .filter(|(tg, _)| covers(tg, &a.target))
+            .flat_map(|(_, os)| os.iter().map(|o| v.family_root(o.pid)))
+            .collect();
     let mut best: Option<(i32, &Listener)> = None;
     for l in &v.st.listeners {
         let Some(pid) = l.pid else { continue };
@@ -305,12 +335,16 @@ fn wrong_target(v: &View<'_>, a: &Agg) -> Option<Part> {
             continue;
         }
         let lt = parse(&l.target);
-        let app = v.app_lineage(pid).is_some() || l.comm.as_deref().and_then(super::view::app_server_name).is_some();
+        let app = v.app_lineage(pid).is_some()
+            || l.comm
+                .as_deref()
+                .and_then(super::view::app_server_name)
+                .is_some();
         let was_here = prior.contains(&v.family_root(pid));
         if !app && !was_here {
             continue;
         }
-        let near = match t {
+        let near = match want {
             Target::Inet(..) => lt.is_unix() || same_host(&l.target, &a.target),
             _ => lt.is_unix() || matches!(lt, Target::Inet(..)),
         };
@@ -318,7 +352,7 @@ fn wrong_target(v: &View<'_>, a: &Agg) -> Option<Part> {
             continue;
         }
         let mut score = i32::from(was_here) * 4 + i32::from(app) * 2;
-        score += i32::from(lt.is_unix() == t.is_unix());
+        score += i32::from(lt.is_unix() == want.is_unix());
         score += i32::from(similar(&l.target, &a.target));
         if best.is_none_or(|(s, b)| score > s || (score == s && l.target < b.target)) {
             best = Some((score, l));
@@ -327,12 +361,25 @@ fn wrong_target(v: &View<'_>, a: &Agg) -> Option<Part> {
     let (_, l) = best?;
     let mut p = part("wrong-target", a);
     let who = owner_label(v, l);
-    let proxy = if a.proxy.comm.is_empty() { "the proxy" } else { a.proxy.comm.as_str() };
-    p.summary = format!("{proxy} connects to {} but the app listens on {}", a.target, l.target);
-    p.evidence.push(format!("{who} listens on {}, {proxy} connects to {}", l.target, a.target));
+    let proxy = if a.proxy.comm.is_empty() {
+        "the proxy"
+    } else {
+        a.proxy.comm.as_str()
+    };
+    p.summary = format!(
+        "{proxy} connects to {} but the app listens on {}",
+        a.target, l.target
+    );
+    p.evidence.push(format!(
+        "{who} listens on {}, {proxy} connects to {}",
+        l.target, a.target
+    ));
     p.evidence.push(nothing_listens_line(v, &a.target));
     if let Some(pid) = l.pid
-        && let Some(cmd) = v.proc(pid).map(|q| q.cmdline.as_str()).filter(|c| !c.is_empty())
+        && let Some(cmd) = v
+            .proc(pid)
+            .map(|q| q.cmdline.as_str())
+            .filter(|c| !c.is_empty())
     {
         p.evidence.push(format!("its command line: {cmd}"));
     }
@@ -363,21 +410,25 @@ fn similar(a: &str, b: &str) -> bool {
 
 /// The walk of the target's path, if the facts have it.
 fn path_info<'a>(v: &View<'a>, target: &str) -> Option<&'a PathInfo> {
-    let Target::UnixPath(p) = parse(target) else { return None };
+    let Target::UnixPath(p) = parse(target) else {
+        return None;
+    };
     v.st.paths.get(p).map(|(_, info)| info)
 }
 
 /// The latest death of a process that served the target, if seen.
 fn last_owner_death(v: &View<'_>, target: &str) -> Option<String> {
-    let mut owners: Vec<(u64, u32)> = v
-        .st
-        .owners
-        .iter()
-        .filter(|(t, _)| covers(t, target))
-        .flat_map(|(_, os)| os.iter().map(|o| (o.last_ns, o.pid)))
-        .collect();
+    let mut owners: Vec<(u64, u32)> =
+        v.st.owners
+            .iter()
+            .filter(|(t, _)| covers(t, target))
+            .flat_map(|(_, os)| os.iter().map(|o| (o.last_ns, o.pid)))
+            .collect();
     owners.sort_unstable();
-    let dead = owners.iter().rev().find_map(|&(_, pid)| v.exit_of(pid).map(|_| pid))?;
+    let dead = owners
+        .iter()
+        .rev()
+        .find_map(|&(_, pid)| v.exit_of(pid).map(|_| pid))?;
     v.death_line(dead).map(|d| format!("it was served by {d}"))
 }
 
@@ -394,12 +445,14 @@ fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
     let mut missing_dir: Option<String> = None;
     match (parse(&a.target), path_info(v, &a.target)) {
         (Target::UnixAbstract(name), _) => {
-            p.evidence.push(format!("abstract socket @{name}: no process has bound that name"));
+            p.evidence.push(format!(
+                "abstract socket @{name}: no process has bound that name"
+            ));
         }
         (_, Some(info)) => {
-            let n = info.components.len();
+            let len = info.components.len();
             match info.components.iter().position(|c| !c.exists) {
-                Some(i) if i + 1 < n => {
+                Some(i) if i + 1 < len => {
                     let dir = &info.components[i].path;
                     p.evidence.push(format!("directory {dir} does not exist (a path under /run is gone after a reboot)"));
                     missing_dir = Some(dir.clone());
@@ -417,7 +470,9 @@ fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
                 )),
             }
         }
-        (_, None) => p.evidence.push("no path facts for the socket path".to_owned()),
+        (_, None) => p
+            .evidence
+            .push("no path facts for the socket path".to_owned()),
     }
     if let Some(l) = covering(v, &a.target).next() {
         p.evidence.push(format!(
@@ -433,7 +488,10 @@ fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
     p.evidence.extend(app_servers_line(v));
     p.summary = match &missing_dir {
         Some(d) => format!("{} does not exist: its directory {d} is missing", a.target),
-        None => format!("{} does not exist: the app is not running or binds elsewhere", a.target),
+        None => format!(
+            "{} does not exist: the app is not running or binds elsewhere",
+            a.target
+        ),
     };
     p.fix = match missing_dir {
         Some(d) => {
@@ -452,18 +510,22 @@ fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
 
 /// "app servers running: gunicorn pid 10", or a line saying none is known.
 fn app_servers_line(v: &View<'_>) -> Option<String> {
-    let mut apps: Vec<String> = v
-        .st
-        .procs
-        .values()
-        .filter(|q| q.exited_ns.is_none() && app_server_of(q).is_some())
-        .filter(|q| q.ppid.is_none_or(|pp| v.proc(pp).is_none_or(|pq| app_server_of(pq).is_none())))
-        .map(|q| format!("{} pid {}", q.comm, q.pid))
-        .collect();
+    let mut apps: Vec<String> =
+        v.st.procs
+            .values()
+            .filter(|q| q.exited_ns.is_none() && app_server_of(q).is_some())
+            .filter(|q| {
+                q.ppid
+                    .is_none_or(|pp| v.proc(pp).is_none_or(|pq| app_server_of(pq).is_none()))
+            })
+            .map(|q| format!("{} pid {}", q.comm, q.pid))
+            .collect();
     apps.sort();
     apps.truncate(4);
     if apps.is_empty() {
-        v.st.listeners_ns.map(|_| "no app server process (gunicorn, uvicorn, uwsgi, php-fpm...) is running".to_owned())
+        v.st.listeners_ns.map(|_| {
+            "no app server process (gunicorn, uvicorn, uwsgi, php-fpm...) is running".to_owned()
+        })
     } else {
         Some(format!("app servers running: {}", apps.join(", ")))
     }
@@ -471,7 +533,10 @@ fn app_servers_line(v: &View<'_>) -> Option<String> {
 
 fn not_listening(v: &View<'_>, a: &Agg) -> Part {
     let mut p = part("upstream-not-listening", a);
-    let local = v.st.listeners.iter().any(|l| same_host(&l.target, &a.target));
+    let local =
+        v.st.listeners
+            .iter()
+            .any(|l| same_host(&l.target, &a.target));
     if let Some(l) = covering(v, &a.target).next() {
         p.evidence.push(format!(
             "{} listens on {} now (since the failures?): refused connects predate it, or the proxy runs in \
@@ -502,21 +567,36 @@ fn not_listening(v: &View<'_>, a: &Agg) -> Part {
 /// Unix ECONNREFUSED on a path: the file is there, nobody listens.
 fn stale_socket(v: &View<'_>, a: &Agg) -> Part {
     let mut p = part("stale-socket", a);
-    if let Some(c) = path_info(v, &a.target).and_then(|i| i.components.last()).filter(|c| c.exists) {
-        let kind = if c.is_socket() { "socket file" } else { "file (not a socket!)" };
-        p.evidence.push(format!("{} is a {kind} but no process listens on it", comp_label(c)));
+    if let Some(c) = path_info(v, &a.target)
+        .and_then(|i| i.components.last())
+        .filter(|c| c.exists)
+    {
+        let kind = if c.is_socket() {
+            "socket file"
+        } else {
+            "file (not a socket!)"
+        };
+        p.evidence.push(format!(
+            "{} is a {kind} but no process listens on it",
+            comp_label(c)
+        ));
     }
     p.evidence.push(nothing_listens_line(v, &a.target));
     match last_owner_death(v, &a.target) {
         Some(d) => p.evidence.push(d),
-        None => p.evidence.push("the death of its last owner was not seen (before gwtrace started?)".to_owned()),
+        None => p
+            .evidence
+            .push("the death of its last owner was not seen (before gwtrace started?)".to_owned()),
     }
     p.evidence.extend(app_servers_line(v));
-    p.summary = format!("{} is a leftover socket file: the app that bound it is gone", a.target);
+    p.summary = format!(
+        "{} is a leftover socket file: the app that bound it is gone",
+        a.target
+    );
     p.fix = "restart the app server (it re-binds the socket); if it refuses because the file exists, remove the \
              stale file first; run it under a supervisor (systemd Restart=always) so a kill -9 or crash is \
              followed by a restart"
-        .to_owned();
+        .into();
     p
 }
 
@@ -524,18 +604,35 @@ fn stale_socket(v: &View<'_>, a: &Agg) -> Part {
 fn worker_creds(v: &View<'_>, a: &Agg) -> Creds {
     v.proc(a.worker)
         .and_then(|q| q.creds.clone())
-        .unwrap_or(Creds { uid: a.uid, gid: a.gid, groups: vec![a.gid] })
+        .unwrap_or(Creds {
+            uid: a.uid,
+            gid: a.gid,
+            groups: vec![a.gid],
+        })
 }
 
 fn socket_permission(v: &View<'_>, a: &Agg) -> Part {
     let mut p = part("socket-permission", a);
     let creds = worker_creds(v, a);
     let who = format!("{} worker pid {}", a.worker_comm, a.worker);
-    let proxy = if a.proxy.comm.is_empty() { a.worker_comm.clone() } else { a.proxy.comm.clone() };
+    let proxy = if a.proxy.comm.is_empty() {
+        a.worker_comm.clone()
+    } else {
+        a.proxy.comm.clone()
+    };
     p.summary = format!("{who} may not connect to {}: permission denied", a.target);
     match path_info(v, &a.target).map(|info| (info, walk(info, &creds))) {
-        Some((_, Walk::Denied { comp, need, class, last })) => {
-            p.evidence.push(denial_line(comp, need, class, &who, &creds));
+        Some((
+            _,
+            Walk::Denied {
+                comp,
+                need,
+                class,
+                last,
+            },
+        )) => {
+            p.evidence
+                .push(denial_line(comp, need, class, &who, &creds));
             p.summary = format!("{} denies {who} ({})", comp.path, creds_label(&creds));
             p.fix = denial_fix(comp, need, class, last, &creds, &proxy);
         }
@@ -549,16 +646,22 @@ fn socket_permission(v: &View<'_>, a: &Agg) -> Part {
             ));
             p.fix = "check the LSM logs (ausearch -m avc, journalctl -k | grep apparmor) and allow the proxy to \
                      connect to the socket"
-                .to_owned();
+        .into();
         }
         Some((_, Walk::Missing(c))) => {
-            p.evidence.push(format!("{} is missing now (the walk cannot be checked)", c.path));
+            p.evidence.push(format!(
+                "{} is missing now (the walk cannot be checked)",
+                c.path
+            ));
             p.fix = "recreate the socket with a mode the proxy's user can write (gunicorn --umask 007 and a shared \
                      group)"
-                .to_owned();
+        .into();
         }
         None => {
-            p.evidence.push(format!("no path facts for {}: cannot name the denying component", a.target));
+            p.evidence.push(format!(
+                "no path facts for {}: cannot name the denying component",
+                a.target
+            ));
             p.fix = format!(
                 "run namei -l {} and give {proxy}'s user search on every directory and write on the socket (a \
                  shared group plus gunicorn --umask 007)",
@@ -571,14 +674,18 @@ fn socket_permission(v: &View<'_>, a: &Agg) -> Part {
 
 fn tcp_denied(a: &Agg) -> Part {
     let mut p = part("socket-permission", a);
-    p.summary = format!("the connect to {} is denied locally ({})", a.target, errno_label(a.errno));
+    p.summary = format!(
+        "the connect to {} is denied locally ({})",
+        a.target,
+        errno_label(a.errno)
+    );
     p.evidence.push(
         "a TCP connect fails with EACCES/EPERM only by local policy: a firewall rule (iptables/nft OUTPUT), a \
          cgroup BPF program or SELinux"
             .to_owned(),
     );
     p.fix = "check the OUTPUT firewall rules and SELinux (setsebool -P httpd_can_network_connect 1 for nginx/httpd)"
-        .to_owned();
+        .into();
     p
 }
 
@@ -590,27 +697,32 @@ fn backlog_full(v: &View<'_>, a: &Agg) -> Part {
         a.target
     ));
     if let Some(l) = covering(v, &a.target).next() {
-        let backlog = l.backlog.map(|b| format!(" (backlog {b})")).unwrap_or_default();
+        let backlog = l
+            .backlog
+            .map(|b| format!(" (backlog {b})"))
+            .unwrap_or_default();
         let mut line = format!("{} listens on {}{backlog}", owner_label(v, l), l.target);
         if let Some(pid) = l.pid {
             let root = v.family_root(pid);
-            let workers = v
-                .st
-                .procs
-                .values()
-                .filter(|q| q.exited_ns.is_none() && q.ppid == Some(root))
-                .count();
+            let workers =
+                v.st.procs
+                    .values()
+                    .filter(|q| q.exited_ns.is_none() && q.ppid == Some(root))
+                    .count();
             if workers > 0 {
-                line.push_str(&format!(" with {workers} live worker(s)"));
+                let _ = write!(line, " with {workers} live worker(s)");
             }
         }
         p.evidence.push(line);
     }
     p.evidence.extend(overflow_line(v, a));
-    p.summary = format!("the accept queue of {} is full: its workers are too few or too slow", a.target);
+    p.summary = format!(
+        "the accept queue of {} is full: its workers are too few or too slow",
+        a.target
+    );
     p.fix = "add workers (gunicorn --workers / --threads), raise the listen backlog (gunicorn --backlog, \
              net.core.somaxconn), make the slow requests faster or move them off the request path"
-        .to_owned();
+        .into();
     p
 }
 
@@ -621,7 +733,10 @@ fn overflow_line(v: &View<'_>, a: &Agg) -> Option<String> {
     let mut span: Option<(u64, u64)> = None;
     for w in samples.windows(2) {
         let (x, y) = (w[0], w[1]);
-        let delta = y.stats.listen_overflows.saturating_sub(x.stats.listen_overflows);
+        let delta = y
+            .stats
+            .listen_overflows
+            .saturating_sub(x.stats.listen_overflows);
         // The interval overlaps the failures (plus one sampling period after them).
         if delta > 0 && y.ns >= a.first_ns && x.ns <= a.last_ns.saturating_add(30_000_000_000) {
             rise += delta;
@@ -654,14 +769,18 @@ fn timeout(v: &View<'_>, a: &Agg) -> Part {
     }
     let mut p = part("connect-timeout", a);
     p.status = 504;
-    p.summary = format!("connecting to {} timed out: a 504 (gateway timeout) class, not a 502", a.target);
+    p.summary = format!(
+        "connecting to {} timed out: a 504 (gateway timeout) class, not a 502",
+        a.target
+    );
     if a.abandoned {
         p.evidence.push(format!(
             "{} closed the socket while the SYN was unanswered: its own connect timeout (proxy_connect_timeout)",
             a.worker_comm
         ));
     } else {
-        p.evidence.push("the kernel gave up after its SYN retries (net.ipv4.tcp_syn_retries)".to_owned());
+        p.evidence
+            .push("the kernel gave up after its SYN retries (net.ipv4.tcp_syn_retries)".to_owned());
     }
     if let Some(l) = covering(v, &a.target).next() {
         p.evidence.push(format!(
@@ -670,17 +789,23 @@ fn timeout(v: &View<'_>, a: &Agg) -> Part {
             l.target
         ));
     } else {
-        p.evidence.push(format!("no local listener covers {}: the host is down or a firewall drops SYNs", a.target));
+        p.evidence.push(format!(
+            "no local listener covers {}: the host is down or a firewall drops SYNs",
+            a.target
+        ));
     }
     p.fix = "make the upstream reachable: check the host is up, the route, and firewalls (a DROP rule gives \
              timeouts, a REJECT refusals); raise proxy_connect_timeout only if the upstream is just slow to accept"
-        .to_owned();
+        .into();
     p
 }
 
 fn port_exhaustion(a: &Agg) -> Part {
     let mut p = part("port-exhaustion", a);
-    p.summary = format!("no free local port to connect to {}: ephemeral ports are exhausted", a.target);
+    p.summary = format!(
+        "no free local port to connect to {}: ephemeral ports are exhausted",
+        a.target
+    );
     p.evidence.push(format!(
         "{} on connect: every (source port, {}) pair is in use, mostly by TIME_WAIT connections",
         errno_label(a.errno),
@@ -688,15 +813,21 @@ fn port_exhaustion(a: &Agg) -> Part {
     ));
     p.fix = "reuse upstream connections (nginx: keepalive 32 in the upstream block, proxy_http_version 1.1, \
              proxy_set_header Connection \"\"), widen net.ipv4.ip_local_port_range, enable net.ipv4.tcp_tw_reuse"
-        .to_owned();
+        .into();
     p
 }
 
 fn unreachable(a: &Agg) -> Part {
     let mut p = part("network-unreachable", a);
-    let host = a.target.rsplit_once(':').map_or(a.target.as_str(), |(h, _)| h.trim_matches(['[', ']']));
+    let host = a
+        .target
+        .rsplit_once(':')
+        .map_or(a.target.as_str(), |(h, _)| h.trim_matches(['[', ']']));
     p.summary = format!("no route to {}", a.target);
-    p.evidence.push(format!("{}: the kernel has no usable route to {host}", errno_label(a.errno)));
+    p.evidence.push(format!(
+        "{}: the kernel has no usable route to {host}",
+        errno_label(a.errno)
+    ));
     p.fix = format!(
         "check the route and interface (ip route get {host}; ip link), the upstream's address in the proxy config, \
          and firewalls answering with ICMP unreachable"
@@ -707,17 +838,26 @@ fn unreachable(a: &Agg) -> Part {
 fn reset(a: &Agg) -> Part {
     let mut p = part("upstream-reset", a);
     p.summary = format!("{} reset the connection during the handshake", a.target);
-    p.evidence.push(format!("{} on connect: the peer answered with RST", errno_label(a.errno)));
+    p.evidence.push(format!(
+        "{} on connect: the peer answered with RST",
+        errno_label(a.errno)
+    ));
     p.fix = "check the upstream's logs for crashes or connection limits, and firewalls or load balancers sending \
              RSTs"
-        .to_owned();
+        .into();
     p
 }
 
 fn wrong_type(a: &Agg) -> Part {
     let mut p = part("wrong-target", a);
-    p.summary = format!("{} is not a stream socket: the proxy points at the wrong socket", a.target);
-    p.evidence.push(format!("{}: the socket's type does not match a stream connect", errno_label(a.errno)));
-    p.fix = "point proxy_pass at the app's stream (HTTP) socket".to_owned();
+    p.summary = format!(
+        "{} is not a stream socket: the proxy points at the wrong socket",
+        a.target
+    );
+    p.evidence.push(format!(
+        "{}: the socket's type does not match a stream connect",
+        errno_label(a.errno)
+    ));
+    p.fix = "point proxy_pass at the app's stream (HTTP) socket".into();
     p
 }

@@ -4,6 +4,7 @@
 //! closed connection"), which no failed connect shows: these verdicts stand on the death itself
 //! when the victim is an upstream.
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
 use super::report::Part;
 use super::state::{ExitRecord, OomRecord, SignalRecord};
@@ -26,13 +27,12 @@ fn who(v: &View<'_>, pid: u32, comm: &str) -> (ProxyId, String) {
     let root = v.family_root(pid);
     let served = v.served_targets(pid);
     if let Some(t) = served.first() {
-        let proxy = v
-            .st
-            .failures
-            .iter()
-            .filter(|(k, g)| covers(t, &k.target) && v.is_proxy(k.pid, &g.comm))
-            .max_by_key(|(_, g)| g.last_ns)
-            .map(|(k, g)| v.proxy_id(k.pid, &g.comm));
+        let proxy =
+            v.st.failures
+                .iter()
+                .filter(|(k, g)| covers(t, &k.target) && v.is_proxy(k.pid, &g.comm))
+                .max_by_key(|(_, g)| g.last_ns)
+                .map(|(k, g)| v.proxy_id(k.pid, &g.comm));
         return (proxy.unwrap_or_else(|| v.any_proxy()), (*t).to_owned());
     }
     let name = match v.comm(root) {
@@ -51,11 +51,20 @@ struct Parts {
 
 impl Parts {
     fn new(cause: &'static str) -> Self {
-        Self { cause, by: BTreeMap::new(), listed: BTreeMap::new() }
+        Self {
+            cause,
+            by: BTreeMap::new(),
+            listed: BTreeMap::new(),
+        }
     }
 
     /// Counts one incident and lists its evidence (the first few per part).
-    fn add(&mut self, (proxy, target): (ProxyId, String), ns: u64, lines: Vec<String>) -> &mut Part {
+    fn add(
+        &mut self,
+        (proxy, target): (ProxyId, String),
+        ns: u64,
+        lines: Vec<String>,
+    ) -> &mut Part {
         let key = (proxy.key.clone(), target.clone());
         let p = self.by.entry(key.clone()).or_insert_with(|| {
             let mut p = Part::new(self.cause, proxy, &target);
@@ -135,10 +144,10 @@ fn timeouts(v: &View<'_>, victims: &mut Victims, out: &mut Vec<Part>) {
             fmt_ns(abrt.ns)
         );
         if let Some(k) = kill {
-            line.push_str(&format!(", then SIGKILL {} later", fmt_dur(k.ns - abrt.ns)));
+            let _ = write!(line, ", then SIGKILL {} later", fmt_dur(k.ns - abrt.ns));
         }
         if let Some(e) = v.exit_of(victim).filter(|e| e.ns >= abrt.ns) {
-            line.push_str(&format!("; it {}", exit_words(e)));
+            let _ = write!(line, "; it {}", exit_words(e));
         }
         let id = who(v, victim, &abrt.target_comm);
         masters.insert((id.0.key.clone(), id.1.clone()), abrt.sender_pid);
@@ -157,7 +166,7 @@ fn timeouts(v: &View<'_>, victims: &mut Victims, out: &mut Vec<Part>) {
         p.fix = "make the slow view faster or move the work to a background job; or raise gunicorn --timeout above \
                  the slowest legitimate request (or use async/threaded workers) and keep proxy_read_timeout at \
                  least as long"
-            .to_owned();
+        .into();
     });
 }
 
@@ -168,7 +177,9 @@ fn timeout_flag(cmdline: &str) -> Option<String> {
         if let Some(v) = w.strip_prefix("--timeout=") {
             return Some(v.to_owned());
         }
-        matches!(*w, "--timeout" | "-t").then(|| words.get(i + 1).map(|s| (*s).to_owned())).flatten()
+        matches!(*w, "--timeout" | "-t")
+            .then(|| words.get(i + 1).map(|s| (*s).to_owned()))
+            .flatten()
     })
 }
 
@@ -177,7 +188,11 @@ fn exit_words(e: &ExitRecord) -> String {
     let core = if e.core_dumped { ", core dumped" } else { "" };
     match e.signal {
         Some(s) => format!("died of {}{core} at {}", signal_label(s), fmt_ns(e.ns)),
-        None => format!("exited with code {}{core} at {}", e.exit_code.unwrap_or(0), fmt_ns(e.ns)),
+        None => format!(
+            "exited with code {}{core} at {}",
+            e.exit_code.unwrap_or(0),
+            fmt_ns(e.ns)
+        ),
     }
 }
 
@@ -201,7 +216,7 @@ fn ooms(v: &View<'_>, victims: &mut Victims, out: &mut Vec<Part>) {
         p.summary = format!("the OOM killer killed {} upstream worker(s) ({cg})", p.count);
         p.fix = "raise the memory limit (MemoryMax= in the unit, docker --memory) if the app needs it, or find the \
                  leak; recycle workers with gunicorn --max-requests N --max-requests-jitter M; use fewer workers"
-            .to_owned();
+        .into();
     });
 }
 
@@ -218,14 +233,24 @@ fn oom_lines(v: &View<'_>, o: &OomRecord) -> (String, Vec<String>) {
         mib_kb(o.total_vm_kb)
     )];
     if o.trigger_pid != 0 && o.trigger_pid != o.victim_pid {
-        lines.push(format!("the allocation of {} pid {} triggered it", o.trigger_comm, o.trigger_pid));
+        lines.push(format!(
+            "the allocation of {} pid {} triggered it",
+            o.trigger_comm, o.trigger_pid
+        ));
     }
     let cg = match v.st.memcgs.get(&o.victim_pid) {
         Some((_, m)) => match m.limit_bytes {
             Some(l) => format!("memory cgroup {} limited to {}", m.cgroup, mib_bytes(l)),
-            None => format!("memory cgroup {} has no limit: the whole system ran out", m.cgroup),
+            None => format!(
+                "memory cgroup {} has no limit: the whole system ran out",
+                m.cgroup
+            ),
         },
-        None => match v.proc(o.victim_pid).map(|p| p.cgroup.as_str()).filter(|c| !c.is_empty()) {
+        None => match v
+            .proc(o.victim_pid)
+            .map(|p| p.cgroup.as_str())
+            .filter(|c| !c.is_empty())
+        {
             Some(c) => format!("cgroup {c}, limit unknown"),
             None => "memory cgroup unknown".to_owned(),
         },
@@ -246,7 +271,14 @@ fn crashes(v: &View<'_>, victims: &Victims, out: &mut Vec<Part>) {
         if !(crash_sig || core) || excluded(pid) || stopped_by_other(v, e) || !v.is_upstream(pid) {
             continue;
         }
-        found.insert(pid, (e.ns, e.proc.comm.clone(), format!("{} pid {pid} {}", e.proc.comm, exit_words(e))));
+        found.insert(
+            pid,
+            (
+                e.ns,
+                e.proc.comm.clone(),
+                format!("{} pid {pid} {}", e.proc.comm, exit_words(e)),
+            ),
+        );
     }
     for s in &v.st.signals {
         if !CRASH_SIGNALS.contains(&s.sig) || s.code <= 0 || excluded(s.target_pid) {
@@ -276,7 +308,7 @@ fn crashes(v: &View<'_>, victims: &Victims, out: &mut Vec<Part>) {
         p.summary = format!("{} upstream worker(s) crashed (a fault in the app or a native extension)", p.count);
         p.fix = "find the crash: enable faulthandler (PYTHONFAULTHANDLER=1) or read the core (coredumpctl gdb); \
                  update or rebuild the C extension involved; check for bad memory (dmesg)"
-            .to_owned();
+        .into();
     });
 }
 
@@ -300,9 +332,15 @@ mod tests {
 
     #[test]
     fn timeout_from_command_line() {
-        assert_eq!(timeout_flag("gunicorn --timeout 5 app:app").as_deref(), Some("5"));
+        assert_eq!(
+            timeout_flag("gunicorn --timeout 5 app:app").as_deref(),
+            Some("5")
+        );
         assert_eq!(timeout_flag("gunicorn -t 7 app:app").as_deref(), Some("7"));
-        assert_eq!(timeout_flag("gunicorn --timeout=9 app:app").as_deref(), Some("9"));
+        assert_eq!(
+            timeout_flag("gunicorn --timeout=9 app:app").as_deref(),
+            Some("9")
+        );
         assert_eq!(timeout_flag("gunicorn app:app"), None);
     }
 }

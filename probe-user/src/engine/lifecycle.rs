@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::report::Part;
-use super::state::ExitRecord;
+use super::state::{ExitRecord, Proc};
 use super::target::{Target, covers, parse};
 use super::text::{fmt_dur, fmt_ns, secs};
 use super::view::{ProxyId, View, app_server_in_cmdline, app_server_of};
@@ -52,7 +52,6 @@ pub(crate) fn exit_meaning(code: i32, app: Option<&str>) -> Option<&'static str>
     match code {
         3 if gunicorn => Some("worker failed to boot"),
         4 if gunicorn => Some("app failed to load"),
-        3 | 4 => None,
         126 => Some("command not executable"),
         127 => Some("command not found"),
         _ => None,
@@ -70,14 +69,24 @@ fn exit_label(code: i32, app: Option<&str>) -> String {
 /// Normalises a bind argument (`127.0.0.1:8000`, `unix:/x`, `/x`, `:8000`, `tcp://h:p`,
 /// `unix:///x`, `localhost:8000`) into the target format.
 fn normalize_bind(raw: &str) -> Option<String> {
-    let s = raw.split('?').next().unwrap_or(raw).trim_matches(|c| c == '"' || c == '\'');
-    if let Some(p) = s.strip_prefix("unix://").or_else(|| s.strip_prefix("unix:")) {
+    let s = raw
+        .split('?')
+        .next()
+        .unwrap_or(raw)
+        .trim_matches(|c| c == '"' || c == '\'');
+    if let Some(p) = s
+        .strip_prefix("unix://")
+        .or_else(|| s.strip_prefix("unix:"))
+    {
         return Some(format!("unix:{p}"));
     }
     if s.starts_with('/') {
         return Some(format!("unix:{s}"));
     }
-    let s = s.strip_prefix("tcp://").or_else(|| s.strip_prefix("http://")).unwrap_or(s);
+    let s = s
+        .strip_prefix("tcp://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
     let (host, port) = s.rsplit_once(':')?;
     let host = match host {
         "" | "*" => "0.0.0.0",
@@ -89,13 +98,9 @@ fn normalize_bind(raw: &str) -> Option<String> {
 }
 
 /// Where a command line says the app binds (gunicorn, uvicorn, uwsgi, hypercorn, daphne,
-/// puma, waitress flags), with each server's default when it names none.
-pub(crate) fn bind_targets(cmdline: &str) -> Vec<String> {
-    parse_binds(cmdline).0
-}
-
-/// [`bind_targets`], and whether the command line named them (false: the server's default).
-/// A config file (`-c`) may bind elsewhere, so no default is assumed then.
+/// puma, waitress flags), with each server's default when it names none, and whether the
+/// command line named them (false: the server's default). A config file (`-c`) may bind
+/// elsewhere, so no default is assumed then.
 fn parse_binds(cmdline: &str) -> (Vec<String>, bool) {
     const BIND_FLAGS: [&str; 11] = [
         "--bind",
@@ -128,14 +133,18 @@ fn parse_binds(cmdline: &str) -> (Vec<String>, bool) {
             host = val.map(str::to_owned);
         } else if flag == "--port" || flag == "-p" {
             port = val.map(str::to_owned);
-        } else if let Some(rest) = w.strip_prefix("-b").filter(|r| !r.is_empty() && !w.starts_with("--"))
+        } else if let Some(rest) = w
+            .strip_prefix("-b")
+            .filter(|r| !r.is_empty() && !w.starts_with("--"))
             && let Some(t) = normalize_bind(rest)
         {
             out.push(t);
         }
     }
     let app = app_server_in_cmdline(cmdline);
-    let config = words.iter().any(|w| matches!(*w, "-c" | "--config") || w.starts_with("--config="));
+    let config = words
+        .iter()
+        .any(|w| matches!(*w, "-c" | "--config") || w.starts_with("--config="));
     let defaults = !config && matches!(app, Some("gunicorn" | "uvicorn" | "hypercorn" | "daphne"));
     let explicit = !out.is_empty() || host.is_some() || port.is_some();
     if out.is_empty() && (explicit || defaults) {
@@ -157,7 +166,11 @@ fn serves(list: &[String], target: &str) -> bool {
 
 /// Did another process end this one on purpose (a stop or timeout signal before the exit)?
 fn signaled(v: &View<'_>, e: &ExitRecord) -> bool {
-    let since = e.proc.began_ns().unwrap_or(0).max(e.ns.saturating_sub(SIGNALED_NS));
+    let since = e
+        .proc
+        .began_ns()
+        .unwrap_or(0)
+        .max(e.ns.saturating_sub(SIGNALED_NS));
     v.st.signals.iter().any(|s| {
         s.target_pid == e.proc.pid
             && s.sender_pid != e.proc.pid
@@ -170,7 +183,9 @@ fn signaled(v: &View<'_>, e: &ExitRecord) -> bool {
 /// A failed boot: an upstream-ish process exiting non-zero with code 3/4, or soon after it began,
 /// and not because another process stopped it.
 fn failed_boot(v: &View<'_>, e: &ExitRecord) -> bool {
-    let Some(code) = e.exit_code.filter(|&c| c != 0) else { return false };
+    let Some(code) = e.exit_code.filter(|&c| c != 0) else {
+        return false;
+    };
     let pid = e.proc.pid;
     if v.is_proxy(pid, &e.proc.comm) {
         return false;
@@ -178,7 +193,10 @@ fn failed_boot(v: &View<'_>, e: &ExitRecord) -> bool {
     if app_server_of(&e.proc).is_none() && !v.is_upstream_broad(pid) {
         return false;
     }
-    let early = e.proc.began_ns().is_some_and(|b| b <= e.ns && e.ns - b <= BOOT_NS);
+    let early = e
+        .proc
+        .began_ns()
+        .is_some_and(|b| b <= e.ns && e.ns - b <= BOOT_NS);
     (matches!(code, 3 | 4) || early) && !signaled(v, e)
 }
 
@@ -188,7 +206,10 @@ pub(crate) fn crash_loops<'a>(v: &View<'a>) -> Vec<CrashLoop<'a>> {
     let mut by_family: BTreeMap<String, Vec<&'a ExitRecord>> = BTreeMap::new();
     for e in &v.st.exits {
         if failed_boot(v, e) {
-            by_family.entry(v.family_key(e.proc.pid, &e.proc)).or_default().push(e);
+            by_family
+                .entry(v.family_key(e.proc.pid, &e.proc))
+                .or_default()
+                .push(e);
         }
     }
     let mut loops = Vec::new();
@@ -210,7 +231,9 @@ pub(crate) fn crash_loops<'a>(v: &View<'a>) -> Vec<CrashLoop<'a>> {
         let mut served: Vec<String> = Vec::new();
         for e in &episode {
             let root = v.family_root(e.proc.pid);
-            let cmd = v.proc(root).map_or(e.proc.cmdline.as_str(), |p| p.cmdline.as_str());
+            let cmd = v
+                .proc(root)
+                .map_or(e.proc.cmdline.as_str(), |p| p.cmdline.as_str());
             for c in [cmd, e.proc.cmdline.as_str()] {
                 let (b, explicit) = parse_binds(c);
                 binds.extend(b);
@@ -222,9 +245,13 @@ pub(crate) fn crash_loops<'a>(v: &View<'a>) -> Vec<CrashLoop<'a>> {
         binds.dedup();
         served.sort();
         served.dedup();
-        let (Some(first), Some(last)) = (episode.first(), episode.last()) else { continue };
+        let (Some(first), Some(last)) = (episode.first(), episode.last()) else {
+            continue;
+        };
         let latest_pid = v.family_root(last.proc.pid);
-        let comm = v.proc(latest_pid).map_or_else(|| last.proc.comm.clone(), |p| p.comm.clone());
+        let comm = v
+            .proc(latest_pid)
+            .map_or_else(|| last.proc.comm.clone(), |p| p.comm.clone());
         loops.push(CrashLoop {
             app: episode.iter().find_map(|e| app_server_of(&e.proc)),
             family,
@@ -255,7 +282,11 @@ pub(crate) fn loop_for<'l, 'a>(
             && first_ns <= l.last_ns.saturating_add(CRASH_WINDOW_NS)
     };
     let mut near_loops = loops.iter().filter(near);
-    if let Some(l) = loops.iter().filter(near).find(|l| serves(&l.binds, target) || serves(&l.served, target)) {
+    if let Some(l) = loops
+        .iter()
+        .filter(near)
+        .find(|l| serves(&l.binds, target) || serves(&l.served, target))
+    {
         return Some(l);
     }
     let only = near_loops.next()?;
@@ -282,7 +313,10 @@ pub(crate) fn loop_evidence(l: &CrashLoop<'_>) -> Vec<String> {
         ));
     }
     if l.exits.len() > 4 {
-        ev.push(format!("... {} failed exits in this episode", l.exits.len()));
+        ev.push(format!(
+            "... {} failed exits in this episode",
+            l.exits.len()
+        ));
     }
     let span = l.last_ns - l.first_ns;
     if l.instances >= 2 && span > 0 {
@@ -301,7 +335,12 @@ pub(crate) fn loop_evidence(l: &CrashLoop<'_>) -> Vec<String> {
 }
 
 /// The part for failed connects explained by a crash loop.
-pub(crate) fn crash_part(l: &CrashLoop<'_>, proxy: ProxyId, target: &str, nothing_listens: &str) -> Part {
+pub(crate) fn crash_part(
+    l: &CrashLoop<'_>,
+    proxy: ProxyId,
+    target: &str,
+    nothing_listens: &str,
+) -> Part {
     let mut p = Part::new("crash-on-boot", proxy, target);
     let codes: BTreeSet<i32> = l.exits.iter().filter_map(|e| e.exit_code).collect();
     let codes: Vec<String> = codes.into_iter().map(|c| exit_label(c, l.app)).collect();
@@ -332,7 +371,12 @@ pub(crate) fn standalone_part(v: &View<'_>, l: &CrashLoop<'_>) -> Option<Part> {
         .or_else(|| l.binds.first())
         .cloned()
         .unwrap_or_else(|| format!("{} pid {}", l.comm, l.latest_pid));
-    let mut p = crash_part(l, v.any_proxy(), &target, "no failed connect from a proxy seen yet");
+    let mut p = crash_part(
+        l,
+        v.any_proxy(),
+        &target,
+        "no failed connect from a proxy seen yet",
+    );
     p.count = l.exits.len() as u64;
     p.first_ns = l.first_ns;
     p.last_ns = l.last_ns;
@@ -357,7 +401,10 @@ pub(crate) struct Restart<'a> {
 impl Restart<'_> {
     /// The failures inside `[lo, hi]` belong to the restart.
     pub(crate) fn window(&self) -> (u64, u64) {
-        (self.old.ns.saturating_sub(SLACK_NS), self.back_ns.saturating_add(SLACK_NS))
+        (
+            self.old.ns.saturating_sub(SLACK_NS),
+            self.back_ns.saturating_add(SLACK_NS),
+        )
     }
 }
 
@@ -372,40 +419,40 @@ pub(crate) fn find_restart<'a>(v: &View<'a>, target: &str) -> Option<Restart<'a>
         if v.proc(pid).is_some_and(|p| p.exited_ns.is_some()) {
             continue;
         }
-        let Some(back_ns) = v
-            .st
-            .owners
-            .get(&l.target)
-            .and_then(|os| os.iter().find(|o| o.pid == pid))
-            .map(|o| o.first_ns)
+        let Some(back_ns) =
+            v.st.owners
+                .get(&l.target)
+                .and_then(|os| os.iter().find(|o| o.pid == pid))
+                .map(|o| o.first_ns)
         else {
             continue;
         };
         let root = v.family_root(pid);
-        let began = v.proc(root).and_then(|p| p.began_ns()).or_else(|| v.proc(pid).and_then(|p| p.began_ns()));
+        let began = v
+            .proc(root)
+            .and_then(Proc::began_ns)
+            .or_else(|| v.proc(pid).and_then(Proc::began_ns));
         let new_start = began.unwrap_or(back_ns).min(back_ns);
         let fallback = v.proc(pid).cloned().unwrap_or_default();
         let family = v.family_key(pid, &fallback);
         // Processes that owned a listener on this target before.
-        let prior: BTreeSet<u32> = v
-            .st
-            .owners
-            .iter()
-            .filter(|(t, _)| covers(t, target))
-            .flat_map(|(_, os)| os.iter().map(|o| o.pid))
-            .filter(|&o| o != pid && o != root && v.family_root(o) != root)
-            .collect();
-        let candidates: Vec<&ExitRecord> = v
-            .st
-            .exits
-            .iter()
-            .filter(|e| {
-                e.ns <= new_start.saturating_add(SLACK_NS / 2)
-                    && e.ns.saturating_add(MAX_RESTART_GAP_NS) >= new_start
-                    && e.proc.pid != pid
-                    && e.proc.pid != root
-            })
-            .collect();
+        let prior: BTreeSet<u32> =
+            v.st.owners
+                .iter()
+                .filter(|(t, _)| covers(t, target))
+                .flat_map(|(_, os)| os.iter().map(|o| o.pid))
+                .filter(|&o| o != pid && o != root && v.family_root(o) != root)
+                .collect();
+        let candidates: Vec<&ExitRecord> =
+            v.st.exits
+                .iter()
+                .filter(|e| {
+                    e.ns <= new_start.saturating_add(SLACK_NS / 2)
+                        && e.ns.saturating_add(MAX_RESTART_GAP_NS) >= new_start
+                        && e.proc.pid != pid
+                        && e.proc.pid != root
+                })
+                .collect();
         let old = candidates
             .iter()
             .filter(|e| prior.contains(&e.proc.pid))
@@ -417,12 +464,11 @@ pub(crate) fn find_restart<'a>(v: &View<'a>, target: &str) -> Option<Restart<'a>
                     .min_by_key(|e| e.ns)
             });
         let Some(&old) = old else { continue };
-        let failed_boots = v
-            .st
-            .exits
-            .iter()
-            .filter(|e| e.ns > old.ns && e.ns <= back_ns && failed_boot(v, e))
-            .count();
+        let failed_boots =
+            v.st.exits
+                .iter()
+                .filter(|e| e.ns > old.ns && e.ns <= back_ns && failed_boot(v, e))
+                .count();
         let r = Restart {
             old,
             new_pid: root,
@@ -454,7 +500,11 @@ pub(crate) fn restart_part(
     let gap = r.back_ns.saturating_sub(r.old.ns);
     p.summary = format!(
         "{} was restarted: {target} was down for about {} (old pid {} gone, new pid {} listening again)",
-        if r.new_comm.is_empty() { "the upstream" } else { &r.new_comm },
+        if r.new_comm.is_empty() {
+            "the upstream"
+        } else {
+            &r.new_comm
+        },
         fmt_dur(gap),
         r.old.proc.pid,
         r.new_pid
@@ -462,8 +512,14 @@ pub(crate) fn restart_part(
     if let Some(d) = v.death_line(r.old.proc.pid) {
         p.evidence.push(d);
     }
-    let started = r.new_began_ns.map(|b| format!(" started at {}", fmt_ns(b))).unwrap_or_default();
-    let exe = v.proc(r.new_pid).map(|q| q.exe.as_str()).filter(|e| !e.is_empty());
+    let started = r
+        .new_began_ns
+        .map(|b| format!(" started at {}", fmt_ns(b)))
+        .unwrap_or_default();
+    let exe = v
+        .proc(r.new_pid)
+        .map(|q| q.exe.as_str())
+        .filter(|e| !e.is_empty());
     let exe = exe.map(|e| format!(" ({e})")).unwrap_or_default();
     p.evidence.push(format!(
         "new {} pid {}{exe}{started}, listening on {} since {}",
@@ -473,11 +529,16 @@ pub(crate) fn restart_part(
         fmt_ns(r.back_ns)
     ));
     if r.failed_boots > 0 {
-        p.evidence.push(format!("{} failed start(s) in between", r.failed_boots));
+        p.evidence
+            .push(format!("{} failed start(s) in between", r.failed_boots));
     }
     p.evidence.push(format!(
         "{count} failed connects from {} between {} and {} (outage of {})",
-        if p.proxy.comm.is_empty() { "the proxy" } else { &p.proxy.comm },
+        if p.proxy.comm.is_empty() {
+            "the proxy"
+        } else {
+            &p.proxy.comm
+        },
         fmt_ns(first_ns),
         fmt_ns(last_ns),
         fmt_dur(gap)
@@ -485,7 +546,7 @@ pub(crate) fn restart_part(
     p.fix = "restart without closing the socket: reload gracefully (gunicorn: HUP reloads workers, USR2 upgrades \
              the binary; systemctl reload), or use systemd socket activation so the listening socket outlives \
              the process; deploy behind a health check"
-        .to_owned();
+        .into();
     p
 }
 
@@ -493,26 +554,63 @@ pub(crate) fn restart_part(
 mod tests {
     use super::*;
 
+    fn bind_targets(cmdline: &str) -> Vec<String> {
+        parse_binds(cmdline).0
+    }
+
     #[test]
     fn binds_from_command_lines() {
-        assert_eq!(bind_targets("gunicorn --bind unix:/run/g/app.sock app:app"), ["unix:/run/g/app.sock"]);
-        assert_eq!(bind_targets("/venv/bin/python /venv/bin/gunicorn -b 0.0.0.0:8001 a:b"), ["0.0.0.0:8001"]);
-        assert_eq!(bind_targets("gunicorn --bind=localhost:9000 a:b"), ["127.0.0.1:9000"]);
-        assert_eq!(bind_targets("gunicorn -b127.0.0.1:7000 a:b"), ["127.0.0.1:7000"]);
+        assert_eq!(
+            bind_targets("gunicorn --bind unix:/run/g/app.sock app:app"),
+            ["unix:/run/g/app.sock"]
+        );
+        assert_eq!(
+            bind_targets("/venv/bin/python /venv/bin/gunicorn -b 0.0.0.0:8001 a:b"),
+            ["0.0.0.0:8001"]
+        );
+        assert_eq!(
+            bind_targets("gunicorn --bind=localhost:9000 a:b"),
+            ["127.0.0.1:9000"]
+        );
+        assert_eq!(
+            bind_targets("gunicorn -b127.0.0.1:7000 a:b"),
+            ["127.0.0.1:7000"]
+        );
         assert_eq!(bind_targets("gunicorn app:app"), ["127.0.0.1:8000"]);
-        assert_eq!(bind_targets("uvicorn main:app --port 9001"), ["127.0.0.1:9001"]);
-        assert_eq!(bind_targets("uvicorn main:app --uds /run/u.sock"), ["unix:/run/u.sock"]);
-        assert_eq!(bind_targets("uwsgi --socket /run/uwsgi.sock --ini x"), ["unix:/run/uwsgi.sock"]);
+        assert_eq!(
+            bind_targets("uvicorn main:app --port 9001"),
+            ["127.0.0.1:9001"]
+        );
+        assert_eq!(
+            bind_targets("uvicorn main:app --uds /run/u.sock"),
+            ["unix:/run/u.sock"]
+        );
+        assert_eq!(
+            bind_targets("uwsgi --socket /run/uwsgi.sock --ini x"),
+            ["unix:/run/uwsgi.sock"]
+        );
         assert_eq!(bind_targets("uwsgi --http :8080"), ["0.0.0.0:8080"]);
-        assert_eq!(bind_targets("puma -b unix:///run/puma.sock"), ["unix:/run/puma.sock"]);
-        assert!(bind_targets("sleep 100").is_empty());
-        assert!(bind_targets("gunicorn -c /etc/gunicorn.conf.py app:app").is_empty());
-        assert!(!parse_binds("gunicorn app:app").1, "a default is not explicit");
+        assert_eq!(
+            bind_targets("puma -b unix:///run/puma.sock"),
+            ["unix:/run/puma.sock"]
+        );
+        assert_eq!(bind_targets("sleep 100"), Vec::<String>::new());
+        assert_eq!(
+            bind_targets("gunicorn -c /etc/gunicorn.conf.py app:app"),
+            Vec::<String>::new()
+        );
+        assert!(
+            !parse_binds("gunicorn app:app").1,
+            "a default is not explicit"
+        );
     }
 
     #[test]
     fn exit_codes_have_meanings() {
-        assert_eq!(exit_meaning(3, Some("gunicorn")), Some("worker failed to boot"));
+        assert_eq!(
+            exit_meaning(3, Some("gunicorn")),
+            Some("worker failed to boot")
+        );
         assert_eq!(exit_meaning(4, None), Some("app failed to load"));
         assert_eq!(exit_meaning(3, Some("puma")), None);
         assert_eq!(exit_meaning(1, Some("gunicorn")), None);

@@ -28,7 +28,9 @@ mod tests;
 pub use render::render_human;
 
 /// Proxies recognised by process name when no pid is given.
-pub const DEFAULT_PROXY_NAMES: [&str; 7] = ["nginx", "caddy", "haproxy", "httpd", "apache2", "envoy", "traefik"];
+pub const DEFAULT_PROXY_NAMES: [&str; 7] = [
+    "nginx", "caddy", "haproxy", "httpd", "apache2", "envoy", "traefik",
+];
 
 /// Which processes are the proxy: failed connects of any other process are never verdicts
 /// (hosts fail unix connects all the time).
@@ -42,7 +44,13 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { proxy_names: DEFAULT_PROXY_NAMES.iter().map(|s| (*s).to_owned()).collect(), proxy_pids: Vec::new() }
+        Self {
+            proxy_names: DEFAULT_PROXY_NAMES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            proxy_pids: Vec::new(),
+        }
     }
 }
 
@@ -57,7 +65,10 @@ impl Engine {
     /// An engine with no memory yet.
     #[must_use]
     pub fn new(cfg: EngineConfig) -> Self {
-        Self { cfg, state: state::State::default() }
+        Self {
+            cfg,
+            state: state::State::default(),
+        }
     }
 
     /// Takes one event: facts are merged, other events update the process table and the
@@ -79,13 +90,20 @@ impl Engine {
         }
         deaths::parts(&v, &mut parts);
         for l in &loops {
-            if !parts.iter().any(|p| p.crash_family.as_deref() == Some(l.family.as_str()))
+            if !parts
+                .iter()
+                .any(|p| p.crash_family.as_deref() == Some(l.family.as_str()))
                 && let Some(p) = lifecycle::standalone_part(&v, l)
             {
                 parts.push(p);
             }
         }
-        report::merge(parts, now_mono_ns, self.state.lost, &self.state.loss_reasons)
+        report::merge(
+            parts,
+            now_mono_ns,
+            self.state.lost,
+            &self.state.loss_reasons,
+        )
     }
 }
 

@@ -43,7 +43,12 @@ pub(crate) enum Class {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Walk<'a> {
     /// This component refuses the worker.
-    Denied { comp: &'a PathComponent, need: Need, class: Class, last: bool },
+    Denied {
+        comp: &'a PathComponent,
+        need: Need,
+        class: Class,
+        last: bool,
+    },
     /// This component does not exist (then the connect fails with ENOENT, not EACCES).
     Missing(&'a PathComponent),
     /// Every component lets the worker through.
@@ -83,7 +88,12 @@ pub(crate) fn walk<'a>(info: &'a PathInfo, creds: &Creds) -> Walk<'a> {
         }
         let class = class_of(comp, creds);
         if triad(comp.mode, class) & need.bit() == 0 {
-            return Walk::Denied { comp, need, class, last };
+            return Walk::Denied {
+                comp,
+                need,
+                class,
+                last,
+            };
         }
     }
     Walk::Allowed
@@ -96,16 +106,33 @@ pub(crate) fn creds_label(creds: &Creds) -> String {
         groups.insert(0, creds.gid);
     }
     let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
-    format!("uid {} (gid {}, groups {})", creds.uid, creds.gid, groups.join(","))
+    format!(
+        "uid {} (gid {}, groups {})",
+        creds.uid,
+        creds.gid,
+        groups.join(",")
+    )
 }
 
 /// "srw-rw---- 999:999 /run/app/app.sock".
 pub(crate) fn comp_label(comp: &PathComponent) -> String {
-    format!("{} {}:{} {}", mode_string(comp.mode), comp.uid, comp.gid, comp.path)
+    format!(
+        "{} {}:{} {}",
+        mode_string(comp.mode),
+        comp.uid,
+        comp.gid,
+        comp.path
+    )
 }
 
 /// The evidence line for a denial.
-pub(crate) fn denial_line(comp: &PathComponent, need: Need, class: Class, who: &str, creds: &Creds) -> String {
+pub(crate) fn denial_line(
+    comp: &PathComponent,
+    need: Need,
+    class: Class,
+    who: &str,
+    creds: &Creds,
+) -> String {
     let class = match class {
         Class::Owner => "its owner",
         Class::Group => "its group",
@@ -120,7 +147,14 @@ pub(crate) fn denial_line(comp: &PathComponent, need: Need, class: Class, who: &
 }
 
 /// The narrowest fix for a denial (never "make it world-writable").
-pub(crate) fn denial_fix(comp: &PathComponent, need: Need, class: Class, last: bool, creds: &Creds, proxy: &str) -> String {
+pub(crate) fn denial_fix(
+    comp: &PathComponent,
+    need: Need,
+    class: Class,
+    last: bool,
+    creds: &Creds,
+    proxy: &str,
+) -> String {
     let bit = need.bit();
     let group_has = (comp.mode >> 3) & bit != 0;
     let path = &comp.path;
@@ -155,11 +189,20 @@ mod tests {
     use super::*;
 
     fn comp(path: &str, uid: u32, gid: u32, mode: u32) -> PathComponent {
-        PathComponent { path: path.into(), exists: true, uid, gid, mode }
+        PathComponent {
+            path: path.into(),
+            exists: true,
+            uid,
+            gid,
+            mode,
+        }
     }
 
     fn info(comps: Vec<PathComponent>) -> PathInfo {
-        PathInfo { path: comps.last().map(|c| c.path.clone()).unwrap_or_default(), components: comps }
+        PathInfo {
+            path: comps.last().map(|c| c.path.clone()).unwrap_or_default(),
+            components: comps,
+        }
     }
 
     #[test]
@@ -170,12 +213,28 @@ mod tests {
             comp("/run/app", 999, 999, 0o040_755),
             comp("/run/app/app.sock", 999, 999, 0o140_660),
         ]);
-        let www = Creds { uid: 33, gid: 33, groups: vec![33] };
-        let Walk::Denied { comp, need, class, last } = walk(&i, &www) else { panic!("should deny") };
+        let www = Creds {
+            uid: 33,
+            gid: 33,
+            groups: vec![33],
+        };
+        let Walk::Denied {
+            comp,
+            need,
+            class,
+            last,
+        } = walk(&i, &www)
+        else {
+            panic!("should deny")
+        };
         assert_eq!(comp.path, "/run/app/app.sock");
         assert_eq!((need, class, last), (Need::Write, Class::Other, true));
         assert!(denial_fix(comp, need, class, last, &www, "nginx").contains("usermod -aG"));
-        let member = Creds { uid: 33, gid: 33, groups: vec![33, 999] };
+        let member = Creds {
+            uid: 33,
+            gid: 33,
+            groups: vec![33, 999],
+        };
         assert_eq!(walk(&i, &member), Walk::Allowed);
         assert_eq!(walk(&i, &Creds::default()), Walk::Allowed, "root passes");
     }
@@ -187,15 +246,31 @@ mod tests {
             comp("/srv/app", 1000, 1000, 0o040_700),
             comp("/srv/app/app.sock", 1000, 1000, 0o140_777),
         ]);
-        let www = Creds { uid: 33, gid: 33, groups: vec![] };
-        let Walk::Denied { comp, need, .. } = walk(&i, &www) else { panic!("should deny") };
+        let www = Creds {
+            uid: 33,
+            gid: 33,
+            groups: vec![],
+        };
+        let Walk::Denied { comp, need, .. } = walk(&i, &www) else {
+            panic!("should deny")
+        };
         assert_eq!((comp.path.as_str(), need), ("/srv/app", Need::Search));
     }
 
     #[test]
     fn owner_class_wins_even_if_group_would_allow() {
         let i = info(vec![comp("/s.sock", 33, 33, 0o140_070)]);
-        let c = Creds { uid: 33, gid: 33, groups: vec![] };
-        assert!(matches!(walk(&i, &c), Walk::Denied { class: Class::Owner, .. }));
+        let c = Creds {
+            uid: 33,
+            gid: 33,
+            groups: vec![],
+        };
+        assert!(matches!(
+            walk(&i, &c),
+            Walk::Denied {
+                class: Class::Owner,
+                ..
+            }
+        ));
     }
 }

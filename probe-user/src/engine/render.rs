@@ -1,4 +1,6 @@
 //! The human form of a verdict: one headline an operator can act on, the evidence, the fix.
+use std::fmt::Write as _;
+
 use super::Verdict;
 use super::text::{fmt_ns, secs};
 
@@ -20,7 +22,16 @@ const RESET: &str = "\x1b[0m";
 #[must_use]
 pub fn render_human(v: &Verdict, color: bool) -> String {
     let (head, dim, fix, reset) = if color {
-        (if v.status == 504 { BOLD_YELLOW } else { BOLD_RED }, DIM, GREEN, RESET)
+        (
+            if v.status == 504 {
+                BOLD_YELLOW
+            } else {
+                BOLD_RED
+            },
+            DIM,
+            GREEN,
+            RESET,
+        )
     } else {
         ("", "", "", "")
     };
@@ -46,10 +57,10 @@ pub fn render_human(v: &Verdict, color: bool) -> String {
         v.status, v.cause, v.target, v.summary, v.count
     );
     for e in &v.evidence {
-        out.push_str(&format!("\n  {dim}evidence:{reset} {e}"));
+        let _ = write!(out, "\n  {dim}evidence:{reset} {e}");
     }
     if !v.fix.is_empty() {
-        out.push_str(&format!("\n  {fix}fix:{reset} {}", v.fix));
+        let _ = write!(out, "\n  {fix}fix:{reset} {}", v.fix);
     }
     out
 }

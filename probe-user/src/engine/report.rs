@@ -49,7 +49,12 @@ impl Part {
 
 /// Merges parts with the same (cause, proxy, target) and sorts: verdicts active in the last
 /// minute before `now` first, then the most frequent, then the most recent.
-pub(crate) fn merge(parts: Vec<Part>, now_ns: u64, lost: u64, loss_reasons: &[String]) -> Vec<Verdict> {
+pub(crate) fn merge(
+    parts: Vec<Part>,
+    now_ns: u64,
+    lost: u64,
+    loss_reasons: &[String],
+) -> Vec<Verdict> {
     let mut merged: BTreeMap<(&'static str, ProxyKey, String), (Part, u64)> = BTreeMap::new();
     for p in parts {
         if p.count == 0 {

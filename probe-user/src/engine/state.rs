@@ -71,7 +71,8 @@ pub(crate) struct Proc {
 impl Proc {
     /// When this process instance began: its exec if seen, else its start time.
     pub(crate) fn began_ns(&self) -> Option<u64> {
-        self.exec_ns.or((self.start_ns != 0).then_some(self.start_ns))
+        self.exec_ns
+            .or((self.start_ns != 0).then_some(self.start_ns))
     }
 }
 
@@ -197,12 +198,22 @@ impl State {
         let ns = ev.mono_ns;
         match &ev.body {
             Body::Facts(f) => self.merge_facts(ns, f),
-            Body::ConnectFailed { target, errno, source, .. } => {
+            Body::ConnectFailed {
+                target,
+                errno,
+                source,
+                ..
+            } => {
                 self.touch(ev);
                 self.record_failure(ev, target, *errno, source, cfg);
             }
             Body::AcceptFailed { .. } => self.touch(ev),
-            Body::ProcessExit { exit_code, signal, core_dumped, .. } => {
+            Body::ProcessExit {
+                exit_code,
+                signal,
+                core_dumped,
+                ..
+            } => {
                 self.touch(ev);
                 self.record_exit(ev, *exit_code, *signal, *core_dumped);
             }
@@ -262,7 +273,9 @@ impl State {
                 );
             }
             Body::Exec { filename, cmdline } => self.record_exec(ev, filename, cmdline.as_deref()),
-            Body::ExecFailed { filename, errno, .. } => {
+            Body::ExecFailed {
+                filename, errno, ..
+            } => {
                 self.touch(ev);
                 let rec = ExecFailRecord {
                     ns,
@@ -284,7 +297,10 @@ impl State {
     }
 
     fn comm_of(&self, pid: u32) -> Option<&str> {
-        self.procs.get(&pid).map(|p| p.comm.as_str()).filter(|c| !c.is_empty())
+        self.procs
+            .get(&pid)
+            .map(|p| p.comm.as_str())
+            .filter(|c| !c.is_empty())
     }
 
     /// Remembers the event's process (its comm and credentials) as seen now.
@@ -297,7 +313,10 @@ impl State {
     }
 
     fn touch_pid(&mut self, pid: u32, comm: &str, ns: u64) -> &mut Proc {
-        let p = self.procs.entry(pid).or_insert_with(|| Proc { pid, ..Proc::default() });
+        let p = self.procs.entry(pid).or_insert_with(|| Proc {
+            pid,
+            ..Proc::default()
+        });
         if p.comm.is_empty() {
             comm.clone_into(&mut p.comm);
         }
@@ -305,7 +324,14 @@ impl State {
         p
     }
 
-    fn record_failure(&mut self, ev: &Event, target: &str, errno: i32, source: &str, cfg: &EngineConfig) {
+    fn record_failure(
+        &mut self,
+        ev: &Event,
+        target: &str,
+        errno: i32,
+        source: &str,
+        cfg: &EngineConfig,
+    ) {
         let key = FailKey {
             pid: ev.pid,
             target: target.to_owned(),
@@ -332,10 +358,24 @@ impl State {
         g.recent.push_back(ev.mono_ns);
     }
 
-    fn record_exit(&mut self, ev: &Event, exit_code: Option<i32>, signal: Option<i32>, core_dumped: bool) {
-        let Some(p) = self.procs.get_mut(&ev.pid) else { return };
+    fn record_exit(
+        &mut self,
+        ev: &Event,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        core_dumped: bool,
+    ) {
+        let Some(p) = self.procs.get_mut(&ev.pid) else {
+            return;
+        };
         p.exited_ns = Some(ev.mono_ns);
-        let rec = ExitRecord { ns: ev.mono_ns, proc: p.clone(), exit_code, signal, core_dumped };
+        let rec = ExitRecord {
+            ns: ev.mono_ns,
+            proc: p.clone(),
+            exit_code,
+            signal,
+            core_dumped,
+        };
         push_capped(&mut self.exits, rec, MAX_EXITS);
     }
 
@@ -344,7 +384,11 @@ impl State {
             return;
         }
         // A dead process cannot exec: an exec on an exited pid is a new process (pid reuse).
-        if self.procs.get(&ev.pid).is_some_and(|p| p.exited_ns.is_some()) {
+        if self
+            .procs
+            .get(&ev.pid)
+            .is_some_and(|p| p.exited_ns.is_some())
+        {
             self.procs.remove(&ev.pid);
         }
         let p = self.touch_pid(ev.pid, &ev.comm, ev.mono_ns);
@@ -371,7 +415,11 @@ impl State {
             self.memcgs.insert(m.pid, (ns, m.clone()));
         }
         if let Some(stats) = f.netstat {
-            push_capped(&mut self.netstat, NetstatSample { ns, stats }, NETSTAT_SAMPLES);
+            push_capped(
+                &mut self.netstat,
+                NetstatSample { ns, stats },
+                NETSTAT_SAMPLES,
+            );
         }
         for &pid in &f.proxies {
             if self.fact_proxies.len() < MAX_PROXY_PIDS {
@@ -399,7 +447,11 @@ impl State {
         if !info.cmdline.is_empty() {
             info.cmdline.clone_into(&mut p.cmdline);
         }
-        p.creds = Some(Creds { uid: info.uid, gid: info.gid, groups: info.groups.clone() });
+        p.creds = Some(Creds {
+            uid: info.uid,
+            gid: info.gid,
+            groups: info.groups.clone(),
+        });
         if !info.cgroup.is_empty() {
             info.cgroup.clone_into(&mut p.cgroup);
         }
@@ -421,13 +473,20 @@ impl State {
             } else {
                 if owners.len() >= OWNERS_PER_TARGET {
                     // Forget the owner seen longest ago.
-                    if let Some(i) =
-                        owners.iter().enumerate().min_by_key(|(_, o)| o.last_ns).map(|(i, _)| i)
+                    if let Some(i) = owners
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, o)| o.last_ns)
+                        .map(|(i, _)| i)
                     {
                         owners.remove(i);
                     }
                 }
-                owners.push(OwnerSeen { pid, first_ns: ns, last_ns: ns });
+                owners.push(OwnerSeen {
+                    pid,
+                    first_ns: ns,
+                    last_ns: ns,
+                });
             }
         }
         self.listeners = ls.to_vec();
@@ -471,13 +530,13 @@ impl State {
             .failures
             .iter()
             .map(|(k, g)| {
-                let proxy = cfg.proxy_names.iter().any(|n| *n == g.comm)
+                let proxy = cfg.proxy_names.contains(&g.comm)
                     || cfg.proxy_pids.contains(&k.pid)
                     || self.fact_proxies.contains(&k.pid);
                 (proxy, g.last_ns, k.clone())
             })
             .collect();
-        keys.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        keys.sort_unstable_by_key(|k| (k.0, k.1));
         for (_, _, k) in keys.into_iter().take(drop) {
             self.failures.remove(&k);
         }

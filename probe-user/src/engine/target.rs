@@ -31,9 +31,16 @@ pub(crate) fn parse(s: &str) -> Target<'_> {
             None => Target::UnixPath(rest),
         };
     }
-    let Some((host, port)) = s.rsplit_once(':') else { return Target::Other };
-    let Ok(port) = port.parse::<u16>() else { return Target::Other };
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Target::Other;
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return Target::Other;
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     match host.parse::<IpAddr>() {
         Ok(ip) => Target::Inet(ip, port),
         Err(_) => Target::Other,
@@ -91,7 +98,10 @@ mod tests {
     fn parses_every_shape() {
         assert_eq!(parse("unix:/run/a.sock"), Target::UnixPath("/run/a.sock"));
         assert_eq!(parse("unix:@gw"), Target::UnixAbstract("gw"));
-        assert!(matches!(parse("127.0.0.1:8000"), Target::Inet(IpAddr::V4(_), 8000)));
+        assert!(matches!(
+            parse("127.0.0.1:8000"),
+            Target::Inet(IpAddr::V4(_), 8000)
+        ));
         assert!(matches!(parse("[::1]:80"), Target::Inet(IpAddr::V6(_), 80)));
         assert_eq!(parse("family7"), Target::Other);
     }

@@ -52,7 +52,17 @@ fn connect_src(t: u64, pid: u32, comm: &str, target: &str, errno: i32, source: &
 }
 
 fn exit_code(t: u64, pid: u32, comm: &str, code: i32) -> Event {
-    ev(t, pid, comm, Body::ProcessExit { exit_code: Some(code), signal: None, signal_name: None, core_dumped: false })
+    ev(
+        t,
+        pid,
+        comm,
+        Body::ProcessExit {
+            exit_code: Some(code),
+            signal: None,
+            signal_name: None,
+            core_dumped: false,
+        },
+    )
 }
 
 fn exit_signal(t: u64, pid: u32, comm: &str, sig: i32, core: bool) -> Event {
@@ -69,7 +79,15 @@ fn exit_signal(t: u64, pid: u32, comm: &str, sig: i32, core: bool) -> Event {
     )
 }
 
-fn signal(t: u64, sender: u32, sender_comm: &str, target: u32, target_comm: &str, sig: i32, code: i32) -> Event {
+fn signal(
+    t: u64,
+    sender: u32,
+    sender_comm: &str,
+    target: u32,
+    target_comm: &str,
+    sig: i32,
+    code: i32,
+) -> Event {
     ev(
         t,
         sender,
@@ -103,13 +121,28 @@ fn oom(t: u64, trigger: u32, victim: u32, victim_comm: &str) -> Event {
 }
 
 fn exec(t: u64, pid: u32, comm: &str, filename: &str, cmdline: &str) -> Event {
-    ev(t, pid, comm, Body::Exec { filename: filename.into(), cmdline: Some(cmdline.into()) })
+    ev(
+        t,
+        pid,
+        comm,
+        Body::Exec {
+            filename: filename.into(),
+            cmdline: Some(cmdline.into()),
+        },
+    )
 }
 
-fn proc_info(pid: u32, ppid: u32, comm: &str, cmdline: &str, uid: u32, groups: &[u32]) -> ProcInfo {
+fn proc_info(
+    pid: u32,
+    parent: u32,
+    comm: &str,
+    cmdline: &str,
+    uid: u32,
+    groups: &[u32],
+) -> ProcInfo {
     ProcInfo {
         pid,
-        ppid,
+        ppid: parent,
         comm: comm.into(),
         cmdline: cmdline.into(),
         uid,
@@ -121,7 +154,12 @@ fn proc_info(pid: u32, ppid: u32, comm: &str, cmdline: &str, uid: u32, groups: &
 }
 
 fn listener(target: &str, pid: u32, comm: &str) -> Listener {
-    Listener { target: target.into(), pid: Some(pid), comm: Some(comm.into()), backlog: None }
+    Listener {
+        target: target.into(),
+        pid: Some(pid),
+        comm: Some(comm.into()),
+        backlog: None,
+    }
 }
 
 /// A path walk: (path, exists, uid, gid, mode).
@@ -130,7 +168,13 @@ fn path(comps: &[(&str, bool, u32, u32, u32)]) -> PathInfo {
         path: comps.last().map(|c| c.0.to_owned()).unwrap_or_default(),
         components: comps
             .iter()
-            .map(|&(p, exists, uid, gid, mode)| PathComponent { path: p.into(), exists, uid, gid, mode })
+            .map(|&(p, exists, uid, gid, mode)| PathComponent {
+                path: p.into(),
+                exists,
+                uid,
+                gid,
+                mode,
+            })
             .collect(),
     }
 }
@@ -141,7 +185,14 @@ fn nginx_facts(t: u64) -> Event {
         t,
         FactsUpdate {
             processes: vec![
-                proc_info(100, 1, "nginx", "nginx: master process /usr/sbin/nginx", 0, &[0]),
+                proc_info(
+                    100,
+                    1,
+                    "nginx",
+                    "nginx: master process /usr/sbin/nginx",
+                    0,
+                    &[0],
+                ),
                 proc_info(101, 100, "nginx", "nginx: worker process", 33, &[33]),
                 proc_info(102, 100, "nginx", "nginx: worker process", 33, &[33]),
             ],
@@ -217,12 +268,33 @@ fn socket_missing_names_the_missing_directory() {
             },
         ),
     ];
-    failures(&mut es, T0 + 2 * S, 3, 101, "unix:/run/gunicorn/app.sock", 2);
-    failures(&mut es, T0 + 3 * S, 2, 102, "unix:/run/gunicorn/app.sock", 2);
+    failures(
+        &mut es,
+        T0 + 2 * S,
+        3,
+        101,
+        "unix:/run/gunicorn/app.sock",
+        2,
+    );
+    failures(
+        &mut es,
+        T0 + 3 * S,
+        2,
+        102,
+        "unix:/run/gunicorn/app.sock",
+        2,
+    );
     let vs = run(&es);
     let v = only(&vs, "socket-missing");
-    assert_eq!((v.status, v.proxy_pid, v.proxy_comm.as_str()), (502, 100, "nginx"), "deduped on the master");
-    assert_eq!((v.target.as_str(), v.count), ("unix:/run/gunicorn/app.sock", 5));
+    assert_eq!(
+        (v.status, v.proxy_pid, v.proxy_comm.as_str()),
+        (502, 100, "nginx"),
+        "deduped on the master"
+    );
+    assert_eq!(
+        (v.target.as_str(), v.count),
+        ("unix:/run/gunicorn/app.sock", 5)
+    );
     assert!(has(v, "directory /run/gunicorn does not exist"), "{v:#?}");
     assert!(v.fix.contains("RuntimeDirectory=gunicorn"), "{}", v.fix);
     assert_eq!(v.first_seen_ns, T0 + 2 * S);
@@ -258,17 +330,27 @@ fn wrong_unix_path_is_wrong_target() {
         gunicorn_facts(
             T0,
             "/srv/venv/bin/python /srv/venv/bin/gunicorn --bind unix:/run/gunicorn/app.sock app:app",
-            vec![listener("0.0.0.0:80", 100, "nginx"), listener("unix:/run/gunicorn/app.sock", 200, "gunicorn")],
+            vec![
+                listener("0.0.0.0:80", 100, "nginx"),
+                listener("unix:/run/gunicorn/app.sock", 200, "gunicorn"),
+            ],
         ),
     ];
     failures(&mut es, T0 + S, 4, 101, "unix:/run/app.sock", 2);
     let vs = run(&es);
     let v = only(&vs, "wrong-target");
     assert!(
-        has(v, "gunicorn pid 200 listens on unix:/run/gunicorn/app.sock, nginx connects to unix:/run/app.sock"),
+        has(
+            v,
+            "gunicorn pid 200 listens on unix:/run/gunicorn/app.sock, nginx connects to unix:/run/app.sock"
+        ),
         "{v:#?}"
     );
-    assert!(v.fix.contains("http://unix:/run/gunicorn/app.sock:"), "{}", v.fix);
+    assert!(
+        v.fix.contains("http://unix:/run/gunicorn/app.sock:"),
+        "{}",
+        v.fix
+    );
 }
 
 #[test]
@@ -278,13 +360,22 @@ fn wrong_tcp_port_is_wrong_target() {
         gunicorn_facts(
             T0,
             "gunicorn --bind 127.0.0.1:8001 app:app",
-            vec![listener("0.0.0.0:80", 100, "nginx"), listener("127.0.0.1:8001", 200, "gunicorn")],
+            vec![
+                listener("0.0.0.0:80", 100, "nginx"),
+                listener("127.0.0.1:8001", 200, "gunicorn"),
+            ],
         ),
     ];
     failures(&mut es, T0 + S, 2, 101, "127.0.0.1:8000", 111);
     let v = run(&es);
     let v = only(&v, "wrong-target");
-    assert!(has(v, "listens on 127.0.0.1:8001, nginx connects to 127.0.0.1:8000"), "{v:#?}");
+    assert!(
+        has(
+            v,
+            "listens on 127.0.0.1:8001, nginx connects to 127.0.0.1:8000"
+        ),
+        "{v:#?}"
+    );
 }
 
 #[test]
@@ -296,7 +387,10 @@ fn unrelated_listener_is_not_a_wrong_target() {
             T0,
             FactsUpdate {
                 processes: vec![proc_info(50, 1, "sshd", "sshd: /usr/sbin/sshd -D", 0, &[])],
-                listeners: Some(vec![listener("0.0.0.0:80", 100, "nginx"), listener("0.0.0.0:22", 50, "sshd")]),
+                listeners: Some(vec![
+                    listener("0.0.0.0:80", 100, "nginx"),
+                    listener("0.0.0.0:22", 50, "sshd"),
+                ]),
                 ..FactsUpdate::default()
             },
         ),
@@ -312,7 +406,11 @@ fn stale_socket_names_the_kill() {
     let t = "unix:/run/app.sock";
     let mut es = vec![
         nginx_facts(T0),
-        gunicorn_facts(T0, "gunicorn --bind unix:/run/app.sock app:app", vec![listener(t, 200, "gunicorn")]),
+        gunicorn_facts(
+            T0,
+            "gunicorn --bind unix:/run/app.sock app:app",
+            vec![listener(t, 200, "gunicorn")],
+        ),
         signal(T0 + S, 300, "bash", 200, "gunicorn", 9, 0),
         exit_signal(T0 + S + MS, 200, "gunicorn", 9, false),
         exit_code(T0 + S + 2 * MS, 201, "gunicorn", 0),
@@ -320,7 +418,10 @@ fn stale_socket_names_the_kill() {
             T0 + 2 * S,
             FactsUpdate {
                 listeners: Some(vec![listener("0.0.0.0:80", 100, "nginx")]),
-                paths: vec![path(&[("/", true, 0, 0, 0o040_755), ("/run/app.sock", true, 999, 999, 0o140_777)])],
+                paths: vec![path(&[
+                    ("/", true, 0, 0, 0o040_755),
+                    ("/run/app.sock", true, 999, 999, 0o140_777),
+                ])],
                 ..FactsUpdate::default()
             },
         ),
@@ -328,8 +429,17 @@ fn stale_socket_names_the_kill() {
     failures(&mut es, T0 + 3 * S, 3, 101, t, 111);
     let vs = run(&es);
     let v = only(&vs, "stale-socket");
-    assert!(has(v, "srwxrwxrwx 999:999 /run/app.sock is a socket file"), "{v:#?}");
-    assert!(has(v, "gunicorn pid 200 was killed by SIGKILL (9) from pid 300 (bash)"), "{v:#?}");
+    assert!(
+        has(v, "srwxrwxrwx 999:999 /run/app.sock is a socket file"),
+        "{v:#?}"
+    );
+    assert!(
+        has(
+            v,
+            "gunicorn pid 200 was killed by SIGKILL (9) from pid 300 (bash)"
+        ),
+        "{v:#?}"
+    );
 }
 
 #[test]
@@ -347,33 +457,38 @@ fn wildcard_listener_covers_loopback_so_no_wrong_target() {
     // Listening on 0.0.0.0:8000 serves 127.0.0.1:8000: a refusal then is not misdirection.
     let mut es = vec![
         nginx_facts(T0),
-        gunicorn_facts(T0, "gunicorn -b 0.0.0.0:8000 app:app", vec![listener("0.0.0.0:8000", 200, "gunicorn")]),
+        gunicorn_facts(
+            T0,
+            "gunicorn -b 0.0.0.0:8000 app:app",
+            vec![listener("0.0.0.0:8000", 200, "gunicorn")],
+        ),
     ];
     failures(&mut es, T0 + S, 1, 101, "127.0.0.1:8000", 111);
     let vs = run(&es);
     let v = only(&vs, "upstream-not-listening");
-    assert!(has(v, "gunicorn pid 200 listens on 0.0.0.0:8000 now"), "{v:#?}");
+    assert!(
+        has(v, "gunicorn pid 200 listens on 0.0.0.0:8000 now"),
+        "{v:#?}"
+    );
 }
 
 fn permission_stream(groups: &[u32]) -> Vec<Event> {
-    let mut es = vec![
-        facts(
-            T0,
-            FactsUpdate {
-                processes: vec![
-                    proc_info(100, 1, "nginx", "nginx: master process", 0, &[0]),
-                    proc_info(101, 100, "nginx", "nginx: worker process", 33, groups),
-                ],
-                paths: vec![path(&[
-                    ("/", true, 0, 0, 0o040_755),
-                    ("/run", true, 0, 0, 0o040_755),
-                    ("/run/app", true, 999, 999, 0o040_755),
-                    ("/run/app/app.sock", true, 999, 999, 0o140_660),
-                ])],
-                ..FactsUpdate::default()
-            },
-        ),
-    ];
+    let mut es = vec![facts(
+        T0,
+        FactsUpdate {
+            processes: vec![
+                proc_info(100, 1, "nginx", "nginx: master process", 0, &[0]),
+                proc_info(101, 100, "nginx", "nginx: worker process", 33, groups),
+            ],
+            paths: vec![path(&[
+                ("/", true, 0, 0, 0o040_755),
+                ("/run", true, 0, 0, 0o040_755),
+                ("/run/app", true, 999, 999, 0o040_755),
+                ("/run/app/app.sock", true, 999, 999, 0o140_660),
+            ])],
+            ..FactsUpdate::default()
+        },
+    )];
     failures(&mut es, T0 + S, 5, 101, "unix:/run/app/app.sock", 13);
     es
 }
@@ -383,10 +498,17 @@ fn socket_permission_names_the_denying_component() {
     let vs = run(&permission_stream(&[33]));
     let v = only(&vs, "socket-permission");
     assert!(
-        has(v, "srw-rw---- 999:999 /run/app/app.sock denies nginx worker pid 101 uid 33 (gid 33, groups 33)"),
+        has(
+            v,
+            "srw-rw---- 999:999 /run/app/app.sock denies nginx worker pid 101 uid 33 (gid 33, groups 33)"
+        ),
         "{v:#?}"
     );
-    assert!(v.fix.contains("usermod -aG $(getent group 999"), "{}", v.fix);
+    assert!(
+        v.fix.contains("usermod -aG $(getent group 999"),
+        "{}",
+        v.fix
+    );
 }
 
 #[test]
@@ -410,7 +532,11 @@ fn socket_permission_directory_without_search() {
     let v = only(&vs, "socket-permission");
     assert!(has(v, "drwxr-x--- 1000:1000 /home/app denies"), "{v:#?}");
     assert!(has(v, "no search (x) permission for others"));
-    assert!(v.fix.contains("usermod -aG"), "group has x: join the group; {}", v.fix);
+    assert!(
+        v.fix.contains("usermod -aG"),
+        "group has x: join the group; {}",
+        v.fix
+    );
 }
 
 #[test]
@@ -425,26 +551,56 @@ fn socket_permission_without_denial_points_at_lsm() {
 fn unix_eagain_is_backlog_full() {
     let mut es = vec![
         nginx_facts(T0),
-        gunicorn_facts(T0, "gunicorn --bind unix:/run/app.sock app:app", vec![listener("unix:/run/app.sock", 200, "gunicorn")]),
+        gunicorn_facts(
+            T0,
+            "gunicorn --bind unix:/run/app.sock app:app",
+            vec![listener("unix:/run/app.sock", 200, "gunicorn")],
+        ),
     ];
     failures(&mut es, T0 + S, 7, 101, "unix:/run/app.sock", 11);
     let vs = run(&es);
     let v = only(&vs, "backlog-full");
     assert_eq!(v.status, 502);
-    assert!(has(v, "gunicorn pid 200 listens on unix:/run/app.sock with 1 live worker(s)"), "{v:#?}");
+    assert!(
+        has(
+            v,
+            "gunicorn pid 200 listens on unix:/run/app.sock with 1 live worker(s)"
+        ),
+        "{v:#?}"
+    );
 }
 
 #[test]
 fn tcp_timeouts_with_listen_overflows_are_backlog_full() {
     let netstat = |t: u64, n: u64| {
-        facts(t, FactsUpdate { netstat: Some(Netstat { listen_overflows: n, listen_drops: n }), ..FactsUpdate::default() })
+        facts(
+            t,
+            FactsUpdate {
+                netstat: Some(Netstat {
+                    listen_overflows: n,
+                    listen_drops: n,
+                }),
+                ..FactsUpdate::default()
+            },
+        )
     };
     let mut es = vec![
         nginx_facts(T0),
-        gunicorn_facts(T0, "gunicorn -b 127.0.0.1:8000 a:b", vec![listener("127.0.0.1:8000", 200, "gunicorn")]),
+        gunicorn_facts(
+            T0,
+            "gunicorn -b 127.0.0.1:8000 a:b",
+            vec![listener("127.0.0.1:8000", 200, "gunicorn")],
+        ),
         netstat(T0, 10),
     ];
-    es.push(connect_src(T0 + 5 * S, 101, "nginx", "127.0.0.1:8000", 110, "tcp_abandoned"));
+    es.push(connect_src(
+        T0 + 5 * S,
+        101,
+        "nginx",
+        "127.0.0.1:8000",
+        110,
+        "tcp_abandoned",
+    ));
     es.push(netstat(T0 + 10 * S, 250));
     let vs = run(&es);
     let v = only(&vs, "backlog-full");
@@ -463,7 +619,10 @@ fn simple_errnos_map_to_their_causes() {
         (104, "tcp_state", "upstream-reset", 502),
     ];
     for (errno, source, cause, status) in cases {
-        let es = vec![nginx_facts(T0), connect_src(T0 + S, 101, "nginx", "10.0.0.5:8000", errno, source)];
+        let es = vec![
+            nginx_facts(T0),
+            connect_src(T0 + S, 101, "nginx", "10.0.0.5:8000", errno, source),
+        ];
         let vs = run(&es);
         let v = only(&vs, cause);
         assert_eq!(v.status, status, "{cause}");
@@ -487,7 +646,10 @@ fn crash_on_boot_explains_missing_socket() {
     failures(&mut es, T0 + S, 6, 101, "unix:/run/gunicorn.sock", 2);
     let vs = run(&es);
     let v = only(&vs, "crash-on-boot");
-    assert_eq!((v.target.as_str(), v.count, v.proxy_pid), ("unix:/run/gunicorn.sock", 6, 100));
+    assert_eq!(
+        (v.target.as_str(), v.count, v.proxy_pid),
+        ("unix:/run/gunicorn.sock", 6, 100)
+    );
     assert!(has(v, "exit code 3 (worker failed to boot)"), "{v:#?}");
     assert!(has(v, "restarts/min"), "{v:#?}");
 }
@@ -512,7 +674,13 @@ fn refused_tcp_during_crash_loop_without_bind_flag() {
     let mut es = vec![nginx_facts(T0)];
     for i in 0..2u32 {
         let t = T0 + u64::from(i) * 3 * S;
-        es.push(exec(t, 300 + i, "python3", "/usr/bin/python3", "python3 -m gunicorn app:app"));
+        es.push(exec(
+            t,
+            300 + i,
+            "python3",
+            "/usr/bin/python3",
+            "python3 -m gunicorn app:app",
+        ));
         es.push(exit_code(t + S, 300 + i, "python3", 1));
     }
     failures(&mut es, T0 + S, 4, 101, "127.0.0.1:8000", 111);
@@ -524,7 +692,14 @@ fn restart_stream(comes_back: bool) -> Vec<Event> {
     let cmd = "gunicorn --bind 127.0.0.1:8000 app:app";
     let mut es = vec![
         nginx_facts(T0),
-        gunicorn_facts(T0, cmd, vec![listener("0.0.0.0:80", 100, "nginx"), listener("127.0.0.1:8000", 200, "gunicorn")]),
+        gunicorn_facts(
+            T0,
+            cmd,
+            vec![
+                listener("0.0.0.0:80", 100, "nginx"),
+                listener("127.0.0.1:8000", 200, "gunicorn"),
+            ],
+        ),
         signal(T0 + 10 * S, 1, "systemd", 200, "gunicorn", 15, 0),
         exit_code(T0 + 10 * S + 300 * MS, 201, "gunicorn", 0),
         exit_code(T0 + 10 * S + 400 * MS, 200, "gunicorn", 0),
@@ -536,14 +711,20 @@ fn restart_stream(comes_back: bool) -> Vec<Event> {
             T0 + 14 * S,
             FactsUpdate {
                 processes: vec![proc_info(400, 1, "gunicorn", cmd, 999, &[999])],
-                listeners: Some(vec![listener("0.0.0.0:80", 100, "nginx"), listener("127.0.0.1:8000", 400, "gunicorn")]),
+                listeners: Some(vec![
+                    listener("0.0.0.0:80", 100, "nginx"),
+                    listener("127.0.0.1:8000", 400, "gunicorn"),
+                ]),
                 ..FactsUpdate::default()
             },
         ));
     } else {
         es.push(facts(
             T0 + 14 * S,
-            FactsUpdate { listeners: Some(vec![listener("0.0.0.0:80", 100, "nginx")]), ..FactsUpdate::default() },
+            FactsUpdate {
+                listeners: Some(vec![listener("0.0.0.0:80", 100, "nginx")]),
+                ..FactsUpdate::default()
+            },
         ));
     }
     es
@@ -553,9 +734,18 @@ fn restart_stream(comes_back: bool) -> Vec<Event> {
 fn restart_that_comes_back_is_upstream_restarting() {
     let vs = run(&restart_stream(true));
     let v = only(&vs, "upstream-restarting");
-    assert_eq!((v.count, v.target.as_str(), v.proxy_pid), (5, "127.0.0.1:8000", 100));
+    assert_eq!(
+        (v.count, v.target.as_str(), v.proxy_pid),
+        (5, "127.0.0.1:8000", 100)
+    );
     assert!(has(v, "gunicorn pid 200 exited with code 0"), "{v:#?}");
-    assert!(has(v, "new gunicorn pid 400 (/usr/bin/gunicorn) started at t=1013.000s"), "{v:#?}");
+    assert!(
+        has(
+            v,
+            "new gunicorn pid 400 (/usr/bin/gunicorn) started at t=1013.000s"
+        ),
+        "{v:#?}"
+    );
     assert!(v.summary.contains("down for about 3.6 s"), "{}", v.summary);
 }
 
@@ -572,7 +762,11 @@ fn failures_outside_the_restart_window_keep_their_cause() {
     // An hour later the new process is still listening and nginx is refused again.
     es.push(connect(T0 + 3600 * S, 101, "nginx", "127.0.0.1:8000", 111));
     let vs = run(&es);
-    assert_eq!(causes(&vs), ["upstream-not-listening", "upstream-restarting"], "{vs:#?}");
+    assert_eq!(
+        causes(&vs),
+        ["upstream-not-listening", "upstream-restarting"],
+        "{vs:#?}"
+    );
     assert_eq!(vs[0].count, 1);
     assert_eq!(vs[1].count, 5);
 }
@@ -585,7 +779,10 @@ fn timeout_stream() -> Vec<Event> {
         gunicorn_facts(
             T0,
             "gunicorn --timeout 5 --bind 127.0.0.1:8000 app:app",
-            vec![listener("0.0.0.0:80", 100, "nginx"), listener("127.0.0.1:8000", 200, "gunicorn")],
+            vec![
+                listener("0.0.0.0:80", 100, "nginx"),
+                listener("127.0.0.1:8000", 200, "gunicorn"),
+            ],
         ),
         signal(T0 + 30 * S, 200, "gunicorn", 201, "gunicorn", 6, 0),
         signal(T0 + 31 * S, 200, "gunicorn", 201, "gunicorn", 9, 0),
@@ -597,8 +794,22 @@ fn timeout_stream() -> Vec<Event> {
 fn master_sigabrt_is_worker_timeout() {
     let vs = run(&timeout_stream());
     let v = only(&vs, "worker-timeout");
-    assert_eq!((v.proxy_pid, v.proxy_comm.as_str(), v.target.as_str(), v.count), (100, "nginx", "127.0.0.1:8000", 1));
-    assert!(has(v, "gunicorn pid 200 sent SIGABRT to worker gunicorn pid 201"), "{v:#?}");
+    assert_eq!(
+        (
+            v.proxy_pid,
+            v.proxy_comm.as_str(),
+            v.target.as_str(),
+            v.count
+        ),
+        (100, "nginx", "127.0.0.1:8000", 1)
+    );
+    assert!(
+        has(
+            v,
+            "gunicorn pid 200 sent SIGABRT to worker gunicorn pid 201"
+        ),
+        "{v:#?}"
+    );
     assert!(has(v, "then SIGKILL 1.0 s later"), "{v:#?}");
     assert!(has(v, "--timeout is 5 s"), "{v:#?}");
     assert!(v.fix.contains("--timeout"));
@@ -607,7 +818,14 @@ fn master_sigabrt_is_worker_timeout() {
 #[test]
 fn worker_timeout_without_any_proxy_known() {
     let mut es: Vec<Event> = timeout_stream().into_iter().skip(2).collect();
-    es.insert(0, gunicorn_facts(T0, "gunicorn app:app", vec![listener("127.0.0.1:8000", 200, "gunicorn")]));
+    es.insert(
+        0,
+        gunicorn_facts(
+            T0,
+            "gunicorn app:app",
+            vec![listener("127.0.0.1:8000", 200, "gunicorn")],
+        ),
+    );
     let vs = run(&es);
     let v = only(&vs, "worker-timeout");
     assert_eq!(v.proxy_pid, 0);
@@ -617,7 +835,11 @@ fn worker_timeout_without_any_proxy_known() {
 fn oom_kill_of_worker_names_the_memcg() {
     let es = vec![
         nginx_facts(T0),
-        gunicorn_facts(T0, "gunicorn app:app", vec![listener("127.0.0.1:8000", 200, "gunicorn")]),
+        gunicorn_facts(
+            T0,
+            "gunicorn app:app",
+            vec![listener("127.0.0.1:8000", 200, "gunicorn")],
+        ),
         facts(
             T0 + S,
             FactsUpdate {
@@ -635,7 +857,13 @@ fn oom_kill_of_worker_names_the_memcg() {
     ];
     let vs = run(&es);
     let v = only(&vs, "worker-oom-killed");
-    assert!(has(v, "memory cgroup /system.slice/app.service limited to 256 MiB"), "{v:#?}");
+    assert!(
+        has(
+            v,
+            "memory cgroup /system.slice/app.service limited to 256 MiB"
+        ),
+        "{v:#?}"
+    );
     assert!(has(v, "anon-rss 300 MiB"), "{v:#?}");
     assert_eq!(v.proxy_pid, 100);
 }
@@ -644,7 +872,11 @@ fn oom_kill_of_worker_names_the_memcg() {
 fn segfault_of_worker_is_worker_crashed() {
     let es = vec![
         nginx_facts(T0),
-        gunicorn_facts(T0, "gunicorn app:app", vec![listener("127.0.0.1:8000", 200, "gunicorn")]),
+        gunicorn_facts(
+            T0,
+            "gunicorn app:app",
+            vec![listener("127.0.0.1:8000", 200, "gunicorn")],
+        ),
         signal(T0 + S, 201, "gunicorn", 201, "gunicorn", 11, 1),
         exit_signal(T0 + S + MS, 201, "gunicorn", 11, true),
     ];
@@ -697,10 +929,20 @@ fn near_miss_healthy_burst() {
     let es = vec![
         nginx_facts(T0),
         exec(T0, 200, "gunicorn", "/usr/bin/gunicorn", cmd),
-        gunicorn_facts(T0 + S, cmd, vec![listener("127.0.0.1:8000", 200, "gunicorn")]),
-        facts(T0 + 2 * S, FactsUpdate { netstat: Some(Netstat::default()), ..FactsUpdate::default() }),
+        gunicorn_facts(
+            T0 + S,
+            cmd,
+            vec![listener("127.0.0.1:8000", 200, "gunicorn")],
+        ),
+        facts(
+            T0 + 2 * S,
+            FactsUpdate {
+                netstat: Some(Netstat::default()),
+                ..FactsUpdate::default()
+            },
+        ),
     ];
-    assert!(run(&es).is_empty());
+    assert_eq!(run(&es), Vec::<Verdict>::new());
 }
 
 #[test]
@@ -709,25 +951,32 @@ fn near_miss_refused_connect_from_non_proxy() {
         nginx_facts(T0),
         facts(
             T0,
-            FactsUpdate { processes: vec![proc_info(700, 1, "python3", "python3 client.py", 1000, &[])], ..FactsUpdate::default() },
+            FactsUpdate {
+                processes: vec![proc_info(700, 1, "python3", "python3 client.py", 1000, &[])],
+                ..FactsUpdate::default()
+            },
         ),
         connect(T0 + S, 600, "curl", "127.0.0.1:8000", 111),
         connect(T0 + S, 700, "python3", "unix:/run/dbus.sock", 2),
         connect(T0 + S, 700, "python3", "127.0.0.1:8000", 111),
     ];
-    assert!(run(&es).is_empty());
+    assert_eq!(run(&es), Vec::<Verdict>::new());
 }
 
 #[test]
 fn near_miss_sigterm_shutdown_by_master() {
     let es = vec![
         nginx_facts(T0),
-        gunicorn_facts(T0, "gunicorn app:app", vec![listener("127.0.0.1:8000", 200, "gunicorn")]),
+        gunicorn_facts(
+            T0,
+            "gunicorn app:app",
+            vec![listener("127.0.0.1:8000", 200, "gunicorn")],
+        ),
         signal(T0 + S, 200, "gunicorn", 201, "gunicorn", 15, 0),
         exit_code(T0 + S + 50 * MS, 201, "gunicorn", 0),
         exit_code(T0 + S + 80 * MS, 200, "gunicorn", 0),
     ];
-    assert!(run(&es).is_empty());
+    assert_eq!(run(&es), Vec::<Verdict>::new());
 }
 
 #[test]
@@ -736,10 +985,16 @@ fn near_miss_clean_exits() {
         nginx_facts(T0),
         exec(T0, 300, "gunicorn", "/usr/bin/gunicorn", "gunicorn app:app"),
         exit_code(T0 + S, 300, "gunicorn", 0),
-        exec(T0 + 2 * S, 301, "gunicorn", "/usr/bin/gunicorn", "gunicorn app:app"),
+        exec(
+            T0 + 2 * S,
+            301,
+            "gunicorn",
+            "/usr/bin/gunicorn",
+            "gunicorn app:app",
+        ),
         exit_code(T0 + 3 * S, 301, "gunicorn", 0),
     ];
-    assert!(run(&es).is_empty());
+    assert_eq!(run(&es), Vec::<Verdict>::new());
 }
 
 #[test]
@@ -756,7 +1011,7 @@ fn near_miss_sigkill_of_non_upstream() {
         exec(T0, 503, "grep", "/usr/bin/grep", "grep x"),
         exit_code(T0 + MS, 503, "grep", 1),
     ];
-    assert!(run(&es).is_empty(), "{:#?}", run(&es));
+    assert_eq!(run(&es), Vec::<Verdict>::new());
 }
 
 // ---- proxy detection ----------------------------------------------------------------------
@@ -764,13 +1019,22 @@ fn near_miss_sigkill_of_non_upstream() {
 #[test]
 fn proxy_from_facts_list_and_config() {
     let es = vec![
-        facts(T0, FactsUpdate { proxies: vec![900], ..FactsUpdate::default() }),
+        facts(
+            T0,
+            FactsUpdate {
+                proxies: vec![900],
+                ..FactsUpdate::default()
+            },
+        ),
         connect(T0 + S, 900, "myproxy", "127.0.0.1:9000", 111),
     ];
     let vs = run(&es);
     assert_eq!(only(&vs, "upstream-not-listening").proxy_comm, "myproxy");
 
-    let mut e = Engine::new(EngineConfig { proxy_names: vec![], proxy_pids: vec![901] });
+    let mut e = Engine::new(EngineConfig {
+        proxy_names: vec![],
+        proxy_pids: vec![901],
+    });
     e.feed(&connect(T0, 901, "lb", "127.0.0.1:9000", 111));
     e.feed(&connect(T0, 902, "nginx", "127.0.0.1:9000", 111));
     let vs = e.verdicts(T0);
@@ -784,7 +1048,10 @@ fn child_of_listed_proxy_is_a_proxy() {
         facts(
             T0,
             FactsUpdate {
-                processes: vec![proc_info(910, 1, "lb", "lb", 0, &[]), proc_info(911, 910, "lb-worker", "lb", 0, &[])],
+                processes: vec![
+                    proc_info(910, 1, "lb", "lb", 0, &[]),
+                    proc_info(911, 910, "lb-worker", "lb", 0, &[]),
+                ],
                 proxies: vec![910],
                 ..FactsUpdate::default()
             },
@@ -814,9 +1081,20 @@ fn verdicts_sort_active_then_frequent() {
     failures(&mut es, T0, 5, 101, "10.0.0.9:80", 101);
     failures(&mut es, T0 + 600 * S, 1, 101, "10.0.0.9:81", 99);
     let vs = run(&es);
-    assert_eq!(causes(&vs), ["port-exhaustion", "network-unreachable", "upstream-not-listening"]);
+    assert_eq!(
+        causes(&vs),
+        [
+            "port-exhaustion",
+            "network-unreachable",
+            "upstream-not-listening"
+        ]
+    );
     let v = &vs[1];
-    assert!((v.rate_per_s - 5.0).abs() < 1e-9, "5 over 0.4 s, counted as 1 s: {}", v.rate_per_s);
+    assert!(
+        (v.rate_per_s - 5.0).abs() < 1e-9,
+        "5 over 0.4 s, counted as 1 s: {}",
+        v.rate_per_s
+    );
 }
 
 #[test]
@@ -824,7 +1102,13 @@ fn memory_stays_bounded() {
     let mut e = engine();
     for i in 0..30_000u32 {
         let t = T0 + u64::from(i) * MS;
-        e.feed(&connect(t, 10_000 + i, "curl", &format!("127.0.0.1:{}", i % 60_000), 111));
+        e.feed(&connect(
+            t,
+            10_000 + i,
+            "curl",
+            &format!("127.0.0.1:{}", i % 60_000),
+            111,
+        ));
         e.feed(&exit_code(t, 10_000 + i, "curl", 7));
         e.feed(&signal(t, 1, "systemd", 10_000 + i, "curl", 15, 0));
     }
@@ -836,17 +1120,33 @@ fn memory_stays_bounded() {
     assert!(st.failures.len() <= state::MAX_FAIL_GROUPS);
     assert!(st.exits.len() <= state::MAX_EXITS);
     assert!(st.signals.len() <= state::MAX_SIGNALS);
-    assert!(st.failures.values().all(|g| g.recent.len() <= state::RECENT_PER_GROUP));
+    assert!(
+        st.failures
+            .values()
+            .all(|g| g.recent.len() <= state::RECENT_PER_GROUP)
+    );
     let vs = e.verdicts(T0 + 40 * S);
     let v = only(&vs, "upstream-not-listening");
-    assert_eq!(v.count, state::RECENT_PER_GROUP as u64 * 2, "counts survive the bounded timestamps");
+    assert_eq!(
+        v.count,
+        state::RECENT_PER_GROUP as u64 * 2,
+        "counts survive the bounded timestamps"
+    );
 }
 
 #[test]
 fn loss_is_noted_in_evidence() {
     let es = vec![
         nginx_facts(T0),
-        ev(T0, 0, "", Body::Loss { reason: "ringbuf".into(), count: 12 }),
+        ev(
+            T0,
+            0,
+            "",
+            Body::Loss {
+                reason: "ringbuf".into(),
+                count: 12,
+            },
+        ),
         connect(T0 + S, 101, "nginx", "127.0.0.1:8000", 111),
     ];
     let vs = run(&es);
@@ -861,13 +1161,20 @@ fn exec_failure_of_app_is_evidence() {
             T0,
             5000,
             "(gunicorn)",
-            Body::ExecFailed { filename: "/srv/venv/bin/gunicorn".into(), errno: 2, errno_name: "ENOENT".into() },
+            Body::ExecFailed {
+                filename: "/srv/venv/bin/gunicorn".into(),
+                errno: 2,
+                errno_name: "ENOENT".into(),
+            },
         ),
         connect(T0 + S, 101, "nginx", "127.0.0.1:8000", 111),
     ];
     let vs = run(&es);
     let v = only(&vs, "upstream-not-listening");
-    assert!(has(v, "exec of /srv/venv/bin/gunicorn failed with ENOENT (2)"), "{v:#?}");
+    assert!(
+        has(v, "exec of /srv/venv/bin/gunicorn failed with ENOENT (2)"),
+        "{v:#?}"
+    );
 }
 
 #[test]
@@ -876,10 +1183,17 @@ fn render_human_has_headline_evidence_fix() {
     let text = render_human(&vs[0], false);
     let mut lines = text.lines();
     let head = lines.next().unwrap_or_default();
-    assert!(head.starts_with("502 socket-permission proxy nginx[100] -> unix:/run/app/app.sock: "), "{head}");
+    assert!(
+        head.starts_with("502 socket-permission proxy nginx[100] -> unix:/run/app/app.sock: "),
+        "{head}"
+    );
     assert!(head.contains("(5×, "), "{head}");
     assert!(text.lines().any(|l| l.starts_with("  evidence: ")));
-    assert!(text.lines().last().is_some_and(|l| l.starts_with("  fix: ")));
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("  fix: "))
+    );
     let colored = render_human(&vs[0], true);
     assert!(colored.starts_with("\x1b[1;31m502 socket-permission\x1b[0m"));
 }
@@ -893,8 +1207,13 @@ fn replay(name: &str) -> (Vec<Verdict>, usize) {
     let mut e = engine();
     let mut last = 0;
     let mut n = 0;
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let ev: Event = serde_json::from_str(line).unwrap_or_else(|err| panic!("{path}:{}: {err}", i + 1));
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let ev: Event =
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("{path}:{}: {err}", i + 1));
         last = last.max(ev.mono_ns);
         e.feed(&ev);
         n += 1;
@@ -908,7 +1227,13 @@ fn golden_socket_permission_replay() {
     assert!(n >= 8, "fixture has {n} events");
     let v = only(&vs, "socket-permission");
     assert_eq!(
-        (v.status, v.proxy_pid, v.proxy_comm.as_str(), v.target.as_str(), v.count),
+        (
+            v.status,
+            v.proxy_pid,
+            v.proxy_comm.as_str(),
+            v.target.as_str(),
+            v.count
+        ),
         (502, 4100, "nginx", "unix:/run/gunicorn/app.sock", 3)
     );
     assert_eq!(
@@ -918,7 +1243,15 @@ fn golden_socket_permission_replay() {
              no write (w) permission for others"
         )
     );
-    assert!(v.fix.starts_with("add the proxy's user to group 998: usermod -aG"), "{}", v.fix);
+    assert!(
+        v.fix
+            .starts_with("add the proxy's user to group 998: usermod -aG"),
+        "{}",
+        v.fix
+    );
     let text = render_human(v, false);
-    assert!(text.starts_with("502 socket-permission proxy nginx[4100] -> unix:/run/gunicorn/app.sock"), "{text}");
+    assert!(
+        text.starts_with("502 socket-permission proxy nginx[4100] -> unix:/run/gunicorn/app.sock"),
+        "{text}"
+    );
 }

@@ -2,7 +2,10 @@
 use crate::event::{errno_name, signal_name};
 
 /// Nanoseconds to seconds, for rates and durations shown to people.
-#[expect(clippy::cast_precision_loss, reason = "display only: sub-ns precision is irrelevant")]
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "display only: sub-ns precision is irrelevant"
+)]
 pub(crate) fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
@@ -28,7 +31,11 @@ pub(crate) fn fmt_dur(ns: u64) -> String {
 /// `SIGKILL (9)`.
 pub(crate) fn signal_label(sig: i32) -> String {
     let name = signal_name(sig);
-    if name == "SIG?" { format!("signal {sig}") } else { format!("{name} ({sig})") }
+    if name == "SIG?" {
+        format!("signal {sig}")
+    } else {
+        format!("{name} ({sig})")
+    }
 }
 
 /// `EACCES (13)`.

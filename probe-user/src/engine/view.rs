@@ -9,12 +9,23 @@ use super::target::covers;
 use super::text::{fmt_dur, fmt_ns, signal_label};
 
 /// App servers recognised by process name or command line.
-pub(crate) const APP_SERVERS: [&str; 9] =
-    ["gunicorn", "uvicorn", "uwsgi", "php-fpm", "hypercorn", "daphne", "puma", "unicorn", "waitress"];
+pub(crate) const APP_SERVERS: [&str; 9] = [
+    "gunicorn",
+    "uvicorn",
+    "uwsgi",
+    "php-fpm",
+    "hypercorn",
+    "daphne",
+    "puma",
+    "unicorn",
+    "waitress",
+];
 
 /// Interpreters and launchers that run an app server named in a later argument
 /// (`python3 -m gunicorn`, `/venv/bin/python /venv/bin/gunicorn`, `bundle exec puma`).
-const LAUNCHERS: [&str; 8] = ["python", "pypy", "ruby", "bundle", "env", "uv", "poetry", "pipenv"];
+const LAUNCHERS: [&str; 8] = [
+    "python", "pypy", "ruby", "bundle", "env", "uv", "poetry", "pipenv",
+];
 
 /// How far up the parent chain to look (proxy masters, app server masters).
 const MAX_DEPTH: usize = 8;
@@ -39,13 +50,21 @@ pub(crate) struct ProxyId {
 
 impl ProxyId {
     pub(crate) fn unknown() -> Self {
-        Self { key: ProxyKey::Unknown, pid: 0, comm: String::new() }
+        Self {
+            key: ProxyKey::Unknown,
+            pid: 0,
+            comm: String::new(),
+        }
     }
 }
 
 /// Which app server a name (a comm, a path, an argv word) is, if any.
 pub(crate) fn app_server_name(word: &str) -> Option<&'static str> {
-    let base = word.rsplit('/').next().unwrap_or(word).trim_end_matches(':');
+    let base = word
+        .rsplit('/')
+        .next()
+        .unwrap_or(word)
+        .trim_end_matches(':');
     APP_SERVERS.iter().copied().find(|n| {
         base.strip_prefix(n).is_some_and(|rest| {
             rest.is_empty() || rest.starts_with(|c: char| !c.is_ascii_alphabetic())
@@ -73,7 +92,11 @@ pub(crate) fn app_server_in_cmdline(cmdline: &str) -> Option<&'static str> {
 /// The app server a process runs, from its comm, executable or command line.
 pub(crate) fn app_server_of(p: &Proc) -> Option<&'static str> {
     app_server_name(&p.comm)
-        .or_else(|| (!p.exe.is_empty()).then(|| app_server_name(&p.exe)).flatten())
+        .or_else(|| {
+            (!p.exe.is_empty())
+                .then(|| app_server_name(&p.exe))
+                .flatten()
+        })
         .or_else(|| app_server_in_cmdline(&p.cmdline))
 }
 
@@ -87,7 +110,11 @@ pub(crate) struct View<'a> {
 
 impl<'a> View<'a> {
     pub(crate) fn new(st: &'a State, cfg: &'a EngineConfig) -> Self {
-        let mut v = Self { st, cfg, proxy_targets: HashSet::new() };
+        let mut v = Self {
+            st,
+            cfg,
+            proxy_targets: HashSet::new(),
+        };
         let targets: HashSet<&str> = st
             .failures
             .iter()
@@ -134,7 +161,8 @@ impl<'a> View<'a> {
             || self.named_proxy(comm)
             || self.proc(pid).is_some_and(|p| {
                 self.named_proxy(&p.comm)
-                    || (!p.exe.is_empty() && self.named_proxy(p.exe.rsplit('/').next().unwrap_or("")))
+                    || (!p.exe.is_empty()
+                        && self.named_proxy(p.exe.rsplit('/').next().unwrap_or("")))
             })
     }
 
@@ -153,7 +181,11 @@ impl<'a> View<'a> {
     pub(crate) fn proxy_id(&self, pid: u32, comm: &str) -> ProxyId {
         let chain = self.lineage(pid);
         let Some(first) = chain.first() else {
-            return ProxyId { key: ProxyKey::Name(comm.to_owned()), pid, comm: comm.to_owned() };
+            return ProxyId {
+                key: ProxyKey::Name(comm.to_owned()),
+                pid,
+                comm: comm.to_owned(),
+            };
         };
         let mut top = *first;
         for p in chain.iter().skip(1) {
@@ -163,15 +195,31 @@ impl<'a> View<'a> {
                 break;
             }
         }
-        let name = if top.comm.is_empty() { comm.to_owned() } else { top.comm.clone() };
+        let name = if top.comm.is_empty() {
+            comm.to_owned()
+        } else {
+            top.comm.clone()
+        };
         if top.pid == pid && top.ppid.is_none() {
             // Parent unknown: fall back on the one known master with that name, if any.
             if let Some(m) = self.unique_master(&name) {
-                return ProxyId { key: ProxyKey::Pid(m.pid), pid: m.pid, comm: name };
+                return ProxyId {
+                    key: ProxyKey::Pid(m.pid),
+                    pid: m.pid,
+                    comm: name,
+                };
             }
-            return ProxyId { key: ProxyKey::Name(name.clone()), pid, comm: name };
+            return ProxyId {
+                key: ProxyKey::Name(name.clone()),
+                pid,
+                comm: name,
+            };
         }
-        ProxyId { key: ProxyKey::Pid(top.pid), pid: top.pid, comm: name }
+        ProxyId {
+            key: ProxyKey::Pid(top.pid),
+            pid: top.pid,
+            comm: name,
+        }
     }
 
     /// The only live proxy master (parent is not a proxy) with this name.
@@ -190,8 +238,13 @@ impl<'a> View<'a> {
     /// Some proxy known on this host, for verdicts that have no failed connect to name one:
     /// listed proxies first, then processes named like one; the master, lowest pid.
     pub(crate) fn any_proxy(&self) -> ProxyId {
-        let mut listed: Vec<u32> =
-            self.cfg.proxy_pids.iter().chain(self.st.fact_proxies.iter()).copied().collect();
+        let mut listed: Vec<u32> = self
+            .cfg
+            .proxy_pids
+            .iter()
+            .chain(self.st.fact_proxies.iter())
+            .copied()
+            .collect();
         listed.sort_unstable();
         if let Some(&pid) = listed.first() {
             return self.proxy_id(pid, self.comm(pid));
@@ -203,7 +256,9 @@ impl<'a> View<'a> {
             .filter(|p| p.exited_ns.is_none() && self.named_proxy(&p.comm))
             .collect();
         named.sort_unstable_by_key(|p| p.pid);
-        named.first().map_or_else(ProxyId::unknown, |p| self.proxy_id(p.pid, &p.comm))
+        named
+            .first()
+            .map_or_else(ProxyId::unknown, |p| self.proxy_id(p.pid, &p.comm))
     }
 
     /// The app server this process or one of its ancestors runs.
@@ -262,7 +317,10 @@ impl<'a> View<'a> {
             .iter()
             .filter(|(_, os)| {
                 os.iter().any(|o| {
-                    o.pid == pid || o.pid == root || ancestors.contains(&o.pid) || self.family_root(o.pid) == root
+                    o.pid == pid
+                        || o.pid == root
+                        || ancestors.contains(&o.pid)
+                        || self.family_root(o.pid) == root
                 })
             })
             .map(|(t, _)| t.as_str())
@@ -283,14 +341,20 @@ impl<'a> View<'a> {
             return false;
         }
         self.app_lineage(pid).is_some()
-            || self.served_targets(pid).iter().any(|t| self.targets_proxy(t))
+            || self
+                .served_targets(pid)
+                .iter()
+                .any(|t| self.targets_proxy(t))
     }
 
     /// An upstream in the broad sense: also any listener owner or descendant of one.
     pub(crate) fn is_upstream_broad(&self, pid: u32) -> bool {
         self.is_upstream(pid)
             || (!self.is_proxy(pid, self.comm(pid))
-                && self.lineage(pid).iter().any(|p| !self.owned_targets(p.pid).is_empty()))
+                && self
+                    .lineage(pid)
+                    .iter()
+                    .any(|p| !self.owned_targets(p.pid).is_empty()))
     }
 
     /// The latest exit of this pid, if seen.
@@ -302,16 +366,23 @@ impl<'a> View<'a> {
     /// an OOM kill), or None when its death was not seen.
     pub(crate) fn death_line(&self, pid: u32) -> Option<String> {
         let e = self.exit_of(pid)?;
-        let name = if e.proc.comm.is_empty() { "process".to_owned() } else { e.proc.comm.clone() };
-        let how = if let Some(o) = self.st.ooms.iter().rev().find(|o| o.victim_pid == pid && o.ns <= e.ns) {
+        let name = if e.proc.comm.is_empty() {
+            "process".to_owned()
+        } else {
+            e.proc.comm.clone()
+        };
+        let how = if let Some(o) = self
+            .st
+            .ooms
+            .iter()
+            .rev()
+            .find(|o| o.victim_pid == pid && o.ns <= e.ns)
+        {
             format!("was killed by the OOM killer at {}", fmt_ns(o.ns))
         } else if let Some(sig) = e.signal {
-            let sender = self
-                .st
-                .signals
-                .iter()
-                .rev()
-                .find(|s| s.target_pid == pid && s.sig == sig && s.ns <= e.ns && s.sender_pid != pid);
+            let sender = self.st.signals.iter().rev().find(|s| {
+                s.target_pid == pid && s.sig == sig && s.ns <= e.ns && s.sender_pid != pid
+            });
             match sender {
                 Some(s) => format!(
                     "was killed by {} from pid {} ({}) at {}",
@@ -323,7 +394,11 @@ impl<'a> View<'a> {
                 None => format!("died of {} at {}", signal_label(sig), fmt_ns(e.ns)),
             }
         } else {
-            format!("exited with code {} at {}", e.exit_code.unwrap_or(0), fmt_ns(e.ns))
+            format!(
+                "exited with code {} at {}",
+                e.exit_code.unwrap_or(0),
+                fmt_ns(e.ns)
+            )
         };
         let lived = e
             .proc
