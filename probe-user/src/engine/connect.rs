@@ -46,7 +46,7 @@ pub(crate) struct Agg {
     pub worker_comm: String,
     pub uid: u32,
     pub gid: u32,
-    /// Workers that failed (a few).
+    /// Workers that failed.
     pub workers: BTreeSet<u32>,
 }
 
@@ -118,13 +118,16 @@ pub(crate) fn aggregate(v: &View<'_>) -> Vec<Agg> {
             a.source.clone_from(&g.source);
         }
         a.recent.extend(g.recent.iter().copied());
-        if a.workers.len() < 8 {
-            a.workers.insert(k.pid);
-        }
+        a.workers.insert(k.pid);
     }
     let mut v: Vec<Agg> = out.into_values().collect();
     for a in &mut v {
         a.recent.sort_unstable();
+        // A proxy known only by name shows its lowest worker pid: stable across calls (the
+        // printer keys on it) and independent of hash order.
+        if let (ProxyKey::Name(_), Some(&low)) = (&a.proxy.key, a.workers.first()) {
+            a.proxy.pid = low;
+        }
     }
     v
 }
@@ -615,6 +618,17 @@ fn socket_permission(v: &View<'_>, a: &Agg) -> Part {
     let mut p = part("socket-permission", a);
     let creds = worker_creds(v, a);
     let who = format!("{} worker pid {}", a.worker_comm, a.worker);
+    if let Target::UnixAbstract(name) = parse(&a.target) {
+        p.summary = format!("{who} may not connect to {}: permission denied", a.target);
+        p.evidence.push(format!(
+            "@{name} is an abstract socket: it has no file permissions, so an LSM (SELinux, AppArmor) or a \
+             seccomp/BPF policy denied the connect"
+        ));
+        p.fix = "check the LSM logs (ausearch -m avc, journalctl -k | grep apparmor) and allow the proxy to \
+                 connect"
+            .into();
+        return p;
+    }
     let proxy = if a.proxy.comm.is_empty() {
         a.worker_comm.clone()
     } else {

@@ -186,6 +186,14 @@ fn failed_boot(v: &View<'_>, e: &ExitRecord) -> bool {
     let Some(code) = e.exit_code.filter(|&c| c != 0) else {
         return false;
     };
+    // Cheap tests first: hosts have many short-lived processes exiting non-zero.
+    let early = e
+        .proc
+        .began_ns()
+        .is_some_and(|b| b <= e.ns && e.ns - b <= BOOT_NS);
+    if !(matches!(code, 3 | 4) || early) {
+        return false;
+    }
     let pid = e.proc.pid;
     if v.is_proxy(pid, &e.proc.comm) {
         return false;
@@ -193,11 +201,7 @@ fn failed_boot(v: &View<'_>, e: &ExitRecord) -> bool {
     if app_server_of(&e.proc).is_none() && !v.is_upstream_broad(pid) {
         return false;
     }
-    let early = e
-        .proc
-        .began_ns()
-        .is_some_and(|b| b <= e.ns && e.ns - b <= BOOT_NS);
-    (matches!(code, 3 | 4) || early) && !signaled(v, e)
+    !signaled(v, e)
 }
 
 /// Every app whose latest episode is a crash loop (two failed boots within the window, or one

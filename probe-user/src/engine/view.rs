@@ -1,7 +1,7 @@
 //! Questions about the remembered state that every cause asks: is this process a proxy, which
 //! proxy master does it belong to, is it an upstream (app server) process, what did it listen
 //! on, how did it die.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::EngineConfig;
 use super::state::{ExitRecord, Proc, State};
@@ -106,6 +106,10 @@ pub(crate) struct View<'a> {
     pub cfg: &'a EngineConfig,
     /// Targets some proxy failed to connect to: their listeners' owners are upstreams.
     pub proxy_targets: HashSet<&'a str>,
+    /// Listener targets by owner pid, and by the owner's family root (an index built once per
+    /// verdicts call: the causes ask "what does this family serve" for every exit and death).
+    by_owner: HashMap<u32, Vec<&'a str>>,
+    by_root: HashMap<u32, Vec<&'a str>>,
 }
 
 impl<'a> View<'a> {
@@ -114,6 +118,8 @@ impl<'a> View<'a> {
             st,
             cfg,
             proxy_targets: HashSet::new(),
+            by_owner: HashMap::new(),
+            by_root: HashMap::new(),
         };
         let targets: HashSet<&str> = st
             .failures
@@ -122,6 +128,19 @@ impl<'a> View<'a> {
             .map(|(k, _)| k.target.as_str())
             .collect();
         v.proxy_targets = targets;
+        let mut by_owner: HashMap<u32, Vec<&str>> = HashMap::new();
+        let mut by_root: HashMap<u32, Vec<&str>> = HashMap::new();
+        for (t, os) in &st.owners {
+            for o in os {
+                by_owner.entry(o.pid).or_default().push(t.as_str());
+                by_root
+                    .entry(v.family_root(o.pid))
+                    .or_default()
+                    .push(t.as_str());
+            }
+        }
+        v.by_owner = by_owner;
+        v.by_root = by_root;
         v
     }
 
@@ -267,16 +286,8 @@ impl<'a> View<'a> {
     }
 
     /// Listener targets this process was seen owning.
-    pub(crate) fn owned_targets(&self, pid: u32) -> Vec<&'a str> {
-        let mut v: Vec<&str> = self
-            .st
-            .owners
-            .iter()
-            .filter(|(_, os)| os.iter().any(|o| o.pid == pid))
-            .map(|(t, _)| t.as_str())
-            .collect();
-        v.sort_unstable();
-        v
+    pub(crate) fn owned_targets(&self, pid: u32) -> &[&'a str] {
+        self.by_owner.get(&pid).map_or(&[], Vec::as_slice)
     }
 
     /// The top of a process's app-server family: climbs while the parent runs an app server
@@ -310,22 +321,13 @@ impl<'a> View<'a> {
     /// first.
     pub(crate) fn served_targets(&self, pid: u32) -> Vec<&'a str> {
         let root = self.family_root(pid);
-        let ancestors: Vec<u32> = self.lineage(pid).iter().map(|p| p.pid).collect();
-        let mut v: Vec<&str> = self
-            .st
-            .owners
-            .iter()
-            .filter(|(_, os)| {
-                os.iter().any(|o| {
-                    o.pid == pid
-                        || o.pid == root
-                        || ancestors.contains(&o.pid)
-                        || self.family_root(o.pid) == root
-                })
-            })
-            .map(|(t, _)| t.as_str())
-            .collect();
+        let mut v: Vec<&str> = self.by_root.get(&root).cloned().unwrap_or_default();
+        v.extend(self.owned_targets(root));
+        for p in self.lineage(pid) {
+            v.extend(self.owned_targets(p.pid));
+        }
         v.sort_unstable_by_key(|t| (!self.targets_proxy(t), *t));
+        v.dedup();
         v
     }
 
