@@ -10,7 +10,7 @@ use super::perm::{Walk, comp_label, creds_label, denial_fix, denial_line, walk};
 use super::report::Part;
 use super::state::Creds;
 use super::target::{Target, covers, parse, same_host};
-use super::text::{errno_label, fmt_ns};
+use super::text::{errno_label, fmt_ns, mode_string};
 use super::view::{ProxyId, ProxyKey, View, app_server_of};
 use crate::facts::{Listener, PathInfo};
 
@@ -286,7 +286,7 @@ fn covering<'a>(v: &'a View<'_>, target: &'a str) -> impl Iterator<Item = &'a Li
 fn nothing_listens_line(v: &View<'_>, target: &str) -> String {
     match v.st.listeners_ns {
         Some(ns) => format!(
-            "no process listens on {target} (listener snapshot at {}, {} sockets)",
+            "no process listens on {target} (listener snapshot at {}, {} socket(s))",
             fmt_ns(ns),
             v.st.listeners.len()
         ),
@@ -432,7 +432,8 @@ fn last_owner_death(v: &View<'_>, target: &str) -> Option<String> {
         .iter()
         .rev()
         .find_map(|&(_, pid)| v.exit_of(pid).map(|_| pid))?;
-    v.death_line(dead).map(|d| format!("it was served by {d}"))
+    v.death_line(dead)
+        .map(|d| format!("its last listener: {d}"))
 }
 
 /// Unix ENOENT/ENOTDIR, abstract or TCP refusals: nothing is there to connect to.
@@ -457,7 +458,12 @@ fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
             match info.components.iter().position(|c| !c.exists) {
                 Some(i) if i + 1 < len => {
                     let dir = &info.components[i].path;
-                    p.evidence.push(format!("directory {dir} does not exist (a path under /run is gone after a reboot)"));
+                    let why = if dir.starts_with("/run/") || dir.starts_with("/var/run/") {
+                        " (/run is a tmpfs: directories made by hand are gone after a reboot)"
+                    } else {
+                        ""
+                    };
+                    p.evidence.push(format!("directory {dir} does not exist{why}"));
                     missing_dir = Some(dir.clone());
                 }
                 Some(i) => {
@@ -477,26 +483,36 @@ fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
             .evidence
             .push("no path facts for the socket path".to_owned()),
     }
-    if let Some(l) = covering(v, &a.target).next() {
+    let alive = covering(v, &a.target).next().map(|l| owner_label(v, l));
+    if let Some(owner) = &alive {
         p.evidence.push(format!(
-            "{} still listens on {}: the file was deleted (a tmp cleaner?) or the proxy sees another mount \
+            "{owner} still listens on {}: the file was deleted (a tmp cleaner?) or the proxy sees another mount \
              namespace (PrivateTmp=)",
-            owner_label(v, l),
-            l.target
+            a.target
         ));
     } else {
         p.evidence.push(nothing_listens_line(v, &a.target));
     }
     p.evidence.extend(last_owner_death(v, &a.target));
     p.evidence.extend(app_servers_line(v));
-    p.summary = match &missing_dir {
-        Some(d) => format!("{} does not exist: its directory {d} is missing", a.target),
-        None => format!(
+    p.summary = match (&missing_dir, &alive) {
+        (Some(d), _) => format!("{} does not exist: its directory {d} is missing", a.target),
+        (None, Some(owner)) => format!(
+            "{} is gone from the proxy's view while {owner} still listens on it",
+            a.target
+        ),
+        (None, None) if matches!(parse(&a.target), Target::UnixAbstract(_)) => {
+            format!("nothing has bound {}: the app is not running", a.target)
+        }
+        (None, None) => format!(
             "{} does not exist: the app is not running or binds elsewhere",
             a.target
         ),
     };
     p.fix = match missing_dir {
+        None if alive.is_some() => "restart the app so it creates the socket again, and keep sockets out of /tmp \
+                                    (tmp cleaners, PrivateTmp=): use /run/<app>/ with RuntimeDirectory="
+            .into(),
         Some(d) => {
             let name = d.strip_prefix("/run/").unwrap_or(&d);
             format!(
@@ -647,7 +663,14 @@ fn socket_permission(v: &View<'_>, a: &Agg) -> Part {
         )) => {
             p.evidence
                 .push(denial_line(comp, need, class, &who, &creds));
-            p.summary = format!("{} denies {who} ({})", comp.path, creds_label(&creds));
+            p.summary = format!(
+                "{} ({} {}:{}) denies {who} ({})",
+                comp.path,
+                mode_string(comp.mode),
+                comp.uid,
+                comp.gid,
+                creds_label(&creds)
+            );
             p.fix = denial_fix(comp, need, class, last, &creds, &proxy);
         }
         Some((info, Walk::Allowed)) => {
@@ -655,7 +678,7 @@ fn socket_permission(v: &View<'_>, a: &Agg) -> Part {
                 p.evidence.push(format!("path walk: {}", comp_label(c)));
             }
             p.evidence.push(format!(
-                "the walk now grants {}: the mode changed since, or an LSM (SELinux, AppArmor) denied it",
+                "the walk now grants {who} ({}): the mode changed since, or an LSM (SELinux, AppArmor) denied it",
                 creds_label(&creds)
             ));
             p.fix = "check the LSM logs (ausearch -m avc, journalctl -k | grep apparmor) and allow the proxy to \

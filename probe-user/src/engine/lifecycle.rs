@@ -306,10 +306,10 @@ pub(crate) fn loop_evidence(l: &CrashLoop<'_>) -> Vec<String> {
             .proc
             .began_ns()
             .filter(|&b| b <= e.ns)
-            .map(|b| format!(" {} after it started", fmt_dur(e.ns - b)))
+            .map(|b| format!(", {} after it started", fmt_dur(e.ns - b)))
             .unwrap_or_default();
         ev.push(format!(
-            "{} pid {} exited with {} at {}{after}",
+            "{} pid {}: {} at {}{after}",
             e.proc.comm,
             e.proc.pid,
             exit_label(code, l.app),

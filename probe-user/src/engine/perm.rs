@@ -99,7 +99,7 @@ pub(crate) fn walk<'a>(info: &'a PathInfo, creds: &Creds) -> Walk<'a> {
     Walk::Allowed
 }
 
-/// "uid 33 (gid 33, groups 33,4)".
+/// "uid 33, gid 33, groups 33,4".
 pub(crate) fn creds_label(creds: &Creds) -> String {
     let mut groups: Vec<u32> = creds.groups.clone();
     if !groups.contains(&creds.gid) {
@@ -107,7 +107,7 @@ pub(crate) fn creds_label(creds: &Creds) -> String {
     }
     let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
     format!(
-        "uid {} (gid {}, groups {})",
+        "uid {}, gid {}, groups {}",
         creds.uid,
         creds.gid,
         groups.join(",")
@@ -139,7 +139,7 @@ pub(crate) fn denial_line(
         Class::Other => "others",
     };
     format!(
-        "{} denies {who} {}: no {} permission for {class}",
+        "{} denies {who} ({}): no {} permission for {class}",
         comp_label(comp),
         creds_label(creds),
         need.label()

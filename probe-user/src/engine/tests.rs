@@ -227,7 +227,13 @@ fn run(events: &[Event]) -> Vec<Verdict> {
         e.feed(x);
     }
     let now = events.iter().map(|x| x.mono_ns).max().unwrap_or(0);
-    e.verdicts(now)
+    let vs = e.verdicts(now);
+    if std::env::var_os("GW_PRINT").is_some() {
+        for v in &vs {
+            println!("{}\n", render_human(v, false));
+        }
+    }
+    vs
 }
 
 fn causes(vs: &[Verdict]) -> Vec<&str> {
@@ -500,7 +506,7 @@ fn socket_permission_names_the_denying_component() {
     assert!(
         has(
             v,
-            "srw-rw---- 999:999 /run/app/app.sock denies nginx worker pid 101 uid 33 (gid 33, groups 33)"
+            "srw-rw---- 999:999 /run/app/app.sock denies nginx worker pid 101 (uid 33, gid 33, groups 33)"
         ),
         "{v:#?}"
     );
@@ -1239,8 +1245,8 @@ fn golden_socket_permission_replay() {
     assert_eq!(
         v.evidence.get(1).map(String::as_str),
         Some(
-            "srw-rw---- 998:998 /run/gunicorn/app.sock denies nginx worker pid 4101 uid 33 (gid 33, groups 33): \
-             no write (w) permission for others"
+            "srw-rw---- 998:998 /run/gunicorn/app.sock denies nginx worker pid 4101 (uid 33, gid 33, groups \
+             33): no write (w) permission for others"
         )
     );
     assert!(

@@ -396,8 +396,26 @@ impl<'a> View<'a> {
                 None => format!("died of {} at {}", signal_label(sig), fmt_ns(e.ns)),
             }
         } else {
+            // A handled stop signal (systemctl stop/restart sends SIGTERM) ends in a clean exit.
+            let asked = self.st.signals.iter().rev().find(|s| {
+                s.target_pid == pid
+                    && s.sender_pid != pid
+                    && matches!(s.sig, 1 | 2 | 3 | 15)
+                    && s.ns <= e.ns
+                    && e.ns - s.ns <= 60_000_000_000
+            });
+            let asked = asked
+                .map(|s| {
+                    format!(
+                        " on {} from pid {} ({})",
+                        signal_label(s.sig),
+                        s.sender_pid,
+                        s.sender_comm
+                    )
+                })
+                .unwrap_or_default();
             format!(
-                "exited with code {} at {}",
+                "exited with code {}{asked} at {}",
                 e.exit_code.unwrap_or(0),
                 fmt_ns(e.ns)
             )
