@@ -204,6 +204,49 @@ fn failed_boot(v: &View<'_>, e: &ExitRecord) -> bool {
     !signaled(v, e)
 }
 
+/// Folds exits of processes known only by name (a forked worker that died before its facts
+/// were read: no parent, no command line) into the family of the same name that failed around
+/// the same time, so one boot failure is one loop, not a second anonymous one.
+fn merge_anonymous<'a>(v: &View<'a>, by_family: &mut BTreeMap<String, Vec<&'a ExitRecord>>) {
+    let anonymous: Vec<String> = by_family
+        .iter()
+        .filter(|(_, exits)| {
+            exits.iter().all(|e| {
+                e.proc.cmdline.is_empty()
+                    && e.proc.exe.is_empty()
+                    && v.family_root(e.proc.pid) == e.proc.pid
+            })
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in anonymous {
+        let Some(exits) = by_family.get(&key) else {
+            continue;
+        };
+        let comm = exits
+            .first()
+            .map(|e| e.proc.comm.clone())
+            .unwrap_or_default();
+        let near = |other: &[&ExitRecord]| {
+            other.iter().any(|o| {
+                o.proc.comm == comm && exits.iter().any(|e| e.ns.abs_diff(o.ns) <= CRASH_WINDOW_NS)
+            })
+        };
+        let Some(target) = by_family
+            .iter()
+            .find(|(k, other)| **k != key && near(other))
+            .map(|(k, _)| k.clone())
+        else {
+            continue;
+        };
+        if let Some(moved) = by_family.remove(&key)
+            && let Some(into) = by_family.get_mut(&target)
+        {
+            into.extend(moved);
+        }
+    }
+}
+
 /// Every app whose latest episode is a crash loop (two failed boots within the window, or one
 /// with gunicorn's boot/load error codes).
 pub(crate) fn crash_loops<'a>(v: &View<'a>) -> Vec<CrashLoop<'a>> {
@@ -216,6 +259,7 @@ pub(crate) fn crash_loops<'a>(v: &View<'a>) -> Vec<CrashLoop<'a>> {
                 .push(e);
         }
     }
+    merge_anonymous(v, &mut by_family);
     let mut loops = Vec::new();
     for (family, mut exits) in by_family {
         exits.sort_by_key(|e| e.ns);

@@ -221,6 +221,8 @@ fn engine() -> Engine {
     Engine::new(EngineConfig::default())
 }
 
+/// Feeds the events and returns the verdicts at the last event; `GW_PRINT=1` prints them rendered
+/// (to review the wording with `--nocapture`).
 fn run(events: &[Event]) -> Vec<Verdict> {
     let mut e = engine();
     for x in events {
@@ -1441,4 +1443,21 @@ fn repeated_timeouts_are_not_a_crash_loop() {
     let v = only(&vs, "worker-timeout");
     assert_eq!(v.count, 3);
     assert!(has(v, "--timeout is 2 s"));
+}
+
+#[test]
+fn forked_worker_boot_failure_known_only_by_name_is_one_loop() {
+    // The master's exec is seen; its worker died before any facts about it: comm only.
+    let cmd = "/srv/venv/bin/gunicorn --bind unix:/run/g.sock app:app";
+    let es = vec![
+        nginx_facts(T0),
+        exec(T0, 300, "gunicorn", "/srv/venv/bin/gunicorn", cmd),
+        exit_code(T0 + 600 * MS, 301, "gunicorn", 3),
+        exit_code(T0 + 700 * MS, 300, "gunicorn", 3),
+        connect(T0 + S, 101, "nginx", "unix:/run/g.sock", 2),
+    ];
+    let vs = run(&es);
+    let v = only(&vs, "crash-on-boot");
+    assert_eq!(v.target, "unix:/run/g.sock");
+    assert!(has(v, "gunicorn pid 301: exit code 3"), "{v:#?}");
 }
