@@ -47,12 +47,22 @@ enum Cmd {
     },
     /// Overhead benchmarks against no tracing, bpftrace and strace (see bench/README.md).
     Bench {
-        /// Rounds per configuration (interleaved).
-        #[arg(long, default_value_t = 7)]
-        rounds: usize,
-        /// Only workloads whose name contains this.
+        /// Rounds per configuration, interleaved round-robin (default 7; 3 with --quick).
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Seconds of the failure storm per configuration (default 60; 10 with --quick).
+        #[arg(long, value_name = "SECS")]
+        storm_secs: Option<u64>,
+        /// Development run: 3 rounds, 2 s workloads, 10 s storm.
+        #[arg(long)]
+        quick: bool,
+        /// Only workloads whose name contains this (tcp-loop, unix-loop, nginx-tcp, nginx-unix,
+        /// null-syscall, storm).
         filter: Option<String>,
     },
+    /// A benchmark workload process (started by `cargo xtask bench`, so strace can attach to it).
+    #[command(hide = true)]
+    BenchWorker(bench::worker::WorkerArgs),
 }
 
 /// The workspace root.
@@ -123,10 +133,12 @@ fn real_main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { rounds, filter } => {
+        Cmd::Bench { rounds, storm_secs, quick, filter } => {
             setup::setup()?;
             let bin = build_gwtrace()?;
-            bench::bench(&bin, rounds, filter.as_deref())
+            let opts = bench::Opts::new(quick, rounds, storm_secs, filter);
+            bench::bench(&bin, &opts)
         }
+        Cmd::BenchWorker(args) => bench::worker::run(&args),
     }
 }
