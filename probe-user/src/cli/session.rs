@@ -73,14 +73,17 @@ pub struct SessionOpts {
 }
 
 /// Runs the capture. `on_event` sees every line in order (facts lines before the events they
-/// explain); `on_tick(now_mono_ns)` runs every second and once more at the end.
+/// explain); `on_tick(now_mono_ns)` runs every second and once more at the end. The ready line
+/// (`ready_msg`, on stderr) is printed once every program is attached, not before.
 pub fn run(
     opts: &SessionOpts,
+    ready_msg: &str,
     mut on_event: impl FnMut(&Event) -> anyhow::Result<()>,
     mut on_tick: impl FnMut(u64) -> anyhow::Result<()>,
 ) -> anyhow::Result<Stats> {
-    let mut capture = Capture::start(opts.hooks)?;
     let started = std::time::Instant::now();
+    let mut capture = Capture::start(opts.hooks)?;
+    eprintln!("gwtrace: {ready_msg} (attached in {} ms)", started.elapsed().as_millis());
     let mut enricher = Enricher::new(SystemFacts::new(), opts.proxy_names.clone());
     let mut stats = Stats::default();
     let clock = capture.clock();
@@ -220,10 +223,10 @@ pub fn record(a: &RecordArgs) -> anyhow::Result<std::process::ExitCode> {
         proxy_names: super::watch::default_proxy_names(),
         proxy_pids: Vec::new(),
     };
-    eprintln!("gwtrace: recording (Ctrl-C to stop)");
     let mut write_err = None;
     let stats = run(
         &opts,
+        "recording (Ctrl-C to stop)",
         |ev| {
             let mut out = out.borrow_mut();
             serde_json::to_writer(&mut *out, ev)?;

@@ -74,9 +74,9 @@ pub fn watch(a: &WatchArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     let printer = std::cell::RefCell::new(VerdictPrinter::new(a.json));
     let engine_cell = std::cell::RefCell::new(&mut engine);
-    eprintln!("gwtrace: tracing; verdicts appear as causes are established (Ctrl-C to stop)");
     let stats = session::run(
         &opts,
+        "tracing; verdicts appear as causes are established (Ctrl-C to stop)",
         |ev| {
             engine_cell.borrow_mut().feed(ev);
             if let Some(r) = recorder.as_mut() {
