@@ -52,6 +52,14 @@ fn is_exit(pid: u32, e: &Event) -> bool {
     e.pid == pid && matches!(e.body, Body::ProcessExit { .. })
 }
 
+/// Lets late events arrive, then asserts `pid` has exactly one connect failure (no duplicate
+/// from the other hook: syscall exit vs TCP state machine).
+fn assert_reported_once(s: &mut Session, pid: u32) {
+    s.settle(Duration::from_millis(200));
+    let failures = s.involving(pid).into_iter().filter(|e| is_connect_failed(pid, e)).count();
+    assert_eq!(failures, 1, "expected one connect_failed event:\n{}", s.describe(&[pid]));
+}
+
 /// Asserts the provocation itself did what the test needs (the child saw `stdout`).
 fn assert_child_said(out: &Finished, stdout: &str) {
     assert_eq!(
@@ -91,6 +99,7 @@ fn tcp_refused_blocking_connect() {
         ev.body,
         connect_failed(&format!("127.0.0.1:{port}"), 111, "ECONNREFUSED", "tcp_state")
     );
+    assert_reported_once(&mut s, pid);
 }
 
 #[test]
@@ -116,6 +125,37 @@ print(rc if rc not in (0, 115) else s.getsockopt(socket.SOL_SOCKET, socket.SO_ER
         ev.body,
         connect_failed(&format!("127.0.0.1:{port}"), 111, "ECONNREFUSED", "tcp_state")
     );
+    assert_reported_once(&mut s, pid);
+}
+
+#[test]
+fn tcp_refused_nonblocking_connect_called_again() {
+    // Learning the result by calling connect() again (Ruby's connect_nonblock idiom) instead of
+    // reading SO_ERROR: the second call returns the error sock_state already reported.
+    const SCRIPT: &str = r"
+import socket, select, sys
+s = socket.socket()
+s.setblocking(False)
+rc = s.connect_ex(('127.0.0.1', int(sys.argv[1])))
+select.select([], [s], [], 2)
+print(rc if rc not in (0, 115) else s.connect_ex(('127.0.0.1', int(sys.argv[1]))))
+";
+    let Some(mut s) = Session::start("tcp_refused_nonblocking_connect_called_again") else {
+        return;
+    };
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("bind 127.0.0.1:0").to_string();
+    let (pid, out, ev) = s.provoke(
+        "a refused non-blocking TCP connect, its result read by a second connect()",
+        || Proc::run(&mut python(SCRIPT, &[&port])),
+        is_connect_failed,
+    );
+    assert_child_said(&out, "111");
+    assert_eq!(ev.pid, pid);
+    assert_eq!(
+        ev.body,
+        connect_failed(&format!("127.0.0.1:{port}"), 111, "ECONNREFUSED", "tcp_state")
+    );
+    assert_reported_once(&mut s, pid);
 }
 
 #[test]
@@ -136,6 +176,7 @@ fn tcp6_refused() {
     assert_child_said(&out, "111");
     assert_eq!(ev.pid, pid);
     assert_eq!(ev.body, connect_failed(&format!("[::1]:{port}"), 111, "ECONNREFUSED", "tcp_state"));
+    assert_reported_once(&mut s, pid);
 }
 
 #[test]
@@ -152,6 +193,7 @@ fn network_unreachable_in_netns_without_loopback() {
     assert_child_said(&out, "101");
     assert_eq!(ev.pid, pid);
     assert_eq!(ev.body, connect_failed("127.0.0.1:80", 101, "ENETUNREACH", "syscall"));
+    assert_reported_once(&mut s, pid);
 }
 
 #[test]
@@ -190,10 +232,91 @@ else:
     assert_eq!(ev.pid, pid);
     assert_eq!(ev.body, connect_failed("127.0.0.1:5000", 99, "EADDRNOTAVAIL", "syscall"));
     // The state machine also sees SYN_SENT -> CLOSE for it: it must not report it a second time.
-    s.settle(Duration::from_millis(300));
-    let failures: Vec<&Event> =
-        s.involving(pid).into_iter().filter(|e| is_connect_failed(pid, e)).collect();
-    assert_eq!(failures.len(), 1, "expected one connect_failed event:\n{}", s.describe(&[pid]));
+    assert_reported_once(&mut s, pid);
+}
+
+#[test]
+fn host_unreachable_route_is_ehostunreach() {
+    // An `unreachable` route makes connect() fail in routing, before the handshake starts: the
+    // TCP state machine never sees this connect, so only the syscall can report it.
+    let Some(mut s) = Session::start("host_unreachable_route_is_ehostunreach") else { return };
+    let ns = Netns::create();
+    ns.lo_up();
+    support::sh(Command::new("ip").args(["-n", &ns.name, "route", "add", "unreachable", "10.9.0.0/16"]));
+    let (pid, out, ev) = s.provoke(
+        "EHOSTUNREACH from an unreachable route",
+        || Proc::run(ns.enter_on_exec(&mut python(CONNECT, &["inet", "10.9.0.1", "80"]))),
+        is_connect_failed,
+    );
+    assert_child_said(&out, "113");
+    assert_eq!(ev.pid, pid);
+    assert_eq!(ev.body, connect_failed("10.9.0.1:80", 113, "EHOSTUNREACH", "syscall"));
+    assert_reported_once(&mut s, pid);
+}
+
+#[test]
+fn connect_failing_after_syn_sent_is_reported_once() {
+    // A policy rule on the source port: routing succeeds for the first lookup (no port yet) and
+    // fails for the second, once connect() has picked a port and entered SYN_SENT. The socket then
+    // goes SYN_SENT -> CLOSE without a socket error inside connect(): the syscall's ENETUNREACH is
+    // the one report (not a connect the process abandoned).
+    let Some(mut s) = Session::start("connect_failing_after_syn_sent_is_reported_once") else {
+        return;
+    };
+    let ns = Netns::create();
+    ns.lo_up();
+    for args in [
+        &["route", "add", "10.30.0.0/24", "dev", "lo"][..],
+        &["rule", "add", "pref", "100", "sport", "1024-65534", "unreachable"],
+    ] {
+        support::sh(Command::new("ip").args(["-n", &ns.name]).args(args));
+    }
+    let (pid, out, ev) = s.provoke(
+        "ENETUNREACH from the route lookup after the port was chosen",
+        || Proc::run(ns.enter_on_exec(&mut python(CONNECT, &["inet", "10.30.0.1", "80"]))),
+        is_connect_failed,
+    );
+    assert_child_said(&out, "101");
+    assert_eq!(ev.pid, pid);
+    assert_eq!(ev.body, connect_failed("10.30.0.1:80", 101, "ENETUNREACH", "syscall"));
+    assert_reported_once(&mut s, pid);
+}
+
+#[test]
+fn tcp_connect_abandoned_by_its_own_timeout() {
+    // A listener with backlog 0 whose one slot is taken drops further SYNs: the second connect
+    // stays in SYN_SENT until the child's own connect timeout closes the socket (what nginx does
+    // at proxy_connect_timeout).
+    const SCRIPT: &str = r"
+import socket
+l = socket.socket()
+l.bind(('127.0.0.1', 0))
+l.listen(0)
+first = socket.create_connection(l.getsockname())
+s = socket.socket()
+s.settimeout(0.3)
+try:
+    s.connect(l.getsockname())
+    print('connected')
+except socket.timeout:
+    print('timeout', l.getsockname()[1])
+s.close()
+";
+    let Some(mut s) = Session::start("tcp_connect_abandoned_by_its_own_timeout") else { return };
+    let (pid, out, ev) = s.provoke(
+        "a TCP connect abandoned in SYN_SENT",
+        || Proc::run(&mut python(SCRIPT, &[])),
+        is_connect_failed,
+    );
+    let port = out.stdout.trim().strip_prefix("timeout ").unwrap_or_else(|| {
+        panic!("the second connect should time out: {out:?}");
+    });
+    assert_eq!(ev.pid, pid);
+    assert_eq!(
+        ev.body,
+        connect_failed(&format!("127.0.0.1:{port}"), 110, "ETIMEDOUT", "tcp_abandoned")
+    );
+    assert_reported_once(&mut s, pid);
 }
 
 // ---- unix sockets -------------------------------------------------------------------------------
@@ -454,7 +577,7 @@ fn sigkill_from_the_test() {
 fn sigabrt_from_a_parent_shell() {
     let Some(mut s) = Session::start("sigabrt_from_a_parent_shell") else { return };
     let mut shell =
-        Proc::spawn(Command::new("sh").arg("-c").arg("sleep 30 & echo $!; kill -ABRT $!; wait"));
+        Proc::spawn(Command::new("sh").arg("-c").arg("sleep 10 & echo $!; kill -ABRT $!; wait"));
     let shell_pid = shell.pid();
     let sleep_pid: u32 = shell.read_line().parse().expect("the shell prints the sleep's pid");
     let out = shell.finish();

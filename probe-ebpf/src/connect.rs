@@ -3,12 +3,14 @@
 //! ENETUNREACH ...). TCP failures learnt after the handshake started are left to `sock_state`.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_buf},
-    macros::tracepoint,
+    macros::{map, tracepoint},
+    maps::LruHashMap,
     programs::TracePointContext,
 };
 use probe_common::{
     AF_INET, AF_INET6, AF_UNIX, CNT_CONNECT_FAILED, CNT_CONNECT_INPROGRESS, CNT_CONNECT_OK,
-    CNT_LOST_MAP_FULL, CNT_LOST_READ, ConnectArgs, KIND_CONNECT_FAILED, SOURCE_SYSCALL,
+    CNT_LOST_MAP_FULL, CNT_LOST_READ, CONNECTS_MAX, ConnectArgs, KIND_CONNECT_FAILED,
+    SOURCE_SYSCALL,
 };
 
 use crate::common::{GW_CONNECTS, count, count_errno, current_is_self, current_owner, emit, off};
@@ -18,8 +20,18 @@ const EALREADY: u32 = 114;
 const EISCONN: u32 = 106;
 const ECONNREFUSED: u32 = 111;
 const ETIMEDOUT: u32 = 110;
-const EHOSTUNREACH: u32 = 113;
 const UNIX_PATH_MAX: usize = 108;
+
+/// What `sock_state` saw of a thread's in-flight TCP connect(), by thread id: its socket entered
+/// SYN_SENT ([`SEEN_SYN_SENT`]), then maybe closed again inside connect() without a socket error
+/// ([`SEEN_CLOSED_IN_CALL`]). No entry: connect() failed before the handshake started.
+#[map]
+pub static GW_CONNECT_TCP: LruHashMap<u32, u32> = LruHashMap::with_max_entries(CONNECTS_MAX, 0);
+/// The handshake started: a failure from here on is the state machine's to report.
+pub const SEEN_SYN_SENT: u32 = 1;
+/// connect() failed after entering SYN_SENT but before sending anything (no free local port,
+/// no route for the chosen port): only the syscall knows the errno.
+pub const SEEN_CLOSED_IN_CALL: u32 = 2;
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
@@ -39,6 +51,7 @@ fn try_sys_enter_connect(ctx: &TracePointContext) -> Result<(), ()> {
         )
     };
     let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = GW_CONNECT_TCP.remove(&tid);
     let args = ConnectArgs { uaddr, addrlen: addrlen as u32, fd: fd as u32 };
     if GW_CONNECTS.insert(&tid, &args, 0).is_err() {
         count(CNT_LOST_MAP_FULL);
@@ -60,6 +73,9 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), ()> {
     // SAFETY: the value is copied out before the entry is removed.
     let args = unsafe { GW_CONNECTS.get(&tid) }.copied();
     let _ = GW_CONNECTS.remove(&tid);
+    // SAFETY: as above.
+    let tcp_seen = unsafe { GW_CONNECT_TCP.get(&tid) }.copied();
+    let _ = GW_CONNECT_TCP.remove(&tid);
     // SAFETY: offset from tracefs.
     let ret = unsafe { ctx.read_at::<i64>(off!(exit_connect_ret)) }.map_err(|_| ())?;
     if ret == 0 {
@@ -88,8 +104,17 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), ()> {
         return Err(());
     };
     let tcp_like = family == AF_INET || family == AF_INET6;
-    if tcp_like && (errno == ECONNREFUSED || errno == ETIMEDOUT || errno == EHOSTUNREACH) {
-        // The TCP state machine reports these (sock_state), with the same errno: no duplicate.
+    let reported_by_sock_state = match tcp_seen {
+        // The handshake started and failed (RST, timeout, ICMP): sock_state reported it, with the
+        // same errno, or the connect goes on in the background (EINTR).
+        Some(SEEN_SYN_SENT) => true,
+        Some(_) => false,
+        // No handshake in this call. ECONNREFUSED/ETIMEDOUT then come from connect() called again
+        // on a socket whose failure sock_state already reported; anything else (EHOSTUNREACH from
+        // an `unreachable` route, ENETUNREACH, ...) failed in routing, before the handshake.
+        None => errno == ECONNREFUSED || errno == ETIMEDOUT,
+    };
+    if tcp_like && reported_by_sock_state {
         return Ok(());
     }
     let owner = current_owner();

@@ -3,13 +3,22 @@
 //! `SYN_SENT -> ESTABLISHED` forgets it, `SYN_SENT -> CLOSE` reports the failure with the socket's
 //! `sk_err` (set before the state change: ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ...), or, when
 //! there is none, a connect the process itself abandoned (its own connect timeout).
-use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
 use probe_common::{
     AF_INET, CNT_LOST_MAP_FULL, CNT_LOST_TCP_OWNER, CNT_TCP_ABANDONED, CNT_TCP_ESTABLISHED,
     CNT_TCP_FAILED, KIND_CONNECT_FAILED, SOURCE_TCP_ABANDONED, SOURCE_TCP_STATE,
 };
 
-use crate::common::{GW_TCP_OWNER, count, count_errno, current_is_self, current_owner, emit, off};
+use crate::{
+    common::{
+        GW_CONNECTS, GW_TCP_OWNER, count, count_errno, current_is_self, current_owner, emit, off,
+    },
+    connect::{GW_CONNECT_TCP, SEEN_CLOSED_IN_CALL, SEEN_SYN_SENT},
+};
 
 const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = 1;
@@ -50,6 +59,12 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ()> {
         if GW_TCP_OWNER.insert(&skaddr, &current_owner(), 0).is_err() {
             count(CNT_LOST_MAP_FULL);
         }
+        // Always inside connect() (the syscall hook's entry, when attached, is in flight).
+        let tid = bpf_get_current_pid_tgid() as u32;
+        // SAFETY: lookup only.
+        if unsafe { GW_CONNECTS.get(&tid) }.is_some() {
+            let _ = GW_CONNECT_TCP.insert(&tid, &SEEN_SYN_SENT, 0);
+        }
         return Ok(());
     }
     // SAFETY: value copied before removal.
@@ -70,6 +85,23 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ()> {
         bpf_probe_read_kernel::<i32>((skaddr as usize + off!(sock_sk_err)) as *const i32)
     }
     .unwrap_or(0);
+    if sk_err == 0 {
+        // Closed without a socket error by the thread whose connect() is still in flight: that
+        // connect() failed after entering SYN_SENT (no free local port, no route for the chosen
+        // port); the syscall hook reports its errno.
+        let tid = bpf_get_current_pid_tgid() as u32;
+        if let Some(seen) = GW_CONNECT_TCP.get_ptr_mut(&tid)
+            && owner.is_none_or(|o| o.tid == tid)
+        {
+            // SAFETY: the map value lives while we hold the pointer (no deletion in between).
+            unsafe {
+                if *seen == SEEN_SYN_SENT {
+                    *seen = SEEN_CLOSED_IN_CALL;
+                    return Ok(());
+                }
+            }
+        }
+    }
     if sk_err == 0 && sport == 0 {
         // No local port was ever bound: connect() failed before the handshake (EADDRNOTAVAIL),
         // and the syscall hook reports it.
