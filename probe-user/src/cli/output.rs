@@ -42,8 +42,23 @@ impl VerdictPrinter {
         Ok(())
     }
 
-    /// The closing summary table (stderr for JSON runs, so stdout stays machine-readable).
+    /// The closing summary: for JSON, every verdict still standing at the end, once more, with
+    /// `"final": true` (a verdict the engine replaced, e.g. `socket-missing` that turned out to be a
+    /// crash loop, is not among them); then the table (stderr for JSON runs, so stdout stays
+    /// machine-readable).
     pub fn summary(&self) -> anyhow::Result<()> {
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            for v in &self.last {
+                let mut value = serde_json::to_value(v)?;
+                if let Some(obj) = value.as_object_mut() {
+                    obj.insert("final".into(), serde_json::Value::Bool(true));
+                }
+                serde_json::to_writer(&mut out, &value)?;
+                writeln!(out)?;
+            }
+            out.flush()?;
+        }
         let mut text = String::new();
         if self.last.is_empty() {
             text.push_str("gwtrace: no 502 cause established in this run\n");
