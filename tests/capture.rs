@@ -338,6 +338,41 @@ fn unix_missing_socket_is_enoent() {
 }
 
 #[test]
+fn unix_address_ending_at_a_page_boundary() {
+    // A sockaddr_un sized to its path (SUN_LEN), allocated right before an unmapped page: the
+    // capture must read the path within addrlen, not a whole sun_path.
+    const SCRIPT: &str = r"
+import ctypes, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+libc.connect.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
+page = 4096
+base = libc.mmap(None, 2 * page, 3, 0x22, -1, 0)
+libc.munmap(base + page, page)
+addr = (socket.AF_UNIX).to_bytes(2, sys.byteorder) + sys.argv[1].encode() + b'\0'
+at = base + page - len(addr)
+ctypes.memmove(at, addr, len(addr))
+s = socket.socket(socket.AF_UNIX)
+rc = libc.connect(s.fileno(), at, len(addr))
+print(ctypes.get_errno() if rc else 0)
+";
+    let Some(mut s) = Session::start("unix_address_ending_at_a_page_boundary") else { return };
+    let dir = tmpdir();
+    let path = dir.path().join("missing.sock");
+    let path = path_str(&path);
+    let (pid, out, ev) = s.provoke(
+        "ENOENT with the address at the end of a page",
+        || Proc::run(&mut python(SCRIPT, &[path])),
+        is_connect_failed,
+    );
+    assert_child_said(&out, "2");
+    assert_eq!(ev.pid, pid);
+    assert_eq!(ev.body, connect_failed(&format!("unix:{path}"), 2, "ENOENT", "syscall"));
+}
+
+#[test]
 fn unix_stale_socket_is_econnrefused() {
     let Some(mut s) = Session::start("unix_stale_socket_is_econnrefused") else { return };
     let dir = tmpdir();

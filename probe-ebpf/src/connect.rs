@@ -141,10 +141,12 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), ()> {
             }
         } else if family == AF_UNIX {
             let len = (args.addrlen as usize).saturating_sub(2);
-            ev.data_len = if len > UNIX_PATH_MAX { UNIX_PATH_MAX as u16 } else { len as u16 };
-            if unsafe { bpf_probe_read_user_buf(uaddr.add(2), &mut ev.data[..UNIX_PATH_MAX]) }
-                .is_err()
-            {
+            let len = if len > UNIX_PATH_MAX { UNIX_PATH_MAX } else { len };
+            // Only the `addrlen` bytes the caller passed: an address sized to its path (SUN_LEN)
+            // can end right before an unmapped page.
+            if unsafe { bpf_probe_read_user_buf(uaddr.add(2), &mut ev.data[..len]) }.is_ok() {
+                ev.data_len = len as u16;
+            } else {
                 count(CNT_LOST_READ);
             }
         }
