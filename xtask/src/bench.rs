@@ -45,7 +45,12 @@ pub struct Opts {
 impl Opts {
     /// Defaults: 7 rounds, 3 s workloads, 5 s wrk runs, 60 s storm; `quick`: 3 rounds, 2 s runs,
     /// 10 s storm.
-    pub fn new(quick: bool, rounds: Option<usize>, storm_secs: Option<u64>, filter: Option<String>) -> Self {
+    pub fn new(
+        quick: bool,
+        rounds: Option<usize>,
+        storm_secs: Option<u64>,
+        filter: Option<String>,
+    ) -> Self {
         Self {
             rounds: rounds.unwrap_or(if quick { 3 } else { 7 }).max(1),
             run_secs: if quick { 2.0 } else { 3.0 },
@@ -74,7 +79,13 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Self; 5] = [Self::TcpLoop, Self::UnixLoop, Self::NginxTcp, Self::NginxUnix, Self::NullSyscall];
+    pub const ALL: [Self; 5] = [
+        Self::TcpLoop,
+        Self::UnixLoop,
+        Self::NginxTcp,
+        Self::NginxUnix,
+        Self::NullSyscall,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -90,8 +101,12 @@ impl Workload {
         match self {
             Self::TcpLoop => "loopback TCP connect+accept+close loop, one process",
             Self::UnixLoop => "unix-socket connect+accept+close loop, one process",
-            Self::NginxTcp => "wrk -t2 -c32 --latency -> nginx (1 worker) -> upstream 127.0.0.1 (new connection per request)",
-            Self::NginxUnix => "wrk -t2 -c32 --latency -> nginx (1 worker) -> upstream unix socket (new connection per request)",
+            Self::NginxTcp => {
+                "wrk -t2 -c32 --latency -> nginx (1 worker) -> upstream 127.0.0.1 (new connection per request)"
+            }
+            Self::NginxUnix => {
+                "wrk -t2 -c32 --latency -> nginx (1 worker) -> upstream unix socket (new connection per request)"
+            }
             Self::NullSyscall => "getppid() via syscall(2) in a tight loop",
         }
     }
@@ -121,6 +136,8 @@ pub struct Run {
     pub raw: Value,
     pub tracer: Option<TracerRun>,
     pub error: Option<String>,
+    /// The box when the run started: load average, TCP sockets in use and in `TIME_WAIT`.
+    pub context: Value,
 }
 
 /// What the tracer of one run did.
@@ -164,16 +181,31 @@ pub fn bench(bin: &Path, opts: &Opts) -> anyhow::Result<()> {
         bail!("{} is missing", tracer::script().display());
     }
     let selected = |name: &str| opts.filter.as_deref().is_none_or(|f| name.contains(f));
-    let workloads: Vec<Workload> = Workload::ALL.into_iter().filter(|w| selected(w.name())).collect();
+    let workloads: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|w| selected(w.name()))
+        .collect();
     let storm = selected(STORM);
     if workloads.is_empty() && !storm {
-        bail!("no workload matches {:?} (workloads: tcp-loop unix-loop nginx-tcp nginx-unix null-syscall storm)", opts.filter);
+        bail!(
+            "no workload matches {:?} (workloads: tcp-loop unix-loop nginx-tcp nginx-unix null-syscall storm)",
+            opts.filter
+        );
     }
     let env = report::environment(bin, opts);
     let started = Instant::now();
     let exe = std::env::current_exe().context("locating the xtask binary")?;
-    let nginx = if workloads.iter().any(|w| w.worker().is_none()) { Some(Nginx::start()?) } else { None };
-    let mut ctx = Ctx { bin, exe, opts, nginx };
+    let nginx = if workloads.iter().any(|w| w.worker().is_none()) {
+        Some(Nginx::start()?)
+    } else {
+        None
+    };
+    let mut ctx = Ctx {
+        bin,
+        exe,
+        opts,
+        nginx,
+    };
     print_plan(opts, &workloads, storm);
     let mut runs = Vec::new();
     let configs = Config::OVERHEAD;
@@ -196,18 +228,56 @@ pub fn bench(bin: &Path, opts: &Opts) -> anyhow::Result<()> {
     }
     drop(ctx.nginx.take());
     let elapsed = started.elapsed();
-    let rows = report::summarise(&runs, &workloads, storm);
+    write_results(&env, opts, &runs, &workloads, storm, elapsed)?;
+    let failed: Vec<&Run> = runs.iter().filter(|r| r.error.is_some()).collect();
+    if !failed.is_empty() {
+        for r in &failed {
+            eprintln!(
+                "bench: {} / {} round {}: {}",
+                r.workload,
+                r.config.name(),
+                r.round + 1,
+                r.error.as_deref().unwrap_or("")
+            );
+        }
+        bail!("{} of {} runs failed (see above)", failed.len(), runs.len());
+    }
+    Ok(())
+}
+
+/// Prints the table, writes the JSON file and the markdown summary.
+fn write_results(
+    env: &report::Env,
+    opts: &Opts,
+    runs: &[Run],
+    workloads: &[Workload],
+    storm: bool,
+    elapsed: Duration,
+) -> anyhow::Result<()> {
+    let rows = report::summarise(runs, workloads, storm);
     println!();
     print!("{}", report::table(&rows));
     let dir = crate::root().join("bench/results");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let stem = format!("{}-{}{}", env.date, env.host, if opts.complete() { "" } else { "-quick" });
+    let stem = format!(
+        "{}-{}{}",
+        env.date,
+        env.host,
+        if opts.complete() { "" } else { "-quick" }
+    );
     let json_path = dir.join(format!("{stem}.json"));
-    let doc = report::json(&env, opts, &runs, &rows, elapsed);
+    let doc = report::json(env, opts, runs, &rows, elapsed);
     write_atomic(&json_path, &serde_json::to_string_pretty(&doc)?)?;
-    let md_name = if opts.complete() { "latest.md" } else { "latest-quick.md" };
+    let md_name = if opts.complete() {
+        "latest.md"
+    } else {
+        "latest-quick.md"
+    };
     let md_path = dir.join(md_name);
-    write_atomic(&md_path, &report::markdown(&env, opts, &rows, &runs, elapsed, &json_path))?;
+    write_atomic(
+        &md_path,
+        &report::markdown(env, opts, &rows, runs, elapsed, &json_path),
+    )?;
     println!(
         "\nbench: {} runs in {:.1} min; raw figures in {}, summary in {}",
         runs.len(),
@@ -215,13 +285,6 @@ pub fn bench(bin: &Path, opts: &Opts) -> anyhow::Result<()> {
         json_path.display(),
         md_path.display()
     );
-    let failed: Vec<&Run> = runs.iter().filter(|r| r.error.is_some()).collect();
-    if !failed.is_empty() {
-        for r in &failed {
-            eprintln!("bench: {} / {} round {}: {}", r.workload, r.config.name(), r.round + 1, r.error.as_deref().unwrap_or(""));
-        }
-        bail!("{} of {} runs failed (see above)", failed.len(), runs.len());
-    }
     Ok(())
 }
 
@@ -236,30 +299,48 @@ fn which(tool: &str) -> Option<PathBuf> {
 fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 fn print_plan(opts: &Opts, workloads: &[Workload], storm: bool) {
+    // Starting and stopping the tracers of one round of one workload: gwtrace ~1.5 s (x2),
+    // bpftrace ~5 s (it compiles the script), strace and the workload process ~0.5 s.
+    const SETUP_S: f64 = 9.0;
     let configs = f(Config::OVERHEAD.len() as u64);
     let per_round: f64 = workloads
         .iter()
-        .map(|w| if w.worker().is_some() { opts.run_secs + 1.0 } else { f(opts.wrk_secs) + 1.0 })
-        .sum::<f64>()
-        * configs;
-    let storm_s = if storm { (f(opts.storm_secs) + 2.0) * f(Config::STORM.len() as u64) } else { 0.0 };
+        .map(|w| if w.worker().is_some() { opts.run_secs } else { f(opts.wrk_secs) } * configs + SETUP_S)
+        .sum::<f64>();
+    let storm_s = if storm {
+        (f(opts.storm_secs) + 2.0) * f(Config::STORM.len() as u64)
+    } else {
+        0.0
+    };
     let total = per_round * f(opts.rounds as u64) + storm_s;
     println!(
         "bench: {} workloads x {} configurations x {} rounds{}; about {:.0} min",
         workloads.len(),
         Config::OVERHEAD.len(),
         opts.rounds,
-        if storm { format!(", then a {} s failure storm x {}", opts.storm_secs, Config::STORM.len()) } else { String::new() },
+        if storm {
+            format!(
+                ", then a {} s failure storm x {}",
+                opts.storm_secs,
+                Config::STORM.len()
+            )
+        } else {
+            String::new()
+        },
         total / 60.0
     );
 }
 
 /// A count or a number of seconds as a float (benchmark figures are far below 2^52).
-#[expect(clippy::cast_precision_loss, reason = "benchmark figures are far below 2^52")]
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "benchmark figures are far below 2^52"
+)]
 pub const fn f(n: u64) -> f64 {
     n as f64
 }
@@ -274,11 +355,27 @@ fn progress(run: &Run, rounds: usize) {
     let attach = run
         .tracer
         .as_ref()
-        .map(|t| format!(" (attached in {:.0} ms, {:.0} ms CPU)", t.startup.attached_ms, t.window_cpu_ms()))
+        .map(|t| {
+            format!(
+                " (attached in {:.0} ms, {:.0} ms CPU)",
+                t.startup.attached_ms,
+                t.window_cpu_ms()
+            )
+        })
         .unwrap_or_default();
     match &run.error {
-        Some(e) => println!("[{}/{rounds}] {:<12} {:<14} FAILED: {e}", run.round + 1, run.workload, run.config.name()),
-        None => println!("[{}/{rounds}] {:<12} {:<14} {main}{attach}", run.round + 1, run.workload, run.config.name()),
+        Some(e) => println!(
+            "[{}/{rounds}] {:<12} {:<14} FAILED: {e}",
+            run.round + 1,
+            run.workload,
+            run.config.name()
+        ),
+        None => println!(
+            "[{}/{rounds}] {:<12} {:<14} {main}{attach}",
+            run.round + 1,
+            run.workload,
+            run.config.name()
+        ),
     }
 }
 
@@ -310,9 +407,18 @@ fn traced(
     let run = match (startup, ready, finished) {
         (Some(startup), Some(ready), Some(finished)) => {
             if finished.killed {
-                bail!("{} did not stop within {STOP_GRACE:?} of SIGINT", config.name());
+                bail!(
+                    "{} did not stop within {STOP_GRACE:?} of SIGINT",
+                    config.name()
+                );
             }
-            Some(TracerRun { startup, ready, end, window_s, finished })
+            Some(TracerRun {
+                startup,
+                ready,
+                end,
+                window_s,
+                finished,
+            })
         }
         _ => None,
     };
@@ -320,14 +426,40 @@ fn traced(
 }
 
 fn run_overhead(ctx: &mut Ctx, w: Workload, config: Config, round: usize, slot: usize) -> Run {
+    let context = box_context();
     let result = match w.worker() {
         Some(kind) => run_worker(ctx, kind, ctx.opts.run_secs, 1, config),
         None => run_nginx(ctx, w, config),
     };
-    finish_run(w.name(), config, round, slot, result)
+    finish_run(w.name(), config, round, slot, context, result)
 }
 
-fn finish_run(workload: &'static str, config: Config, round: usize, slot: usize, result: anyhow::Result<(Measured, Option<TracerRun>)>) -> Run {
+/// The box right now: load average, TCP sockets (`/proc/net/sockstat`). gwtrace's /proc scans
+/// grow with the number of sockets, `TIME_WAIT` included, and the workloads leave many behind.
+fn box_context() -> Value {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let tcp: BTreeMap<String, u64> = sockstat
+        .lines()
+        .find_map(|l| l.strip_prefix("TCP: "))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.chunks(2)
+                .filter_map(|p| Some((p.first()?.to_string(), p.get(1)?.parse().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({"loadavg": loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(" "), "tcp": tcp})
+}
+
+fn finish_run(
+    workload: &'static str,
+    config: Config,
+    round: usize,
+    slot: usize,
+    context: Value,
+    result: anyhow::Result<(Measured, Option<TracerRun>)>,
+) -> Run {
     match result {
         Ok(((metrics, raw), tracer)) => Run {
             workload,
@@ -338,6 +470,7 @@ fn finish_run(workload: &'static str, config: Config, round: usize, slot: usize,
             raw,
             tracer,
             error: None,
+            context,
         },
         Err(e) => Run {
             workload,
@@ -348,6 +481,7 @@ fn finish_run(workload: &'static str, config: Config, round: usize, slot: usize,
             raw: Value::Null,
             tracer: None,
             error: Some(format!("{e:#}")),
+            context,
         },
     }
 }
@@ -361,9 +495,18 @@ struct WorkerProc {
 
 impl WorkerProc {
     fn spawn(exe: &Path, kind: Kind, secs: f64, threads: usize) -> anyhow::Result<Self> {
-        let name = clap::ValueEnum::to_possible_value(&kind).map(|v| v.get_name().to_owned()).context("worker kind")?;
+        let name = clap::ValueEnum::to_possible_value(&kind)
+            .map(|v| v.get_name().to_owned())
+            .context("worker kind")?;
         let mut child = Command::new(exe)
-            .args(["bench-worker", &name, "--secs", &secs.to_string(), "--threads", &threads.to_string()])
+            .args([
+                "bench-worker",
+                &name,
+                "--secs",
+                &secs.to_string(),
+                "--threads",
+                &threads.to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -380,16 +523,24 @@ impl WorkerProc {
                 }
             }
         });
-        Ok(Self { child, stdin, lines })
+        Ok(Self {
+            child,
+            stdin,
+            lines,
+        })
     }
 
     fn line(&self, timeout: Duration) -> anyhow::Result<String> {
-        self.lines.recv_timeout(timeout).context("the workload process said nothing (did it fail? see above)")
+        self.lines
+            .recv_timeout(timeout)
+            .context("the workload process said nothing (did it fail? see above)")
     }
 
     fn go(&mut self) -> anyhow::Result<()> {
         let stdin = self.stdin.as_mut().context("worker stdin")?;
-        stdin.write_all(b"go\n").context("telling the workload to go")?;
+        stdin
+            .write_all(b"go\n")
+            .context("telling the workload to go")?;
         stdin.flush()?;
         Ok(())
     }
@@ -405,7 +556,13 @@ impl Drop for WorkerProc {
 }
 
 /// A worker workload: the process starts, the tracer attaches (strace: to it), the loop runs.
-fn run_worker(ctx: &Ctx, kind: Kind, secs: f64, threads: usize, config: Config) -> anyhow::Result<(Measured, Option<TracerRun>)> {
+fn run_worker(
+    ctx: &Ctx,
+    kind: Kind,
+    secs: f64,
+    threads: usize,
+    config: Config,
+) -> anyhow::Result<(Measured, Option<TracerRun>)> {
     let mut proc = WorkerProc::spawn(&ctx.exe, kind, secs, threads)?;
     let ready = proc.line(Duration::from_secs(30))?;
     if ready != "ready" {
@@ -416,7 +573,8 @@ fn run_worker(ctx: &Ctx, kind: Kind, secs: f64, threads: usize, config: Config) 
     traced(ctx, config, &[pid], max, || {
         proc.go()?;
         let line = proc.line(Duration::from_secs_f64(secs + 60.0))?;
-        let raw: Value = serde_json::from_str(&line).with_context(|| format!("workload result {line:?}"))?;
+        let raw: Value =
+            serde_json::from_str(&line).with_context(|| format!("workload result {line:?}"))?;
         let status = proc.child.wait().context("waiting for the workload")?;
         if !status.success() {
             bail!("workload process failed ({status})");
@@ -438,27 +596,47 @@ fn run_worker(ctx: &Ctx, kind: Kind, secs: f64, threads: usize, config: Config) 
 /// Upper bound for a tracer's own `--duration`, in case this process dies without stopping it.
 fn secs_bound(secs: f64) -> u64 {
     // Saturating float-to-int conversion; the bound only needs to be generous.
-    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "positive, small, saturating")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "positive, small, saturating"
+    )]
     let s = secs.ceil() as u64;
     s + 300
 }
 
-fn run_nginx(ctx: &Ctx, w: Workload, config: Config) -> anyhow::Result<(Measured, Option<TracerRun>)> {
+fn run_nginx(
+    ctx: &Ctx,
+    w: Workload,
+    config: Config,
+) -> anyhow::Result<(Measured, Option<TracerRun>)> {
     let nginx = ctx.nginx.as_ref().context("nginx is not running")?;
     let workers = nginx.worker_pids();
     if workers.is_empty() {
         bail!("nginx has no worker process");
     }
-    let url = nginx.url(if w == Workload::NginxTcp { "/tcp" } else { "/unix" });
+    let url = nginx.url(if w == Workload::NginxTcp {
+        "/tcp"
+    } else {
+        "/unix"
+    });
     let secs = ctx.opts.wrk_secs;
     #[expect(clippy::cast_precision_loss, reason = "seconds")]
     let max = secs_bound(secs as f64);
     traced(ctx, config, &workers, max, || {
         let r = nginx::wrk(&url, secs)?;
         if r.non_2xx > 0 || r.socket_errors > 0 {
-            bail!("wrk saw {} non-2xx responses and {} socket errors", r.non_2xx, r.socket_errors);
+            bail!(
+                "wrk saw {} non-2xx responses and {} socket errors",
+                r.non_2xx,
+                r.socket_errors
+            );
         }
-        let metrics = vec![("req/s", r.requests_per_sec), ("p50 ms", r.p50_ms), ("p99 ms", r.p99_ms)];
+        let metrics = vec![
+            ("req/s", r.requests_per_sec),
+            ("p50 ms", r.p50_ms),
+            ("p99 ms", r.p99_ms),
+        ];
         Ok((metrics, serde_json::to_value(&r)?))
     })
 }
@@ -466,36 +644,47 @@ fn run_nginx(ctx: &Ctx, w: Workload, config: Config) -> anyhow::Result<(Measured
 fn run_storm(ctx: &Ctx, config: Config, slot: usize) -> Run {
     #[expect(clippy::cast_precision_loss, reason = "seconds")]
     let secs = ctx.opts.storm_secs as f64;
-    let result = run_worker(ctx, Kind::Storm, secs, ctx.opts.storm_threads, config).and_then(|((mut metrics, raw), tracer)| {
-        if let Some(t) = &tracer {
-            let s = t.finished.summary.as_ref().context("no gwtrace summary")?;
-            let attempted = raw["ops"].as_f64().context("ops")?;
-            #[expect(clippy::cast_precision_loss, reason = "event counts")]
-            let delivered = s.events.get("connect_failed").copied().unwrap_or(0) as f64;
-            #[expect(clippy::cast_precision_loss, reason = "event counts")]
-            let lost = s.lost.context("no `lost events` line in gwtrace's summary")? as f64;
-            #[expect(clippy::cast_precision_loss, reason = "event counts")]
-            let kernel = s.kernel.get("connect_failed").copied().unwrap_or(0) as f64;
-            // VmHWM right before the stop (the process is gone after).
-            #[expect(clippy::cast_precision_loss, reason = "KiB")]
-            let hwm = t.end.map_or(t.finished.maxrss_kib, |e| e.hwm_kib) as f64;
-            metrics.extend([
-                ("events delivered", delivered),
-                ("kernel counted failures", kernel),
-                ("delivered %", delivered / attempted * 100.0),
-                ("lost events", lost),
-                ("cpu ms/100k", t.window_cpu_ms() / (delivered.max(1.0) / 100_000.0)),
-                ("peak rss MiB", hwm / 1024.0),
-            ]);
-        }
-        Ok(((metrics, raw), tracer))
-    });
-    finish_run(STORM, config, 0, slot, result)
+    let context = box_context();
+    let result = run_worker(ctx, Kind::Storm, secs, ctx.opts.storm_threads, config).and_then(
+        |((mut metrics, raw), tracer)| {
+            if let Some(t) = &tracer {
+                let s = t.finished.summary.as_ref().context("no gwtrace summary")?;
+                let attempted = raw["ops"].as_f64().context("ops")?;
+                #[expect(clippy::cast_precision_loss, reason = "event counts")]
+                let delivered = s.events.get("connect_failed").copied().unwrap_or(0) as f64;
+                #[expect(clippy::cast_precision_loss, reason = "event counts")]
+                let lost = s
+                    .lost
+                    .context("no `lost events` line in gwtrace's summary")?
+                    as f64;
+                #[expect(clippy::cast_precision_loss, reason = "event counts")]
+                let kernel = s.kernel.get("connect_failed").copied().unwrap_or(0) as f64;
+                // VmHWM right before the stop (the process is gone after).
+                #[expect(clippy::cast_precision_loss, reason = "KiB")]
+                let hwm = t.end.map_or(t.finished.maxrss_kib, |e| e.hwm_kib) as f64;
+                metrics.extend([
+                    ("events delivered", delivered),
+                    ("kernel counted failures", kernel),
+                    ("delivered %", delivered / attempted * 100.0),
+                    ("lost events", lost),
+                    (
+                        "cpu ms/100k",
+                        t.window_cpu_ms() / (delivered.max(1.0) / 100_000.0),
+                    ),
+                    ("peak rss MiB", hwm / 1024.0),
+                ]);
+            }
+            Ok(((metrics, raw), tracer))
+        },
+    );
+    finish_run(STORM, config, 0, slot, context, result)
 }
 
 /// Today's date (UTC) as YYYY-MM-DD and the time as an RFC 3339 timestamp.
 pub fn utc_now() -> (String, String) {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     // Civil from days (Howard Hinnant's algorithm).
@@ -509,7 +698,12 @@ pub fn utc_now() -> (String, String) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     let date = format!("{y:04}-{m:02}-{d:02}");
-    let ts = format!("{date}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60);
+    let ts = format!(
+        "{date}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
     (date, ts)
 }
 
@@ -520,6 +714,7 @@ fn run_json(r: &Run) -> Value {
             "ready_line_ms": t.startup.ready_line_ms,
             "attached_ms": t.startup.attached_ms,
             "attach_fds": t.startup.attach_fds,
+            "reported_attach_ms": t.startup.reported_ms,
             "cpu_ms_at_ready": t.ready.cpu_ms,
             "cpu_ms_total": t.finished.cpu_ms,
             "cpu_ms_window": t.window_cpu_ms(),
@@ -543,5 +738,6 @@ fn run_json(r: &Run) -> Value {
         "raw": r.raw,
         "tracer": tracer,
         "error": r.error,
+        "context": r.context,
     })
 }

@@ -14,7 +14,10 @@ use super::tracer::signal;
 
 /// A TCP port nothing listens on right now (bound and released).
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("picking a free port")?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("picking a free port")?
+        .port())
 }
 
 /// The bench's own nginx.
@@ -32,7 +35,8 @@ impl Nginx {
     pub fn start() -> anyhow::Result<Self> {
         let dir = PathBuf::from(format!("/tmp/gwbench-nginx-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("tmp")).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir.join("tmp"))
+            .with_context(|| format!("creating {}", dir.display()))?;
         let port = free_port()?;
         let upstream_port = free_port()?;
         let upstream_sock = dir.join("upstream.sock");
@@ -50,7 +54,8 @@ impl Nginx {
             sock = upstream_sock.display(),
         );
         let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
+        std::fs::write(&conf_path, conf)
+            .with_context(|| format!("writing {}", conf_path.display()))?;
         let child = Command::new("nginx")
             .arg("-c")
             .arg(&conf_path)
@@ -61,7 +66,13 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .context("starting nginx (cargo xtask setup installs it)")?;
-        let n = Self { child, dir, port, upstream_port, upstream_sock };
+        let n = Self {
+            child,
+            dir,
+            port,
+            upstream_port,
+            upstream_sock,
+        };
         let t0 = Instant::now();
         loop {
             let up = TcpStream::connect(("127.0.0.1", n.port)).is_ok()
@@ -83,13 +94,17 @@ impl Nginx {
     /// The master's children (the workers).
     pub fn worker_pids(&self) -> Vec<u32> {
         let master = self.child.id();
-        let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
         dir.filter_map(Result::ok)
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
             .filter(|pid| {
                 std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
                     s.rsplit_once(')')
-                        .and_then(|(_, r)| r.split_whitespace().nth(1).map(|p| p == master.to_string()))
+                        .and_then(|(_, r)| {
+                            r.split_whitespace().nth(1).map(|p| p == master.to_string())
+                        })
                         .unwrap_or(false)
                 })
             })
@@ -107,7 +122,8 @@ impl Drop for Nginx {
         if matches!(self.child.try_wait(), Ok(None)) {
             signal(pid, libc::SIGTERM);
             let t0 = Instant::now();
-            while matches!(self.child.try_wait(), Ok(None)) && t0.elapsed() < Duration::from_secs(5) {
+            while matches!(self.child.try_wait(), Ok(None)) && t0.elapsed() < Duration::from_secs(5)
+            {
                 std::thread::sleep(Duration::from_millis(20));
             }
             if matches!(self.child.try_wait(), Ok(None)) {
@@ -143,7 +159,12 @@ pub fn wrk(url: &str, secs: u64) -> anyhow::Result<Wrk> {
         .context("running wrk (cargo xtask setup installs it)")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("wrk failed ({}): {}{}", out.status, text.trim(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "wrk failed ({}): {}{}",
+            out.status,
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     parse_wrk(&text).with_context(|| format!("parsing wrk's output:\n{text}"))
 }
@@ -182,9 +203,14 @@ fn parse_wrk(text: &str) -> anyhow::Result<Wrk> {
                 }
             }
             [n, "requests", "in", ..] => w.requests = n.parse().context("requests")?,
-            ["Non-2xx", "or", "3xx", "responses:", n] => w.non_2xx = n.parse().context("non-2xx")?,
+            ["Non-2xx", "or", "3xx", "responses:", n] => {
+                w.non_2xx = n.parse().context("non-2xx")?;
+            }
             ["Socket", "errors:", rest @ ..] => {
-                w.socket_errors = rest.iter().filter_map(|t| t.trim_end_matches(',').parse::<u64>().ok()).sum();
+                w.socket_errors = rest
+                    .iter()
+                    .filter_map(|t| t.trim_end_matches(',').parse::<u64>().ok())
+                    .sum();
             }
             _ => {}
         }

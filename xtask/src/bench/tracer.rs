@@ -32,7 +32,13 @@ pub enum Config {
 
 impl Config {
     /// The configurations of the overhead workloads, in their base order.
-    pub const OVERHEAD: [Self; 5] = [Self::Baseline, Self::Gwtrace, Self::GwtraceSock, Self::Bpftrace, Self::Strace];
+    pub const OVERHEAD: [Self; 5] = [
+        Self::Baseline,
+        Self::Gwtrace,
+        Self::GwtraceSock,
+        Self::Bpftrace,
+        Self::Strace,
+    ];
     /// The configurations of the failure storm.
     pub const STORM: [Self; 3] = [Self::Baseline, Self::Gwtrace, Self::GwtraceRecord];
 
@@ -60,7 +66,10 @@ impl Config {
     }
 
     pub const fn is_gwtrace(self) -> bool {
-        matches!(self, Self::Gwtrace | Self::GwtraceSock | Self::GwtraceRecord)
+        matches!(
+            self,
+            Self::Gwtrace | Self::GwtraceSock | Self::GwtraceRecord
+        )
     }
 }
 
@@ -87,7 +96,8 @@ fn reader(stream: impl Read + Send + 'static, into: Arc<Mutex<Lines>>) -> JoinHa
                     let Ok(mut l) = into.lock() else { break };
                     l.total += 1;
                     if l.kept.len() < KEEP_LINES {
-                        l.kept.push((now, String::from_utf8_lossy(&buf).trim_end().to_owned()));
+                        l.kept
+                            .push((now, String::from_utf8_lossy(&buf).trim_end().to_owned()));
                     }
                 }
             }
@@ -105,6 +115,8 @@ pub struct Startup {
     pub attached_ms: f64,
     /// BPF links + perf events it holds once attached.
     pub attach_fds: usize,
+    /// What the tracer says itself (gwtrace's ready line: `(attached in N ms)`).
+    pub reported_ms: Option<f64>,
 }
 
 /// CPU and memory of a process, from /proc.
@@ -120,18 +132,34 @@ pub struct ProcSample {
 
 /// Reads utime+stime and VmHWM/VmRSS of `pid`.
 pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc/PID/stat")?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc/PID/stat")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).context("malformed /proc/PID/stat");
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .context("malformed /proc/PID/stat")
+    };
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = if hz > 0 { u32::try_from(hz).unwrap_or(100) } else { 100 };
+    let hz = if hz > 0 {
+        u32::try_from(hz).unwrap_or(100)
+    } else {
+        100
+    };
     let cpu_ticks = ticks(11)? + ticks(12)?;
-    #[expect(clippy::cast_precision_loss, reason = "clock ticks of a benchmark run fit easily")]
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "clock ticks of a benchmark run fit easily"
+    )]
     let cpu_ms = cpu_ticks as f64 * 1000.0 / f64::from(hz);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
     let kib = |key: &str| {
         status
             .lines()
@@ -140,13 +168,19 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    Ok(ProcSample { cpu_ms, hwm_kib: kib("VmHWM:"), rss_kib: kib("VmRSS:") })
+    Ok(ProcSample {
+        cpu_ms,
+        hwm_kib: kib("VmHWM:"),
+        rss_kib: kib("VmRSS:"),
+    })
 }
 
 /// BPF links and perf events `pid` holds: one per attached tracepoint (plus bpftrace's per-CPU
 /// output buffers).
 fn attach_fds(pid: u32) -> usize {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
     dir.filter_map(Result::ok)
         .filter_map(|e| std::fs::read_link(e.path()).ok())
         .filter(|t| {
@@ -174,7 +208,9 @@ impl GwSummary {
     pub fn parse<'a>(lines: impl IntoIterator<Item = &'a str>) -> Self {
         let mut s = Self::default();
         for line in lines {
-            let Some(l) = line.strip_prefix("gwtrace: ") else { continue };
+            let Some(l) = line.strip_prefix("gwtrace: ") else {
+                continue;
+            };
             if let Some(rest) = l.strip_prefix("lost events: ") {
                 s.lost = rest.split_whitespace().next().and_then(|n| n.parse().ok());
             } else if let Some(rest) = l.strip_prefix("kernel: ") {
@@ -186,7 +222,8 @@ impl GwSummary {
                         if let [name, value] = pair
                             && let Ok(v) = value.parse()
                         {
-                            s.kernel.insert(format!("{prefix}_{}", name.replace('-', "_")), v);
+                            s.kernel
+                                .insert(format!("{prefix}_{}", name.replace('-', "_")), v);
                         }
                     }
                 }
@@ -242,19 +279,37 @@ const SETTLE: Duration = Duration::from_millis(150);
 impl Tracer {
     /// Starts `config` (None for the baseline). `targets` are the workload pids (strace attaches
     /// to them); `max_secs` bounds gwtrace's own run in case this process dies without stopping it.
-    pub fn start(config: Config, bin: &Path, targets: &[u32], max_secs: u64) -> anyhow::Result<Option<Self>> {
+    pub fn start(
+        config: Config,
+        bin: &Path,
+        targets: &[u32],
+        max_secs: u64,
+    ) -> anyhow::Result<Option<Self>> {
         let max = format!("{max_secs}");
         let mut cmd = match config {
             Config::Baseline => return Ok(None),
             Config::Gwtrace | Config::GwtraceSock => {
                 let mut c = Command::new(bin);
-                let hooks = if config == Config::Gwtrace { "full" } else { "sock" };
-                c.args(["--json", "--hooks", hooks, "--duration", &max]).stdout(Stdio::null());
+                let hooks = if config == Config::Gwtrace {
+                    "full"
+                } else {
+                    "sock"
+                };
+                c.args(["--json", "--hooks", hooks, "--duration", &max])
+                    .stdout(Stdio::null());
                 c
             }
             Config::GwtraceRecord => {
                 let mut c = Command::new(bin);
-                c.args(["record", "--output", "/dev/null", "--force", "--duration", &max]).stdout(Stdio::null());
+                c.args([
+                    "record",
+                    "--output",
+                    "/dev/null",
+                    "--force",
+                    "--duration",
+                    &max,
+                ])
+                .stdout(Stdio::null());
                 c
             }
             Config::Bpftrace => {
@@ -290,22 +345,44 @@ impl Tracer {
             readers.push(reader(s, Arc::clone(&stderr)));
         }
         let pid = child.id();
-        Ok(Some(Self { config, child, pid, spawned, targets: targets.len(), stdout, stderr, readers, reaped: false }))
+        Ok(Some(Self {
+            config,
+            child,
+            pid,
+            spawned,
+            targets: targets.len(),
+            stdout,
+            stderr,
+            readers,
+            reaped: false,
+        }))
     }
 
-    fn first_line(&self, pick: impl Fn(&str) -> bool) -> Option<Instant> {
-        let find = |l: &Arc<Mutex<Lines>>| l.lock().ok()?.kept.iter().find(|(_, s)| pick(s)).map(|(t, _)| *t);
+    fn first_line(&self, pick: impl Fn(&str) -> bool) -> Option<(Instant, String)> {
+        let find =
+            |l: &Arc<Mutex<Lines>>| l.lock().ok()?.kept.iter().find(|(_, s)| pick(s)).cloned();
         find(&self.stderr).or_else(|| find(&self.stdout))
     }
 
     fn count_lines(&self, pick: impl Fn(&str) -> bool) -> usize {
-        self.stderr.lock().map_or(0, |l| l.kept.iter().filter(|(_, s)| pick(s)).count())
+        self.stderr
+            .lock()
+            .map_or(0, |l| l.kept.iter().filter(|(_, s)| pick(s)).count())
     }
 
     fn stderr_tail(&self) -> String {
         self.stderr.lock().map_or_else(
             |_| String::new(),
-            |l| l.kept.iter().rev().take(8).rev().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join(" | "),
+            |l| {
+                l.kept
+                    .iter()
+                    .rev()
+                    .take(8)
+                    .rev()
+                    .map(|(_, s)| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            },
         )
     }
 
@@ -323,13 +400,24 @@ impl Tracer {
                 self.reaped = true;
                 // Let the readers catch the last words.
                 std::thread::sleep(Duration::from_millis(50));
-                bail!("{} exited before it was ready ({st}): {}", self.config.name(), self.stderr_tail());
+                bail!(
+                    "{} exited before it was ready ({st}): {}",
+                    self.config.name(),
+                    self.stderr_tail()
+                );
             }
             if self.config == Config::Strace {
                 if self.count_lines(|l| l.contains(" attached")) >= self.targets {
-                    let at = self.first_line(|l| l.contains(" attached")).unwrap_or_else(Instant::now);
+                    let at = self
+                        .first_line(|l| l.contains(" attached"))
+                        .map_or_else(Instant::now, |(t, _)| t);
                     let ms = self.ms_since_spawn(at);
-                    return Ok(Startup { ready_line_ms: ms, attached_ms: ms, attach_fds: 0 });
+                    return Ok(Startup {
+                        ready_line_ms: ms,
+                        attached_ms: ms,
+                        attach_fds: 0,
+                        reported_ms: None,
+                    });
                 }
             } else {
                 let line = self.first_line(|l| match self.config {
@@ -341,14 +429,15 @@ impl Tracer {
                     fds = n;
                     changed = Some(Instant::now());
                 }
-                if let (Some(line), Some(at)) = (line, changed)
+                if let (Some((line_at, line)), Some(at)) = (line, changed)
                     && fds > 0
                     && at.elapsed() >= SETTLE
                 {
                     return Ok(Startup {
-                        ready_line_ms: self.ms_since_spawn(line),
+                        ready_line_ms: self.ms_since_spawn(line_at),
                         attached_ms: self.ms_since_spawn(at),
                         attach_fds: fds,
+                        reported_ms: reported_attach_ms(&line),
                     });
                 }
             }
@@ -403,10 +492,16 @@ impl Tracer {
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
-        let stderr: Vec<String> =
-            self.stderr.lock().map(|l| l.kept.iter().map(|(_, s)| s.clone()).collect()).unwrap_or_default();
+        let stderr: Vec<String> = self
+            .stderr
+            .lock()
+            .map(|l| l.kept.iter().map(|(_, s)| s.clone()).collect())
+            .unwrap_or_default();
         let stdout_lines = self.stdout.lock().map_or(0, |l| l.total);
-        let summary = self.config.is_gwtrace().then(|| GwSummary::parse(stderr.iter().map(String::as_str)));
+        let summary = self
+            .config
+            .is_gwtrace()
+            .then(|| GwSummary::parse(stderr.iter().map(String::as_str)));
         let status = if libc::WIFEXITED(status) {
             format!("exit {}", libc::WEXITSTATUS(status))
         } else if libc::WIFSIGNALED(status) {
@@ -451,6 +546,16 @@ pub fn signal(pid: u32, sig: i32) {
     }
 }
 
+/// `... (attached in 717 ms)` -> 717.
+fn reported_attach_ms(line: &str) -> Option<f64> {
+    let rest = &line[line.find("attached in ")? + "attached in ".len()..];
+    rest.split_whitespace()
+        .next()?
+        .trim_end_matches("ms")
+        .parse()
+        .ok()
+}
+
 /// bench/incident.bt.
 pub fn script() -> PathBuf {
     crate::root().join("bench/incident.bt")
@@ -459,6 +564,16 @@ pub fn script() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::GwSummary;
+
+    #[test]
+    fn reads_the_self_reported_attach_time() {
+        let l = "gwtrace: tracing; verdicts appear as causes are established (Ctrl-C to stop) (attached in 717 ms)";
+        assert_eq!(super::reported_attach_ms(l), Some(717.0));
+        assert_eq!(
+            super::reported_attach_ms("gwtrace: recording (Ctrl-C to stop)"),
+            None
+        );
+    }
 
     #[test]
     fn parses_the_summary() {

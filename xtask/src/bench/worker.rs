@@ -56,7 +56,10 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     writeln!(stdout, "ready")?;
     stdout.flush()?;
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("waiting for the go line")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("waiting for the go line")?;
     if line.trim() != "go" {
         bail!("expected `go` on stdin, got {line:?}");
     }
@@ -68,7 +71,11 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         Kind::Storm => storm(&setup, secs, args.threads.max(1))?,
     };
     let elapsed = t0.elapsed().as_secs_f64();
-    writeln!(stdout, "{}", serde_json::json!({"ops": count.ops, "secs": elapsed, "errors": count.errors}))?;
+    writeln!(
+        stdout,
+        "{}",
+        serde_json::json!({"ops": count.ops, "secs": elapsed, "errors": count.errors})
+    )?;
     stdout.flush()?;
     Ok(())
 }
@@ -85,15 +92,23 @@ struct Setup {
 impl Setup {
     fn new(kind: Kind) -> anyhow::Result<Self> {
         let dir = PathBuf::from(format!("/tmp/gwbench-worker-{}", std::process::id()));
-        let mut s = Self { tcp: None, unix: None, missing: dir.join("missing/upstream.sock"), dir };
+        let mut s = Self {
+            tcp: None,
+            unix: None,
+            missing: dir.join("missing/upstream.sock"),
+            dir,
+        };
         match kind {
             Kind::TcpLoop => {
-                s.tcp = Some(TcpListener::bind("127.0.0.1:0").context("binding a loopback listener")?);
+                s.tcp =
+                    Some(TcpListener::bind("127.0.0.1:0").context("binding a loopback listener")?);
             }
             Kind::UnixLoop => {
-                std::fs::create_dir_all(&s.dir).with_context(|| format!("creating {}", s.dir.display()))?;
+                std::fs::create_dir_all(&s.dir)
+                    .with_context(|| format!("creating {}", s.dir.display()))?;
                 let path = s.dir.join("loop.sock");
-                let l = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+                let l = UnixListener::bind(&path)
+                    .with_context(|| format!("binding {}", path.display()))?;
                 s.unix = Some((l, path));
             }
             Kind::NullSyscall | Kind::Storm => {}
@@ -109,7 +124,11 @@ impl Drop for Setup {
 }
 
 /// Runs `step` until `secs` passed, checking the clock every `batch` steps.
-fn timed(secs: Duration, batch: u32, mut step: impl FnMut(&mut Count) -> anyhow::Result<()>) -> anyhow::Result<Count> {
+fn timed(
+    secs: Duration,
+    batch: u32,
+    mut step: impl FnMut(&mut Count) -> anyhow::Result<()>,
+) -> anyhow::Result<Count> {
     let t0 = Instant::now();
     let mut c = Count::default();
     while t0.elapsed() < secs {
@@ -184,7 +203,11 @@ fn storm(s: &Setup, secs: Duration, threads: usize) -> anyhow::Result<Count> {
                 scope.spawn(move || -> anyhow::Result<Count> {
                     // SAFETY: plain socket(2) call.
                     let fd = unsafe {
-                        libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+                        libc::socket(
+                            libc::AF_UNIX,
+                            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                            0,
+                        )
                     };
                     if fd < 0 {
                         return Err(std::io::Error::last_os_error()).context("socket(AF_UNIX)");
@@ -193,7 +216,9 @@ fn storm(s: &Setup, secs: Duration, threads: usize) -> anyhow::Result<Count> {
                         // SAFETY: `sa` is a valid sockaddr_un of `len` bytes; `fd` is our socket.
                         let r = unsafe { libc::connect(fd, (&raw const sa).cast(), len) };
                         c.ops += 1;
-                        if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) {
+                        if r == 0
+                            || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
+                        {
                             c.errors += 1;
                         }
                         Ok(())
@@ -204,7 +229,13 @@ fn storm(s: &Setup, secs: Duration, threads: usize) -> anyhow::Result<Count> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("storm thread panicked"))?).collect::<Vec<_>>()
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("storm thread panicked"))?
+            })
+            .collect::<Vec<_>>()
     });
     let mut total = Count::default();
     for r in results {
