@@ -56,8 +56,17 @@ fn is_exit(pid: u32, e: &Event) -> bool {
 /// from the other hook: syscall exit vs TCP state machine).
 fn assert_reported_once(s: &mut Session, pid: u32) {
     s.settle(Duration::from_millis(200));
-    let failures = s.involving(pid).into_iter().filter(|e| is_connect_failed(pid, e)).count();
-    assert_eq!(failures, 1, "expected one connect_failed event:\n{}", s.describe(&[pid]));
+    let failures = s
+        .involving(pid)
+        .into_iter()
+        .filter(|e| is_connect_failed(pid, e))
+        .count();
+    assert_eq!(
+        failures,
+        1,
+        "expected one connect_failed event:\n{}",
+        s.describe(&[pid])
+    );
 }
 
 /// Asserts the provocation itself did what the test needs (the child saw `stdout`).
@@ -86,8 +95,12 @@ fn path_str(p: &std::path::Path) -> &str {
 
 #[test]
 fn tcp_refused_blocking_connect() {
-    let Some(mut s) = Session::start("tcp_refused_blocking_connect") else { return };
-    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("bind 127.0.0.1:0").to_string();
+    let Some(mut s) = Session::start("tcp_refused_blocking_connect") else {
+        return;
+    };
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .expect("bind 127.0.0.1:0")
+        .to_string();
     let (pid, out, ev) = s.provoke(
         "a refused blocking TCP connect",
         || Proc::run(&mut python(CONNECT, &["inet", "127.0.0.1", &port])),
@@ -97,7 +110,12 @@ fn tcp_refused_blocking_connect() {
     assert_eq!(ev.pid, pid);
     assert_eq!(
         ev.body,
-        connect_failed(&format!("127.0.0.1:{port}"), 111, "ECONNREFUSED", "tcp_state")
+        connect_failed(
+            &format!("127.0.0.1:{port}"),
+            111,
+            "ECONNREFUSED",
+            "tcp_state"
+        )
     );
     assert_reported_once(&mut s, pid);
 }
@@ -112,8 +130,12 @@ rc = s.connect_ex(('127.0.0.1', int(sys.argv[1])))
 select.select([], [s], [], 2)
 print(rc if rc not in (0, 115) else s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
 ";
-    let Some(mut s) = Session::start("tcp_refused_nonblocking_connect") else { return };
-    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("bind 127.0.0.1:0").to_string();
+    let Some(mut s) = Session::start("tcp_refused_nonblocking_connect") else {
+        return;
+    };
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .expect("bind 127.0.0.1:0")
+        .to_string();
     let (pid, out, ev) = s.provoke(
         "a refused non-blocking TCP connect",
         || Proc::run(&mut python(SCRIPT, &[&port])),
@@ -123,7 +145,12 @@ print(rc if rc not in (0, 115) else s.getsockopt(socket.SOL_SOCKET, socket.SO_ER
     assert_eq!(ev.pid, pid);
     assert_eq!(
         ev.body,
-        connect_failed(&format!("127.0.0.1:{port}"), 111, "ECONNREFUSED", "tcp_state")
+        connect_failed(
+            &format!("127.0.0.1:{port}"),
+            111,
+            "ECONNREFUSED",
+            "tcp_state"
+        )
     );
     assert_reported_once(&mut s, pid);
 }
@@ -143,7 +170,9 @@ print(rc if rc not in (0, 115) else s.connect_ex(('127.0.0.1', int(sys.argv[1]))
     let Some(mut s) = Session::start("tcp_refused_nonblocking_connect_called_again") else {
         return;
     };
-    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("bind 127.0.0.1:0").to_string();
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .expect("bind 127.0.0.1:0")
+        .to_string();
     let (pid, out, ev) = s.provoke(
         "a refused non-blocking TCP connect, its result read by a second connect()",
         || Proc::run(&mut python(SCRIPT, &[&port])),
@@ -153,14 +182,21 @@ print(rc if rc not in (0, 115) else s.connect_ex(('127.0.0.1', int(sys.argv[1]))
     assert_eq!(ev.pid, pid);
     assert_eq!(
         ev.body,
-        connect_failed(&format!("127.0.0.1:{port}"), 111, "ECONNREFUSED", "tcp_state")
+        connect_failed(
+            &format!("127.0.0.1:{port}"),
+            111,
+            "ECONNREFUSED",
+            "tcp_state"
+        )
     );
     assert_reported_once(&mut s, pid);
 }
 
 #[test]
 fn tcp6_refused() {
-    let Some(mut s) = Session::start("tcp6_refused") else { return };
+    let Some(mut s) = Session::start("tcp6_refused") else {
+        return;
+    };
     let port = match free_port(IpAddr::V6(Ipv6Addr::LOCALHOST)) {
         Ok(p) => p.to_string(),
         Err(e) => {
@@ -175,7 +211,10 @@ fn tcp6_refused() {
     );
     assert_child_said(&out, "111");
     assert_eq!(ev.pid, pid);
-    assert_eq!(ev.body, connect_failed(&format!("[::1]:{port}"), 111, "ECONNREFUSED", "tcp_state"));
+    assert_eq!(
+        ev.body,
+        connect_failed(&format!("[::1]:{port}"), 111, "ECONNREFUSED", "tcp_state")
+    );
     assert_reported_once(&mut s, pid);
 }
 
@@ -192,7 +231,10 @@ fn network_unreachable_in_netns_without_loopback() {
     );
     assert_child_said(&out, "101");
     assert_eq!(ev.pid, pid);
-    assert_eq!(ev.body, connect_failed("127.0.0.1:80", 101, "ENETUNREACH", "syscall"));
+    assert_eq!(
+        ev.body,
+        connect_failed("127.0.0.1:80", 101, "ENETUNREACH", "syscall")
+    );
     assert_reported_once(&mut s, pid);
 }
 
@@ -230,7 +272,10 @@ else:
     );
     assert_child_said(&out, "2 99");
     assert_eq!(ev.pid, pid);
-    assert_eq!(ev.body, connect_failed("127.0.0.1:5000", 99, "EADDRNOTAVAIL", "syscall"));
+    assert_eq!(
+        ev.body,
+        connect_failed("127.0.0.1:5000", 99, "EADDRNOTAVAIL", "syscall")
+    );
     // The state machine also sees SYN_SENT -> CLOSE for it: it must not report it a second time.
     assert_reported_once(&mut s, pid);
 }
@@ -239,10 +284,19 @@ else:
 fn host_unreachable_route_is_ehostunreach() {
     // An `unreachable` route makes connect() fail in routing, before the handshake starts: the
     // TCP state machine never sees this connect, so only the syscall can report it.
-    let Some(mut s) = Session::start("host_unreachable_route_is_ehostunreach") else { return };
+    let Some(mut s) = Session::start("host_unreachable_route_is_ehostunreach") else {
+        return;
+    };
     let ns = Netns::create();
     ns.lo_up();
-    support::sh(Command::new("ip").args(["-n", &ns.name, "route", "add", "unreachable", "10.9.0.0/16"]));
+    support::sh(Command::new("ip").args([
+        "-n",
+        &ns.name,
+        "route",
+        "add",
+        "unreachable",
+        "10.9.0.0/16",
+    ]));
     let (pid, out, ev) = s.provoke(
         "EHOSTUNREACH from an unreachable route",
         || Proc::run(ns.enter_on_exec(&mut python(CONNECT, &["inet", "10.9.0.1", "80"]))),
@@ -250,7 +304,10 @@ fn host_unreachable_route_is_ehostunreach() {
     );
     assert_child_said(&out, "113");
     assert_eq!(ev.pid, pid);
-    assert_eq!(ev.body, connect_failed("10.9.0.1:80", 113, "EHOSTUNREACH", "syscall"));
+    assert_eq!(
+        ev.body,
+        connect_failed("10.9.0.1:80", 113, "EHOSTUNREACH", "syscall")
+    );
     assert_reported_once(&mut s, pid);
 }
 
@@ -267,7 +324,15 @@ fn connect_failing_after_syn_sent_is_reported_once() {
     ns.lo_up();
     for args in [
         &["route", "add", "10.30.0.0/24", "dev", "lo"][..],
-        &["rule", "add", "pref", "100", "sport", "1024-65534", "unreachable"],
+        &[
+            "rule",
+            "add",
+            "pref",
+            "100",
+            "sport",
+            "1024-65534",
+            "unreachable",
+        ],
     ] {
         support::sh(Command::new("ip").args(["-n", &ns.name]).args(args));
     }
@@ -278,7 +343,10 @@ fn connect_failing_after_syn_sent_is_reported_once() {
     );
     assert_child_said(&out, "101");
     assert_eq!(ev.pid, pid);
-    assert_eq!(ev.body, connect_failed("10.30.0.1:80", 101, "ENETUNREACH", "syscall"));
+    assert_eq!(
+        ev.body,
+        connect_failed("10.30.0.1:80", 101, "ENETUNREACH", "syscall")
+    );
     assert_reported_once(&mut s, pid);
 }
 
@@ -302,19 +370,30 @@ except socket.timeout:
     print('timeout', l.getsockname()[1])
 s.close()
 ";
-    let Some(mut s) = Session::start("tcp_connect_abandoned_by_its_own_timeout") else { return };
+    let Some(mut s) = Session::start("tcp_connect_abandoned_by_its_own_timeout") else {
+        return;
+    };
     let (pid, out, ev) = s.provoke(
         "a TCP connect abandoned in SYN_SENT",
         || Proc::run(&mut python(SCRIPT, &[])),
         is_connect_failed,
     );
-    let port = out.stdout.trim().strip_prefix("timeout ").unwrap_or_else(|| {
-        panic!("the second connect should time out: {out:?}");
-    });
+    let port = out
+        .stdout
+        .trim()
+        .strip_prefix("timeout ")
+        .unwrap_or_else(|| {
+            panic!("the second connect should time out: {out:?}");
+        });
     assert_eq!(ev.pid, pid);
     assert_eq!(
         ev.body,
-        connect_failed(&format!("127.0.0.1:{port}"), 110, "ETIMEDOUT", "tcp_abandoned")
+        connect_failed(
+            &format!("127.0.0.1:{port}"),
+            110,
+            "ETIMEDOUT",
+            "tcp_abandoned"
+        )
     );
     assert_reported_once(&mut s, pid);
 }
@@ -323,7 +402,9 @@ s.close()
 
 #[test]
 fn unix_missing_socket_is_enoent() {
-    let Some(mut s) = Session::start("unix_missing_socket_is_enoent") else { return };
+    let Some(mut s) = Session::start("unix_missing_socket_is_enoent") else {
+        return;
+    };
     let dir = tmpdir();
     let path = dir.path().join("missing.sock");
     let path = path_str(&path);
@@ -334,7 +415,10 @@ fn unix_missing_socket_is_enoent() {
     );
     assert_child_said(&out, "2");
     assert_eq!(ev.pid, pid);
-    assert_eq!(ev.body, connect_failed(&format!("unix:{path}"), 2, "ENOENT", "syscall"));
+    assert_eq!(
+        ev.body,
+        connect_failed(&format!("unix:{path}"), 2, "ENOENT", "syscall")
+    );
 }
 
 #[test]
@@ -358,7 +442,9 @@ s = socket.socket(socket.AF_UNIX)
 rc = libc.connect(s.fileno(), at, len(addr))
 print(ctypes.get_errno() if rc else 0)
 ";
-    let Some(mut s) = Session::start("unix_address_ending_at_a_page_boundary") else { return };
+    let Some(mut s) = Session::start("unix_address_ending_at_a_page_boundary") else {
+        return;
+    };
     let dir = tmpdir();
     let path = dir.path().join("missing.sock");
     let path = path_str(&path);
@@ -369,12 +455,17 @@ print(ctypes.get_errno() if rc else 0)
     );
     assert_child_said(&out, "2");
     assert_eq!(ev.pid, pid);
-    assert_eq!(ev.body, connect_failed(&format!("unix:{path}"), 2, "ENOENT", "syscall"));
+    assert_eq!(
+        ev.body,
+        connect_failed(&format!("unix:{path}"), 2, "ENOENT", "syscall")
+    );
 }
 
 #[test]
 fn unix_stale_socket_is_econnrefused() {
-    let Some(mut s) = Session::start("unix_stale_socket_is_econnrefused") else { return };
+    let Some(mut s) = Session::start("unix_stale_socket_is_econnrefused") else {
+        return;
+    };
     let dir = tmpdir();
     let path = dir.path().join("stale.sock");
     // Bound then closed without unlink: the file stays, nobody listens.
@@ -388,7 +479,10 @@ fn unix_stale_socket_is_econnrefused() {
     );
     assert_child_said(&out, "111");
     assert_eq!(ev.pid, pid);
-    assert_eq!(ev.body, connect_failed(&format!("unix:{path}"), 111, "ECONNREFUSED", "syscall"));
+    assert_eq!(
+        ev.body,
+        connect_failed(&format!("unix:{path}"), 111, "ECONNREFUSED", "syscall")
+    );
 }
 
 #[test]
@@ -399,7 +493,9 @@ os.setgroups([])
 os.setgid(65534)
 os.setuid(65534)
 ";
-    let Some(mut s) = Session::start("unix_permission_denied_is_eacces") else { return };
+    let Some(mut s) = Session::start("unix_permission_denied_is_eacces") else {
+        return;
+    };
     let dir = tmpdir();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod 755 the temp dir");
@@ -417,7 +513,10 @@ os.setuid(65534)
     assert_child_said(&out, "13");
     assert_eq!(ev.pid, pid);
     assert_eq!(ev.uid, 65534);
-    assert_eq!(ev.body, connect_failed(&format!("unix:{path}"), 13, "EACCES", "syscall"));
+    assert_eq!(
+        ev.body,
+        connect_failed(&format!("unix:{path}"), 13, "EACCES", "syscall")
+    );
 }
 
 #[test]
@@ -440,7 +539,9 @@ for i in range(64):
 else:
     print('no failure')
 ";
-    let Some(mut s) = Session::start("unix_full_backlog_is_eagain") else { return };
+    let Some(mut s) = Session::start("unix_full_backlog_is_eagain") else {
+        return;
+    };
     let dir = tmpdir();
     let path = dir.path().join("busy.sock");
     let path = path_str(&path);
@@ -451,7 +552,10 @@ else:
     );
     assert_child_said(&out, "11");
     assert_eq!(ev.pid, pid);
-    assert_eq!(ev.body, connect_failed(&format!("unix:{path}"), 11, "EAGAIN", "syscall"));
+    assert_eq!(
+        ev.body,
+        connect_failed(&format!("unix:{path}"), 11, "EAGAIN", "syscall")
+    );
 }
 
 #[test]
@@ -468,7 +572,10 @@ fn unix_abstract_nobody_listening_is_econnrefused() {
     );
     assert_child_said(&out, "111");
     assert_eq!(ev.pid, pid);
-    assert_eq!(ev.body, connect_failed(&format!("unix:@{name}"), 111, "ECONNREFUSED", "syscall"));
+    assert_eq!(
+        ev.body,
+        connect_failed(&format!("unix:@{name}"), 111, "ECONNREFUSED", "syscall")
+    );
 }
 
 // ---- accept -------------------------------------------------------------------------------------
@@ -495,7 +602,9 @@ try:
 except OSError as e:
     print(e.errno)
 ";
-    let Some(mut s) = Session::start("accept_out_of_fds_is_emfile") else { return };
+    let Some(mut s) = Session::start("accept_out_of_fds_is_emfile") else {
+        return;
+    };
     let (pid, out, ev) = s.provoke(
         "EMFILE from accept",
         || Proc::run(&mut python(SCRIPT, &[])),
@@ -503,7 +612,13 @@ except OSError as e:
     );
     assert_child_said(&out, "24");
     assert_eq!(ev.pid, pid);
-    assert_eq!(ev.body, Body::AcceptFailed { errno: 24, errno_name: "EMFILE".into() });
+    assert_eq!(
+        ev.body,
+        Body::AcceptFailed {
+            errno: 24,
+            errno_name: "EMFILE".into()
+        }
+    );
 }
 
 // ---- healthy traffic ----------------------------------------------------------------------------
@@ -532,7 +647,9 @@ for i in range(200):
     c.close()
 print('ok')
 ";
-    let Some(mut s) = Session::start("healthy_traffic_is_counted_not_reported") else { return };
+    let Some(mut s) = Session::start("healthy_traffic_is_counted_not_reported") else {
+        return;
+    };
     let dir = tmpdir();
     let path = dir.path().join("healthy.sock");
     let before = s.counters();
@@ -548,11 +665,24 @@ print('ok')
     let reported: Vec<&Event> = s
         .involving(pid)
         .into_iter()
-        .filter(|e| matches!(e.body, Body::ConnectFailed { .. } | Body::AcceptFailed { .. }))
+        .filter(|e| {
+            matches!(
+                e.body,
+                Body::ConnectFailed { .. } | Body::AcceptFailed { .. }
+            )
+        })
         .collect();
-    assert!(reported.is_empty(), "healthy traffic reported:\n{}", s.describe(&[pid]));
+    assert!(
+        reported.is_empty(),
+        "healthy traffic reported:\n{}",
+        s.describe(&[pid])
+    );
     // Blocking loopback TCP connects and unix connects both return 0 from connect().
-    assert!(grew(CNT_CONNECT_OK) >= 400, "connect successes grew by {}", grew(CNT_CONNECT_OK));
+    assert!(
+        grew(CNT_CONNECT_OK) >= 400,
+        "connect successes grew by {}",
+        grew(CNT_CONNECT_OK)
+    );
     assert!(
         grew(CNT_TCP_ESTABLISHED) >= 200,
         "TCP establishments grew by {}",
@@ -564,7 +694,9 @@ print('ok')
 
 #[test]
 fn exit_codes_are_reported() {
-    let Some(mut s) = Session::start("exit_codes_are_reported") else { return };
+    let Some(mut s) = Session::start("exit_codes_are_reported") else {
+        return;
+    };
     for code in [3, 4] {
         let (pid, out, ev) = s.provoke(
             &format!("sh exiting {code}"),
@@ -587,68 +719,136 @@ fn exit_codes_are_reported() {
 
 #[test]
 fn sigkill_from_the_test() {
-    let Some(mut s) = Session::start("sigkill_from_the_test") else { return };
+    let Some(mut s) = Session::start("sigkill_from_the_test") else {
+        return;
+    };
     let mut sleeper = Proc::spawn(Command::new("sleep").arg("30"));
     let pid = sleeper.pid();
     sleeper.signal(libc::SIGKILL);
     let out = sleeper.finish();
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(9));
-    let sig = s.expect("the SIGKILL", &[pid], |e| {
-        matches!(e.body, Body::Signal { signal: 9, target_pid, .. } if target_pid == pid)
-    });
-    let Body::Signal { sender_pid, code, signal_name, .. } = &sig.body else { unreachable!() };
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(9)
+    );
+    let sig = s.expect(
+        "the SIGKILL",
+        &[pid],
+        |e| matches!(e.body, Body::Signal { signal: 9, target_pid, .. } if target_pid == pid),
+    );
+    let Body::Signal {
+        sender_pid,
+        code,
+        signal_name,
+        ..
+    } = &sig.body
+    else {
+        unreachable!()
+    };
     assert_eq!(*sender_pid, std::process::id(), "the test sent it");
     assert_eq!(sig.pid, std::process::id());
     assert_eq!(*code, 0, "SI_USER");
     assert_eq!(signal_name, "SIGKILL");
     let exit = s.expect("the killed process's exit", &[pid], |e| is_exit(pid, e));
     assert!(
-        matches!(exit.body, Body::ProcessExit { exit_code: None, signal: Some(9), .. }),
+        matches!(
+            exit.body,
+            Body::ProcessExit {
+                exit_code: None,
+                signal: Some(9),
+                ..
+            }
+        ),
         "{exit:?}"
     );
 }
 
 #[test]
 fn sigabrt_from_a_parent_shell() {
-    let Some(mut s) = Session::start("sigabrt_from_a_parent_shell") else { return };
-    let mut shell =
-        Proc::spawn(Command::new("sh").arg("-c").arg("sleep 10 & echo $!; kill -ABRT $!; wait"));
+    let Some(mut s) = Session::start("sigabrt_from_a_parent_shell") else {
+        return;
+    };
+    let mut shell = Proc::spawn(
+        Command::new("sh")
+            .arg("-c")
+            .arg("sleep 10 & echo $!; kill -ABRT $!; wait"),
+    );
     let shell_pid = shell.pid();
-    let sleep_pid: u32 = shell.read_line().parse().expect("the shell prints the sleep's pid");
+    let sleep_pid: u32 = shell
+        .read_line()
+        .parse()
+        .expect("the shell prints the sleep's pid");
     let out = shell.finish();
     assert!(out.status.success(), "{out:?}");
-    let sig = s.expect("the SIGABRT", &[shell_pid, sleep_pid], |e| {
-        matches!(e.body, Body::Signal { signal: 6, target_pid, .. } if target_pid == sleep_pid)
-    });
-    let Body::Signal { sender_pid, code, .. } = sig.body else { unreachable!() };
+    let sig = s.expect(
+        "the SIGABRT",
+        &[shell_pid, sleep_pid],
+        |e| matches!(e.body, Body::Signal { signal: 6, target_pid, .. } if target_pid == sleep_pid),
+    );
+    let Body::Signal {
+        sender_pid, code, ..
+    } = sig.body
+    else {
+        unreachable!()
+    };
     assert_eq!(sender_pid, shell_pid, "sent by the shell");
     assert_eq!(sig.pid, shell_pid);
     assert_eq!(code, 0, "SI_USER");
     let exit = s.expect("the sleep's exit", &[sleep_pid], |e| is_exit(sleep_pid, e));
     assert!(
-        matches!(exit.body, Body::ProcessExit { exit_code: None, signal: Some(6), .. }),
+        matches!(
+            exit.body,
+            Body::ProcessExit {
+                exit_code: None,
+                signal: Some(6),
+                ..
+            }
+        ),
         "{exit:?}"
     );
 }
 
 #[test]
 fn sigsegv_from_a_fault() {
-    let Some(mut s) = Session::start("sigsegv_from_a_fault") else { return };
+    let Some(mut s) = Session::start("sigsegv_from_a_fault") else {
+        return;
+    };
     let (pid, out, sig) = s.provoke(
         "the SIGSEGV",
         || Proc::run(&mut python("import ctypes; ctypes.string_at(0)", &[])),
         |pid, e| matches!(e.body, Body::Signal { signal: 11, target_pid, .. } if target_pid == pid),
     );
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(11), "{out:?}");
-    let Body::Signal { sender_pid, code, ref signal_name, .. } = sig.body else { unreachable!() };
-    assert_eq!(sender_pid, pid, "a fault is sent by the faulting task itself");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(11),
+        "{out:?}"
+    );
+    let Body::Signal {
+        sender_pid,
+        code,
+        ref signal_name,
+        ..
+    } = sig.body
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        sender_pid, pid,
+        "a fault is sent by the faulting task itself"
+    );
     assert_eq!(sig.pid, pid);
     assert!(code > 0, "a fault code (SEGV_MAPERR...), got {code}");
     assert_eq!(signal_name, "SIGSEGV");
     let exit = s.expect("the faulting process's exit", &[pid], |e| is_exit(pid, e));
     // core_dumped depends on core_pattern and RLIMIT_CORE: not asserted.
     assert!(
-        matches!(exit.body, Body::ProcessExit { exit_code: None, signal: Some(11), .. }),
+        matches!(
+            exit.body,
+            Body::ProcessExit {
+                exit_code: None,
+                signal: Some(11),
+                ..
+            }
+        ),
         "{exit:?}"
     );
 }
@@ -664,8 +864,13 @@ for i in range(0, len(b), 4096):
     b[i] = 1
 print('survived')
 ";
-    let Some(mut s) = Session::start("oom_kill_in_a_memory_cgroup") else { return };
-    if !std::path::Path::new(MemCgroup::ROOT).join("memory.limit_in_bytes").exists() {
+    let Some(mut s) = Session::start("oom_kill_in_a_memory_cgroup") else {
+        return;
+    };
+    if !std::path::Path::new(MemCgroup::ROOT)
+        .join("memory.limit_in_bytes")
+        .exists()
+    {
         eprintln!("SKIPPED oom_kill_in_a_memory_cgroup: no cgroup v1 memory controller here");
         return;
     }
@@ -673,17 +878,41 @@ print('survived')
     let cg = MemCgroup::create(64 << 20);
     let mut child = Proc::spawn(&mut python(SCRIPT, &[path_str(&cg.path)]));
     let pid = child.pid();
-    let oom = s.expect_within(Duration::from_secs(20), "the OOM kill", &[pid], |e| {
-        matches!(e.body, Body::OomKill { victim_pid, .. } if victim_pid == pid)
-    });
+    let oom = s.expect_within(
+        Duration::from_secs(20),
+        "the OOM kill",
+        &[pid],
+        |e| matches!(e.body, Body::OomKill { victim_pid, .. } if victim_pid == pid),
+    );
     let out = child.finish();
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(9), "{out:?}");
-    let Body::OomKill { ref victim_comm, anon_rss_kb, .. } = oom.body else { unreachable!() };
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(9),
+        "{out:?}"
+    );
+    let Body::OomKill {
+        ref victim_comm,
+        anon_rss_kb,
+        ..
+    } = oom.body
+    else {
+        unreachable!()
+    };
     assert_eq!(victim_comm, "python3");
-    assert!(anon_rss_kb > 32 << 10, "the victim held most of the 64M limit: {oom:?}");
+    assert!(
+        anon_rss_kb > 32 << 10,
+        "the victim held most of the 64M limit: {oom:?}"
+    );
     let exit = s.expect("the OOM victim's exit", &[pid], |e| is_exit(pid, e));
     assert!(
-        matches!(exit.body, Body::ProcessExit { exit_code: None, signal: Some(9), .. }),
+        matches!(
+            exit.body,
+            Body::ProcessExit {
+                exit_code: None,
+                signal: Some(9),
+                ..
+            }
+        ),
         "{exit:?}"
     );
 }

@@ -46,13 +46,19 @@ fn try_sys_enter_connect(ctx: &TracePointContext) -> Result<(), ()> {
     let (fd, uaddr, addrlen) = unsafe {
         (
             ctx.read_at::<u64>(off!(enter_connect_fd)).map_err(|_| ())?,
-            ctx.read_at::<u64>(off!(enter_connect_addr)).map_err(|_| ())?,
-            ctx.read_at::<u64>(off!(enter_connect_addrlen)).map_err(|_| ())?,
+            ctx.read_at::<u64>(off!(enter_connect_addr))
+                .map_err(|_| ())?,
+            ctx.read_at::<u64>(off!(enter_connect_addrlen))
+                .map_err(|_| ())?,
         )
     };
     let tid = bpf_get_current_pid_tgid() as u32;
     let _ = GW_CONNECT_TCP.remove(&tid);
-    let args = ConnectArgs { uaddr, addrlen: addrlen as u32, fd: fd as u32 };
+    let args = ConnectArgs {
+        uaddr,
+        addrlen: addrlen as u32,
+        fd: fd as u32,
+    };
     if GW_CONNECTS.insert(&tid, &args, 0).is_err() {
         count(CNT_LOST_MAP_FULL);
         return Err(());
@@ -141,7 +147,7 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), ()> {
             }
         } else if family == AF_UNIX {
             let len = (args.addrlen as usize).saturating_sub(2);
-            let len = if len > UNIX_PATH_MAX { UNIX_PATH_MAX } else { len };
+            let len = len.min(UNIX_PATH_MAX);
             // Only the `addrlen` bytes the caller passed: an address sized to its path (SUN_LEN)
             // can end right before an unmapped page.
             if unsafe { bpf_probe_read_user_buf(uaddr.add(2), &mut ev.data[..len]) }.is_ok() {

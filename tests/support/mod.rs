@@ -30,7 +30,11 @@ pub const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
 /// A name part unique within this test process: `<test pid>-<counter>`.
 pub fn unique(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A running capture and every event drained from it so far.
@@ -51,8 +55,12 @@ impl Session {
             );
             return None;
         }
-        let cap = Capture::start(Hooks::Full).unwrap_or_else(|e| panic!("starting the capture: {e}"));
-        Some(Self { cap, seen: Vec::new() })
+        let cap =
+            Capture::start(Hooks::Full).unwrap_or_else(|e| panic!("starting the capture: {e}"));
+        Some(Self {
+            cap,
+            seen: Vec::new(),
+        })
     }
 
     /// Moves every waiting event into `seen`.
@@ -63,14 +71,15 @@ impl Session {
 
     /// Runs a provocation that returns the pid whose event is expected (and anything else the
     /// test needs), then waits for an event matching `pred(pid, event)` ([`Session::expect`]).
-    pub fn provoke<T>(
+    /// On timeout the panic shows what the provocation returned (a child's output) too.
+    pub fn provoke<T: std::fmt::Debug>(
         &mut self,
         what: &str,
         provocation: impl FnOnce() -> (u32, T),
         pred: impl Fn(u32, &Event) -> bool,
     ) -> (u32, T, Event) {
         let (pid, out) = provocation();
-        let ev = self.expect(what, &[pid], |e| pred(pid, e));
+        let ev = self.wait(TIMEOUT, what, &[pid], &format!("{out:?}"), |e| pred(pid, e));
         (pid, out, ev)
     }
 
@@ -88,6 +97,17 @@ impl Session {
         pids: &[u32],
         pred: impl Fn(&Event) -> bool,
     ) -> Event {
+        self.wait(timeout, what, pids, "", pred)
+    }
+
+    fn wait(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        pids: &[u32],
+        provoked: &str,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Event {
         let deadline = Instant::now() + timeout;
         loop {
             self.drain();
@@ -97,7 +117,7 @@ impl Session {
             assert!(
                 Instant::now() < deadline,
                 "no event for {what} within {timeout:?}; events seen involving pids {pids:?}:\n{}\n\
-                 kernel counters: {:?}",
+                 kernel counters: {:?}\nprovocation: {provoked}",
                 self.describe(pids),
                 self.cap.counters().counters,
             );
@@ -124,7 +144,11 @@ impl Session {
     /// One JSON line per event involving any of `pids`.
     pub fn describe(&self, pids: &[u32]) -> String {
         let mut out = String::new();
-        for e in self.seen.iter().filter(|e| pids.iter().any(|&p| involves(e, p))) {
+        for e in self
+            .seen
+            .iter()
+            .filter(|e| pids.iter().any(|&p| involves(e, p)))
+        {
             let _ = writeln!(out, "  {}", serde_json::to_string(e).unwrap_or_default());
         }
         if out.is_empty() {
@@ -176,7 +200,12 @@ impl Proc {
             .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         let stdout = child.stdout.take().map(BufReader::new);
         let stderr = child.stderr.take();
-        Self { child, stdout, stderr, reaped: false }
+        Self {
+            child,
+            stdout,
+            stderr,
+            reaped: false,
+        }
     }
 
     /// Spawns `cmd` and waits for it to end ([`Proc::finish`]); returns its pid too.
@@ -194,7 +223,8 @@ impl Proc {
     pub fn read_line(&mut self) -> String {
         let mut line = String::new();
         if let Some(r) = self.stdout.as_mut() {
-            r.read_line(&mut line).unwrap_or_else(|e| panic!("reading the child's stdout: {e}"));
+            r.read_line(&mut line)
+                .unwrap_or_else(|e| panic!("reading the child's stdout: {e}"));
         }
         line.trim_end().to_owned()
     }
@@ -205,7 +235,12 @@ impl Proc {
         let pid = i32::try_from(self.pid()).expect("pid fits i32");
         // SAFETY: plain syscall on our own, unreaped child.
         let rc = unsafe { libc::kill(pid, sig) };
-        assert_eq!(rc, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {sig}): {}",
+            std::io::Error::last_os_error()
+        );
     }
 
     /// Waits for the child to end (killing it after [`CHILD_TIMEOUT`]) and collects its output.
@@ -218,7 +253,10 @@ impl Proc {
                     self.signal(libc::SIGKILL);
                     let _ = self.child.wait();
                     self.reaped = true;
-                    panic!("child {} still running after {CHILD_TIMEOUT:?}: killed", self.pid());
+                    panic!(
+                        "child {} still running after {CHILD_TIMEOUT:?}: killed",
+                        self.pid()
+                    );
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
                 Err(e) => panic!("waiting for child {}: {e}", self.pid()),
@@ -233,7 +271,11 @@ impl Proc {
         if let Some(mut r) = self.stderr.take() {
             let _ = r.read_to_string(&mut stderr);
         }
-        Finished { status, stdout, stderr }
+        Finished {
+            status,
+            stdout,
+            stderr,
+        }
     }
 }
 
@@ -262,7 +304,9 @@ pub fn free_port(ip: IpAddr) -> std::io::Result<u16> {
 
 /// Runs a command to completion, panicking with its output unless it succeeds.
 pub fn sh(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?}: {}\n{}",
@@ -284,8 +328,7 @@ impl Netns {
         sh(Command::new("ip").args(["netns", "add", &name]));
         let mut ns = Self { name, handle: None };
         let path = format!("/run/netns/{}", ns.name);
-        ns.handle =
-            Some(File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}")));
+        ns.handle = Some(File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}")));
         ns
     }
 
@@ -296,7 +339,11 @@ impl Netns {
 
     /// Makes `cmd` run inside the namespace (`setns` between fork and exec: same pid).
     pub fn enter_on_exec<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
-        let fd = self.handle.as_ref().map(File::as_raw_fd).expect("namespace handle");
+        let fd = self
+            .handle
+            .as_ref()
+            .map(File::as_raw_fd)
+            .expect("namespace handle");
         // SAFETY: the closure runs in the forked child before exec and only makes the
         // async-signal-safe setns syscall on an fd that stays open while `self` lives (the spawn
         // happens while the caller borrows `self`).
@@ -315,7 +362,9 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         self.handle = None;
-        let _ = Command::new("ip").args(["netns", "delete", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .output();
     }
 }
 
@@ -356,6 +405,10 @@ impl Drop for MemCgroup {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        eprintln!("could not remove {} (still has: {:?})", self.path.display(), self.procs());
+        eprintln!(
+            "could not remove {} (still has: {:?})",
+            self.path.display(),
+            self.procs()
+        );
     }
 }
