@@ -17,12 +17,12 @@ fn main() -> anyhow::Result<()> {
     // One pin, in probe-ebpf/rust-toolchain.toml: read it rather than repeat it here.
     let toolchain_file = root.join("rust-toolchain.toml");
     println!("cargo:rerun-if-changed={toolchain_file}");
-    let text = std::fs::read_to_string(&toolchain_file).context("read probe-ebpf/rust-toolchain.toml")?;
+    let text =
+        std::fs::read_to_string(&toolchain_file).context("read probe-ebpf/rust-toolchain.toml")?;
     let channel = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("channel"))
-        .filter_map(|rest| rest.split('"').nth(1))
-        .next()
+        .find_map(|rest| rest.split('"').nth(1))
         .ok_or_else(|| anyhow!("no channel in {toolchain_file}"))?
         .to_owned();
     let package = aya_build::Package {

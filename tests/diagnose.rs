@@ -19,13 +19,25 @@ fn is_root() -> bool {
 }
 
 fn scenario(name: &str) {
-    assert!(is_root(), "the diagnosis tests drive real nginx and eBPF: run them as root");
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    assert!(
+        is_root(),
+        "the diagnosis tests drive real nginx and eBPF: run them as root"
+    );
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let all = lab::scenarios();
-    let sc = all.iter().find(|s| s.name == name).expect("scenario exists");
+    let sc = all
+        .iter()
+        .find(|s| s.name == name)
+        .expect("scenario exists");
     let r = lab::run_one(&gwtrace(), sc).expect("scenario runs");
     let table = lab::table(std::slice::from_ref(&r));
-    assert!(r.ok, "{name}: {}\n{table}\nverdicts: {:#?}", r.why, r.verdicts);
+    assert!(
+        r.ok,
+        "{name}: {}\n{table}\nverdicts: {:#?}",
+        r.why, r.verdicts
+    );
     eprintln!("{table}");
 }
 
@@ -58,7 +70,9 @@ scenarios! {
 #[test]
 fn record_shows_nginx_failed_connects_like_error_log() {
     assert!(is_root(), "run as root");
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut stack = lab::Stack::new("record").expect("stack");
     stack.upstream = format!("127.0.0.1:{}", lab::free_port());
     stack.start_nginx().expect("nginx");
@@ -69,24 +83,39 @@ fn record_shows_nginx_failed_connects_like_error_log() {
         .spawn()
         .expect("gwtrace record");
     std::thread::sleep(Duration::from_millis(1500));
-    let statuses: Vec<_> = (0..3).map(|_| stack.get("/", Duration::from_secs(5)).status).collect();
+    let statuses: Vec<_> = (0..3)
+        .map(|_| stack.get("/", Duration::from_secs(5)).status)
+        .collect();
     assert!(rec.wait().expect("wait").success());
-    assert!(statuses.iter().all(|s| *s == Some(502)), "nginx answered {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == Some(502)),
+        "nginx answered {statuses:?}"
+    );
     let log = stack.nginx_errors();
-    let wanted = format!("(111: Connection refused) while connecting to upstream");
-    assert!(log.iter().any(|l| l.contains(&wanted) && l.contains(&stack.upstream)), "error.log: {log:?}");
+    let wanted = "(111: Connection refused) while connecting to upstream";
+    assert!(
+        log.iter()
+            .any(|l| l.contains(wanted) && l.contains(&stack.upstream)),
+        "error.log: {log:?}"
+    );
     let text = std::fs::read_to_string(&out).expect("record file");
     let nginx_failures: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e["kind"] == "connect_failed" && e["comm"] == "nginx")
         .collect();
-    assert!(nginx_failures.len() >= 3, "expected nginx's 3 failed connects, got {nginx_failures:?}");
+    assert!(
+        nginx_failures.len() >= 3,
+        "expected nginx's 3 failed connects, got {nginx_failures:?}"
+    );
     for e in &nginx_failures {
         assert_eq!(e["target"], stack.upstream.as_str());
         assert_eq!(e["errno"], 111);
         assert_eq!(e["errno_name"], "ECONNREFUSED");
     }
     let meta = std::fs::metadata(&out).expect("meta");
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
 }

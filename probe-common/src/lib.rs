@@ -197,7 +197,7 @@ pub struct RawEvent {
     pub data_len: u16,
     /// `SOURCE_*`.
     pub source: u8,
-    pub _pad0: u8,
+    pub pad0: u8,
     /// Target IPv4 (first 4 bytes) or IPv6 address.
     pub addr: [u8; 16],
     /// Raw `task_struct.exit_code`: `status << 8 | core_dumped << 7 | signal`.
@@ -206,7 +206,7 @@ pub struct RawEvent {
     pub sig: i32,
     /// Signal target or OOM victim.
     pub target_pid: u32,
-    pub _pad1: u32,
+    pub pad1: u32,
     /// Kind-specific extras. Signal: `code`, `group`, `result`. OOM: `total_vm`, `anon_rss`,
     /// `file_rss`, `shmem_rss` (kB). Connect: the socket fd in `aux[0]`.
     pub aux: [u64; 4],

@@ -1,9 +1,7 @@
 //! `accept()`/`accept4()` results: successes counted, failures other than "no connection yet"
 //! (EMFILE, ENFILE, ENOBUFS, ...) reported.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use probe_common::{
-    CNT_ACCEPT_FAILED, CNT_ACCEPT_OK, ERRNO_SLOTS, KIND_ACCEPT_FAILED,
-};
+use probe_common::{CNT_ACCEPT_FAILED, CNT_ACCEPT_OK, ERRNO_SLOTS, KIND_ACCEPT_FAILED};
 
 use crate::common::{count, count_errno, current_is_self, current_owner, emit, off};
 
@@ -43,6 +41,8 @@ fn try_accept_exit(ctx: &TracePointContext, ret_off: usize) -> Result<(), ()> {
     if current_is_self() {
         return Ok(());
     }
-    emit(KIND_ACCEPT_FAILED, &current_owner(), |ev| ev.errno = errno as i32);
+    emit(KIND_ACCEPT_FAILED, &current_owner(), |ev| {
+        ev.errno = errno as i32
+    });
     Ok(())
 }

@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
-    CNT_LOST_RINGBUF, CONNECTS_MAX, EXECS_MAX, ConnectArgs, ERRNO_SLOTS, ExecFail, NUM_COUNTERS, Offsets, Owner,
-    RING_BYTES, RawEvent, TCP_OWNER_MAX,
+    CNT_LOST_RINGBUF, CONNECTS_MAX, ConnectArgs, ERRNO_SLOTS, EXECS_MAX, ExecFail, NUM_COUNTERS,
+    Offsets, Owner, RING_BYTES, RawEvent, TCP_OWNER_MAX,
 };
 
 // Map names are the statics' names; they equal the `MAP_*` consts of probe-common.
@@ -65,7 +65,11 @@ pub fn count(idx: u32) {
 /// Adds one to the per-errno counter of a family (`base` = 0 for connects, `ERRNO_SLOTS` for accepts).
 #[inline(always)]
 pub fn count_errno(base: u32, errno: u32) {
-    let slot = if errno < ERRNO_SLOTS { errno } else { ERRNO_SLOTS - 1 };
+    let slot = if errno < ERRNO_SLOTS {
+        errno
+    } else {
+        ERRNO_SLOTS - 1
+    };
     if let Some(p) = GW_ERRNO.get_ptr_mut(base + slot) {
         // SAFETY: as in `count`.
         unsafe { *p += 1 };

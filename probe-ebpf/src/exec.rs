@@ -65,7 +65,9 @@ mod failed {
 
     fn save(ctx: &TracePointContext, filename_off: usize) -> u32 {
         // SAFETY: offset from tracefs; fallible read.
-        let Ok(ptr) = (unsafe { ctx.read_at::<u64>(filename_off) }) else { return 1 };
+        let Ok(ptr) = (unsafe { ctx.read_at::<u64>(filename_off) }) else {
+            return 1;
+        };
         let tid = bpf_get_current_pid_tgid() as u32;
         if GW_EXECS.insert(&tid, &ptr, 0).is_err() {
             count(CNT_LOST_MAP_FULL);
@@ -80,14 +82,20 @@ mod failed {
         let ptr = unsafe { GW_EXECS.get(&tid) }.copied();
         let _ = GW_EXECS.remove(&tid);
         // SAFETY: offset from tracefs.
-        let Ok(ret) = (unsafe { ctx.read_at::<i64>(ret_off) }) else { return 1 };
+        let Ok(ret) = (unsafe { ctx.read_at::<i64>(ret_off) }) else {
+            return 1;
+        };
         if ret >= 0 {
             let _ = GW_EXEC_FAIL.remove(&tid);
             return 0;
         }
         count(CNT_EXEC_FAILED);
         let Some(ptr) = ptr else { return 1 };
-        let mut fail = ExecFail { errno: (-ret) as i32, len: 0, path: [0; DATA_LEN] };
+        let mut fail = ExecFail {
+            errno: (-ret) as i32,
+            len: 0,
+            path: [0; DATA_LEN],
+        };
         // SAFETY: user pointer the caller passed to execve; the old image is still mapped
         // because the exec failed; fallible helper into a fixed buffer.
         if let Ok(s) = unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut fail.path) } {

@@ -6,8 +6,17 @@ use probe_common::{CNT_SIGNALS, KIND_SIGNAL};
 use crate::common::{count, current_owner, emit, off};
 
 /// SIGHUP, SIGINT, SIGQUIT, SIGILL, SIGABRT, SIGBUS, SIGFPE, SIGKILL, SIGSEGV, SIGTERM, SIGSYS.
-const WATCHED: u64 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 6) | (1 << 7) | (1 << 8)
-    | (1 << 9) | (1 << 11) | (1 << 15) | (1 << 31);
+const WATCHED: u64 = (1 << 1)
+    | (1 << 2)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 6)
+    | (1 << 7)
+    | (1 << 8)
+    | (1 << 9)
+    | (1 << 11)
+    | (1 << 15)
+    | (1 << 31);
 
 #[tracepoint]
 pub fn signal_generate(ctx: TracePointContext) -> u32 {

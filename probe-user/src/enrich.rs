@@ -10,17 +10,36 @@ use crate::{
 };
 
 /// Process names of the reverse proxies gwtrace knows.
-pub const PROXY_NAMES: &[&str] = &["nginx", "caddy", "haproxy", "httpd", "apache2", "envoy", "traefik"];
+pub const PROXY_NAMES: &[&str] = &[
+    "nginx", "caddy", "haproxy", "httpd", "apache2", "envoy", "traefik",
+];
 /// Process names of common upstream app servers (and interpreters they run under).
 pub const APP_NAMES: &[&str] = &[
-    "gunicorn", "uvicorn", "uwsgi", "php-fpm", "hypercorn", "daphne", "puma", "unicorn", "waitress",
+    "gunicorn",
+    "uvicorn",
+    "uwsgi",
+    "php-fpm",
+    "hypercorn",
+    "daphne",
+    "puma",
+    "unicorn",
+    "waitress",
 ];
 
 /// Whether a process looks like a proxy or an app server worth remembering.
 fn interesting(p: &ProcInfo, proxy_names: &[String]) -> bool {
-    let first = p.cmdline.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
-    proxy_names.iter().any(|n| p.comm == *n || p.comm.starts_with(&format!("{n}:")))
-        || APP_NAMES.iter().any(|n| p.comm.starts_with(n) || first.contains(n))
+    let first = p
+        .cmdline
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    proxy_names
+        .iter()
+        .any(|n| p.comm == *n || p.comm.starts_with(&format!("{n}:")))
+        || APP_NAMES
+            .iter()
+            .any(|n| p.comm.starts_with(n) || first.contains(n))
 }
 
 /// Bound on remembered pids and paths (memory stays flat on busy hosts).
@@ -96,7 +115,10 @@ impl<S: FactSource> Enricher<S> {
             Body::ConnectFailed { target, .. } => {
                 want.push(ev.pid);
                 if let Some(path) = target.strip_prefix("unix:").filter(|p| p.starts_with('/')) {
-                    let fresh = self.paths.get(path).is_some_and(|&t| ev.mono_ns < t + PATH_REFRESH_NS);
+                    let fresh = self
+                        .paths
+                        .get(path)
+                        .is_some_and(|&t| ev.mono_ns < t + PATH_REFRESH_NS);
                     if !fresh {
                         if self.paths.len() >= MAX_KNOWN {
                             self.paths.clear();
@@ -167,7 +189,9 @@ impl<S: FactSource> Enricher<S> {
         let all = self.src.processes();
         let parents: HashSet<u32> = self.known.clone();
         for p in all {
-            if !self.known.contains(&p.pid) && (interesting(&p, &self.proxy_names) || parents.contains(&p.ppid)) {
+            if !self.known.contains(&p.pid)
+                && (interesting(&p, &self.proxy_names) || parents.contains(&p.ppid))
+            {
                 self.remember(p, &mut up.processes);
             }
         }

@@ -1,9 +1,9 @@
 //! Events as userspace sees them: decoded once from the kernel's [`RawEvent`] bytes into typed
 //! values, serialised as the `gwtrace record` JSON lines (schema in docs/events.md).
 use probe_common::{
-    AF_INET, AF_INET6, AF_UNIX, KIND_ACCEPT_FAILED, KIND_CONNECT_FAILED, KIND_EXEC, KIND_EXEC_FAILED, KIND_OOM_KILL,
-    KIND_PROCESS_EXIT, KIND_SIGNAL, RawEvent, SOURCE_SYSCALL, SOURCE_TCP_ABANDONED,
-    SOURCE_TCP_STATE,
+    AF_INET, AF_INET6, AF_UNIX, KIND_ACCEPT_FAILED, KIND_CONNECT_FAILED, KIND_EXEC,
+    KIND_EXEC_FAILED, KIND_OOM_KILL, KIND_PROCESS_EXIT, KIND_SIGNAL, RawEvent, SOURCE_SYSCALL,
+    SOURCE_TCP_ABANDONED, SOURCE_TCP_STATE,
 };
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -50,8 +50,8 @@ pub enum Body {
         target: String,
         errno: i32,
         errno_name: String,
-        /// `syscall` (connect() returned it), `tcp_state` (the handshake failed later, the errno
-        /// is the socket error nginx reads with SO_ERROR), `tcp_abandoned` (the process closed the
+        /// `syscall` (`connect()` returned it), `tcp_state` (the handshake failed later, the errno
+        /// is the socket error nginx reads with `SO_ERROR`), `tcp_abandoned` (the process closed the
         /// socket before the handshake completed: its own connect timeout).
         source: String,
     },
@@ -74,7 +74,7 @@ pub enum Body {
         sender_pid: u32,
         target_pid: u32,
         target_comm: String,
-        /// `si_code`: 0 = SI_USER (kill), 128 = SI_KERNEL, > 0 = fault codes.
+        /// `si_code`: 0 = `SI_USER` (`kill()`), 128 = `SI_KERNEL`, > 0 = fault codes.
         code: i32,
         /// 0 delivered, 1 ignored, 2 already pending, 3 overflow, 4 lose info.
         result: i32,
@@ -96,7 +96,11 @@ pub enum Body {
         cmdline: Option<String>,
     },
     /// An exec that failed (a supervisor could not start the app: wrong virtualenv, bad path).
-    ExecFailed { filename: String, errno: i32, errno_name: String },
+    ExecFailed {
+        filename: String,
+        errno: i32,
+        errno_name: String,
+    },
     /// Events the kernel or gwtrace could not deliver, since the previous loss line.
     Loss { reason: String, count: u64 },
     /// Facts read from /proc (listeners, processes, paths) that the engine used: replay
@@ -145,7 +149,9 @@ impl Clock {
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        Self { wall_minus_mono_ns: i128::try_from(wall).unwrap_or(0) - i128::from(monotonic_ns()) }
+        Self {
+            wall_minus_mono_ns: i128::try_from(wall).unwrap_or(0) - i128::from(monotonic_ns()),
+        }
     }
 
     /// RFC 3339 wall-clock time of a monotonic instant.
@@ -154,7 +160,10 @@ impl Clock {
         let wall = i128::from(mono_ns) + self.wall_minus_mono_ns;
         time::OffsetDateTime::from_unix_timestamp_nanos(wall)
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_default()
     }
 }
@@ -162,7 +171,10 @@ impl Clock {
 /// `CLOCK_MONOTONIC` now, in ns (the clock of `bpf_ktime_get_ns`).
 #[must_use]
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
@@ -177,7 +189,10 @@ fn cstr(bytes: &[u8]) -> String {
 #[must_use]
 pub fn format_target(family: u16, addr: &[u8; 16], port: u16, path: &[u8]) -> String {
     match family {
-        AF_INET => format!("{}:{port}", Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
+        AF_INET => format!(
+            "{}:{port}",
+            Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])
+        ),
         AF_INET6 => format!("[{}]:{port}", Ipv6Addr::from(*addr)),
         AF_UNIX => {
             if path.first() == Some(&0) {
@@ -195,9 +210,12 @@ pub fn format_target(family: u16, addr: &[u8; 16], port: u16, path: &[u8]) -> St
     }
 }
 
-impl Event {
+/// Decoding of the kernel's wire records into [`Event`]s.
+pub struct Decoder;
+
+impl Decoder {
     /// Decodes one ring-buffer record.
-    pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Self, DecodeError> {
+    pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
         if bytes.len() < size_of::<RawEvent>() {
             return Err(DecodeError::Size(bytes.len(), size_of::<RawEvent>()));
         }
@@ -208,7 +226,7 @@ impl Event {
     }
 
     /// Builds the typed event from the wire struct.
-    pub fn from_raw(raw: &RawEvent, clock: &Clock) -> Result<Self, DecodeError> {
+    pub fn from_raw(raw: &RawEvent, clock: &Clock) -> Result<Event, DecodeError> {
         let data_len = usize::from(raw.data_len).min(raw.data.len());
         let body = match raw.kind {
             KIND_CONNECT_FAILED => Body::ConnectFailed {
@@ -242,8 +260,8 @@ impl Event {
                 sender_pid: raw.pid,
                 target_pid: raw.target_pid,
                 target_comm: cstr(&raw.target_comm),
-                code: i32::try_from(raw.aux[0] as i64).unwrap_or(0),
-                result: i32::try_from(raw.aux[2] as i64).unwrap_or(0),
+                code: i32::try_from(raw.aux[0].cast_signed()).unwrap_or(0),
+                result: i32::try_from(raw.aux[2].cast_signed()).unwrap_or(0),
             },
             KIND_OOM_KILL => Body::OomKill {
                 victim_pid: raw.target_pid,
@@ -253,7 +271,10 @@ impl Event {
                 file_rss_kb: raw.aux[2],
                 shmem_rss_kb: raw.aux[3],
             },
-            KIND_EXEC => Body::Exec { filename: cstr(&raw.data[..data_len]), cmdline: None },
+            KIND_EXEC => Body::Exec {
+                filename: cstr(&raw.data[..data_len]),
+                cmdline: None,
+            },
             KIND_EXEC_FAILED => Body::ExecFailed {
                 filename: cstr(&raw.data[..data_len]),
                 errno: raw.errno,
@@ -261,7 +282,7 @@ impl Event {
             },
             k => return Err(DecodeError::Kind(k)),
         };
-        Ok(Self {
+        Ok(Event {
             v: SCHEMA_VERSION,
             ts: clock.rfc3339(raw.ktime_ns),
             mono_ns: raw.ktime_ns,
@@ -276,7 +297,7 @@ impl Event {
     }
 }
 
-/// Symbolic name of an errno (Linux x86_64 values).
+/// Symbolic name of an errno (Linux `x86_64` values).
 #[must_use]
 pub fn errno_name(errno: i32) -> &'static str {
     match errno {
@@ -337,31 +358,56 @@ mod tests {
         let mut a = [0u8; 16];
         a[..4].copy_from_slice(&[127, 0, 0, 1]);
         assert_eq!(format_target(AF_INET, &a, 8000, &[]), "127.0.0.1:8000");
-        assert_eq!(format_target(AF_INET6, &Ipv6Addr::LOCALHOST.octets(), 80, &[]), "[::1]:80");
-        assert_eq!(format_target(AF_UNIX, &a, 0, b"/run/app.sock\0\0\0"), "unix:/run/app.sock");
+        assert_eq!(
+            format_target(AF_INET6, &Ipv6Addr::LOCALHOST.octets(), 80, &[]),
+            "[::1]:80"
+        );
+        assert_eq!(
+            format_target(AF_UNIX, &a, 0, b"/run/app.sock\0\0\0"),
+            "unix:/run/app.sock"
+        );
         assert_eq!(format_target(AF_UNIX, &a, 0, b"\0gw-test"), "unix:@gw-test");
     }
 
     #[test]
     fn short_record_is_an_error_not_a_panic() {
-        let clock = Clock { wall_minus_mono_ns: 0 };
-        assert_eq!(Event::decode(&[0; 8], &clock), Err(DecodeError::Size(8, 272)));
+        let clock = Clock {
+            wall_minus_mono_ns: 0,
+        };
+        assert_eq!(
+            Decoder::decode(&[0; 8], &clock),
+            Err(DecodeError::Size(8, 272))
+        );
     }
 
     #[test]
     fn exit_code_splits_status_signal_core() {
-        let clock = Clock { wall_minus_mono_ns: 0 };
+        let clock = Clock {
+            wall_minus_mono_ns: 0,
+        };
         // SAFETY: RawEvent is plain integers; zero is valid.
         let mut raw: RawEvent = unsafe { std::mem::zeroed() };
         raw.kind = KIND_PROCESS_EXIT;
         raw.exit_code = 3 << 8;
-        let e = Event::from_raw(&raw, &clock).unwrap();
-        assert!(matches!(e.body, Body::ProcessExit { exit_code: Some(3), signal: None, .. }));
-        raw.exit_code = 0x80 | 11;
-        let e = Event::from_raw(&raw, &clock).unwrap();
+        let e = Decoder::from_raw(&raw, &clock).unwrap();
         assert!(matches!(
             e.body,
-            Body::ProcessExit { exit_code: None, signal: Some(11), core_dumped: true, .. }
+            Body::ProcessExit {
+                exit_code: Some(3),
+                signal: None,
+                ..
+            }
+        ));
+        raw.exit_code = 0x80 | 0xb;
+        let e = Decoder::from_raw(&raw, &clock).unwrap();
+        assert!(matches!(
+            e.body,
+            Body::ProcessExit {
+                exit_code: None,
+                signal: Some(11),
+                core_dumped: true,
+                ..
+            }
         ));
     }
 }

@@ -19,18 +19,24 @@ impl SystemFacts {
     pub fn new() -> Self {
         // SAFETY: sysconf has no preconditions.
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        Self { ticks: u64::try_from(ticks).unwrap_or(100).max(1) }
+        Self {
+            ticks: u64::try_from(ticks).unwrap_or(100).max(1),
+        }
     }
 
     /// Socket inode -> owning pid, from /proc/*/fd links.
     fn socket_owners() -> HashMap<u64, u32> {
         let mut owners = HashMap::new();
-        let Ok(procs) = std::fs::read_dir("/proc") else { return owners };
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return owners;
+        };
         for p in procs.flatten() {
             let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
-            let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+            let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+                continue;
+            };
             for fd in fds.flatten() {
                 if let Ok(link) = std::fs::read_link(fd.path())
                     && let Some(inode) = link
@@ -40,7 +46,10 @@ impl SystemFacts {
                         .and_then(|l| l.parse::<u64>().ok())
                 {
                     // The lowest pid (the master, usually) wins for shared sockets.
-                    owners.entry(inode).and_modify(|o: &mut u32| *o = (*o).min(pid)).or_insert(pid);
+                    owners
+                        .entry(inode)
+                        .and_modify(|o: &mut u32| *o = (*o).min(pid))
+                        .or_insert(pid);
                 }
             }
         }
@@ -49,7 +58,9 @@ impl SystemFacts {
 }
 
 fn comm_of(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_owned())
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_owned())
 }
 
 /// Parses /proc/net/unix: listening sockets (state 01 = unconnected with `__SO_ACCEPTCON` flag
@@ -68,7 +79,9 @@ pub fn parse_proc_net_unix(text: &str) -> Vec<(String, u64)> {
             continue;
         }
         let path = cols[7..].join(" ");
-        let target = path.strip_prefix('@').map_or_else(|| format!("unix:{path}"), |a| format!("unix:@{a}"));
+        let target = path
+            .strip_prefix('@')
+            .map_or_else(|| format!("unix:{path}"), |a| format!("unix:@{a}"));
         out.push((target, inode));
     }
     out
@@ -83,14 +96,21 @@ pub fn parse_proc_net_tcp(text: &str, v6: bool) -> Vec<(String, u64)> {
         if cols.len() < 10 || cols[3] != "0A" {
             continue;
         }
-        let Some((addr_hex, port_hex)) = cols[1].split_once(':') else { continue };
-        let Ok(port) = u16::from_str_radix(port_hex, 16) else { continue };
+        let Some((addr_hex, port_hex)) = cols[1].split_once(':') else {
+            continue;
+        };
+        let Ok(port) = u16::from_str_radix(port_hex, 16) else {
+            continue;
+        };
         let inode = cols[9].parse::<u64>().unwrap_or(0);
         let target = if v6 {
             // Four native-endian 32-bit words.
             let mut bytes = [0u8; 16];
             for (i, chunk) in bytes.chunks_mut(4).enumerate() {
-                let word = addr_hex.get(i * 8..i * 8 + 8).and_then(|w| u32::from_str_radix(w, 16).ok()).unwrap_or(0);
+                let word = addr_hex
+                    .get(i * 8..i * 8 + 8)
+                    .and_then(|w| u32::from_str_radix(w, 16).ok())
+                    .unwrap_or(0);
                 chunk.copy_from_slice(&word.to_le_bytes());
             }
             format!("[{}]:{port}", std::net::Ipv6Addr::from(bytes))
@@ -120,7 +140,12 @@ impl FactSource for SystemFacts {
             .into_iter()
             .map(|(target, inode)| {
                 let pid = owners.get(&inode).copied();
-                Listener { target, pid, comm: pid.and_then(comm_of), backlog: None }
+                Listener {
+                    target,
+                    pid,
+                    comm: pid.and_then(comm_of),
+                    backlog: None,
+                }
             })
             .collect()
     }
@@ -129,19 +154,38 @@ impl FactSource for SystemFacts {
         let base = PathBuf::from(format!("/proc/{pid}"));
         let status = std::fs::read_to_string(base.join("status")).ok()?;
         let field = |name: &str| {
-            status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_default()
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_default()
         };
-        let second = |s: &str| s.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let second = |s: &str| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
         let cmdline = std::fs::read(base.join("cmdline"))
             .map(|b| {
-                String::from_utf8_lossy(&b).split('\0').filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")
+                String::from_utf8_lossy(&b)
+                    .split('\0')
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
             })
             .unwrap_or_default();
         let cgroup = std::fs::read_to_string(base.join("cgroup")).unwrap_or_default();
         let cgroup = cgroup
             .lines()
             .find(|l| l.starts_with("0::"))
-            .or_else(|| cgroup.lines().find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == "memory"))))
+            .or_else(|| {
+                cgroup.lines().find(|l| {
+                    l.split(':')
+                        .nth(1)
+                        .is_some_and(|c| c.split(',').any(|c| c == "memory"))
+                })
+            })
             .or_else(|| cgroup.lines().next())
             .and_then(|l| l.splitn(3, ':').nth(2))
             .unwrap_or_default()
@@ -149,7 +193,11 @@ impl FactSource for SystemFacts {
         let start_ns = std::fs::read_to_string(base.join("stat"))
             .ok()
             .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_owned()))
-            .and_then(|rest| rest.split_whitespace().nth(19).and_then(|v| v.parse::<u64>().ok()))
+            .and_then(|rest| {
+                rest.split_whitespace()
+                    .nth(19)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
             .map_or(0, |ticks| ticks * (1_000_000_000 / self.ticks));
         Some(ProcInfo {
             pid,
@@ -158,16 +206,23 @@ impl FactSource for SystemFacts {
             cmdline,
             uid: second(field("Uid:")),
             gid: second(field("Gid:")),
-            groups: field("Groups:").split_whitespace().filter_map(|g| g.parse().ok()).collect(),
+            groups: field("Groups:")
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect(),
             cgroup,
             start_ns,
         })
     }
 
     fn processes(&mut self) -> Vec<ProcInfo> {
-        let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-        let pids: Vec<u32> =
-            dir.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let pids: Vec<u32> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+            .collect();
         pids.into_iter().filter_map(|p| self.process(p)).collect()
     }
 
@@ -188,7 +243,11 @@ impl FactSource for SystemFacts {
                     gid: m.gid(),
                     mode: m.mode(),
                 },
-                Err(_) => PathComponent { path: cur.display().to_string(), exists: false, ..Default::default() },
+                Err(_) => PathComponent {
+                    path: cur.display().to_string(),
+                    exists: false,
+                    ..Default::default()
+                },
             };
             let missing = !comp.exists;
             components.push(comp);
@@ -196,7 +255,10 @@ impl FactSource for SystemFacts {
                 break;
             }
         }
-        PathInfo { path: path.to_owned(), components }
+        PathInfo {
+            path: path.to_owned(),
+            components,
+        }
     }
 
     fn memcg(&mut self, pid: u32) -> Option<MemcgInfo> {
@@ -213,11 +275,17 @@ impl FactSource for SystemFacts {
             } else {
                 continue;
             };
-            let limit = std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse::<u64>().ok());
+            let limit = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
             // v1 reports "no limit" as a huge number.
             let limit = limit.filter(|&l| l < (1 << 60));
             if v1 || limit.is_some() {
-                return Some(MemcgInfo { pid, cgroup: path.to_owned(), limit_bytes: limit });
+                return Some(MemcgInfo {
+                    pid,
+                    cgroup: path.to_owned(),
+                    limit_bytes: limit,
+                });
             }
         }
         None
@@ -255,7 +323,13 @@ mod tests {
             0000000000000000: 00000002 00000000 00000000 0001 03 12346 /run/other.sock\n\
             0000000000000000: 00000002 00000000 00010000 0001 01 12347 @abstract\n";
         let l = parse_proc_net_unix(text);
-        assert_eq!(l, vec![("unix:/run/app.sock".into(), 12345), ("unix:@abstract".into(), 12347)]);
+        assert_eq!(
+            l,
+            vec![
+                ("unix:/run/app.sock".into(), 12345),
+                ("unix:@abstract".into(), 12347)
+            ]
+        );
     }
 
     #[test]
@@ -263,8 +337,14 @@ mod tests {
         let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
            0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5555 1 0 100 0 0 10 0\n\
            1: 0100007F:1F41 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 5556 1 0 100 0 0 10 0\n";
-        assert_eq!(parse_proc_net_tcp(text, false), vec![("127.0.0.1:8000".into(), 5555)]);
+        assert_eq!(
+            parse_proc_net_tcp(text, false),
+            vec![("127.0.0.1:8000".into(), 5555)]
+        );
         let t6 = "hdr\n   0: 00000000000000000000000001000000:1F40 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 7777 1\n";
-        assert_eq!(parse_proc_net_tcp(t6, true), vec![("[::1]:8000".into(), 7777)]);
+        assert_eq!(
+            parse_proc_net_tcp(t6, true),
+            vec![("[::1]:8000".into(), 7777)]
+        );
     }
 }

@@ -15,6 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::fmt::Write as _;
+
 use anyhow::{Context as _, bail};
 
 /// The apps, embedded so a scenario can write them where its app user can read them.
@@ -68,7 +70,7 @@ pub struct Stack {
     pub dir: PathBuf,
     /// nginx's listen port.
     pub port: u16,
-    /// proxy_pass target, as gwtrace prints it: `unix:/path` or `127.0.0.1:PORT`.
+    /// `proxy_pass` target, as gwtrace prints it: `unix:/path` or `127.0.0.1:PORT`.
     pub upstream: String,
     /// Extra nginx `location` directives.
     pub nginx_extra: String,
@@ -80,7 +82,9 @@ pub struct Stack {
 
 /// A TCP port nothing listens on right now (bound and released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_or(18_080, |a| a.port())
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(18_080, |a| a.port())
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
@@ -124,7 +128,10 @@ impl Stack {
 
     /// Starts a command in its own process group (so the whole tree can be ended by pgid).
     pub fn spawn(&mut self, cmd: &mut Command) -> anyhow::Result<u32> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("app.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("app.log"))?;
         let child = cmd
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -139,11 +146,25 @@ impl Stack {
     }
 
     /// gunicorn serving app.py (or `module`), bound to `bind`, with extra flags.
-    pub fn gunicorn(&mut self, bind: &str, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<u32> {
+    pub fn gunicorn(
+        &mut self,
+        bind: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<u32> {
         let mut cmd = Command::new("gunicorn");
-        cmd.args(["--bind", bind, "--workers", "1", "--user", "gwapp", "--group", "gwapp"])
-            .args(extra)
-            .envs(env.iter().copied());
+        cmd.args([
+            "--bind",
+            bind,
+            "--workers",
+            "1",
+            "--user",
+            "gwapp",
+            "--group",
+            "gwapp",
+        ])
+        .args(extra)
+        .envs(env.iter().copied());
         if !extra.iter().any(|a| a.contains(':')) {
             cmd.arg("app:app");
         }
@@ -152,12 +173,16 @@ impl Stack {
 
     /// Waits until a unix socket path or TCP port accepts connections.
     pub fn wait_listening(&self, target: &str) -> anyhow::Result<()> {
-        wait_for(&format!("{target} to listen (see {}/app.log)", self.dir.display()), Duration::from_secs(15), || {
-            target.strip_prefix("unix:").map_or_else(
-                || TcpStream::connect(target).is_ok(),
-                |p| std::os::unix::net::UnixStream::connect(p).is_ok(),
-            )
-        })
+        wait_for(
+            &format!("{target} to listen (see {}/app.log)", self.dir.display()),
+            Duration::from_secs(15),
+            || {
+                target.strip_prefix("unix:").map_or_else(
+                    || TcpStream::connect(target).is_ok(),
+                    |p| std::os::unix::net::UnixStream::connect(p).is_ok(),
+                )
+            },
+        )
     }
 
     /// Writes nginx.conf and starts nginx (master root, workers www-data) in front of `upstream`.
@@ -178,10 +203,18 @@ impl Stack {
         );
         std::fs::write(self.path("nginx.conf"), conf)?;
         let conf_path = self.path("nginx.conf");
-        let pid = self.spawn(Command::new("nginx").arg("-c").arg(&conf_path).arg("-e").arg(self.path("error.log")))?;
+        let pid = self.spawn(
+            Command::new("nginx")
+                .arg("-c")
+                .arg(&conf_path)
+                .arg("-e")
+                .arg(self.path("error.log")),
+        )?;
         self.nginx_pid = Some(pid);
         let port = self.port;
-        wait_for("nginx to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok())
+        wait_for("nginx to listen", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
     }
 
     /// Sends a signal to every process of the groups this stack started.
@@ -205,10 +238,21 @@ impl Stack {
 
     /// A memory cgroup (v1) with a limit, for the OOM scenario.
     pub fn memcg(&mut self, limit_mb: u64) -> anyhow::Result<PathBuf> {
-        let cg = PathBuf::from(format!("/sys/fs/cgroup/memory/gwlab-{}-{}", self.name, std::process::id()));
-        std::fs::create_dir_all(&cg).context("creating a memory cgroup (cgroup v1 memory controller)")?;
-        std::fs::write(cg.join("memory.limit_in_bytes"), format!("{}", limit_mb << 20))?;
-        let _ = std::fs::write(cg.join("memory.memsw.limit_in_bytes"), format!("{}", limit_mb << 20));
+        let cg = PathBuf::from(format!(
+            "/sys/fs/cgroup/memory/gwlab-{}-{}",
+            self.name,
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&cg)
+            .context("creating a memory cgroup (cgroup v1 memory controller)")?;
+        std::fs::write(
+            cg.join("memory.limit_in_bytes"),
+            format!("{}", limit_mb << 20),
+        )?;
+        let _ = std::fs::write(
+            cg.join("memory.memsw.limit_in_bytes"),
+            format!("{}", limit_mb << 20),
+        );
         self.cgroup = Some(cg.clone());
         Ok(cg)
     }
@@ -225,7 +269,10 @@ impl Stack {
 
     /// One GET through nginx.
     pub fn get(&self, path: &str, timeout: Duration) -> Response {
-        Response { status: http_get(self.port, path, timeout), at: Instant::now() }
+        Response {
+            status: http_get(self.port, path, timeout),
+            at: Instant::now(),
+        }
     }
 }
 
@@ -269,7 +316,12 @@ pub fn http_get(port: u16, path: &str, timeout: Duration) -> Option<u16> {
     head.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn sequential(path: &'static str, n: usize, gap_ms: u64, timeout: Duration) -> impl Fn(&Stack) -> Vec<Response> {
+fn sequential(
+    path: &'static str,
+    n: usize,
+    gap_ms: u64,
+    timeout: Duration,
+) -> impl Fn(&Stack) -> Vec<Response> {
     move |s| {
         (0..n)
             .map(|_| {
@@ -304,7 +356,10 @@ fn burst(s: &Stack) -> Vec<Response> {
         .map(|_| {
             let out = Arc::clone(&out);
             std::thread::spawn(move || {
-                let r = Response { status: http_get(port, "/slow", Duration::from_secs(20)), at: Instant::now() };
+                let r = Response {
+                    status: http_get(port, "/slow", Duration::from_secs(20)),
+                    at: Instant::now(),
+                };
                 if let Ok(mut o) = out.lock() {
                     o.push(r);
                 }
@@ -314,7 +369,9 @@ fn burst(s: &Stack) -> Vec<Response> {
     for t in threads {
         let _ = t.join();
     }
-    Arc::try_unwrap(out).map(|m| m.into_inner().unwrap_or_default()).unwrap_or_default()
+    Arc::try_unwrap(out)
+        .map(|m| m.into_inner().unwrap_or_default())
+        .unwrap_or_default()
 }
 
 fn healthy_with_noise(s: &Stack) -> Vec<Response> {
@@ -326,7 +383,11 @@ fn healthy_with_noise(s: &Stack) -> Vec<Response> {
         s.dir.display(),
         free_port()
     );
-    let mut child = Command::new("/usr/bin/python3").arg("-c").arg(noise).spawn().ok();
+    let mut child = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(noise)
+        .spawn()
+        .ok();
     let r = sequential("/", 20, 50, Duration::from_secs(5))(s);
     if let Some(c) = child.as_mut() {
         let _ = c.wait();
@@ -339,7 +400,10 @@ fn unix_sock(s: &mut Stack) -> String {
 }
 
 /// Every scenario, in the order.
-#[expect(clippy::too_many_lines, reason = "one table of scenarios reads better than many functions")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one table of scenarios reads better than many functions"
+)]
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
@@ -499,7 +563,12 @@ pub fn scenarios() -> Vec<Scenario> {
                     cg.display(),
                     s.upstream
                 );
-                s.spawn(Command::new("sh").arg("-c").arg(script).env("GWLAB_OOM_MB", "1024"))?;
+                s.spawn(
+                    Command::new("sh")
+                        .arg("-c")
+                        .arg(script)
+                        .env("GWLAB_OOM_MB", "1024"),
+                )?;
                 let bind = s.upstream.clone();
                 s.wait_listening(&bind)
             },
@@ -532,7 +601,11 @@ pub fn scenarios() -> Vec<Scenario> {
             build: |s| {
                 s.upstream = unix_sock(s);
                 let bind = s.upstream.clone();
-                s.gunicorn(&bind, &["--backlog", "1", "--timeout", "60"], &[("GWLAB_SLOW", "2")])?;
+                s.gunicorn(
+                    &bind,
+                    &["--backlog", "1", "--timeout", "60"],
+                    &[("GWLAB_SLOW", "2")],
+                )?;
                 s.wait_listening(&bind)
             },
             fault: None,
@@ -576,7 +649,13 @@ pub fn scenarios() -> Vec<Scenario> {
                 let bind = s.upstream.clone();
                 s.gunicorn(
                     &bind,
-                    &["--timeout", "2", "-k", "uvicorn.workers.UvicornWorker", "asgi:app"],
+                    &[
+                        "--timeout",
+                        "2",
+                        "-k",
+                        "uvicorn.workers.UvicornWorker",
+                        "asgi:app",
+                    ],
                     &[("GWLAB_SLOW", "15")],
                 )?;
                 s.wait_listening(&bind)
@@ -624,14 +703,22 @@ pub fn scenarios() -> Vec<Scenario> {
 impl Stack {
     /// The first non-nginx process this stack started.
     fn app_pid(&self) -> Option<u32> {
-        self.children.iter().map(Child::id).find(|&p| Some(p) != self.nginx_pid)
+        self.children
+            .iter()
+            .map(Child::id)
+            .find(|&p| Some(p) != self.nginx_pid)
     }
 }
 
 /// gwtrace's stdout lines, timestamped as they arrive.
 type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
 
-fn start_gwtrace(bin: &Path, stack: &Stack, secs: u64, json: bool) -> anyhow::Result<(Child, Lines)> {
+fn start_gwtrace(
+    bin: &Path,
+    stack: &Stack,
+    secs: u64,
+    json: bool,
+) -> anyhow::Result<(Child, Lines)> {
     let mut cmd = Command::new(bin);
     cmd.args(["--duration", &secs.to_string()]);
     if json {
@@ -640,7 +727,11 @@ fn start_gwtrace(bin: &Path, stack: &Stack, secs: u64, json: bool) -> anyhow::Re
     if let Some(pid) = stack.nginx_pid {
         cmd.args(["--proxy", &pid.to_string()]);
     }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting gwtrace")?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting gwtrace")?;
     let lines: Lines = Arc::default();
     let out = child.stdout.take().context("gwtrace stdout")?;
     let l2 = Arc::clone(&lines);
@@ -666,7 +757,8 @@ fn start_gwtrace(bin: &Path, stack: &Stack, secs: u64, json: bool) -> anyhow::Re
             eprintln!("    [gwtrace] {line}");
         }
     });
-    rx.recv_timeout(Duration::from_secs(20)).context("gwtrace did not become ready")?;
+    rx.recv_timeout(Duration::from_secs(20))
+        .context("gwtrace did not become ready")?;
     Ok((child, lines))
 }
 
@@ -688,8 +780,12 @@ pub fn run_one(bin: &Path, sc: &Scenario) -> anyhow::Result<LabResult> {
     let mut verdicts: Vec<serde_json::Value> = Vec::new();
     let mut first_verdict_at = None;
     for (at, line) in &lines {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let Some(cause) = v.get("cause").and_then(|c| c.as_str()).map(str::to_owned) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(cause) = v.get("cause").and_then(|c| c.as_str()).map(str::to_owned) else {
+            continue;
+        };
         if Some(cause.as_str()) == sc.expect && first_verdict_at.is_none() {
             first_verdict_at = Some(*at);
         }
@@ -701,12 +797,23 @@ pub fn run_one(bin: &Path, sc: &Scenario) -> anyhow::Result<LabResult> {
     }
     // gwtrace repeats the verdicts still standing at the end with "final": true: those are its
     // answer (a cause it replaced while evidence accumulated is not).
-    let finals: Vec<serde_json::Value> = verdicts.iter().filter(|v| v.get("final").is_some()).cloned().collect();
+    let finals: Vec<serde_json::Value> = verdicts
+        .iter()
+        .filter(|v| v.get("final").is_some())
+        .cloned()
+        .collect();
     if !finals.is_empty() || status.success() {
-        causes.retain(|c| finals.iter().any(|v| v.get("cause").and_then(|x| x.as_str()) == Some(c.as_str())));
+        causes.retain(|c| {
+            finals
+                .iter()
+                .any(|v| v.get("cause").and_then(|x| x.as_str()) == Some(c.as_str()))
+        });
         verdicts = finals;
     }
-    let first_bad = responses.iter().find(|r| r.status.is_some_and(|s| s >= 500)).map(|r| r.at);
+    let first_bad = responses
+        .iter()
+        .find(|r| r.status.is_some_and(|s| s >= 500))
+        .map(|r| r.at);
     let secs_to_verdict = match (first_bad, first_verdict_at) {
         (Some(b), Some(v)) => Some(v.saturating_duration_since(b).as_secs_f64()),
         _ => None,
@@ -717,7 +824,10 @@ pub fn run_one(bin: &Path, sc: &Scenario) -> anyhow::Result<LabResult> {
         why.push(format!("gwtrace exited {status}"));
     }
     if !statuses.contains(&Some(sc.status)) {
-        why.push(format!("nginx never answered {} (got {statuses:?})", sc.status));
+        why.push(format!(
+            "nginx never answered {} (got {statuses:?})",
+            sc.status
+        ));
     }
     let nginx_line = if sc.nginx_log.is_empty() {
         if !nginx.is_empty() {
@@ -727,7 +837,11 @@ pub fn run_one(bin: &Path, sc: &Scenario) -> anyhow::Result<LabResult> {
     } else if let Some(l) = nginx.iter().find(|l| l.contains(sc.nginx_log)) {
         l.clone()
     } else {
-        why.push(format!("nginx's error.log lacks {:?} (has {:?})", sc.nginx_log, nginx.first()));
+        why.push(format!(
+            "nginx's error.log lacks {:?} (has {:?})",
+            sc.nginx_log,
+            nginx.first()
+        ));
         String::new()
     };
     match sc.expect {
@@ -738,12 +852,21 @@ pub fn run_one(bin: &Path, sc: &Scenario) -> anyhow::Result<LabResult> {
             if let Some(other) = causes.iter().find(|c| *c != cause) {
                 why.push(format!("false verdict {other}"));
             }
-            let connect_cause = !matches!(cause, "worker-timeout" | "worker-oom-killed" | "worker-crashed" | "crash-on-boot");
+            let connect_cause = !matches!(
+                cause,
+                "worker-timeout" | "worker-oom-killed" | "worker-crashed" | "crash-on-boot"
+            );
             if connect_cause
-                && let Some(v) = verdicts.iter().find(|v| v.get("cause").and_then(|c| c.as_str()) == Some(cause))
+                && let Some(v) = verdicts
+                    .iter()
+                    .find(|v| v.get("cause").and_then(|c| c.as_str()) == Some(cause))
                 && v.get("target").and_then(|t| t.as_str()) != Some(stack.upstream.as_str())
             {
-                why.push(format!("verdict target {:?} is not nginx's upstream {}", v.get("target"), stack.upstream));
+                why.push(format!(
+                    "verdict target {:?} is not nginx's upstream {}",
+                    v.get("target"),
+                    stack.upstream
+                ));
             }
         }
         None => {
@@ -768,7 +891,10 @@ pub fn run_one(bin: &Path, sc: &Scenario) -> anyhow::Result<LabResult> {
 /// Runs the matrix (optionally filtered), prints the table and writes `out/lab.json`.
 pub fn run_all(bin: &Path, filter: Option<&str>, out: &Path) -> anyhow::Result<Vec<LabResult>> {
     let mut results = Vec::new();
-    for sc in scenarios().iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))) {
+    for sc in scenarios()
+        .iter()
+        .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
+    {
         eprintln!("lab: {} — {}", sc.name, sc.about);
         let r = run_one(bin, sc).unwrap_or_else(|e| LabResult {
             name: sc.name.to_owned(),
@@ -781,7 +907,15 @@ pub fn run_all(bin: &Path, filter: Option<&str>, out: &Path) -> anyhow::Result<V
             ok: false,
             why: format!("{e:#}"),
         });
-        eprintln!("lab: {} {}", sc.name, if r.ok { "OK".to_owned() } else { format!("FAIL: {}", r.why) });
+        eprintln!(
+            "lab: {} {}",
+            sc.name,
+            if r.ok {
+                "OK".to_owned()
+            } else {
+                format!("FAIL: {}", r.why)
+            }
+        );
         results.push(r);
     }
     println!("{}", table(&results));
@@ -802,18 +936,34 @@ pub fn run_all(bin: &Path, filter: Option<&str>, out: &Path) -> anyhow::Result<V
 
 /// The lab table: scenario, nginx's error, expected cause, gwtrace's causes, seconds, OK.
 pub fn table(results: &[LabResult]) -> String {
-    let mut t = format!("{:<24} {:<44} {:<20} {:<28} {:>6}  {}\n", "SCENARIO", "NGINX ERROR.LOG", "EXPECTED", "GWTRACE", "SECS", "OK");
+    let mut t = format!(
+        "{:<24} {:<44} {:<20} {:<28} {:>6}  {}\n",
+        "SCENARIO", "NGINX ERROR.LOG", "EXPECTED", "GWTRACE", "SECS", "OK"
+    );
     for r in results {
-        let nginx = r.nginx_line.split("] ").last().unwrap_or("").chars().take(44).collect::<String>();
-        t.push_str(&format!(
-            "{:<24} {:<44} {:<20} {:<28} {:>6}  {}\n",
+        let nginx = r
+            .nginx_line
+            .split("] ")
+            .last()
+            .unwrap_or("")
+            .chars()
+            .take(44)
+            .collect::<String>();
+        let _ = writeln!(
+            t,
+            "{:<24} {:<44} {:<20} {:<28} {:>6}  {}",
             r.name,
             nginx,
             r.expect.as_deref().unwrap_or("(none)"),
-            if r.causes.is_empty() { "(none)".to_owned() } else { r.causes.join(",") },
-            r.secs_to_verdict.map_or_else(|| "-".to_owned(), |s| format!("{s:.1}")),
+            if r.causes.is_empty() {
+                "(none)".to_owned()
+            } else {
+                r.causes.join(",")
+            },
+            r.secs_to_verdict
+                .map_or_else(|| "-".to_owned(), |s| format!("{s:.1}")),
             if r.ok { "OK" } else { "FAIL" }
-        ));
+        );
     }
     t
 }
@@ -821,12 +971,18 @@ pub fn table(results: &[LabResult]) -> String {
 /// `cargo xtask demo`: one broken stack, nginx's 502 next to gwtrace's explanation.
 pub fn demo(bin: &Path, name: &str) -> anyhow::Result<()> {
     let all = scenarios();
-    let sc = all.iter().find(|s| s.name == name).with_context(|| format!("no scenario {name} (cargo xtask lab --list)"))?;
+    let sc = all
+        .iter()
+        .find(|s| s.name == name)
+        .with_context(|| format!("no scenario {name} (cargo xtask lab --list)"))?;
     println!("demo: {} — {}", sc.name, sc.about);
     let mut stack = Stack::new(sc.name)?;
     (sc.build)(&mut stack)?;
     stack.start_nginx()?;
-    println!("demo: nginx on 127.0.0.1:{} proxies to {}", stack.port, stack.upstream);
+    println!(
+        "demo: nginx on 127.0.0.1:{} proxies to {}",
+        stack.port, stack.upstream
+    );
     let (mut gw, lines) = start_gwtrace(bin, &stack, sc.secs, false)?;
     if let Some(f) = sc.fault {
         f(&mut stack)?;
@@ -835,7 +991,11 @@ pub fn demo(bin: &Path, name: &str) -> anyhow::Result<()> {
     gw.wait()?;
     println!("\n=== what the client saw ===");
     for r in &responses {
-        println!("GET -> {}", r.status.map_or_else(|| "no answer".to_owned(), |s| s.to_string()));
+        println!(
+            "GET -> {}",
+            r.status
+                .map_or_else(|| "no answer".to_owned(), |s| s.to_string())
+        );
     }
     println!("\n=== nginx error.log ===");
     for l in stack.nginx_errors().iter().take(3) {

@@ -39,9 +39,15 @@ fn step(msg: &str) {
 pub fn setup() -> anyhow::Result<()> {
     // Toolchains: RUSTUP_AUTO_INSTALL=0 on these machines, so install what the files pin.
     for dir in [root(), root().join("probe-ebpf")] {
-        let out = Command::new("rustup").arg("toolchain").arg("install").current_dir(&dir).output();
+        let out = Command::new("rustup")
+            .arg("toolchain")
+            .arg("install")
+            .current_dir(&dir)
+            .output();
         match out {
-            Ok(o) if o.status.success() => step(&format!("rust toolchain for {} present", dir.display())),
+            Ok(o) if o.status.success() => {
+                step(&format!("rust toolchain for {} present", dir.display()))
+            }
             Ok(o) => anyhow::bail!(
                 "rustup toolchain install in {} failed: {}",
                 dir.display(),
@@ -50,7 +56,11 @@ pub fn setup() -> anyhow::Result<()> {
             Err(e) => anyhow::bail!("rustup not found ({e}): install rustup first"),
         }
     }
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !have_package(p)).collect();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !have_package(p))
+        .collect();
     if missing.is_empty() {
         step("Debian packages present");
     } else {
@@ -60,7 +70,8 @@ pub fn setup() -> anyhow::Result<()> {
         let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
         let had_policy = policy.exists();
         if !had_policy {
-            std::fs::write(policy, "#!/bin/sh\nexit 101\n").context("writing /usr/sbin/policy-rc.d")?;
+            std::fs::write(policy, "#!/bin/sh\nexit 101\n")
+                .context("writing /usr/sbin/policy-rc.d")?;
             run(Command::new("chmod").args(["755", "/usr/sbin/policy-rc.d"]))?;
         }
         let result = run(Command::new("apt-get").args(["update", "-qq"])).and_then(|()| {
@@ -81,7 +92,9 @@ pub fn setup() -> anyhow::Result<()> {
     if linker_ok {
         step(&format!("bpf-linker {BPF_LINKER_VERSION} present"));
     } else {
-        step(&format!("building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes)"));
+        step(&format!(
+            "building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes)"
+        ));
         run(Command::new("cargo")
             .current_dir(root())
             .env("LLVM_PREFIX", "/usr/lib/llvm-22")
@@ -89,9 +102,19 @@ pub fn setup() -> anyhow::Result<()> {
             .args(["--no-default-features", "--features", "llvm-22"]))?;
     }
     // The lab runs the app as its own user, like a real deployment.
-    if Command::new("id").arg("gwapp").output().is_ok_and(|o| !o.status.success()) {
+    if Command::new("id")
+        .arg("gwapp")
+        .output()
+        .is_ok_and(|o| !o.status.success())
+    {
         step("creating system user gwapp (the lab's app user)");
-        run(Command::new("useradd").args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "gwapp"]))?;
+        run(Command::new("useradd").args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "gwapp",
+        ]))?;
     }
     step("done");
     Ok(())

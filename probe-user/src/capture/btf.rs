@@ -5,7 +5,9 @@ use btf_rs::{Btf, Type};
 /// Errors reading offsets from BTF.
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("cannot read kernel BTF at /sys/kernel/btf/vmlinux ({0}); gwtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
+    #[error(
+        "cannot read kernel BTF at /sys/kernel/btf/vmlinux ({0}); gwtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    )]
     Read(String),
     #[error("kernel BTF has no member `{1}` in struct {0}")]
     Member(String, String),
@@ -17,7 +19,9 @@ pub struct KernelBtf(Btf);
 impl KernelBtf {
     /// Loads the running kernel's BTF.
     pub fn load() -> Result<Self, BtfError> {
-        Btf::from_file("/sys/kernel/btf/vmlinux").map(Self).map_err(|e| BtfError::Read(e.to_string()))
+        Btf::from_file("/sys/kernel/btf/vmlinux")
+            .map(Self)
+            .map_err(|e| BtfError::Read(e.to_string()))
     }
 
     /// Byte offset of `member` in `struct name`, looking through anonymous structs and unions.

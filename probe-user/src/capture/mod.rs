@@ -15,7 +15,7 @@ use probe_common::{
     GLOBAL_OFFSETS, MAP_COUNTERS, MAP_ERRNO, MAP_EVENTS, NUM_COUNTERS, Offsets,
 };
 
-use crate::event::{Body, Clock, Event, SCHEMA_VERSION};
+use crate::event::{Body, Clock, Decoder, Event, SCHEMA_VERSION};
 
 /// The eBPF object, built by build.rs from probe-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gwtrace"));
@@ -23,7 +23,9 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// Errors starting the capture. Each says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("gwtrace needs root, or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN (tracefs, tracepoints): run it with sudo")]
+    #[error(
+        "gwtrace needs root, or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN (tracefs, tracepoints): run it with sudo"
+    )]
     NotRoot,
     #[error(transparent)]
     Tracefs(#[from] tracefs::TracefsError),
@@ -42,7 +44,7 @@ pub enum Hooks {
     /// pays the syscall-tracepoint slow path, ~20-50 ns).
     Full,
     /// No syscall tracepoints: TCP failures from the socket state machine, worker deaths, OOM.
-    /// Misses unix-socket connect errors and errors connect() returns before the handshake
+    /// Misses unix-socket connect errors and errors `connect()` returns before the handshake
     /// (EADDRNOTAVAIL, ENETUNREACH from routing) and accept failures.
     Sock,
 }
@@ -106,7 +108,10 @@ fn is_root() -> bool {
 pub fn offsets(hooks: Hooks) -> Result<Offsets, CaptureError> {
     let tfs = tracefs::ensure_mounted()?;
     let fmt = |c: &str, n: &str| tracefs::Format::read(&tfs, c, n);
-    let mut o = Offsets { self_tgid: std::process::id(), ..Offsets::default() };
+    let mut o = Offsets {
+        self_tgid: std::process::id(),
+        ..Offsets::default()
+    };
     if hooks == Hooks::Full {
         let enter = fmt("syscalls", "sys_enter_connect")?;
         o.enter_connect_fd = enter.offset("fd")?;
@@ -183,7 +188,8 @@ impl Capture {
             p.attach(category, name).map_err(|e| attach_err(&e))?;
         }
         let take = |ebpf: &mut Ebpf, name: &str| {
-            ebpf.take_map(name).ok_or_else(|| CaptureError::Load(format!("map {name} missing")))
+            ebpf.take_map(name)
+                .ok_or_else(|| CaptureError::Load(format!("map {name} missing")))
         };
         let ring = RingBuf::try_from(take(&mut ebpf, MAP_EVENTS)?)
             .map_err(|e| CaptureError::Load(e.to_string()))?;
@@ -219,7 +225,7 @@ impl Capture {
     pub fn drain(&mut self, mut sink: impl FnMut(Event)) -> usize {
         let mut n = 0;
         while let Some(item) = self.ring.next() {
-            match Event::decode(&item, &self.clock) {
+            match Decoder::decode(&item, &self.clock) {
                 Ok(ev) => sink(ev),
                 Err(e) => log::warn!("undecodable event: {e}"),
             }
@@ -232,12 +238,14 @@ impl Capture {
     #[must_use]
     pub fn counters(&self) -> Counters {
         let sum = |map: &PerCpuArray<MapData, u64>, i: u32| -> u64 {
-            map.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)
+            map.get(&i, 0).map_or(0, |v| v.iter().sum())
         };
         Counters {
             counters: (0..NUM_COUNTERS).map(|i| sum(&self.counters, i)).collect(),
             connect_errno: (0..ERRNO_SLOTS).map(|i| sum(&self.errnos, i)).collect(),
-            accept_errno: (ERRNO_SLOTS..2 * ERRNO_SLOTS).map(|i| sum(&self.errnos, i)).collect(),
+            accept_errno: (ERRNO_SLOTS..2 * ERRNO_SLOTS)
+                .map(|i| sum(&self.errnos, i))
+                .collect(),
             recursion_misses: self.recursion_misses(),
         }
     }
@@ -261,9 +269,15 @@ impl Capture {
             .map(|&(_, idx)| c.counters[idx as usize])
             .chain(std::iter::once(c.recursion_misses))
             .collect();
-        for (i, (&now, prev)) in current.iter().zip(self.reported_loss.iter_mut()).enumerate() {
+        for (i, (&now, prev)) in current
+            .iter()
+            .zip(self.reported_loss.iter_mut())
+            .enumerate()
+        {
             if now > *prev {
-                let reason = LOSS_COUNTERS.get(i).map_or("tracepoint_recursion", |&(r, _)| r);
+                let reason = LOSS_COUNTERS
+                    .get(i)
+                    .map_or("tracepoint_recursion", |&(r, _)| r);
                 out.push(loss_event(&self.clock, now_mono_ns, reason, now - *prev));
                 *prev = now;
             }
@@ -285,7 +299,10 @@ pub fn loss_event(clock: &Clock, mono_ns: u64, reason: &str, count: u64) -> Even
         uid: 0,
         gid: 0,
         cgroup_id: 0,
-        body: Body::Loss { reason: reason.to_owned(), count },
+        body: Body::Loss {
+            reason: reason.to_owned(),
+            count,
+        },
     }
 }
 
@@ -295,13 +312,13 @@ fn prog_recursion_misses(fd: i32) -> u64 {
     /// `offsetof(struct bpf_prog_info, recursion_misses)` in the kernel UAPI (stable ABI).
     const RECURSION_MISSES_OFF: usize = 208;
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    let mut info = [0u8; 256];
     #[repr(C)]
     struct InfoAttr {
         bpf_fd: u32,
         info_len: u32,
         info: u64,
     }
+    let mut info = [0u8; 256];
     let mut attr = InfoAttr {
         bpf_fd: u32::try_from(fd).unwrap_or(0),
         info_len: u32::try_from(info.len()).unwrap_or(0),

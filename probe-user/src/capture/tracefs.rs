@@ -12,7 +12,9 @@ pub enum TracefsError {
         "tracefs is not mounted and mounting it at /sys/kernel/tracing failed ({0}); mount it with `mount -t tracefs tracefs /sys/kernel/tracing` or enable CONFIG_TRACING"
     )]
     Mount(std::io::Error),
-    #[error("tracepoint {0} does not exist on this kernel ({1}); it needs CONFIG_FTRACE_SYSCALLS / tracepoint support")]
+    #[error(
+        "tracepoint {0} does not exist on this kernel ({1}); it needs CONFIG_FTRACE_SYSCALLS / tracepoint support"
+    )]
     Missing(String, std::io::Error),
     #[error("tracepoint {0} has no field `{1}` on this kernel")]
     Field(String, String),
@@ -28,7 +30,13 @@ pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
     let target = c"/sys/kernel/tracing";
     // SAFETY: valid NUL-terminated strings; no data argument.
     let rc = unsafe {
-        libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            c"tracefs".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err(TracefsError::Mount(std::io::Error::last_os_error()));
@@ -47,20 +55,26 @@ pub struct Format {
 impl Format {
     /// Reads `events/<category>/<name>/format`.
     pub fn read(tracefs: &Path, category: &str, name: &str) -> Result<Self, TracefsError> {
-        let path = tracefs.join("events").join(category).join(name).join("format");
+        let path = tracefs
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format");
         let text = std::fs::read_to_string(&path)
             .map_err(|e| TracefsError::Missing(format!("{category}:{name}"), e))?;
         Ok(Self::parse(&format!("{category}:{name}"), &text))
     }
 
     /// Parses the text of a `format` file: lines like
-    /// `field:__u16 sport;	offset:24;	size:2;	signed:0;`.
+    /// `field:__u16 sport; offset:24; size:2; signed:0;` (tab-separated).
     #[must_use]
     pub fn parse(name: &str, text: &str) -> Self {
         let mut fields = HashMap::new();
         for line in text.lines() {
             let line = line.trim();
-            let Some(rest) = line.strip_prefix("field:") else { continue };
+            let Some(rest) = line.strip_prefix("field:") else {
+                continue;
+            };
             let mut decl = "";
             let mut offset = None;
             for part in rest.split(';') {
@@ -72,13 +86,22 @@ impl Format {
                 }
             }
             // The field name is the last word of the declaration, without any array suffix.
-            let Some(last) = decl.split_whitespace().last() else { continue };
-            let field = last.split('[').next().unwrap_or(last).trim_start_matches('*');
+            let Some(last) = decl.split_whitespace().last() else {
+                continue;
+            };
+            let field = last
+                .split('[')
+                .next()
+                .unwrap_or(last)
+                .trim_start_matches('*');
             if let Some(off) = offset {
                 fields.insert(field.to_owned(), off);
             }
         }
-        Self { name: name.to_owned(), fields }
+        Self {
+            name: name.to_owned(),
+            fields,
+        }
     }
 
     /// Offset of a field that must exist.

@@ -19,7 +19,10 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut reader = std::io::BufReader::new(file);
     let mut names = default_proxy_names();
     names.extend(a.proxy.iter().cloned());
-    let mut engine = Engine::new(EngineConfig { proxy_names: names, proxy_pids: Vec::new() });
+    let mut engine = Engine::new(EngineConfig {
+        proxy_names: names,
+        proxy_pids: Vec::new(),
+    });
     let mut line = Vec::new();
     let mut n = 0u64;
     let mut last_ns = 0;
@@ -34,7 +37,11 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         n += 1;
         if line.len() > MAX_LINE {
-            return Err(UsageError::Usage(format!("{}:{n}: line longer than {MAX_LINE} bytes: not a gwtrace record file", a.file.display())).into());
+            return Err(UsageError::Usage(format!(
+                "{}:{n}: line longer than {MAX_LINE} bytes: not a gwtrace record file",
+                a.file.display()
+            ))
+            .into());
         }
         let text = String::from_utf8_lossy(&line);
         let text = text.trim();
@@ -42,7 +49,10 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<std::process::ExitCode> {
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            UsageError::Usage(format!("{}:{n}: not a JSON line ({e}); truncated or corrupted record file?", a.file.display()))
+            UsageError::Usage(format!(
+                "{}:{n}: not a JSON line ({e}); truncated or corrupted record file?",
+                a.file.display()
+            ))
         })?;
         let version = v.get("v").and_then(serde_json::Value::as_u64).unwrap_or(0);
         if version > u64::from(SCHEMA_VERSION) {
@@ -53,13 +63,20 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<std::process::ExitCode> {
             .into());
         }
         let ev: Event = serde_json::from_value(v).map_err(|e| {
-            UsageError::Usage(format!("{}:{n}: not a gwtrace event ({e})", a.file.display()))
+            UsageError::Usage(format!(
+                "{}:{n}: not a gwtrace event ({e})",
+                a.file.display()
+            ))
         })?;
         last_ns = last_ns.max(ev.mono_ns);
         engine.feed(&ev);
     }
     if n == 0 {
-        return Err(UsageError::Usage(format!("{}: empty file: nothing to explain", a.file.display())).into());
+        return Err(UsageError::Usage(format!(
+            "{}: empty file: nothing to explain",
+            a.file.display()
+        ))
+        .into());
     }
     let mut printer = VerdictPrinter::new(a.json);
     printer.update(&engine.verdicts(last_ns))?;

@@ -129,9 +129,11 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
     if let Some(c) = e.downcast_ref::<CaptureError>() {
         return match c {
             CaptureError::NotRoot => EXIT_PRIVILEGE,
-            CaptureError::Tracefs(_) | CaptureError::Btf(_) | CaptureError::Attach(..) => EXIT_KERNEL,
             CaptureError::Load(msg) if msg.contains("Operation not permitted") => EXIT_PRIVILEGE,
-            CaptureError::Load(_) => EXIT_KERNEL,
+            CaptureError::Tracefs(_)
+            | CaptureError::Btf(_)
+            | CaptureError::Attach(..)
+            | CaptureError::Load(_) => EXIT_KERNEL,
         };
     }
     if e.downcast_ref::<UsageError>().is_some() {

@@ -1,6 +1,9 @@
 //! Verdict output: human lines (colour on a terminal) or JSON lines, each verdict printed when it
 //! is established and again when its count changes, then a summary table.
-use std::io::{IsTerminal as _, Write as _};
+use std::{
+    fmt::Write as _,
+    io::{IsTerminal as _, Write as _},
+};
 
 use gwtrace::engine::{Verdict, render_human};
 
@@ -15,7 +18,12 @@ pub struct VerdictPrinter {
 
 impl VerdictPrinter {
     pub fn new(json: bool) -> Self {
-        Self { json, color: !json && std::io::stdout().is_terminal(), printed: Default::default(), last: Vec::new() }
+        Self {
+            json,
+            color: !json && std::io::stdout().is_terminal(),
+            printed: std::collections::HashMap::default(),
+            last: Vec::new(),
+        }
     }
 
     /// Prints new verdicts and those whose count changed.
@@ -34,7 +42,11 @@ impl VerdictPrinter {
             } else if first {
                 writeln!(out, "{}", render_human(v, self.color))?;
             } else {
-                writeln!(out, "  ... {} {} -> {}: now {} times ({:.1}/s)", v.cause, v.proxy_comm, v.target, v.count, v.rate_per_s)?;
+                writeln!(
+                    out,
+                    "  ... {} {} -> {}: now {} times ({:.1}/s)",
+                    v.cause, v.proxy_comm, v.target, v.count, v.rate_per_s
+                )?;
             }
         }
         out.flush()?;
@@ -63,16 +75,21 @@ impl VerdictPrinter {
         if self.last.is_empty() {
             text.push_str("gwtrace: no 502 cause established in this run\n");
         } else {
-            text.push_str(&format!("{:<24} {:>6} {:>8}  {:<18} {}\n", "CAUSE", "STATUS", "COUNT", "PROXY", "TARGET"));
+            let _ = writeln!(
+                text,
+                "{:<24} {:>6} {:>8}  {:<18} TARGET",
+                "CAUSE", "STATUS", "COUNT", "PROXY"
+            );
             for v in &self.last {
-                text.push_str(&format!(
-                    "{:<24} {:>6} {:>8}  {:<18} {}\n",
+                let _ = writeln!(
+                    text,
+                    "{:<24} {:>6} {:>8}  {:<18} {}",
                     v.cause,
                     v.status,
                     v.count,
                     format!("{}[{}]", v.proxy_comm, v.proxy_pid),
                     v.target
-                ));
+                );
             }
         }
         if self.json {

@@ -44,14 +44,22 @@ impl Stats {
             CNT_CONNECT_OK, CNT_TCP_ESTABLISHED, CNT_TCP_FAILED,
         };
         let c = |i: u32| self.counters.counters.get(i as usize).copied().unwrap_or(0);
-        let kinds: Vec<String> = self.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let kinds: Vec<String> = self
+            .by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
         format!(
             "gwtrace: {:.1}s ({}), events: {}\n\
              gwtrace: kernel: connect ok {} in-progress {} failed {}, tcp established {} failed {}, accept ok {} failed {}\n\
              gwtrace: lost events: {} (ring buffer, map, reads, recursion misses)",
             self.seconds,
             self.stopped_by,
-            if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") },
+            if kinds.is_empty() {
+                "none".to_owned()
+            } else {
+                kinds.join(", ")
+            },
             c(CNT_CONNECT_OK),
             c(CNT_CONNECT_INPROGRESS),
             c(CNT_CONNECT_FAILED),
@@ -83,7 +91,10 @@ pub fn run(
 ) -> anyhow::Result<Stats> {
     let started = std::time::Instant::now();
     let mut capture = Capture::start(opts.hooks)?;
-    eprintln!("gwtrace: {ready_msg} (attached in {} ms)", started.elapsed().as_millis());
+    eprintln!(
+        "gwtrace: {ready_msg} (attached in {} ms)",
+        started.elapsed().as_millis()
+    );
     let mut enricher = Enricher::new(SystemFacts::new(), opts.proxy_names.clone());
     let mut stats = Stats::default();
     let clock = capture.clock();
@@ -165,7 +176,11 @@ fn drain_once(
     for mut ev in batch {
         if let Some(up) = enricher.before(&ev) {
             if let Body::Exec { cmdline, .. } = &mut ev.body {
-                *cmdline = up.processes.iter().find(|p| p.pid == ev.pid).map(|p| p.cmdline.clone());
+                *cmdline = up
+                    .processes
+                    .iter()
+                    .find(|p| p.pid == ev.pid)
+                    .map(|p| p.cmdline.clone());
             }
             emit(&facts_event(clock, ev.mono_ns, up), stats)?;
         }
@@ -174,7 +189,11 @@ fn drain_once(
     Ok(())
 }
 
-fn facts_event(clock: &gwtrace::event::Clock, mono_ns: u64, up: gwtrace::facts::FactsUpdate) -> Event {
+fn facts_event(
+    clock: &gwtrace::event::Clock,
+    mono_ns: u64,
+    up: gwtrace::facts::FactsUpdate,
+) -> Event {
     Event {
         v: SCHEMA_VERSION,
         ts: clock.rfc3339(mono_ns),
@@ -206,7 +225,9 @@ pub fn open_output(path: &Path, force: bool) -> anyhow::Result<Box<dyn Write>> {
         let hint = match e.kind() {
             std::io::ErrorKind::AlreadyExists => " (it exists: pass --force to overwrite)",
             std::io::ErrorKind::PermissionDenied => " (permission denied: pick a writable path)",
-            _ if e.raw_os_error() == Some(libc::ELOOP) => " (it is a symlink: gwtrace never follows one)",
+            _ if e.raw_os_error() == Some(libc::ELOOP) => {
+                " (it is a symlink: gwtrace never follows one)"
+            }
             _ => "",
         };
         UsageError::Usage(format!("cannot create {}: {e}{hint}", path.display()))
@@ -216,7 +237,10 @@ pub fn open_output(path: &Path, force: bool) -> anyhow::Result<Box<dyn Write>> {
 
 /// `gwtrace record`.
 pub fn record(a: &RecordArgs) -> anyhow::Result<std::process::ExitCode> {
-    let out = std::cell::RefCell::new(open_output(a.output.as_deref().unwrap_or(Path::new("-")), a.force)?);
+    let out = std::cell::RefCell::new(open_output(
+        a.output.as_deref().unwrap_or(Path::new("-")),
+        a.force,
+    )?);
     let opts = SessionOpts {
         duration: a.capture.duration.map(Duration::from_secs_f64),
         hooks: a.capture.hooks.into(),

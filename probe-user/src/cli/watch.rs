@@ -40,7 +40,10 @@ fn resolve_proxies(args: &[String]) -> Result<(Vec<String>, Vec<u32>), UsageErro
             }
         }
     }
-    let found: Vec<_> = procs.iter().filter(|p| names.contains(&p.comm) || pids.contains(&p.pid)).collect();
+    let found: Vec<_> = procs
+        .iter()
+        .filter(|p| names.contains(&p.comm) || pids.contains(&p.pid))
+        .collect();
     if found.is_empty() {
         eprintln!(
             "gwtrace: no reverse proxy running (looked for {}); tracing anyway, a proxy may start later",
@@ -51,8 +54,10 @@ fn resolve_proxies(args: &[String]) -> Result<(Vec<String>, Vec<u32>), UsageErro
         for p in &found {
             by_name.entry(p.comm.as_str()).or_default().push(p.pid);
         }
-        let list: Vec<String> =
-            by_name.iter().map(|(n, ps)| format!("{n} ({} processes: {ps:?})", ps.len())).collect();
+        let list: Vec<String> = by_name
+            .iter()
+            .map(|(n, ps)| format!("{n} ({} processes: {ps:?})", ps.len()))
+            .collect();
         eprintln!("gwtrace: watching {}", list.join(", "));
     }
     Ok((names, pids))
@@ -65,7 +70,10 @@ pub fn watch(a: &WatchArgs) -> anyhow::Result<std::process::ExitCode> {
         Some(p) => Some(session::open_output(p, a.force)?),
         None => None,
     };
-    let mut engine = Engine::new(EngineConfig { proxy_names: proxy_names.clone(), proxy_pids: proxy_pids.clone() });
+    let mut engine = Engine::new(EngineConfig {
+        proxy_names: proxy_names.clone(),
+        proxy_pids: proxy_pids.clone(),
+    });
     let opts = session::SessionOpts {
         duration: a.capture.duration.map(Duration::from_secs_f64),
         hooks: a.capture.hooks.into(),
