@@ -104,11 +104,11 @@ fn real_main() -> anyhow::Result<()> {
             let cargo = |args: &[&str]| run(Command::new("cargo").current_dir(root()).args(args));
             if !no_lint {
                 cargo(&["fmt", "--all", "--", "--check"])?;
-                cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+                cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
             }
             // Unit tests, then root tests against the real kernel and real nginx/gunicorn. Tests
             // that share kernel-wide state (the lab's nginx, cgroups) serialise themselves.
-            cargo(&["test", "--workspace", "--no-fail-fast", "--", "--test-threads=2"])?;
+            cargo(&["test", "--no-fail-fast", "--", "--test-threads=2"])?;
             println!("xtask: all tests passed");
             Ok(())
         }
