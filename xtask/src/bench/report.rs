@@ -204,6 +204,8 @@ pub struct Row {
     pub tracer_cpu_ms_per_s: Option<f64>,
     pub target: String,
     pub met: Option<bool>,
+    /// What the target was checked on, when it is not the median itself.
+    pub note: String,
 }
 
 /// Quantile by linear interpolation of sorted values.
@@ -255,6 +257,7 @@ fn row(workload: &str, metric: &str, config: Config, values: Vec<f64>) -> Option
         tracer_cpu_ms_per_s: None,
         target: String::new(),
         met: None,
+        note: String::new(),
     })
 }
 
@@ -327,19 +330,21 @@ pub fn summarise(runs: &[Run], workloads: &[Workload], storm: bool) -> Vec<Row> 
                     };
                     let (gw_cost, other_cost) =
                         (cost(gw, m.higher_better), cost(other, m.higher_better));
+                    let costs = format!(
+                        "cost: gwtrace {:+.1}%, {} {:+.1}%",
+                        gw_cost * 100.0,
+                        r.config,
+                        other_cost * 100.0
+                    );
                     if r.config == Config::Bpftrace.name() {
                         "gwtrace's cost below".clone_into(&mut r.target);
                         r.met = Some(gw_cost <= other_cost + NOISE);
+                        r.note = costs;
                     } else if r.config == Config::Strace.name() {
                         "gwtrace's cost <= 1/5".clone_into(&mut r.target);
                         r.met = Some(gw_cost <= FAR_BELOW * other_cost.max(0.0) + NOISE);
-                    } else if r.config == Config::Baseline.name()
-                        || r.config == Config::GwtraceSock.name()
-                    {
-                        if r.target.is_empty() {
-                            "report".clone_into(&mut r.target);
-                        }
-                    } else if r.target.is_empty() {
+                        r.note = costs;
+                    } else if r.config != Config::Baseline.name() && r.target.is_empty() {
                         "report".clone_into(&mut r.target);
                     }
                 }
@@ -688,17 +693,21 @@ pub fn markdown(
     } else {
         let _ = writeln!(md, "Targets missed:\n");
         for r in missed {
+            let what = if r.note.is_empty() {
+                format!(
+                    "{}{}",
+                    num(r.median),
+                    r.ratio
+                        .map(|x| format!(" = {:.1}% of baseline", x * 100.0))
+                        .unwrap_or_default()
+                )
+            } else {
+                r.note.clone()
+            };
             let _ = writeln!(
                 md,
-                "- {} / {} / {}: {} {} (target {})",
-                r.workload,
-                r.metric,
-                r.config,
-                num(r.median),
-                r.ratio
-                    .map(|x| format!("= {:.1}% of baseline", x * 100.0))
-                    .unwrap_or_default(),
-                r.target
+                "- {} / {} / {}: {what} (target {})",
+                r.workload, r.metric, r.config, r.target
             );
         }
     }
