@@ -96,7 +96,6 @@ impl KernelBtf {
         }
         Some(Self {
             data,
-            types_start,
             strs_start,
             strs_len: str_len,
             types,
