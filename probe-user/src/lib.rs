@@ -1,8 +1,9 @@
 //! gwtrace: why does my reverse proxy answer 502? Wire decoding, kernel capture, procfs facts and
 //! the correlation engine; the `gwtrace` binary is a thin CLI over these.
+pub mod capture;
 pub mod engine;
+pub mod enrich;
 pub mod event;
 pub mod facts;
-pub mod capture;
-pub mod enrich;
+pub mod metrics;
 pub mod sysfacts;

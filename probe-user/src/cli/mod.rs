@@ -1,6 +1,7 @@
 //! Command line: `gwtrace` (watch and diagnose), `gwtrace record`, `gwtrace explain`.
 mod explain;
 mod output;
+mod serve;
 mod session;
 mod watch;
 
@@ -42,6 +43,8 @@ enum Command {
     Record(RecordArgs),
     /// Replay a `gwtrace record` file through the diagnosis engine (no root needed).
     Explain(ExplainArgs),
+    /// Run as a daemon: trace, keep verdicts current, serve Prometheus metrics on /metrics.
+    Serve(serve::ServeArgs),
 }
 
 /// Which kernel hooks to use.
@@ -120,6 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Record(a)) => session::record(&a),
         Some(Command::Explain(a)) => explain::explain(&a),
+        Some(Command::Serve(a)) => serve::serve(&a),
         None => watch::watch(&cli.watch),
     }
 }

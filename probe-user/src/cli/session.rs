@@ -86,8 +86,22 @@ pub struct SessionOpts {
 pub fn run(
     opts: &SessionOpts,
     ready_msg: &str,
+    on_event: impl FnMut(&Event) -> anyhow::Result<()>,
+    on_tick: impl FnMut(u64) -> anyhow::Result<()>,
+) -> anyhow::Result<Stats> {
+    run_with_counters(opts, ready_msg, on_event, on_tick, None)
+}
+
+/// Sees the kernel counters every tick (before `on_tick`) and once at the end.
+pub type OnCounters<'a> = &'a mut dyn FnMut(&Counters) -> anyhow::Result<()>;
+
+/// [`run`], with `on_counters` (the kernel counters read every tick, for `gwtrace serve`).
+pub fn run_with_counters(
+    opts: &SessionOpts,
+    ready_msg: &str,
     mut on_event: impl FnMut(&Event) -> anyhow::Result<()>,
     mut on_tick: impl FnMut(u64) -> anyhow::Result<()>,
+    mut on_counters: Option<OnCounters<'_>>,
 ) -> anyhow::Result<Stats> {
     let started = std::time::Instant::now();
     let mut capture = Capture::start(opts.hooks)?;
@@ -141,6 +155,9 @@ pub fn run(
                     for ev in capture.loss_events(now) {
                         emit(&ev, &mut stats)?;
                     }
+                    if let Some(f) = on_counters.as_mut() {
+                        f(&capture.counters())?;
+                    }
                     on_tick(now)?;
                 }
                 () = &mut sleep_until_deadline => break "duration reached",
@@ -160,6 +177,9 @@ pub fn run(
     stats.counters = capture.counters();
     stats.seconds = started.elapsed().as_secs_f64();
     drop(capture); // detaches every program, frees every map
+    if let Some(f) = on_counters.as_mut() {
+        f(&stats.counters)?;
+    }
     on_tick(now)?;
     Ok(stats)
 }

@@ -16,7 +16,7 @@ pub fn default_proxy_names() -> Vec<String> {
 }
 
 /// Resolves `--proxy` values and auto-detection into names and pids.
-fn resolve_proxies(args: &[String]) -> Result<(Vec<String>, Vec<u32>), UsageError> {
+pub fn resolve_proxies(args: &[String]) -> Result<(Vec<String>, Vec<u32>), UsageError> {
     let mut facts = SystemFacts::new();
     let procs = facts.processes();
     let mut names = default_proxy_names();

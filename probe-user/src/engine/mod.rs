@@ -105,6 +105,15 @@ impl Engine {
             &self.state.loss_reasons,
         )
     }
+
+    /// For each pid, whether the engine counts that process as an upstream (it or an ancestor
+    /// runs a known app server, or its family serves a target a proxy connects to; never a
+    /// proxy): `gwtrace serve` counts upstream worker deaths with it.
+    #[must_use]
+    pub fn upstreams(&self, pids: &[u32]) -> Vec<bool> {
+        let v = view::View::new(&self.state, &self.cfg);
+        pids.iter().map(|&pid| v.is_upstream(pid)).collect()
+    }
 }
 
 /// One established root cause of the proxy's 502s (or 504s), deduplicated by (cause, proxy, target).

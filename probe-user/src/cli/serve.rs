@@ -1,0 +1,191 @@
+//! `gwtrace serve`: the daemon. Traces like `gwtrace`, prints verdicts as they are established
+//! (to the journal under systemd), keeps them current and serves Prometheus metrics on
+//! `/metrics` (library: [`gwtrace::metrics`]).
+use std::{
+    cell::RefCell,
+    io::Write as _,
+    net::{SocketAddr, TcpListener},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use clap::Args;
+use gwtrace::{
+    engine::{Engine, EngineConfig},
+    metrics::{CONTENT_TYPE, Exporter, Metrics, MetricsConfig},
+};
+
+use super::{UsageError, WatchArgs, output::VerdictPrinter, session, watch};
+
+/// Where metrics are served unless `--metrics` says otherwise (loopback: put a proxy or a
+/// firewall in front before exposing it).
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    watch: WatchArgs,
+    /// Serve Prometheus metrics (text format) on http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
+    metrics: SocketAddr,
+    /// Distinct upstream targets with series of their own; later ones are counted as
+    /// `target="other"`.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_targets: usize,
+}
+
+/// Binds the metrics address: a port already taken is a usage error (exit code 2), said in
+/// one line.
+fn bind(addr: SocketAddr) -> Result<TcpListener, UsageError> {
+    TcpListener::bind(addr).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (another process listens there: pick another port with --metrics ADDR)"
+            }
+            std::io::ErrorKind::AddrNotAvailable => " (no interface has this address)",
+            std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+            _ => "",
+        };
+        UsageError::Usage(format!("cannot serve metrics on {addr}: {e}{hint}"))
+    })
+}
+
+/// Answers one request: `/metrics`, `/` and `/healthz`.
+fn respond(req: tiny_http::Request, exporter: &Exporter) {
+    use tiny_http::{Method, Response};
+    let path = req.url().split('?').next().unwrap_or("");
+    let get = matches!(req.method(), Method::Get | Method::Head);
+    let result = match (get, path) {
+        (true, "/metrics") => match exporter.encode() {
+            Ok(body) => {
+                let mut r = Response::from_string(body);
+                if let Ok(h) = format!("Content-Type: {CONTENT_TYPE}").parse::<tiny_http::Header>()
+                {
+                    r.add_header(h);
+                }
+                req.respond(r)
+            }
+            Err(e) => req.respond(Response::from_string(format!("{e}\n")).with_status_code(500)),
+        },
+        (true, "/") => req.respond(Response::from_string(
+            "gwtrace: Prometheus metrics at /metrics\n",
+        )),
+        (true, "/healthz") => req.respond(Response::from_string("ok\n")),
+        (false, "/metrics" | "/" | "/healthz") => {
+            req.respond(Response::from_string("method not allowed\n").with_status_code(405))
+        }
+        _ => req.respond(Response::from_string("not found\n").with_status_code(404)),
+    };
+    if let Err(e) = result {
+        log::debug!("metrics client went away: {e}");
+    }
+}
+
+/// The HTTP side: a thread answering until `unblock`.
+struct HttpServer {
+    server: Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpServer {
+    fn start(listener: TcpListener, exporter: Exporter) -> anyhow::Result<Self> {
+        let server = Arc::new(
+            tiny_http::Server::from_listener(listener, None)
+                .map_err(|e| anyhow::anyhow!("starting the metrics server: {e}"))?,
+        );
+        let s = Arc::clone(&server);
+        let thread = std::thread::Builder::new()
+            .name("gwtrace-metrics".into())
+            .spawn(move || {
+                for req in s.incoming_requests() {
+                    respond(req, &exporter);
+                }
+            })
+            .context("starting the metrics thread")?;
+        Ok(Self {
+            server,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs the daemon.
+pub fn serve(a: &ServeArgs) -> anyhow::Result<std::process::ExitCode> {
+    // Bind first: a taken port fails in a line, before any program is loaded.
+    let listener = bind(a.metrics)?;
+    let w = &a.watch;
+    let (proxy_names, proxy_pids) = watch::resolve_proxies(&w.proxy)?;
+    let recorder = RefCell::new(match &w.record {
+        Some(p) => Some(session::open_output(p, w.force)?),
+        None => None,
+    });
+    let engine = RefCell::new(Engine::new(EngineConfig {
+        proxy_names: proxy_names.clone(),
+        proxy_pids: proxy_pids.clone(),
+    }));
+    let metrics = RefCell::new(Metrics::new(MetricsConfig {
+        proxy_names: proxy_names.clone(),
+        proxy_pids: proxy_pids.clone(),
+        max_targets: a.max_targets,
+        ..MetricsConfig::default()
+    }));
+    let http = HttpServer::start(listener, metrics.borrow().exporter())?;
+    let opts = session::SessionOpts {
+        duration: w.capture.duration.map(Duration::from_secs_f64),
+        hooks: w.capture.hooks.into(),
+        proxy_names,
+        proxy_pids,
+    };
+    let printer = RefCell::new(VerdictPrinter::new(w.json));
+    let mut on_counters = |c: &gwtrace::capture::Counters| {
+        metrics.borrow_mut().set_counters(c);
+        Ok(())
+    };
+    let ready = format!(
+        "tracing; metrics on http://{}/metrics; verdicts appear as causes are established",
+        a.metrics
+    );
+    let stats = session::run_with_counters(
+        &opts,
+        &ready,
+        |ev| {
+            engine.borrow_mut().feed(ev);
+            metrics.borrow_mut().observe(ev);
+            if let Some(r) = recorder.borrow_mut().as_mut() {
+                serde_json::to_writer(&mut *r, ev)?;
+                r.write_all(b"\n")?;
+            }
+            Ok(())
+        },
+        |now| {
+            let engine = engine.borrow();
+            let verdicts = engine.verdicts(now);
+            let mut m = metrics.borrow_mut();
+            m.set_verdicts(&verdicts, now);
+            m.settle_deaths(|pids| engine.upstreams(pids));
+            printer.borrow_mut().update(&verdicts)?;
+            if let Some(r) = recorder.borrow_mut().as_mut() {
+                r.flush().context("writing the --record file")?;
+            }
+            Ok(())
+        },
+        Some(&mut on_counters),
+    )?;
+    drop(http);
+    if let Some(mut r) = recorder.into_inner() {
+        r.flush()?;
+    }
+    printer.borrow_mut().summary()?;
+    eprintln!("{}", stats.render());
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -1,0 +1,1 @@
+//! `gwtrace serve` scraped by a real Prometheus (root).
