@@ -18,7 +18,7 @@ use std::{
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
-    registry::Registry,
+    registry::{Metric, Registry},
 };
 
 use crate::{
@@ -247,83 +247,88 @@ fn mirror(c: &Counter, total: u64) {
     }
 }
 
+/// A new metric registered under `name` (the registry's prefix and, for counters, `_total`
+/// are added), and the handle that updates it.
+fn register<M: Metric + Default + Clone>(r: &mut Registry, name: &str, help: &str) -> M {
+    let m = M::default();
+    r.register(name, help, m.clone());
+    m
+}
+
 impl Metrics {
     /// Registers every metric, with the label sets that always exist at 0.
     #[must_use]
     pub fn new(cfg: MetricsConfig) -> Self {
         let mut r = Registry::with_prefix("gwtrace");
-        let connect_failures = Family::<ConnectLabels, Counter>::default();
-        r.register(
-            "connect_failures",
-            "Failed upstream connects of proxy processes, by proxy name, target and errno",
-            connect_failures.clone(),
-        );
-        let accept_failures = Family::<CommErrnoLabels, Counter>::default();
-        r.register(
-            "accept_failures",
-            "Failed accepts (EMFILE, ENFILE, ENOBUFS, ...) by process name and errno",
-            accept_failures.clone(),
-        );
-        let upstream_deaths = Family::<DeathLabels, Counter>::default();
-        r.register(
-            "upstream_deaths",
-            "Upstream (app server) processes that died: killed by a signal, exited non-zero, or OOM-killed",
-            upstream_deaths.clone(),
-        );
-        let verdicts_active = Family::<CauseLabels, Gauge>::default();
-        r.register(
-            "verdicts_active",
-            "Established 502/504 causes with a symptom in the last minute, by cause id",
-            verdicts_active.clone(),
-        );
-        let verdicts = Family::<CauseLabels, Gauge>::default();
-        r.register(
-            "verdicts",
-            "Established 502/504 causes (any age), by cause id",
-            verdicts.clone(),
-        );
-        let lost = Family::<ReasonLabels, Counter>::default();
-        r.register(
-            "lost_events",
-            "Events the kernel or gwtrace could not deliver, by reason",
-            lost.clone(),
-        );
-        let events = Family::<KindLabels, Counter>::default();
-        r.register(
-            "events",
-            "Event lines produced (all processes), by kind",
-            events.clone(),
-        );
-        let kernel_connects = Family::<ResultLabels, Counter>::default();
-        r.register(
-            "kernel_connects",
-            "connect() syscalls on the host, by result (ok, in_progress, failed); 0 with --hooks sock",
-            kernel_connects.clone(),
-        );
-        let kernel_connect_errors = Family::<ErrnoLabels, Counter>::default();
-        r.register(
-            "kernel_connect_errors",
-            "Failed connects on the host (every process), by errno",
-            kernel_connect_errors.clone(),
-        );
-        let kernel_tcp_connects = Family::<ResultLabels, Counter>::default();
-        r.register(
-            "kernel_tcp_connects",
-            "TCP handshakes on the host, by result (established, failed, abandoned)",
-            kernel_tcp_connects.clone(),
-        );
-        let kernel_accepts = Family::<ResultLabels, Counter>::default();
-        r.register(
-            "kernel_accepts",
-            "accept()/accept4() syscalls on the host, by result (ok, failed); 0 with --hooks sock",
-            kernel_accepts.clone(),
-        );
-        let kernel_accept_errors = Family::<ErrnoLabels, Counter>::default();
-        r.register(
-            "kernel_accept_errors",
-            "Failed accepts on the host (every process), by errno",
-            kernel_accept_errors.clone(),
-        );
+        let mut m = Self {
+            connect_failures: register(
+                &mut r,
+                "connect_failures",
+                "Failed upstream connects of proxy processes, by proxy name, target and errno",
+            ),
+            accept_failures: register(
+                &mut r,
+                "accept_failures",
+                "Failed accepts (EMFILE, ENFILE, ENOBUFS, ...) by process name and errno",
+            ),
+            upstream_deaths: register(
+                &mut r,
+                "upstream_deaths",
+                "Upstream (app server) processes that died: killed by a signal, exited non-zero, or OOM-killed",
+            ),
+            verdicts_active: register(
+                &mut r,
+                "verdicts_active",
+                "Established 502/504 causes with a symptom in the last minute, by cause id",
+            ),
+            verdicts: register(
+                &mut r,
+                "verdicts",
+                "Established 502/504 causes (any age), by cause id",
+            ),
+            lost: register(
+                &mut r,
+                "lost_events",
+                "Events the kernel or gwtrace could not deliver, by reason",
+            ),
+            events: register(
+                &mut r,
+                "events",
+                "Event lines produced (all processes), by kind",
+            ),
+            kernel_connects: register(
+                &mut r,
+                "kernel_connects",
+                "connect() syscalls on the host, by result (ok, in_progress, failed); 0 with --hooks sock",
+            ),
+            kernel_connect_errors: register(
+                &mut r,
+                "kernel_connect_errors",
+                "Failed connects on the host (every process), by errno",
+            ),
+            kernel_tcp_connects: register(
+                &mut r,
+                "kernel_tcp_connects",
+                "TCP handshakes on the host, by result (established, failed, abandoned)",
+            ),
+            kernel_accepts: register(
+                &mut r,
+                "kernel_accepts",
+                "accept()/accept4() syscalls on the host, by result (ok, failed); 0 with --hooks sock",
+            ),
+            kernel_accept_errors: register(
+                &mut r,
+                "kernel_accept_errors",
+                "Failed accepts on the host (every process), by errno",
+            ),
+            registry: Arc::new(Registry::default()),
+            targets: Capped::new(cfg.max_targets),
+            comms: Capped::new(cfg.max_comms),
+            causes: Capped::new(CAUSES.len() + MAX_NEW_CAUSES),
+            cfg,
+            pending: VecDeque::new(),
+            oom_victims: VecDeque::new(),
+        };
         r.register(
             "build",
             "gwtrace build information",
@@ -331,16 +336,23 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             }),
         );
-        let mut causes = Capped::new(CAUSES.len() + MAX_NEW_CAUSES);
+        m.registry = Arc::new(r);
+        m.seed();
+        m
+    }
+
+    /// Creates the series that exist before anything happens (at 0), so queries and alerts
+    /// find them.
+    fn seed(&mut self) {
         for cause in CAUSES {
             let l = CauseLabels {
-                cause: causes.label(cause),
+                cause: self.causes.label(cause),
             };
-            drop(verdicts_active.get_or_create(&l));
-            drop(verdicts.get_or_create(&l));
+            drop(self.verdicts_active.get_or_create(&l));
+            drop(self.verdicts.get_or_create(&l));
         }
         for reason in LOSS_REASONS {
-            drop(lost.get_or_create(&ReasonLabels {
+            drop(self.lost.get_or_create(&ReasonLabels {
                 reason: (*reason).to_owned(),
             }));
         }
@@ -351,33 +363,12 @@ impl Metrics {
                 }));
             }
         };
-        results(&kernel_connects, &["ok", "in_progress", "failed"]);
+        results(&self.kernel_connects, &["ok", "in_progress", "failed"]);
         results(
-            &kernel_tcp_connects,
+            &self.kernel_tcp_connects,
             &["established", "failed", "abandoned"],
         );
-        results(&kernel_accepts, &["ok", "failed"]);
-        Self {
-            targets: Capped::new(cfg.max_targets),
-            comms: Capped::new(cfg.max_comms),
-            causes,
-            cfg,
-            registry: Arc::new(r),
-            connect_failures,
-            accept_failures,
-            upstream_deaths,
-            verdicts_active,
-            verdicts,
-            lost,
-            events,
-            kernel_connects,
-            kernel_connect_errors,
-            kernel_tcp_connects,
-            kernel_accepts,
-            kernel_accept_errors,
-            pending: VecDeque::new(),
-            oom_victims: VecDeque::new(),
-        }
+        results(&self.kernel_accepts, &["ok", "failed"]);
     }
 
     /// The read side, for the thread that serves `/metrics`.
@@ -738,7 +729,7 @@ mod tests {
             pids.iter().map(|&p| p != 200).collect()
         });
         assert_eq!(asked, [100, 101, 103, 200]);
-        assert!(m.pending_deaths().is_empty());
+        assert_eq!(m.pending_deaths(), []);
         let t = m.encode().unwrap();
         for (labels, n) in [
             (r#"app="gunicorn",cause="signal",code="SIGSEGV""#, "1"),
