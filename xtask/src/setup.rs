@@ -22,6 +22,7 @@ const PACKAGES: &[&str] = &[
     "curl",
     // Scrapes `gwtrace serve` in the metrics test (and promtool lints the exposition).
     "prometheus",
+    "time",
 ];
 /// bpf-linker, pinned: 0.13 against Debian's LLVM 22 (its default wants LLVM 23).
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -103,6 +103,21 @@ pub fn run_with_counters(
     mut on_tick: impl FnMut(u64) -> anyhow::Result<()>,
     mut on_counters: Option<OnCounters<'_>>,
 ) -> anyhow::Result<Stats> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .enable_io()
+        .build()
+        .context("starting the event loop")?;
+    // Catch SIGINT/SIGTERM/SIGHUP before attaching: a signal that lands between attach and the
+    // loop must still end the run cleanly (detach, flush, summary), never kill the process.
+    let (mut sigint, mut sigterm, mut sighup) = {
+        let _guard = rt.enter();
+        (
+            signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+        )
+    };
     let started = std::time::Instant::now();
     let mut capture = Capture::start(opts.hooks)?;
     eprintln!(
@@ -123,15 +138,7 @@ pub fn run_with_counters(
     let snapshot = enricher.snapshot(&opts.proxy_pids);
     emit(&facts_event(&clock, now, snapshot), &mut stats)?;
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .enable_io()
-        .build()
-        .context("starting the event loop")?;
     stats.stopped_by = rt.block_on(async {
-        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
         let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
         let mut drain = tokio::time::interval(DRAIN_EVERY);
         let mut tick = tokio::time::interval(TICK_EVERY);

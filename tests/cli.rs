@@ -1,0 +1,427 @@
+//! Reliability and bad input, run like a user runs gwtrace: clean detach on every signal (and after
+//! `kill -9`), nothing lost on SIGINT/SIGTERM/SIGHUP, two instances at once, and one clear line
+//! with a documented exit code for every bad input. Kernel tests need root.
+use std::{
+    collections::BTreeSet,
+    io::Write as _,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+fn gwtrace() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gwtrace"))
+}
+
+fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A private temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("gwtrace-cli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+    fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Ids of the BPF programs and maps a process holds, from its fdinfo.
+fn bpf_objects(pid: u32) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return ids;
+    };
+    for e in dir.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        for line in text.lines() {
+            for key in ["prog_id:", "map_id:"] {
+                if let Some(v) = line.strip_prefix(key) {
+                    ids.insert(format!("{}{}", &key[..key.len() - 1], v.trim()));
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// Whether a program or map id (as from `bpf_objects`) still exists in the kernel.
+fn bpf_object_exists(id: &str) -> bool {
+    let (kind, num) = if let Some(n) = id.strip_prefix("prog_id") {
+        ("prog", n)
+    } else {
+        ("map", &id[6..])
+    };
+    Command::new("bpftool")
+        .args([kind, "show", "id", num])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts `gwtrace record` into `out` and waits until it is attached.
+fn start_recording(out: &Path) -> (Child, BTreeSet<String>) {
+    let mut child = gwtrace()
+        .args(["record", "--output"])
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gwtrace");
+    let pid = child.id();
+    let t0 = Instant::now();
+    // Attached = it holds its programs (the ready line goes to stderr, read at the end).
+    let mut objects = BTreeSet::new();
+    while t0.elapsed() < Duration::from_secs(20) {
+        objects = bpf_objects(pid);
+        if objects.iter().filter(|o| o.starts_with("prog")).count() >= 9 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        objects.iter().filter(|o| o.starts_with("prog")).count() >= 9,
+        "gwtrace never attached: {objects:?}"
+    );
+    (child, objects)
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: a child we started.
+    unsafe { libc::kill(i32::try_from(child.id()).expect("pid"), sig) };
+}
+
+/// Provokes a few failed unix connects from a child process (events to record).
+fn provoke_failures(dir: &TempDir) {
+    let code = format!(
+        "import socket\nfor i in range(5):\n  s=socket.socket(socket.AF_UNIX)\n  try: s.connect('{}')\n  except OSError: pass\n",
+        dir.join("missing.sock").display()
+    );
+    let st = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(code)
+        .status()
+        .expect("python3");
+    assert!(st.success());
+}
+
+fn stop_and_check(sig: i32, name: &str) {
+    assert!(is_root(), "run as root");
+    let dir = TempDir::new(name);
+    let out = dir.join("events.jsonl");
+    let (child, objects) = start_recording(&out);
+    provoke_failures(&dir);
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, sig);
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{name}: exit {:?}, stderr: {stderr}",
+        output.status
+    );
+    assert!(
+        stderr.contains(&format!("({name})")),
+        "summary names the signal: {stderr}"
+    );
+    assert!(stderr.contains("lost events:"), "summary printed: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Everything flushed: every line is complete JSON, and the provoked failures are there.
+    let text = std::fs::read_to_string(&out).expect("record file");
+    let mut failures = 0;
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("line {}: {e}: {line}", i + 1));
+        if v["kind"] == "connect_failed"
+            && v["target"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("missing.sock"))
+        {
+            failures += 1;
+        }
+    }
+    assert_eq!(
+        failures, 5,
+        "all 5 provoked failures recorded before {name}"
+    );
+    // Every program and map is gone.
+    let left: Vec<&String> = objects.iter().filter(|o| bpf_object_exists(o)).collect();
+    assert!(left.is_empty(), "{name}: BPF objects left behind: {left:?}");
+}
+
+#[test]
+fn sigint_detaches_flushes_and_summarises() {
+    stop_and_check(libc::SIGINT, "SIGINT");
+}
+
+#[test]
+fn sigterm_detaches_flushes_and_summarises() {
+    stop_and_check(libc::SIGTERM, "SIGTERM");
+}
+
+#[test]
+fn sighup_detaches_flushes_and_summarises() {
+    stop_and_check(libc::SIGHUP, "SIGHUP");
+}
+
+#[test]
+fn kill_9_leaves_nothing_attached() {
+    assert!(is_root(), "run as root");
+    let dir = TempDir::new("kill9");
+    let (mut child, objects) = start_recording(&dir.join("events.jsonl"));
+    signal(&child, libc::SIGKILL);
+    let _ = child.wait();
+    // The kernel frees programs and maps when their last fd closes; give it a moment.
+    let t0 = Instant::now();
+    let mut left: Vec<&String> = objects.iter().collect();
+    while !left.is_empty() && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+        left = objects.iter().filter(|o| bpf_object_exists(o)).collect();
+    }
+    assert!(left.is_empty(), "BPF objects left after kill -9: {left:?}");
+}
+
+#[test]
+fn two_instances_at_once_both_capture() {
+    assert!(is_root(), "run as root");
+    let dir = TempDir::new("two");
+    let (a, _) = start_recording(&dir.join("a.jsonl"));
+    let (b, _) = start_recording(&dir.join("b.jsonl"));
+    provoke_failures(&dir);
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&a, libc::SIGINT);
+    signal(&b, libc::SIGINT);
+    for (c, f) in [(a, "a.jsonl"), (b, "b.jsonl")] {
+        assert!(c.wait_with_output().expect("wait").status.success());
+        let text = std::fs::read_to_string(dir.join(f)).expect("file");
+        let n = text
+            .lines()
+            .filter(|l| l.contains("missing.sock") && l.contains("connect_failed"))
+            .count();
+        assert_eq!(n, 5, "{f} has all failures");
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    gwtrace().args(args).output().expect("run gwtrace")
+}
+
+/// One line on stderr, no panic or backtrace, the given exit code, and the hint in the text.
+fn assert_clear_error(out: &Output, code: i32, hint: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(hint), "stderr {stderr:?} lacks {hint:?}");
+    let lines = stderr.lines().filter(|l| !l.trim().is_empty()).count();
+    assert!(lines <= 3, "a short error, got: {stderr}");
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let out = run(&["--no-such-flag"]);
+    assert_clear_error(&out, 2, "--no-such-flag");
+}
+
+#[test]
+fn proxy_naming_nothing_is_a_usage_error() {
+    assert!(is_root(), "run as root");
+    assert_clear_error(
+        &run(&["--proxy", "4000000", "--duration", "1"]),
+        2,
+        "no such process",
+    );
+    assert_clear_error(
+        &run(&["--proxy", "no-such-proxy-xyz", "--duration", "1"]),
+        2,
+        "no running process",
+    );
+}
+
+#[test]
+fn not_root_says_so() {
+    // Drop to nobody for this one run.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_gwtrace"))
+        .args(["record", "--duration", "1"])
+        .output()
+        .expect("setpriv");
+    assert_clear_error(&out, 3, "needs root");
+}
+
+#[test]
+fn output_paths_are_safe() {
+    assert!(is_root(), "run as root");
+    let dir = TempDir::new("out");
+    // Exists: refused without --force.
+    let existing = dir.join("exists.jsonl");
+    std::fs::write(&existing, "keep me\n").expect("write");
+    let out = run(&[
+        "record",
+        "--duration",
+        "1",
+        "--output",
+        existing.to_str().expect("utf8"),
+    ]);
+    assert_clear_error(&out, 2, "--force");
+    assert_eq!(
+        std::fs::read_to_string(&existing).expect("read"),
+        "keep me\n"
+    );
+    // A symlink is never followed, even with --force.
+    let target = dir.join("target");
+    std::fs::write(&target, "victim\n").expect("write");
+    let link = dir.join("link.jsonl");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let out = run(&[
+        "record",
+        "--duration",
+        "1",
+        "--force",
+        "--output",
+        link.to_str().expect("utf8"),
+    ]);
+    assert_clear_error(&out, 2, "symlink");
+    assert_eq!(std::fs::read_to_string(&target).expect("read"), "victim\n");
+    // Unwritable directory.
+    let out = run(&[
+        "record",
+        "--duration",
+        "1",
+        "--output",
+        "/proc/gwtrace-no/x.jsonl",
+    ]);
+    assert_clear_error(&out, 2, "cannot create");
+    // A new file is private.
+    let fresh = dir.join("fresh.jsonl");
+    let out = run(&[
+        "record",
+        "--duration",
+        "0.5",
+        "--output",
+        fresh.to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::fs::metadata(&fresh)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn explain_rejects_bad_files_with_line_numbers() {
+    let dir = TempDir::new("explain");
+    let missing = dir.join("nope.jsonl");
+    assert_clear_error(
+        &run(&["explain", missing.to_str().expect("utf8")]),
+        2,
+        "cannot open",
+    );
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "").expect("write");
+    assert_clear_error(
+        &run(&["explain", empty.to_str().expect("utf8")]),
+        2,
+        "empty",
+    );
+    let good = r#"{"v":1,"ts":"2026-11-25T19:47:19Z","mono_ns":1,"pid":1,"tid":1,"comm":"nginx","uid":33,"gid":33,"cgroup_id":1,"kind":"connect_failed","target":"unix:/run/app.sock","errno":2,"errno_name":"ENOENT","source":"syscall"}"#;
+    let truncated = dir.join("truncated.jsonl");
+    std::fs::write(&truncated, format!("{good}\n{}", &good[..good.len() / 2])).expect("write");
+    assert_clear_error(
+        &run(&["explain", truncated.to_str().expect("utf8")]),
+        2,
+        "truncated.jsonl:2",
+    );
+    let corrupted = dir.join("corrupted.jsonl");
+    std::fs::write(&corrupted, format!("{good}\n{good}\n\u{0}\u{1}garbage\n")).expect("write");
+    assert_clear_error(
+        &run(&["explain", corrupted.to_str().expect("utf8")]),
+        2,
+        "corrupted.jsonl:3",
+    );
+    let future = dir.join("future.jsonl");
+    std::fs::write(&future, good.replace("\"v\":1", "\"v\":99")).expect("write");
+    assert_clear_error(
+        &run(&["explain", future.to_str().expect("utf8")]),
+        2,
+        "upgrade gwtrace",
+    );
+    let wrong = dir.join("wrong.jsonl");
+    std::fs::write(&wrong, "{\"v\":1,\"kind\":\"no_such_kind\"}\n").expect("write");
+    assert_clear_error(
+        &run(&["explain", wrong.to_str().expect("utf8")]),
+        2,
+        "wrong.jsonl:1",
+    );
+}
+
+/// A big record file is streamed: memory stays flat however long the file is.
+#[test]
+fn explain_streams_big_files_in_constant_memory() {
+    let dir = TempDir::new("big");
+    let path = dir.join("big.jsonl");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+    // ~50 MB: failures from many distinct non-proxy processes and targets plus proxy failures.
+    for i in 0..250_000u64 {
+        let comm = if i % 3 == 0 { "nginx" } else { "python3" };
+        writeln!(
+            f,
+            r#"{{"v":1,"ts":"2026-11-25T19:47:19Z","mono_ns":{},"pid":{},"tid":{},"comm":"{comm}","uid":33,"gid":33,"cgroup_id":1,"kind":"connect_failed","target":"unix:/run/app-{}.sock","errno":2,"errno_name":"ENOENT","source":"syscall"}}"#,
+            1_000_000 + i * 1000,
+            1000 + i % 50_000,
+            1000 + i % 50_000,
+            i % 100_000
+        )
+        .expect("write");
+    }
+    f.flush().expect("flush");
+    drop(f);
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "maxrss_kb=%M"])
+        .arg(env!("CARGO_BIN_EXE_gwtrace"))
+        .args(["explain", "--json"])
+        .arg(&path)
+        .output();
+    let Ok(out) = out else {
+        eprintln!("/usr/bin/time missing: skipped");
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rss: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kb="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("maxrss");
+    assert!(
+        rss < 128 * 1024,
+        "explain used {rss} kB for a {} MB file",
+        std::fs::metadata(&path).map_or(0, |m| m.len() >> 20)
+    );
+}
