@@ -57,6 +57,59 @@ impl SystemFacts {
     }
 }
 
+impl SystemFacts {
+    /// The `namei` walk of a path (root first, up to the first missing component), and the
+    /// component that could not be examined for another reason than not existing (permission
+    /// denied to a non-root user), with the error: past it, "missing" is not known to be true.
+    #[must_use]
+    pub fn path_walk(path: &str) -> (PathInfo, Option<(String, std::io::Error)>) {
+        let mut components = Vec::new();
+        let mut blocked = None;
+        let mut cur = PathBuf::new();
+        for c in Path::new(path).components() {
+            match c {
+                Component::RootDir => cur.push("/"),
+                Component::Normal(n) => cur.push(n),
+                _ => continue,
+            }
+            let comp = match std::fs::symlink_metadata(&cur) {
+                Ok(m) => PathComponent {
+                    path: cur.display().to_string(),
+                    exists: true,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    mode: m.mode(),
+                },
+                Err(e) => {
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) {
+                        blocked = Some((cur.display().to_string(), e));
+                    }
+                    PathComponent {
+                        path: cur.display().to_string(),
+                        exists: false,
+                        ..Default::default()
+                    }
+                }
+            };
+            let missing = !comp.exists;
+            components.push(comp);
+            if missing {
+                break;
+            }
+        }
+        (
+            PathInfo {
+                path: path.to_owned(),
+                components,
+            },
+            blocked,
+        )
+    }
+}
+
 fn comm_of(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
@@ -227,38 +280,7 @@ impl FactSource for SystemFacts {
     }
 
     fn path(&mut self, path: &str) -> PathInfo {
-        let mut components = Vec::new();
-        let mut cur = PathBuf::new();
-        for c in Path::new(path).components() {
-            match c {
-                Component::RootDir => cur.push("/"),
-                Component::Normal(n) => cur.push(n),
-                _ => continue,
-            }
-            let comp = match std::fs::symlink_metadata(&cur) {
-                Ok(m) => PathComponent {
-                    path: cur.display().to_string(),
-                    exists: true,
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    mode: m.mode(),
-                },
-                Err(_) => PathComponent {
-                    path: cur.display().to_string(),
-                    exists: false,
-                    ..Default::default()
-                },
-            };
-            let missing = !comp.exists;
-            components.push(comp);
-            if missing {
-                break;
-            }
-        }
-        PathInfo {
-            path: path.to_owned(),
-            components,
-        }
+        Self::path_walk(path).0
     }
 
     fn memcg(&mut self, pid: u32) -> Option<MemcgInfo> {

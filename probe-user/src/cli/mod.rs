@@ -1,4 +1,5 @@
 //! Command line: `gwtrace` (watch and diagnose), `gwtrace record`, `gwtrace explain`.
+mod check;
 mod explain;
 mod output;
 mod serve;
@@ -45,6 +46,8 @@ enum Command {
     Explain(ExplainArgs),
     /// Run as a daemon: trace, keep verdicts current, serve Prometheus metrics on /metrics.
     Serve(serve::ServeArgs),
+    /// Check the proxies' upstream targets now, from their configuration (no eBPF, no traffic).
+    Check(check::CheckArgs),
 }
 
 /// Which kernel hooks to use.
@@ -124,6 +127,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Record(a)) => session::record(&a),
         Some(Command::Explain(a)) => explain::explain(&a),
         Some(Command::Serve(a)) => serve::serve(&a),
+        Some(Command::Check(a)) => check::check(&a),
         None => watch::watch(&cli.watch),
     }
 }

@@ -48,6 +48,19 @@ pub(crate) struct Agg {
     pub gid: u32,
     /// Workers that failed.
     pub workers: BTreeSet<u32>,
+    /// Set when the failure is predicted by `gwtrace check` rather than observed.
+    pub check: Option<CheckCtx>,
+}
+
+/// What `gwtrace check` knows about a connect it predicts (no kernel event behind it).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CheckCtx {
+    /// The worker's credentials (from the running worker, or the config's `user`).
+    pub creds: Creds,
+    /// How long gwtrace's own probe connect waited (TCP to a remote address), in ms.
+    pub probe_timeout_ms: Option<u64>,
+    /// Listeners serving other targets of the same proxy: not candidates for `wrong-target`.
+    pub served_elsewhere: Vec<String>,
 }
 
 impl Agg {
@@ -106,6 +119,7 @@ pub(crate) fn aggregate(v: &View<'_>) -> Vec<Agg> {
             uid: g.uid,
             gid: g.gid,
             workers: BTreeSet::new(),
+            check: None,
         });
         a.count += g.count;
         a.first_ns = a.first_ns.min(g.first_ns);
@@ -166,6 +180,15 @@ fn part(cause: &'static str, a: &Agg) -> Part {
 
 /// `nginx pid 1235 (uid 33): connect() to unix:/run/app.sock failed with ENOENT (2) 17× [syscall] ...`.
 fn symptom_line(a: &Agg) -> String {
+    if let Some(c) = &a.check {
+        return format!(
+            "checked now: a connect() by {} ({}) to {} would fail with {}",
+            worker_label(a),
+            creds_label(&c.creds),
+            a.target,
+            errno_label(a.errno)
+        );
+    }
     let others = a.workers.len().saturating_sub(1);
     let others = if others > 0 {
         format!(" (and {others} other worker(s))")
@@ -332,6 +355,13 @@ fn wrong_target(v: &View<'_>, a: &Agg) -> Option<Part> {
     for l in &v.st.listeners {
         let Some(pid) = l.pid else { continue };
         if covers(&l.target, &a.target) || v.is_proxy(pid, v.comm(pid)) {
+            continue;
+        }
+        if a.check
+            .as_ref()
+            .is_some_and(|c| c.served_elsewhere.iter().any(|t| covers(&l.target, t)))
+        {
+            // It serves another target of this proxy, not this one.
             continue;
         }
         if v.proc(pid).is_some_and(|q| q.exited_ns.is_some()) {
@@ -603,6 +633,7 @@ fn stale_socket(v: &View<'_>, a: &Agg) -> Part {
     p.evidence.push(nothing_listens_line(v, &a.target));
     match last_owner_death(v, &a.target) {
         Some(d) => p.evidence.push(d),
+        None if a.check.is_some() => {}
         None => p
             .evidence
             .push("the death of its last owner was not seen (before gwtrace started?)".to_owned()),
@@ -619,8 +650,21 @@ fn stale_socket(v: &View<'_>, a: &Agg) -> Part {
     p
 }
 
-/// The worker's credentials: its facts (with supplementary groups), else the event's uid/gid.
+/// "nginx worker pid 1235", or "nginx's worker" when `gwtrace check` has no running worker.
+fn worker_label(a: &Agg) -> String {
+    if a.worker == 0 {
+        format!("{}'s worker", a.worker_comm)
+    } else {
+        format!("{} worker pid {}", a.worker_comm, a.worker)
+    }
+}
+
+/// The worker's credentials: what `gwtrace check` was given, its facts (with supplementary
+/// groups), else the event's uid/gid.
 fn worker_creds(v: &View<'_>, a: &Agg) -> Creds {
+    if let Some(c) = &a.check {
+        return c.creds.clone();
+    }
     v.proc(a.worker)
         .and_then(|q| q.creds.clone())
         .unwrap_or(Creds {
@@ -633,7 +677,7 @@ fn worker_creds(v: &View<'_>, a: &Agg) -> Creds {
 fn socket_permission(v: &View<'_>, a: &Agg) -> Part {
     let mut p = part("socket-permission", a);
     let creds = worker_creds(v, a);
-    let who = format!("{} worker pid {}", a.worker_comm, a.worker);
+    let who = worker_label(a);
     if let Target::UnixAbstract(name) = parse(&a.target) {
         p.summary = format!("{who} may not connect to {}: permission denied", a.target);
         p.evidence.push(format!(
@@ -810,7 +854,12 @@ fn timeout(v: &View<'_>, a: &Agg) -> Part {
         "connecting to {} timed out: a 504 (gateway timeout) class, not a 502",
         a.target
     );
-    if a.abandoned {
+    if let Some(ms) = a.check.as_ref().and_then(|c| c.probe_timeout_ms) {
+        p.evidence.push(format!(
+            "gwtrace check's own connect to {} got no answer within {ms} ms",
+            a.target
+        ));
+    } else if a.abandoned {
         p.evidence.push(format!(
             "{} closed the socket while the SYN was unanswered: its own connect timeout (proxy_connect_timeout)",
             a.worker_comm

@@ -15,6 +15,7 @@ mod connect;
 mod deaths;
 mod lifecycle;
 mod perm;
+mod predict;
 mod render;
 mod report;
 mod state;
@@ -26,6 +27,12 @@ mod view;
 mod tests;
 
 pub use render::render_human;
+
+pub(crate) use predict::{Probe, Reach};
+pub(crate) use state::Creds;
+pub(crate) use target::{Target, covers, parse as parse_target};
+pub(crate) use text::fmt_dur;
+pub(crate) use view::app_server_in_cmdline;
 
 /// Proxies recognised by process name when no pid is given.
 pub const DEFAULT_PROXY_NAMES: [&str; 7] = [

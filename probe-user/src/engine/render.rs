@@ -41,7 +41,10 @@ pub fn render_human(v: &Verdict, color: bool) -> String {
         (comm, 0) => comm.to_owned(),
         (comm, pid) => format!("{comm}[{pid}]"),
     };
-    let span = if v.count > 1 {
+    let span = if v.count == 0 {
+        // `gwtrace check`: found before any traffic failed.
+        ", found by gwtrace check".to_owned()
+    } else if v.count > 1 {
         format!(
             ", {:.1}/s over {:.1} s, first {}, last {}",
             v.rate_per_s,
@@ -52,9 +55,14 @@ pub fn render_human(v: &Verdict, color: bool) -> String {
     } else {
         format!(", at {}", fmt_ns(v.last_seen_ns))
     };
+    let count = if v.count == 0 {
+        "not seen yet".to_owned()
+    } else {
+        format!("{}×", v.count)
+    };
     let mut out = format!(
-        "{head}{} {}{reset} proxy {proxy} -> {}: {} ({}×{span})",
-        v.status, v.cause, v.target, v.summary, v.count
+        "{head}{} {}{reset} proxy {proxy} -> {}: {} ({count}{span})",
+        v.status, v.cause, v.target, v.summary
     );
     for e in &v.evidence {
         let _ = write!(out, "\n  {dim}evidence:{reset} {e}");

@@ -1,0 +1,2 @@
+//! Unit tests of the assessment on fixture facts.
+use super::*;

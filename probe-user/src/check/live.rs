@@ -1,0 +1,950 @@
+//! Collects what `gwtrace check` needs from the running system: the nginx masters and their
+//! workers (/proc), their configuration (`nginx -T`, or the files themselves when `nginx -T`
+//! cannot run), the listeners and socket paths, app servers' settings, `ss` accept queues,
+//! systemd units. Everything is bounded in time (subprocesses are killed after a few seconds,
+//! probe connects time out) and whatever cannot be seen is said in a note.
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read as _;
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::apps::{
+    UserCreds, gunicorn_config_arg, gunicorn_settings, lookup_user, parse_ss, parse_unit_show,
+    tmpfiles_dirs, unit_of_cgroup, uvicorn_settings, uwsgi_ini_arg, uwsgi_settings,
+};
+use super::assess::{self, Proxy, World};
+use super::nginx::{self, ConfFile, Dump, MasterArgs};
+use super::{ProxyReport, Report};
+use crate::engine::{DEFAULT_PROXY_NAMES, app_server_in_cmdline, parse_target};
+use crate::event::monotonic_ns;
+use crate::facts::{FactSource as _, ProcInfo};
+use crate::sysfacts::SystemFacts;
+
+/// How long gwtrace's own connect to a remote TCP upstream waits.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
+/// Longest wait for `nginx -T`, `ss`, `systemctl`.
+const SUBPROCESS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a host name to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_millis(800);
+/// Files read directly when `nginx -T` cannot run: at most this many.
+const MAX_CONF_FILES: usize = 512;
+
+/// Why `gwtrace check` could not run at all (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// `--proxy` or `--config` name nothing usable.
+    #[error("{0}")]
+    Usage(String),
+    /// No nginx to check (other proxies may have been found: they are named).
+    #[error(
+        "no running nginx to check{0}; pass --config FILE to check an nginx configuration file"
+    )]
+    NothingToCheck(String),
+}
+
+/// What to check.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `--proxy`: process names or pids (default: every nginx master).
+    pub proxies: Vec<String>,
+    /// `--config`: an nginx configuration file to check instead of the running ones.
+    pub config: Option<PathBuf>,
+}
+
+/// One nginx to check.
+struct Instance {
+    master: Option<ProcInfo>,
+    args: MasterArgs,
+    /// The binary to run `-T` with.
+    bin: String,
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn euid() -> u32 {
+    // SAFETY: as above.
+    unsafe { libc::geteuid() }
+}
+
+/// Runs a command with a deadline; (exit success, stdout, stderr), or why it could not run.
+fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(bool, String, String), String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_string(&mut s);
+        }
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            Ok(None) | Err(_) => {
+                // Our own child, by its handle.
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let stdout = t_out.join().unwrap_or_default();
+    let stderr = t_err.join().unwrap_or_default();
+    match status {
+        Some(st) => Ok((st.success(), stdout, stderr)),
+        None => Err(format!("timed out after {} s", timeout.as_secs())),
+    }
+}
+
+/// nginx masters: processes named nginx whose parent is not an nginx.
+fn nginx_masters(procs: &[ProcInfo]) -> Vec<&ProcInfo> {
+    let by_pid: HashMap<u32, &ProcInfo> = procs.iter().map(|p| (p.pid, p)).collect();
+    procs
+        .iter()
+        .filter(|p| p.comm == "nginx")
+        .filter(|p| by_pid.get(&p.ppid).is_none_or(|pp| pp.comm != "nginx"))
+        .collect()
+}
+
+/// The binary of a running master: its executable (even if replaced on disk), else argv\[0\].
+fn master_bin(m: &ProcInfo, args: &MasterArgs) -> String {
+    match std::fs::read_link(format!("/proc/{}/exe", m.pid)) {
+        Ok(p) => {
+            let s = p.display().to_string();
+            if s.ends_with(" (deleted)") {
+                format!("/proc/{}/exe", m.pid)
+            } else {
+                s
+            }
+        }
+        Err(_) if args.argv0.starts_with('/') => args.argv0.clone(),
+        Err(_) => "nginx".to_owned(),
+    }
+}
+
+fn instance_of(m: &ProcInfo) -> Instance {
+    let args = nginx::master_args(&m.cmdline);
+    Instance {
+        bin: master_bin(m, &args),
+        master: Some(m.clone()),
+        args,
+    }
+}
+
+/// The proxies to check, from `--proxy` and `--config`.
+fn select(
+    opts: &Options,
+    procs: &[ProcInfo],
+    notes: &mut Vec<String>,
+) -> Result<Vec<Instance>, CheckError> {
+    let masters = nginx_masters(procs);
+    if let Some(conf) = &opts.config {
+        let abs = std::path::absolute(conf).unwrap_or_else(|_| conf.clone());
+        if let Err(e) = std::fs::metadata(&abs) {
+            return Err(CheckError::Usage(format!(
+                "--config {}: {e}",
+                conf.display()
+            )));
+        }
+        let abs_s = abs.display().to_string();
+        // A running master started with exactly this file: its workers are the real ones.
+        let running = masters
+            .iter()
+            .find(|m| nginx::master_args(&m.cmdline).conf.as_deref() == Some(abs_s.as_str()));
+        let mut inst = running.map_or_else(
+            || Instance {
+                master: None,
+                args: MasterArgs::default(),
+                bin: "nginx".to_owned(),
+            },
+            |m| instance_of(m),
+        );
+        inst.args.conf = Some(abs_s);
+        return Ok(vec![inst]);
+    }
+    let by_pid: HashMap<u32, &ProcInfo> = procs.iter().map(|p| (p.pid, p)).collect();
+    let mut chosen: BTreeSet<u32> = BTreeSet::new();
+    let mut unparsed: BTreeSet<(String, u32)> = BTreeSet::new();
+    let top_of = |pid: u32| {
+        let mut cur = pid;
+        for _ in 0..8 {
+            let Some(p) = by_pid.get(&cur) else { break };
+            match by_pid.get(&p.ppid) {
+                Some(pp) if pp.comm == p.comm && pp.pid > 1 => cur = pp.pid,
+                _ => break,
+            }
+        }
+        cur
+    };
+    if opts.proxies.is_empty() {
+        chosen.extend(masters.iter().map(|m| m.pid));
+        for p in procs {
+            if p.comm != "nginx" && DEFAULT_PROXY_NAMES.contains(&p.comm.as_str()) {
+                unparsed.insert((p.comm.clone(), top_of(p.pid)));
+            }
+        }
+    }
+    for a in &opts.proxies {
+        if let Ok(pid) = a.parse::<u32>() {
+            let Some(p) = by_pid.get(&pid) else {
+                return Err(CheckError::Usage(format!("--proxy {pid}: no such process")));
+            };
+            let top = top_of(pid);
+            if p.comm == "nginx" {
+                chosen.insert(top);
+            } else {
+                unparsed.insert((p.comm.clone(), top));
+            }
+        } else {
+            let named: Vec<&ProcInfo> = procs.iter().filter(|p| p.comm == *a).collect();
+            if named.is_empty() {
+                return Err(CheckError::Usage(format!(
+                    "--proxy {a}: no running process is named {a:?} (check `ps -e -o comm`)"
+                )));
+            }
+            if a == "nginx" {
+                chosen.extend(masters.iter().map(|m| m.pid));
+            } else {
+                for p in named {
+                    unparsed.insert((p.comm.clone(), top_of(p.pid)));
+                }
+            }
+        }
+    }
+    let mut by_name: HashMap<String, Vec<u32>> = HashMap::new();
+    for (n, pid) in unparsed {
+        by_name.entry(n).or_default().push(pid);
+    }
+    let mut names: Vec<_> = by_name.into_iter().collect();
+    names.sort();
+    for (n, pids) in &names {
+        notes.push(format!(
+            "found {n} (pid {}) but did not check it: gwtrace check reads nginx configurations only",
+            pids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let out: Vec<Instance> = chosen
+        .iter()
+        .filter_map(|pid| by_pid.get(pid))
+        .map(|m| instance_of(m))
+        .collect();
+    if out.is_empty() {
+        let found = if names.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (found {}, which gwtrace check does not read)",
+                names
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        return Err(CheckError::NothingToCheck(found));
+    }
+    Ok(out)
+}
+
+/// Expands an `include` pattern on disk (globs in any component), sorted.
+fn glob_disk(pattern: &str) -> Vec<String> {
+    if !nginx::has_glob(pattern) {
+        return if Path::new(pattern).is_file() {
+            vec![pattern.to_owned()]
+        } else {
+            Vec::new()
+        };
+    }
+    let mut bases = vec![String::new()];
+    for comp in pattern.split('/').filter(|c| !c.is_empty()) {
+        let mut next = Vec::new();
+        for b in &bases {
+            if nginx::has_glob(comp) {
+                let dir = if b.is_empty() { "/" } else { b.as_str() };
+                let Ok(rd) = std::fs::read_dir(dir) else {
+                    continue;
+                };
+                for e in rd.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if (name.starts_with('.') && !comp.starts_with('.'))
+                        || !nginx::glob_match(comp, &name)
+                    {
+                        continue;
+                    }
+                    next.push(format!("{b}/{name}"));
+                }
+            } else {
+                next.push(format!("{b}/{comp}"));
+            }
+        }
+        bases = next;
+    }
+    let mut files: Vec<String> = bases
+        .into_iter()
+        .filter(|p| Path::new(p).is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Reads a configuration from its files (what `nginx -T` prints), following `include`.
+fn read_from_disk(main: &str, notes: &mut Vec<String>) -> Option<Dump> {
+    let mut dump = Dump::default();
+    let mut queue = vec![main.to_owned()];
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    while let Some(path) = queue.pop() {
+        if !seen.insert(path.clone()) || dump.files.len() >= MAX_CONF_FILES {
+            continue;
+        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                notes.push(format!("cannot read {path}: {e}"));
+                if dump.files.is_empty() {
+                    return None;
+                }
+                continue;
+            }
+        };
+        let includes = nginx::includes_of(&text, &path).unwrap_or_else(|e| {
+            notes.push(e.to_string());
+            Vec::new()
+        });
+        dump.files.push(ConfFile { path, text });
+        // Depth-first in file order, like nginx.
+        for inc in includes.iter().rev() {
+            for f in glob_disk(&nginx::include_path(inc, main)).into_iter().rev() {
+                queue.push(f);
+            }
+        }
+    }
+    Some(dump)
+}
+
+/// The configuration file nginx uses without `-c` (its compiled-in `--conf-path`).
+fn default_conf(bin: &str, prefix: Option<&str>) -> String {
+    let v = run_bounded(Command::new(bin).arg("-V"), SUBPROCESS_TIMEOUT)
+        .map(|(_, o, e)| format!("{o}{e}"))
+        .unwrap_or_default();
+    let flag = |name: &str| {
+        v.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .map(str::to_owned)
+    };
+    let conf = flag("--conf-path=").unwrap_or_else(|| "conf/nginx.conf".to_owned());
+    if conf.starts_with('/') {
+        return conf;
+    }
+    let prefix = prefix
+        .map(str::to_owned)
+        .or_else(|| flag("--prefix="))
+        .unwrap_or_else(|| "/usr/local/nginx/".to_owned());
+    format!("{}/{conf}", prefix.trim_end_matches('/'))
+}
+
+/// How a configuration was read.
+struct Loaded {
+    dump: Option<Dump>,
+    source: String,
+    /// `nginx -t`'s complaint, when it rejected the configuration.
+    invalid: Option<(String, String)>,
+}
+
+/// Reads an nginx configuration: `nginx -T` with the master's own flags, else its files.
+fn load(inst: &Instance, notes: &mut Vec<String>) -> Loaded {
+    let mut args = vec!["-T".to_owned()];
+    args.extend(inst.args.test_args());
+    let shown = format!("{} {}", inst.bin, args.join(" "));
+    let main_guess = || {
+        inst.args.conf.as_ref().map_or_else(
+            || default_conf(&inst.bin, inst.args.prefix.as_deref()),
+            |c| {
+                if c.starts_with('/') {
+                    c.clone()
+                } else {
+                    let p = inst.args.prefix.as_deref().unwrap_or("/usr/local/nginx/");
+                    format!("{}/{c}", p.trim_end_matches('/'))
+                }
+            },
+        )
+    };
+    let failure = match run_bounded(Command::new(&inst.bin).args(&args), SUBPROCESS_TIMEOUT) {
+        Ok((true, out, _)) => match nginx::parse_dump(&out) {
+            Ok(d) => {
+                return Loaded {
+                    dump: Some(d),
+                    source: shown,
+                    invalid: None,
+                };
+            }
+            Err(e) => format!("{shown}: {e}"),
+        },
+        Ok((false, _, err)) => {
+            let msg: Vec<&str> = err
+                .lines()
+                .filter(|l| l.contains("[emerg]") || l.contains("[alert]") || l.contains("failed"))
+                .collect();
+            let msg = msg.join("\n");
+            let env_problem = msg.contains("Permission denied")
+                || msg.contains("(13:")
+                || msg.contains("super-user");
+            if !env_problem && !msg.is_empty() {
+                // nginx rejects the configuration itself.
+                let main = main_guess();
+                let dump = read_from_disk(&main, notes);
+                return Loaded {
+                    dump,
+                    source: format!("{main} (read directly: nginx -t rejects it)"),
+                    invalid: Some((main, msg)),
+                };
+            }
+            format!(
+                "{shown} failed as uid {}: {}",
+                euid(),
+                msg.lines().next().unwrap_or("no message")
+            )
+        }
+        Err(e) => format!("{shown}: {e}"),
+    };
+    let main = main_guess();
+    notes.push(format!(
+        "{failure}: read the configuration files directly instead (files this user cannot read are missing)"
+    ));
+    Loaded {
+        dump: read_from_disk(&main, notes),
+        source: format!("{main} (read directly)"),
+        invalid: None,
+    }
+}
+
+fn read_or_empty(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn user_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_owned())
+    })
+}
+
+/// The workers' credentials: a running worker's, else the configuration's `user`.
+fn worker_creds(
+    inst: &Instance,
+    cfg: &nginx::NginxConfig,
+    procs: &[ProcInfo],
+    notes: &mut Vec<String>,
+) -> (Option<u32>, UserCreds, String) {
+    let passwd = read_or_empty("/etc/passwd");
+    let group = read_or_empty("/etc/group");
+    let label = |c: &UserCreds| {
+        let name = user_name(&passwd, c.uid).unwrap_or_else(|| format!("uid {}", c.uid));
+        let groups: Vec<String> = c.groups.iter().map(u32::to_string).collect();
+        format!(
+            "{name} (uid {}, gid {}, groups {})",
+            c.uid,
+            c.gid,
+            groups.join(",")
+        )
+    };
+    if let Some(m) = &inst.master {
+        let mut workers: Vec<&ProcInfo> = procs
+            .iter()
+            .filter(|p| p.ppid == m.pid && p.comm == m.comm)
+            .collect();
+        workers.sort_by_key(|p| (!p.cmdline.contains("worker process"), p.pid));
+        let src = workers.first().copied().unwrap_or(m);
+        let c = UserCreds {
+            uid: src.uid,
+            gid: src.gid,
+            groups: src.groups.clone(),
+        };
+        let how = if src.pid == m.pid {
+            format!("the master pid {} (no worker processes)", m.pid)
+        } else {
+            format!("running worker pid {}", src.pid)
+        };
+        // Groups added since the workers started: they get them at the next reload.
+        if let Some((user, grp, _)) = &cfg.user
+            && let Ok(want) = lookup_user(&passwd, &group, user, grp.as_deref())
+            && want.uid == c.uid
+        {
+            let missing: Vec<String> = want
+                .groups
+                .iter()
+                .filter(|g| !c.groups.contains(g) && **g != c.gid)
+                .map(|g| super::apps::group_name(&group, *g).unwrap_or_else(|| g.to_string()))
+                .collect();
+            if !missing.is_empty() {
+                notes.push(format!(
+                    "/etc/group puts {user} in {} but the running workers are not: they pick groups up when they \
+                     start (nginx -s reload)",
+                    missing.join(", ")
+                ));
+            }
+        }
+        return (
+            (src.pid != m.pid).then_some(src.pid),
+            c.clone(),
+            format!("{} from {how}", label(&c)),
+        );
+    }
+    let (user, grp, from) = match &cfg.user {
+        Some((u, g, loc)) => (u.clone(), g.clone(), format!("user directive at {loc}")),
+        None => (
+            "nobody".to_owned(),
+            None,
+            "no user directive: nginx's default user nobody".to_owned(),
+        ),
+    };
+    let grp = grp.or_else(|| {
+        (user == "nobody" && lookup_user(&passwd, &group, "nobody", None).is_err())
+            .then(|| "nogroup".to_owned())
+    });
+    match lookup_user(&passwd, &group, &user, grp.as_deref()) {
+        Ok(c) => {
+            let l = format!("{} from the {from}", label(&c));
+            (None, c, l)
+        }
+        Err(e) => {
+            notes.push(format!(
+                "cannot resolve the workers' user ({from}): {e}; checked as uid 65534 (nobody)"
+            ));
+            let c = UserCreds {
+                uid: 65_534,
+                gid: 65_534,
+                groups: vec![65_534],
+            };
+            (
+                None,
+                c,
+                format!("uid 65534 (unresolved {user}) from the {from}"),
+            )
+        }
+    }
+}
+
+/// Config files changed after the workers started: the check reads the new text, the workers
+/// run the old one.
+fn stale_config_note(dump: &Dump, procs: &[ProcInfo], master: u32) -> Option<String> {
+    let newest_worker = procs
+        .iter()
+        .filter(|p| p.ppid == master)
+        .map(|p| p.start_ns)
+        .max()?;
+    let uptime: f64 = read_or_empty("/proc/uptime")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?;
+    let boot = now.checked_sub(Duration::from_secs_f64(uptime))?;
+    let changed: Vec<&str> = dump
+        .files
+        .iter()
+        .filter(|f| {
+            std::fs::metadata(&f.path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .and_then(|t| t.checked_sub(boot))
+                .is_some_and(|t| t > Duration::from_nanos(newest_worker) + Duration::from_secs(1))
+        })
+        .map(|f| f.path.as_str())
+        .collect();
+    (!changed.is_empty()).then(|| {
+        format!(
+            "{} changed after nginx's workers started: this checks the file, the workers run the configuration \
+             of their last (re)load",
+            changed.join(", ")
+        )
+    })
+}
+
+/// Resolves host names, each bounded in time.
+fn resolve(hosts: &[String]) -> HashMap<String, Result<Vec<IpAddr>, String>> {
+    let handles: Vec<_> = hosts
+        .iter()
+        .map(|h| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let host = h.clone();
+            std::thread::spawn(move || {
+                use std::net::ToSocketAddrs as _;
+                let r = (host.as_str(), 0)
+                    .to_socket_addrs()
+                    .map(|it| {
+                        let mut v: Vec<IpAddr> = it.map(|a| a.ip()).collect();
+                        v.sort();
+                        v.dedup();
+                        v
+                    })
+                    .map_err(|e| e.to_string());
+                let _ = tx.send(r);
+            });
+            (h.clone(), rx)
+        })
+        .collect();
+    let deadline = Instant::now() + RESOLVE_TIMEOUT;
+    handles
+        .into_iter()
+        .map(|(h, rx)| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let r = rx.recv_timeout(left).unwrap_or_else(|_| {
+                Err(format!(
+                    "no answer within {} ms",
+                    RESOLVE_TIMEOUT.as_millis()
+                ))
+            });
+            (h, r)
+        })
+        .collect()
+}
+
+/// Is this address one of this host's (a connect to it stays on the machine)?
+fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback() || ip.is_unspecified() || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// Connects to the remote TCP targets in parallel: errno per target (0 = accepted).
+fn probe_remote(targets: &[(String, SocketAddr)]) -> HashMap<String, i32> {
+    let handles: Vec<_> = targets
+        .iter()
+        .map(|(t, addr)| {
+            let addr = *addr;
+            (
+                t.clone(),
+                std::thread::spawn(move || {
+                    match TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) {
+                        Ok(_) => 0,
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => 110,
+                        Err(e) => e.raw_os_error().unwrap_or(111),
+                    }
+                }),
+            )
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|(t, h)| (t, h.join().unwrap_or(110)))
+        .collect()
+}
+
+fn environ_var(pid: u32, name: &str) -> Result<Option<String>, std::io::Error> {
+    let env = std::fs::read(format!("/proc/{pid}/environ"))?;
+    let prefix = format!("{name}=");
+    Ok(env
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix(&prefix).map(str::to_owned)))
+}
+
+/// A path as the process sees it (relative paths are relative to its working directory).
+fn in_cwd(pid: u32, path: &str) -> String {
+    if path.starts_with('/') {
+        return path.to_owned();
+    }
+    std::fs::read_link(format!("/proc/{pid}/cwd")).map_or_else(
+        |_| path.to_owned(),
+        |cwd| cwd.join(path).display().to_string(),
+    )
+}
+
+/// The settings of the app server rooted at `root`.
+fn app_settings(p: &ProcInfo, notes: &mut Vec<String>) -> Option<super::apps::AppSettings> {
+    let server = app_server_in_cmdline(&p.cmdline)?;
+    match server {
+        "gunicorn" => {
+            let env = match environ_var(p.pid, "GUNICORN_CMD_ARGS") {
+                Ok(v) => v,
+                Err(e) => {
+                    notes.push(format!(
+                        "gunicorn pid {}: cannot read its environment ({e}): GUNICORN_CMD_ARGS not considered",
+                        p.pid
+                    ));
+                    None
+                }
+            };
+            let conf_path = gunicorn_config_arg(&p.cmdline)
+                .map(|c| in_cwd(p.pid, &c))
+                .or_else(|| {
+                    let d = in_cwd(p.pid, "gunicorn.conf.py");
+                    Path::new(&d).is_file().then_some(d)
+                });
+            let conf = conf_path.and_then(|c| match std::fs::read_to_string(&c) {
+                Ok(t) => Some((c, t)),
+                Err(e) => {
+                    notes.push(format!("gunicorn pid {}: cannot read {c}: {e}", p.pid));
+                    None
+                }
+            });
+            let s = gunicorn_settings(
+                &p.cmdline,
+                env.as_deref(),
+                conf.as_ref().map(|(c, t)| (c.as_str(), t.as_str())),
+            )?;
+            if s.flags_hidden {
+                notes.push(format!(
+                    "gunicorn pid {}: its process title hides its flags (setproctitle): assumed its defaults",
+                    p.pid
+                ));
+            }
+            Some(s)
+        }
+        "uwsgi" => {
+            let ini = uwsgi_ini_arg(&p.cmdline).and_then(|i| {
+                let path = in_cwd(p.pid, &i);
+                std::fs::read_to_string(&path).ok().map(|t| (path, t))
+            });
+            uwsgi_settings(
+                &p.cmdline,
+                ini.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+            )
+        }
+        "uvicorn" => uvicorn_settings(&p.cmdline),
+        _ => None,
+    }
+}
+
+/// The systemd unit of an app and the directories it creates at start.
+fn unit_dirs(p: &ProcInfo) -> Result<super::apps::UnitDirs, String> {
+    let Some(unit) = unit_of_cgroup(&p.cgroup) else {
+        return Err(format!(
+            "pid {} runs in cgroup {:?}, not a systemd service",
+            p.pid, p.cgroup
+        ));
+    };
+    match run_bounded(
+        Command::new("systemctl").args([
+            "show",
+            "-p",
+            "RuntimeDirectory",
+            "-p",
+            "ExecStartPre",
+            &unit,
+        ]),
+        SUBPROCESS_TIMEOUT,
+    ) {
+        Ok((true, out, _)) => Ok(parse_unit_show(&unit, &out)),
+        Ok((false, _, err)) => Err(format!(
+            "systemctl show {unit} failed: {}",
+            err.lines().next().unwrap_or("")
+        )),
+        Err(e) => Err(format!("systemctl show {unit}: {e}")),
+    }
+}
+
+fn tmpfiles() -> Option<Vec<String>> {
+    let mut any = false;
+    let mut dirs = Vec::new();
+    for d in [
+        "/etc/tmpfiles.d",
+        "/run/tmpfiles.d",
+        "/usr/local/lib/tmpfiles.d",
+        "/usr/lib/tmpfiles.d",
+    ] {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
+        any = true;
+        for e in rd.flatten() {
+            if let Ok(t) = std::fs::read_to_string(e.path()) {
+                dirs.extend(tmpfiles_dirs(&t));
+            }
+        }
+    }
+    any.then_some(dirs)
+}
+
+/// Runs `gwtrace check`.
+pub fn run(opts: &Options) -> Result<Report, CheckError> {
+    let t0 = Instant::now();
+    let mut sys = SystemFacts::new();
+    let procs = sys.processes();
+    let mut report = Report::default();
+    let instances = select(opts, &procs, &mut report.notes)?;
+    let root = is_root();
+
+    // Configurations first: they say which targets to look at.
+    let mut loaded: Vec<(Instance, Proxy, Option<assess::Targets>)> = Vec::new();
+    let mut host_names: Vec<String> = Vec::new();
+    let mut configs = Vec::new();
+    for inst in instances {
+        let mut notes = Vec::new();
+        let l = load(&inst, &mut notes);
+        let cfg = match l.dump.as_ref().map(nginx::analyze) {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                notes.push(format!("cannot parse the configuration: {e}"));
+                None
+            }
+            None => None,
+        };
+        if let (Some(d), Some(m)) = (&l.dump, &inst.master) {
+            notes.extend(stale_config_note(d, &procs, m.pid));
+        }
+        let cfg_ref = cfg.clone().unwrap_or_default();
+        let (worker, creds, worker_label) = worker_creds(&inst, &cfg_ref, &procs, &mut notes);
+        let master = inst.master.as_ref().map_or(0, |m| m.pid);
+        let mut pids = vec![master];
+        pids.extend(
+            procs
+                .iter()
+                .filter(|p| p.ppid == master && master != 0)
+                .map(|p| p.pid),
+        );
+        pids.retain(|&p| p != 0);
+        let proxy = Proxy {
+            comm: "nginx".to_owned(),
+            master,
+            pids,
+            worker,
+            creds,
+            worker_label,
+            source: l.source.clone(),
+            config: cfg_ref,
+            notes,
+        };
+        if let Some(c) = &cfg {
+            host_names.extend(assess::hosts(c));
+        }
+        configs.push(l.invalid);
+        loaded.push((inst, proxy, None));
+        let _ = cfg;
+    }
+    host_names.sort();
+    host_names.dedup();
+    let resolved = resolve(&host_names);
+    let mut all_targets: BTreeSet<String> = BTreeSet::new();
+    for (_, proxy, t) in &mut loaded {
+        let ts = assess::targets(&proxy.config, &resolved);
+        all_targets.extend(ts.by_target.keys().cloned());
+        *t = Some(ts);
+    }
+
+    // Facts about every target at once.
+    let mut listeners = sys.listeners();
+    for l in &mut listeners {
+        if let (Some(rel), Some(pid)) = (l.target.strip_prefix("unix:"), l.pid)
+            && !rel.starts_with('/')
+            && !rel.starts_with('@')
+        {
+            l.target = format!("unix:{}", in_cwd(pid, rel));
+        }
+    }
+    if !root {
+        report.notes.push(format!(
+            "not root (uid {}): who owns other users' sockets is not visible (/proc/PID/fd), so listeners are \
+             checked but their processes (and wrong-target candidates) mostly not",
+            euid()
+        ));
+    }
+    let mut world = World {
+        now_ns: monotonic_ns(),
+        processes: procs,
+        listeners,
+        resolved,
+        probe_timeout_ms: u64::try_from(PROBE_TIMEOUT.as_millis()).unwrap_or(700),
+        ncpu: std::thread::available_parallelism()
+            .map_or(1, |n| u32::try_from(n.get()).unwrap_or(1)),
+        ..World::default()
+    };
+    let mut remote = Vec::new();
+    for t in &all_targets {
+        match parse_target(t) {
+            crate::engine::Target::UnixPath(p) => {
+                let (info, blocked) = SystemFacts::path_walk(p);
+                if let Some((comp, e)) = blocked {
+                    report.notes.push(format!(
+                        "{t}: cannot look into {comp} as uid {} ({e}): run as root to check it",
+                        euid()
+                    ));
+                } else {
+                    world.paths.push(info);
+                }
+            }
+            crate::engine::Target::Inet(ip, port) if !is_local(ip) => {
+                remote.push((t.clone(), SocketAddr::new(ip, port)));
+            }
+            _ => {}
+        }
+    }
+    world.remote = probe_remote(&remote);
+    match run_bounded(Command::new("ss").arg("-Hlnxt"), SUBPROCESS_TIMEOUT) {
+        Ok((true, out, _)) => world.queues = parse_ss(&out),
+        Ok((false, _, err)) => report.notes.push(format!(
+            "ss -Hlnxt failed ({}): listen backlogs not checked",
+            err.lines().next().unwrap_or("")
+        )),
+        Err(e) => report
+            .notes
+            .push(format!("ss: {e}: listen backlogs not checked")),
+    }
+    // The app servers behind the targets.
+    let mut roots: BTreeSet<u32> = BTreeSet::new();
+    for t in &all_targets {
+        if let Some(pid) = assess::listener_for(&world.listeners, t).and_then(|l| l.pid) {
+            roots.insert(assess::app_root(&world.processes, pid));
+        }
+    }
+    let volatile_unix = all_targets.iter().any(|t| {
+        t.strip_prefix("unix:").is_some_and(|p| {
+            p.starts_with("/run/") || p.starts_with("/var/run/") || p.starts_with("/tmp/")
+        })
+    });
+    for r in roots {
+        let Some(p) = world.processes.iter().find(|p| p.pid == r).cloned() else {
+            continue;
+        };
+        if let Some(s) = app_settings(&p, &mut report.notes) {
+            world.apps.insert(r, s);
+        }
+        if volatile_unix {
+            world.units.insert(r, unit_dirs(&p));
+        }
+    }
+    if volatile_unix {
+        world.tmpfiles = tmpfiles();
+    }
+
+    for ((_, proxy, targets), invalid) in loaded.iter().zip(configs) {
+        let targets = targets.clone().unwrap_or_default();
+        let mut pr: ProxyReport = assess::evaluate(proxy, &targets, &world);
+        if let Some((file, msg)) = invalid {
+            pr.findings.insert(
+                0,
+                assess::config_invalid(proxy, world.now_ns, &file, &msg, proxy.master != 0),
+            );
+        }
+        if targets.by_target.is_empty() && pr.findings.is_empty() {
+            pr.notes.push("no upstream target (proxy_pass, uwsgi_pass, fastcgi_pass, ...) in the configuration".into());
+        }
+        report.proxies.push(pr);
+    }
+    report.elapsed_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(report)
+}
