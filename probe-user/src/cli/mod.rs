@@ -2,6 +2,7 @@
 mod check;
 mod explain;
 mod output;
+mod rotate;
 mod serve;
 mod session;
 mod watch;

@@ -16,7 +16,7 @@ use gwtrace::{
     metrics::{CONTENT_TYPE, Exporter, Metrics, MetricsConfig},
 };
 
-use super::{UsageError, WatchArgs, output::VerdictPrinter, session, watch};
+use super::{UsageError, WatchArgs, output::VerdictPrinter, rotate::RotatingFile, session, watch};
 
 /// Where metrics are served unless `--metrics` says otherwise (loopback: put a proxy or a
 /// firewall in front before exposing it).
@@ -33,6 +33,66 @@ pub struct ServeArgs {
     /// `target="other"`.
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_targets: usize,
+    /// Rotate the --record file when it would grow past this many MiB (FILE -> FILE.1 -> ...).
+    /// The daemon appends to an existing --record file (--force starts it empty).
+    #[arg(long, value_name = "MIB")]
+    rotate_mb: Option<u64>,
+    /// Rotated --record files to keep (FILE.1 .. FILE.N).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    rotate_keep: u32,
+}
+
+/// Where the daemon's event lines go: stdout (`-`) or an appended, rotated file.
+enum Sink {
+    Stdout(std::io::BufWriter<std::io::Stdout>),
+    File(RotatingFile),
+}
+
+impl Sink {
+    fn open(a: &ServeArgs) -> Result<Option<Self>, UsageError> {
+        let Some(path) = &a.watch.record else {
+            return Ok(None);
+        };
+        if path.as_os_str() == "-" {
+            return Ok(Some(Self::Stdout(std::io::BufWriter::new(
+                std::io::stdout(),
+            ))));
+        }
+        let limit = a.rotate_mb.map(|mb| mb.saturating_mul(1 << 20));
+        RotatingFile::open(path, a.watch.force, limit, a.rotate_keep)
+            .map(|f| Some(Self::File(f)))
+            .map_err(|e| {
+                let hint = match e.kind() {
+                    std::io::ErrorKind::PermissionDenied => {
+                        " (permission denied: pick a writable path)"
+                    }
+                    _ if e.raw_os_error() == Some(libc::ELOOP) => {
+                        " (it is a symlink: gwtrace never follows one)"
+                    }
+                    _ => "",
+                };
+                UsageError::Usage(format!("cannot open {}: {e}{hint}", path.display()))
+            })
+    }
+
+    fn write_event(&mut self, ev: &gwtrace::event::Event) -> anyhow::Result<()> {
+        let line = serde_json::to_vec(ev)?;
+        match self {
+            Self::Stdout(w) => {
+                w.write_all(&line)?;
+                w.write_all(b"\n")?;
+            }
+            Self::File(f) => f.write_line(&line)?,
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Stdout(w) => w.flush(),
+            Self::File(f) => f.flush(),
+        }
+    }
 }
 
 /// Binds the metrics address: a port already taken is a usage error (exit code 2), said in
@@ -125,10 +185,7 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     let listener = bind(a.metrics)?;
     let w = &a.watch;
     let (proxy_names, proxy_pids) = watch::resolve_proxies(&w.proxy)?;
-    let recorder = RefCell::new(match &w.record {
-        Some(p) => Some(session::open_output(p, w.force)?),
-        None => None,
-    });
+    let recorder = RefCell::new(Sink::open(a)?);
     let engine = RefCell::new(Engine::new(EngineConfig {
         proxy_names: proxy_names.clone(),
         proxy_pids: proxy_pids.clone(),
@@ -162,8 +219,7 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<std::process::ExitCode> {
             engine.borrow_mut().feed(ev);
             metrics.borrow_mut().observe(ev);
             if let Some(r) = recorder.borrow_mut().as_mut() {
-                serde_json::to_writer(&mut *r, ev)?;
-                r.write_all(b"\n")?;
+                r.write_event(ev)?;
             }
             Ok(())
         },
