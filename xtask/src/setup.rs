@@ -22,6 +22,8 @@ const PACKAGES: &[&str] = &[
     "curl",
     // Scrapes `gwtrace serve` in the metrics test (and promtool lints the exposition).
     "prometheus",
+    // The tested collector example (docs/collectors.md) tails the event file with it.
+    "rsyslog",
     "time",
 ];
 /// bpf-linker, pinned: 0.13 against Debian's LLVM 22 (its default wants LLVM 23).
