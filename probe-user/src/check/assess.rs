@@ -14,7 +14,7 @@ use super::nginx::{Addr, DEFAULT_TIMEOUT_MS, Dest, Loc, NginxConfig, Pass};
 use super::{Finding, ProxyReport, Severity, TargetStatus};
 use crate::engine::{
     Creds, DEFAULT_PROXY_NAMES, Engine, EngineConfig, Probe, Reach, Verdict, app_server_in_cmdline,
-    covers, fmt_dur,
+    covers,
 };
 use crate::event::{Body, Event, SCHEMA_VERSION};
 use crate::facts::{FactsUpdate, Listener, PathInfo, ProcInfo};
@@ -514,7 +514,7 @@ fn timeout_mismatch(
     let directive = longest.module.read_timeout_directive().unwrap_or_default();
     let mut v = warning(proxy, world, "timeout-mismatch", target);
     let server = app.server;
-    let wait = fmt_dur(longest.read_timeout.value.saturating_mul(1_000_000));
+    let wait = secs_label(longest.read_timeout.value);
     v.summary = format!(
         "{server} kills a worker busy for {} s ({}), but nginx waits {wait} for the response \
          ({directive}): a request slower than {} s ends in a 502 (worker-timeout), not a 504",

@@ -17,10 +17,10 @@ use super::apps::{
 use super::assess::{self, Proxy, World};
 use super::nginx::{self, ConfFile, Dump, MasterArgs};
 use super::{ProxyReport, Report};
-use crate::engine::{DEFAULT_PROXY_NAMES, app_server_in_cmdline, parse_target};
+use crate::engine::{DEFAULT_PROXY_NAMES, app_server_in_cmdline, covers, parse_target};
 use crate::event::monotonic_ns;
-use crate::facts::{FactSource as _, ProcInfo};
-use crate::sysfacts::SystemFacts;
+use crate::facts::{FactSource as _, Listener, ProcInfo};
+use crate::sysfacts::{SystemFacts, parse_proc_net_tcp, parse_proc_net_unix};
 
 /// How long gwtrace's own connect to a remote TCP upstream waits.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
@@ -780,11 +780,102 @@ fn tmpfiles() -> Option<Vec<String>> {
     any.then_some(dirs)
 }
 
+/// Socket inodes a process holds (its /proc/PID/fd links `socket:[N]`).
+fn socket_inodes(pid: u32) -> Vec<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| {
+            let link = std::fs::read_link(fd.path()).ok()?;
+            link.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Every listening socket, with the owners that matter: app servers' sockets (the
+/// wrong-target candidates) and whoever serves the targets. Scanning every process's file
+/// descriptors is the slow part of a check on a busy host, so app servers are scanned first
+/// and the rest only until each target's listener has its owner (lowest pid first: the
+/// master of a forked family).
+fn listeners(procs: &[ProcInfo], targets: &BTreeSet<String>) -> Vec<Listener> {
+    let mut sockets: Vec<(String, u64)> = Vec::new();
+    if let Ok(t) = std::fs::read_to_string("/proc/net/unix") {
+        sockets.extend(parse_proc_net_unix(&t));
+    }
+    if let Ok(t) = std::fs::read_to_string("/proc/net/tcp") {
+        sockets.extend(parse_proc_net_tcp(&t, false));
+    }
+    if let Ok(t) = std::fs::read_to_string("/proc/net/tcp6") {
+        sockets.extend(parse_proc_net_tcp(&t, true));
+    }
+    let listening: BTreeSet<u64> = sockets.iter().map(|(_, i)| *i).collect();
+    let mut wanted: BTreeSet<u64> = sockets
+        .iter()
+        .filter(|(t, _)| targets.iter().any(|x| covers(t, x)))
+        .map(|(_, i)| *i)
+        .collect();
+    let mut order: Vec<&ProcInfo> = procs.iter().collect();
+    order.sort_by_key(|p| p.pid);
+    let (apps, others): (Vec<&ProcInfo>, Vec<&ProcInfo>) = order.into_iter().partition(|p| {
+        app_server_in_cmdline(&p.cmdline).is_some() || app_server_in_cmdline(&p.comm).is_some()
+    });
+    fn take<'p>(
+        p: &'p ProcInfo,
+        listening: &BTreeSet<u64>,
+        owners: &mut HashMap<u64, &'p ProcInfo>,
+        wanted: &mut BTreeSet<u64>,
+    ) {
+        for inode in socket_inodes(p.pid) {
+            if listening.contains(&inode) && !owners.contains_key(&inode) {
+                wanted.remove(&inode);
+                owners.insert(inode, p);
+            }
+        }
+    }
+    let mut owners: HashMap<u64, &ProcInfo> = HashMap::new();
+    for p in apps {
+        take(p, &listening, &mut owners, &mut wanted);
+    }
+    for p in others {
+        if wanted.is_empty() {
+            break;
+        }
+        take(p, &listening, &mut owners, &mut wanted);
+    }
+    sockets
+        .into_iter()
+        .map(|(target, inode)| {
+            let owner = owners.get(&inode);
+            let mut target = target;
+            // A relative bind path is relative to the owner's working directory.
+            if let (Some(rel), Some(o)) = (target.strip_prefix("unix:"), owner)
+                && !rel.starts_with('/')
+                && !rel.starts_with('@')
+            {
+                target = format!("unix:{}", in_cwd(o.pid, rel));
+            }
+            Listener {
+                target,
+                pid: owner.map(|o| o.pid),
+                comm: owner.map(|o| o.comm.clone()),
+                backlog: None,
+            }
+        })
+        .collect()
+}
+
 /// Runs `gwtrace check`.
 pub fn run(opts: &Options) -> Result<Report, CheckError> {
     let t0 = Instant::now();
+    let step = |what: &str| log::debug!("check: {what} at {} ms", t0.elapsed().as_millis());
     let mut sys = SystemFacts::new();
     let procs = sys.processes();
+    step("processes");
     let mut report = Report::default();
     let instances = select(opts, &procs, &mut report.notes)?;
     let root = is_root();
@@ -836,6 +927,7 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
         loaded.push((inst, proxy, None));
         let _ = cfg;
     }
+    step("configurations");
     host_names.sort();
     host_names.dedup();
     let resolved = resolve(&host_names);
@@ -847,15 +939,8 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
     }
 
     // Facts about every target at once.
-    let mut listeners = sys.listeners();
-    for l in &mut listeners {
-        if let (Some(rel), Some(pid)) = (l.target.strip_prefix("unix:"), l.pid)
-            && !rel.starts_with('/')
-            && !rel.starts_with('@')
-        {
-            l.target = format!("unix:{}", in_cwd(pid, rel));
-        }
-    }
+    let listeners = listeners(&procs, &all_targets);
+    step("listeners");
     if !root {
         report.notes.push(format!(
             "not root (uid {}): who owns other users' sockets is not visible (/proc/PID/fd), so listeners are \
@@ -894,6 +979,7 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
         }
     }
     world.remote = probe_remote(&remote);
+    step("paths and probes");
     match run_bounded(Command::new("ss").arg("-Hlnxt"), SUBPROCESS_TIMEOUT) {
         Ok((true, out, _)) => world.queues = parse_ss(&out),
         Ok((false, _, err)) => report.notes.push(format!(
@@ -904,6 +990,7 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
             .notes
             .push(format!("ss: {e}: listen backlogs not checked")),
     }
+    step("ss");
     // The app servers behind the targets.
     let mut roots: BTreeSet<u32> = BTreeSet::new();
     for t in &all_targets {
@@ -931,6 +1018,7 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
         world.tmpfiles = tmpfiles();
     }
 
+    step("apps and units");
     for ((_, proxy, targets), invalid) in loaded.iter().zip(configs) {
         let targets = targets.clone().unwrap_or_default();
         let mut pr: ProxyReport = assess::evaluate(proxy, &targets, &world);

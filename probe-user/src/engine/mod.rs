@@ -31,7 +31,6 @@ pub use render::render_human;
 pub(crate) use predict::{Probe, Reach};
 pub(crate) use state::Creds;
 pub(crate) use target::{Target, covers, parse as parse_target};
-pub(crate) use text::fmt_dur;
 pub(crate) use view::app_server_in_cmdline;
 
 /// Proxies recognised by process name when no pid is given.
