@@ -1,0 +1,498 @@
+//! End-to-end tests of `gwtrace check` (root): real nginx configurations in front of each broken
+//! target of the scenario lab (socket missing, TCP refused, wrong target, socket permission,
+//! stale socket) and healthy ones, checked with `gwtrace check --config` as a user runs it, and
+//! one check of a running nginx by pid.
+//!
+//! Each test runs its app and the check in a private network namespace (the listener tables
+//! of /proc/net are per namespace): app servers other people run on this host are not
+//! "the app nginx meant to reach" for these checks.
+#[path = "lab/mod.rs"]
+#[expect(dead_code, reason = "shared with xtask; not every helper is used here")]
+mod lab;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// One stack at a time: gentle with a shared machine, and stack names stay unique.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn gwtrace() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gwtrace"))
+}
+
+fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    assert!(
+        is_root(),
+        "the check tests start gunicorn as gwapp and network namespaces: run them as root"
+    );
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A network namespace with loopback up, deleted on drop (declare it before the stack so the
+/// stack's processes are killed first).
+struct Netns(String);
+
+impl Netns {
+    fn new(name: &str) -> Self {
+        let ns = format!("gwcheck-{name}-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &ns])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new("ip")
+                .args(["-n", &ns, "link", "set", "lo", "up"])
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(ok, "creating network namespace {ns}");
+        Self(ns)
+    }
+
+    /// `ip netns exec NS program`: the program execs in place (same pid, same process group).
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).arg(program);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Writes an nginx configuration like the lab's (master root, workers www-data) proxying to
+/// `pass` (a `proxy_pass` argument), with extra `location` directives; returns its path and the
+/// line of the `proxy_pass`.
+fn write_conf(stack: &lab::Stack, pass: &str, extra: &str) -> (PathBuf, u32) {
+    let d = stack.dir.display();
+    let conf = format!(
+        "user www-data;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log error;\n\
+         events {{ worker_connections 512; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n\
+           fastcgi_temp_path {d}/tmp/fcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
+           server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      {extra}\n      proxy_pass {pass};\n    }}\n  }}\n}}\n",
+        port = stack.port,
+    );
+    let line = conf
+        .lines()
+        .position(|l| l.contains("proxy_pass"))
+        .map_or(0, |i| u32::try_from(i + 1).unwrap_or(0));
+    let path = stack.path("nginx.conf");
+    std::fs::write(&path, conf).expect("writing nginx.conf");
+    (path, line)
+}
+
+/// `http://unix:/path:` for a unix target, `http://host:port` else.
+fn pass_of(target: &str) -> String {
+    target.strip_prefix("unix:").map_or_else(
+        || format!("http://{target}"),
+        |p| format!("http://unix:{p}:"),
+    )
+}
+
+/// gunicorn as the lab starts it (user gwapp), inside `ns`; returns its master pid.
+fn gunicorn(stack: &mut lab::Stack, ns: &Netns, bind: &str, extra: &[&str]) -> u32 {
+    let mut cmd = ns.command("gunicorn");
+    cmd.args([
+        "--bind",
+        bind,
+        "--workers",
+        "1",
+        "--user",
+        "gwapp",
+        "--group",
+        "gwapp",
+    ])
+    .args(extra)
+    .arg("app:app");
+    let pid = stack.spawn(&mut cmd).expect("starting gunicorn");
+    wait_listening(pid, bind);
+    pid
+}
+
+/// Waits until gunicorn's network namespace lists a listener on `bind` (we are outside it).
+fn wait_listening(pid: u32, bind: &str) {
+    let t0 = Instant::now();
+    let listed = || {
+        if let Some(path) = bind.strip_prefix("unix:") {
+            return std::fs::read_to_string(format!("/proc/{pid}/net/unix")).is_ok_and(|t| {
+                gwtrace::sysfacts::parse_proc_net_unix(&t)
+                    .iter()
+                    .any(|(l, _)| l == &format!("unix:{path}"))
+            });
+        }
+        std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).is_ok_and(|t| {
+            gwtrace::sysfacts::parse_proc_net_tcp(&t, false)
+                .iter()
+                .any(|(l, _)| l == bind)
+        })
+    };
+    while t0.elapsed() < Duration::from_secs(20) {
+        if listed() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("gunicorn pid {pid} never listened on {bind}");
+}
+
+/// What one `gwtrace check` run said.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    findings: Vec<Value>,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+impl Run {
+    fn causes(&self) -> Vec<&str> {
+        self.findings
+            .iter()
+            .filter_map(|f| f["cause"].as_str())
+            .collect()
+    }
+
+    fn one(&self, cause: &str) -> &Value {
+        let found: Vec<&Value> = self
+            .findings
+            .iter()
+            .filter(|f| f["cause"] == cause)
+            .collect();
+        assert_eq!(found.len(), 1, "one {cause} expected: {self:#?}");
+        found[0]
+    }
+}
+
+fn run_check(mut cmd: Command) -> Run {
+    let t0 = Instant::now();
+    let out = cmd.output().expect("running gwtrace check");
+    let took = t0.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let findings = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    Run {
+        code: out.status.code(),
+        findings,
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        took,
+    }
+}
+
+/// `gwtrace check --json --config CONF` inside `ns`, plus extra flags.
+fn check_config(ns: &Netns, conf: &Path, extra: &[&str]) -> Run {
+    let mut cmd = ns.command(gwtrace());
+    cmd.args(["check", "--json", "--config"])
+        .arg(conf)
+        .args(extra);
+    run_check(cmd)
+}
+
+/// The checks every failing target must pass: exit 1, one failing finding of `cause` on
+/// `target`, its config line first, the engine's "would fail" line, a fix, no count.
+fn assert_fails(r: &Run, cause: &str, target: &str, conf: &Path, line: u32) -> Value {
+    assert_eq!(r.code, Some(1), "{r:#?}");
+    let f = r.one(cause).clone();
+    assert_eq!(f["severity"], "fail", "{f:#}");
+    assert_eq!(f["target"], target, "{f:#}");
+    assert_eq!(f["count"], 0, "{f:#}");
+    assert_eq!(f["proxy_comm"], "nginx");
+    let first = f["evidence"][0].as_str().unwrap_or_default();
+    let want = format!("{}:{line} proxy_pass ", conf.display());
+    assert!(
+        first.starts_with(&want),
+        "first evidence {first:?} should be {want}..."
+    );
+    assert_eq!(f["config"][0].as_str(), Some(first));
+    assert!(
+        f["evidence"].as_array().is_some_and(|e| e
+            .iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains("would fail with")))),
+        "{f:#}"
+    );
+    assert!(!f["fix"].as_str().unwrap_or_default().is_empty(), "{f:#}");
+    f
+}
+
+#[test]
+fn check_socket_missing() {
+    let _s = serial();
+    let ns = Netns::new("missing");
+    let stack = lab::Stack::new("check-missing").expect("stack");
+    let target = format!("unix:{}", stack.path("app.sock").display());
+    let (conf, line) = write_conf(&stack, &pass_of(&target), "");
+    let r = check_config(&ns, &conf, &[]);
+    let f = assert_fails(&r, "socket-missing", &target, &conf, line);
+    assert!(f["evidence"].to_string().contains("ENOENT (2)"), "{f:#}");
+    assert_eq!(r.causes(), ["socket-missing"]);
+}
+
+#[test]
+fn check_tcp_refused() {
+    let _s = serial();
+    let ns = Netns::new("refused");
+    let stack = lab::Stack::new("check-refused").expect("stack");
+    let target = format!("127.0.0.1:{}", lab::free_port());
+    let (conf, line) = write_conf(&stack, &pass_of(&target), "");
+    let r = check_config(&ns, &conf, &[]);
+    let f = assert_fails(&r, "upstream-not-listening", &target, &conf, line);
+    assert!(
+        f["evidence"].to_string().contains("ECONNREFUSED (111)"),
+        "{f:#}"
+    );
+    assert_eq!(r.causes(), ["upstream-not-listening"]);
+}
+
+#[test]
+fn check_wrong_target() {
+    let _s = serial();
+    let ns = Netns::new("wrong");
+    let mut stack = lab::Stack::new("check-wrong").expect("stack");
+    std::fs::create_dir_all(stack.path("gunicorn")).expect("dir");
+    let real = format!("unix:{}", stack.path("gunicorn/app.sock").display());
+    let pid = gunicorn(&mut stack, &ns, &real, &["--timeout", "90"]);
+    let target = format!("unix:{}", stack.path("app.sock").display());
+    let (conf, line) = write_conf(&stack, &pass_of(&target), "");
+    let r = check_config(&ns, &conf, &[]);
+    let f = assert_fails(&r, "wrong-target", &target, &conf, line);
+    let summary = f["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains(&format!("the app listens on {real}")),
+        "{f:#}"
+    );
+    assert!(
+        f["evidence"]
+            .to_string()
+            .contains(&format!("gunicorn pid {pid} listens on {real}")),
+        "{f:#}"
+    );
+}
+
+#[test]
+fn check_socket_permission() {
+    let _s = serial();
+    let ns = Netns::new("perm");
+    let mut stack = lab::Stack::new("check-perm").expect("stack");
+    std::fs::create_dir_all(stack.path("run")).expect("dir");
+    let target = format!("unix:{}", stack.path("run/app.sock").display());
+    // umask 0o117: srw-rw---- gwapp:gwapp; www-data is not in group gwapp.
+    gunicorn(
+        &mut stack,
+        &ns,
+        &target,
+        &["--umask", "0o117", "--timeout", "90"],
+    );
+    let (conf, line) = write_conf(&stack, &pass_of(&target), "");
+    let r = check_config(&ns, &conf, &[]);
+    let f = assert_fails(&r, "socket-permission", &target, &conf, line);
+    let ev = f["evidence"].to_string();
+    assert!(ev.contains("EACCES (13)"), "{f:#}");
+    assert!(
+        ev.contains("srw-rw---- "),
+        "the socket's mode is named: {f:#}"
+    );
+    assert!(
+        ev.contains("(uid 33, gid 33, groups 33)"),
+        "checked as www-data: {f:#}"
+    );
+    assert!(
+        f["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("usermod -aG"),
+        "{f:#}"
+    );
+    assert_eq!(r.causes(), ["socket-permission"]);
+}
+
+#[test]
+fn check_stale_socket() {
+    let _s = serial();
+    let ns = Netns::new("stale");
+    let mut stack = lab::Stack::new("check-stale").expect("stack");
+    let target = format!("unix:{}", stack.path("app.sock").display());
+    let pid = gunicorn(&mut stack, &ns, &target, &["--timeout", "90"]);
+    stack.kill_group(pid, libc::SIGKILL);
+    let sock = stack.path("app.sock");
+    let t0 = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+        && t0.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(sock.exists(), "kill -9 leaves the socket file behind");
+    let (conf, line) = write_conf(&stack, &pass_of(&target), "");
+    let r = check_config(&ns, &conf, &[]);
+    let f = assert_fails(&r, "stale-socket", &target, &conf, line);
+    assert!(
+        f["evidence"]
+            .to_string()
+            .contains("is a socket file but no process listens on it"),
+        "{f:#}"
+    );
+}
+
+#[test]
+fn check_healthy_is_silent_and_fast() {
+    let _s = serial();
+    let ns = Netns::new("healthy");
+    let mut stack = lab::Stack::new("check-healthy").expect("stack");
+    let target = format!("127.0.0.1:{}", lab::free_port());
+    // gunicorn's deadline above nginx's default proxy_read_timeout (60 s): nothing to flag.
+    gunicorn(&mut stack, &ns, &target, &["--timeout", "75"]);
+    let (conf, _) = write_conf(&stack, &pass_of(&target), "");
+    let r = check_config(&ns, &conf, &[]);
+    assert_eq!(r.code, Some(0), "{r:#?}");
+    assert!(r.findings.is_empty(), "{r:#?}");
+    assert!(r.stdout.trim().is_empty(), "{r:#?}");
+    assert!(r.stderr.contains("all healthy"), "{r:#?}");
+    eprintln!("gwtrace check took {} ms", r.took.as_millis());
+    assert!(
+        r.took < Duration::from_secs(3),
+        "a check should take well under a second (debug build, busy host: 3 s allowed), took {:?}",
+        r.took
+    );
+    // The human report: one ok line naming the listener.
+    let mut cmd = ns.command(gwtrace());
+    cmd.args(["check", "--config"]).arg(&conf);
+    let h = run_check(cmd);
+    assert_eq!(h.code, Some(0), "{h:#?}");
+    let ok = h
+        .stdout
+        .lines()
+        .find(|l| l.contains(&target))
+        .unwrap_or_default();
+    assert!(
+        ok.trim_start().starts_with("ok") && ok.contains("gunicorn pid"),
+        "{}",
+        h.stdout
+    );
+}
+
+#[test]
+fn check_timeout_mismatch_warns() {
+    let _s = serial();
+    let ns = Netns::new("timeouts");
+    let mut stack = lab::Stack::new("check-timeouts").expect("stack");
+    let target = format!("unix:{}", stack.path("app.sock").display());
+    // gunicorn's default --timeout 30 under nginx's default proxy_read_timeout 60s.
+    gunicorn(&mut stack, &ns, &target, &[]);
+    let (conf, _) = write_conf(&stack, &pass_of(&target), "");
+    let r = check_config(&ns, &conf, &[]);
+    assert_eq!(r.code, Some(0), "warnings alone exit 0: {r:#?}");
+    let f = r.one("timeout-mismatch");
+    assert_eq!(f["severity"], "warn");
+    let summary = f["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("gunicorn kills a worker busy for 30 s"),
+        "{f:#}"
+    );
+    assert!(summary.contains("nginx waits 60s"), "{f:#}");
+    assert!(
+        f["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("proxy_read_timeout 25s"),
+        "{f:#}"
+    );
+    // Whether the socket's /tmp directory survives a reboot: flagged, or said not checkable
+    // (the test's gunicorn is no systemd service), never silently skipped.
+    assert!(
+        r.stderr
+            .contains("could not check that it survives a reboot")
+            || r.causes().contains(&"runtime-dir-volatile"),
+        "{r:#?}"
+    );
+    assert_eq!(check_config(&ns, &conf, &["--strict"]).code, Some(1));
+    // nginx giving up first is the fix.
+    let (conf, _) = write_conf(&stack, &pass_of(&target), "proxy_read_timeout 25s;");
+    let r = check_config(&ns, &conf, &[]);
+    assert_eq!(r.code, Some(0), "{r:#?}");
+    assert!(!r.causes().contains(&"timeout-mismatch"), "{r:#?}");
+}
+
+#[test]
+fn check_running_nginx_by_pid() {
+    let _s = serial();
+    let mut stack = lab::Stack::new("check-running").expect("stack");
+    std::fs::create_dir_all(stack.path("run")).expect("dir");
+    let target = format!("unix:{}", stack.path("run/app.sock").display());
+    stack
+        .gunicorn(&target, &["--umask", "0o117", "--timeout", "90"], &[])
+        .expect("gunicorn");
+    stack.wait_listening(&target).ok();
+    let sock = stack.path("run/app.sock");
+    let t0 = Instant::now();
+    while !sock.exists() && t0.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stack.upstream.clone_from(&target);
+    stack.start_nginx().expect("nginx");
+    let master = stack.nginx_pid.expect("nginx pid");
+    let mut cmd = Command::new(gwtrace());
+    cmd.args(["check", "--json", "--proxy", &master.to_string()]);
+    let r = run_check(cmd);
+    assert_eq!(r.code, Some(1), "{r:#?}");
+    let f = r.one("socket-permission");
+    assert_eq!(
+        f["proxy_pid"], master,
+        "the verdict names the master: {f:#}"
+    );
+    let ev = f["evidence"].to_string();
+    assert!(
+        ev.contains(&format!("{}:", stack.path("nginx.conf").display())),
+        "{f:#}"
+    );
+    assert!(
+        ev.contains("a connect() by nginx worker pid"),
+        "the running worker: {f:#}"
+    );
+    // Only the nginx named by --proxy was checked.
+    assert!(
+        r.findings.iter().all(|f| f["proxy_pid"] == master),
+        "{r:#?}"
+    );
+}
+
+#[test]
+fn check_invalid_config_and_usage_errors() {
+    let _s = serial();
+    let ns = Netns::new("invalid");
+    let stack = lab::Stack::new("check-invalid").expect("stack");
+    let (conf, _) = write_conf(&stack, "http://127.0.0.1:1", "prox_read_timeout 5s;");
+    let r = check_config(&ns, &conf, &[]);
+    assert_eq!(r.code, Some(1), "{r:#?}");
+    let f = r.one("config-invalid");
+    assert_eq!(f["severity"], "fail");
+    assert!(
+        f["evidence"].to_string().contains("prox_read_timeout"),
+        "{f:#}"
+    );
+    let missing = check_config(&ns, Path::new("/nonexistent/nginx.conf"), &[]);
+    assert_eq!(missing.code, Some(2), "{missing:#?}");
+    let mut cmd = Command::new(gwtrace());
+    cmd.args(["check", "--proxy", "4294967295"]);
+    assert_eq!(run_check(cmd).code, Some(2));
+}
