@@ -685,6 +685,11 @@ pub fn utc_now() -> (String, String) {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    utc(secs)
+}
+
+/// Seconds since the epoch as (YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ).
+fn utc(secs: u64) -> (String, String) {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     // Civil from days (Howard Hinnant's algorithm).
@@ -740,4 +745,14 @@ fn run_json(r: &Run) -> Value {
         "error": r.error,
         "context": r.context,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc_dates() {
+        assert_eq!(super::utc(0).1, "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc(951_782_400).0, "2000-02-29");
+        assert_eq!(super::utc(1_795_000_000).1, "2026-11-18T11:06:40Z");
+    }
 }
