@@ -162,8 +162,21 @@ fn stop_and_check(sig: i32, name: &str) {
         "all 5 provoked failures recorded before {name}"
     );
     // Every program and map is gone.
-    let left: Vec<&String> = objects.iter().filter(|o| bpf_object_exists(o)).collect();
+    let left = wait_freed(&objects);
     assert!(left.is_empty(), "{name}: BPF objects left behind: {left:?}");
+}
+
+/// Waits (up to 5 s: the kernel frees maps from a workqueue) until none of `objects` exists;
+/// returns those still there.
+fn wait_freed(objects: &BTreeSet<String>) -> Vec<&String> {
+    let t0 = Instant::now();
+    loop {
+        let left: Vec<&String> = objects.iter().filter(|o| bpf_object_exists(o)).collect();
+        if left.is_empty() || t0.elapsed() > Duration::from_secs(5) {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -188,13 +201,8 @@ fn kill_9_leaves_nothing_attached() {
     let (mut child, objects) = start_recording(&dir.join("events.jsonl"));
     signal(&child, libc::SIGKILL);
     let _ = child.wait();
-    // The kernel frees programs and maps when their last fd closes; give it a moment.
-    let t0 = Instant::now();
-    let mut left: Vec<&String> = objects.iter().collect();
-    while !left.is_empty() && t0.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(100));
-        left = objects.iter().filter(|o| bpf_object_exists(o)).collect();
-    }
+    // The kernel frees programs and maps when their last fd closes.
+    let left = wait_freed(&objects);
     assert!(left.is_empty(), "BPF objects left after kill -9: {left:?}");
 }
 

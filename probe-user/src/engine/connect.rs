@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use super::lifecycle::{CrashLoop, crash_part, find_restart, loop_for, restart_part};
+use super::lifecycle::{
+    CrashLoop, app_exec_failure, crash_part, find_restart, loop_for, restart_part,
+};
 use super::perm::{Walk, comp_label, creds_label, denial_fix, denial_line, walk};
 use super::report::Part;
 use super::state::Creds;
@@ -216,7 +218,7 @@ type Base = fn(&View<'_>, &Agg) -> Part;
 fn outage(v: &View<'_>, loops: &[CrashLoop<'_>], a: &Agg, base: Base) -> Vec<Part> {
     let mut parts = Vec::new();
     let mut rest = a.clone();
-    if let Some(r) = find_restart(v, &a.target) {
+    if let Some(r) = find_restart(v, &a.target, a.worker) {
         let (lo, hi) = r.window();
         let (n, first, last) = a.split(lo, hi);
         if n > 0 {
@@ -238,6 +240,7 @@ fn outage(v: &View<'_>, loops: &[CrashLoop<'_>], a: &Agg, base: Base) -> Vec<Par
         && let Some(l) = loop_for(loops, &rest.target, rest.first_ns, rest.last_ns)
     {
         let mut p = crash_part(
+            v,
             l,
             rest.proxy.clone(),
             &rest.target,
@@ -245,7 +248,9 @@ fn outage(v: &View<'_>, loops: &[CrashLoop<'_>], a: &Agg, base: Base) -> Vec<Par
         );
         rest.fill(&mut p);
         p.evidence.insert(0, symptom_line(&rest));
-        p.evidence.extend(exec_failures_line(v, &rest));
+        if l.exec_fail.is_none() {
+            p.evidence.extend(exec_failures_line(v, &rest));
+        }
         parts.push(p);
         return parts;
     }
@@ -261,9 +266,6 @@ fn outage(v: &View<'_>, loops: &[CrashLoop<'_>], a: &Agg, base: Base) -> Vec<Par
     parts
 }
 
-/// Supervisors name their child `(unit)` until it execs; these start apps.
-const SUPERVISORS: [&str; 4] = ["systemd", "supervisord", "runsv", "s6-supervise"];
-
 /// Failed execs of an app server around the failures: the service cannot even start
 /// (a wrong path or virtualenv in `ExecStart=`).
 fn exec_failures_line(v: &View<'_>, a: &Agg) -> Option<String> {
@@ -272,12 +274,7 @@ fn exec_failures_line(v: &View<'_>, a: &Agg) -> Option<String> {
     let fails: Vec<_> =
         v.st.exec_failures
             .iter()
-            .filter(|f| (lo..=hi).contains(&f.ns))
-            .filter(|f| {
-                super::view::app_server_name(&f.filename).is_some()
-                    || f.comm.starts_with('(')
-                    || SUPERVISORS.contains(&f.comm.as_str())
-            })
+            .filter(|f| (lo..=hi).contains(&f.ns) && app_exec_failure(f))
             .collect();
     let last = fails.last()?;
     Some(format!(
@@ -483,35 +480,42 @@ fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
                 "abstract socket @{name}: no process has bound that name"
             ));
         }
-        (_, Some(info)) => {
-            let len = info.components.len();
-            match info.components.iter().position(|c| !c.exists) {
-                Some(i) if i + 1 < len => {
-                    let dir = &info.components[i].path;
-                    let why = if dir.starts_with("/run/") || dir.starts_with("/var/run/") {
-                        " (/run is a tmpfs: directories made by hand are gone after a reboot)"
-                    } else {
-                        ""
-                    };
-                    p.evidence.push(format!("directory {dir} does not exist{why}"));
-                    missing_dir = Some(dir.clone());
-                }
-                Some(i) => {
-                    if let Some(parent) = i.checked_sub(1).and_then(|j| info.components.get(j)) {
-                        p.evidence.push(format!("{} exists, but there is no {} in it", comp_label(parent), info.path));
-                    } else {
-                        p.evidence.push(format!("{} does not exist", info.path));
-                    }
-                }
-                None => p.evidence.push(format!(
-                    "{} exists now (it was created after the failures, or the proxy runs in another mount namespace)",
-                    info.path
-                )),
+        (_, Some(info)) => match info.components.iter().position(|c| !c.exists) {
+            // The walk stops at the first missing component: a directory when it is not the
+            // socket path itself.
+            Some(i) if info.components[i].path != info.path => {
+                let dir = &info.components[i].path;
+                let why = if under_run(dir) {
+                    " (/run is a tmpfs: directories made by hand are gone after a reboot)"
+                } else {
+                    ""
+                };
+                p.evidence
+                    .push(format!("directory {dir} itself does not exist{why}"));
+                missing_dir = Some(dir.clone());
             }
-        }
+            Some(i) => {
+                if let Some(parent) = i.checked_sub(1).and_then(|j| info.components.get(j)) {
+                    p.evidence.push(format!(
+                        "{} exists, but there is no {} in it",
+                        comp_label(parent),
+                        info.path
+                    ));
+                } else {
+                    p.evidence.push(format!("{} does not exist", info.path));
+                }
+            }
+            None => p.evidence.push(format!(
+                "{} exists now (it was created after the failures, or the proxy runs in another mount namespace)",
+                info.path
+            )),
+        },
         (_, None) => p
             .evidence
             .push("no path facts for the socket path".to_owned()),
+    }
+    if let Some(f) = foreign_listener(v, a) {
+        return mount_ns_part(v, a, p, &f);
     }
     let alive = covering(v, &a.target).next().map(|l| owner_label(v, l));
     if let Some(owner) = &alive {
@@ -526,7 +530,10 @@ fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
     p.evidence.extend(last_owner_death(v, &a.target));
     p.evidence.extend(app_servers_line(v));
     p.summary = match (&missing_dir, &alive) {
-        (Some(d), _) => format!("{} does not exist: its directory {d} is missing", a.target),
+        (Some(d), _) => format!(
+            "{} does not exist: its directory {d} itself is missing",
+            a.target
+        ),
         (None, Some(owner)) => format!(
             "{} is gone from the proxy's view while {owner} still listens on it",
             a.target
@@ -543,13 +550,17 @@ fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
         None if alive.is_some() => "restart the app so it creates the socket again, and keep sockets out of /tmp \
                                     (tmp cleaners, PrivateTmp=): use /run/<app>/ with RuntimeDirectory="
             .into(),
-        Some(d) => {
-            let name = d.strip_prefix("/run/").unwrap_or(&d);
-            format!(
-                "create {d} at boot: RuntimeDirectory={name} in the app's systemd unit (or a tmpfiles.d entry), \
-                 then start the app so it creates the socket"
-            )
-        }
+        Some(d) => match runtime_dir(&a.target) {
+            Some(name) => format!(
+                "have systemd create {d} at every start: RuntimeDirectory={name} in the [Service] section of the \
+                 app's unit (owned by its User=; or a tmpfiles.d entry), then systemctl daemon-reload && systemctl \
+                 restart <unit> so the app creates the socket"
+            ),
+            None => format!(
+                "create {d} and have it created at every boot (a tmpfiles.d entry), then start the app so it \
+                 creates the socket"
+            ),
+        },
         None => "start the app server (systemctl start <unit>; check it stays up) so it creates the socket, or \
                  point proxy_pass at the socket it really creates"
             .to_owned(),
@@ -557,8 +568,111 @@ fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
     p
 }
 
+/// Is this path in a runtime directory (`/run`, `/var/run`, or any `.../run/...`)?
+fn under_run(path: &str) -> bool {
+    path.contains("/run/") || path.ends_with("/run")
+}
+
+/// The `RuntimeDirectory=` that creates a unix socket's directory: its path below the last
+/// `run/` (`/run/myapp/app.sock` → `myapp`), if it is below one.
+fn runtime_dir(target: &str) -> Option<String> {
+    let Target::UnixPath(path) = parse(target) else {
+        return None;
+    };
+    let dir = path.rsplit_once('/')?.0;
+    let (_, below) = dir.rsplit_once("/run/")?;
+    (!below.is_empty()).then(|| below.to_owned())
+}
+
+/// A process listening on the target's path in another mount namespace than the proxy's.
+struct Foreign<'a> {
+    listener: &'a Listener,
+    owner_ns: u64,
+    proxy_ns: u64,
+}
+
+/// The live listener on the target bound in another mount namespace than the failing worker's
+/// (a container, a `PrivateTmp=`): the socket file exists, only not where the proxy looks.
+fn foreign_listener<'a>(v: &View<'a>, a: &Agg) -> Option<Foreign<'a>> {
+    if !matches!(parse(&a.target), Target::UnixPath(_)) {
+        return None;
+    }
+    let worker = std::iter::once(a.worker)
+        .chain(a.workers.iter().copied())
+        .find(|&w| v.mnt_ns(w).is_some())?;
+    v.st.listeners.iter().find_map(|l| {
+        let pid = l.pid?;
+        if !covers(&l.target, &a.target) || v.proc(pid).is_some_and(|q| q.exited_ns.is_some()) {
+            return None;
+        }
+        let (owner_ns, proxy_ns) = v.foreign_ns(pid, worker)?;
+        Some(Foreign {
+            listener: l,
+            owner_ns,
+            proxy_ns,
+        })
+    })
+}
+
+/// `gunicorn pid 42 listens on unix:/x/app.sock in another mount namespace (mnt:[4026532301])`.
+fn foreign_line(v: &View<'_>, a: &Agg, f: &Foreign<'_>) -> String {
+    format!(
+        "{} listens on {} in another mount namespace (mnt:[{}]) than {}'s (mnt:[{}]): the socket file exists \
+         only in its own view",
+        owner_label(v, f.listener),
+        f.listener.target,
+        f.owner_ns,
+        proxy_name(a),
+        f.proxy_ns
+    )
+}
+
+fn proxy_name(a: &Agg) -> &str {
+    if a.proxy.comm.is_empty() {
+        &a.worker_comm
+    } else {
+        &a.proxy.comm
+    }
+}
+
+/// `socket-missing` because the proxy and the app see different filesystems.
+fn mount_ns_part(v: &View<'_>, a: &Agg, mut p: Part, f: &Foreign<'_>) -> Part {
+    let proxy = proxy_name(a);
+    let owner = owner_label(v, f.listener);
+    // The walk was made in the proxy's namespace: say so.
+    if let Some(walk) = p.evidence.get_mut(1) {
+        *walk = format!("in {proxy}'s mount namespace: {walk}");
+    }
+    p.evidence.push(foreign_line(v, a, f));
+    if let Some(cmd) = f
+        .listener
+        .pid
+        .and_then(|pid| v.proc(pid))
+        .map(|q| q.cmdline.as_str())
+        .filter(|c| !c.is_empty())
+    {
+        p.evidence.push(format!("its command line: {cmd}"));
+    }
+    p.summary = format!(
+        "{owner} listens on {} in another mount namespace (mnt:[{}]); {proxy}'s namespace (mnt:[{}]) has no such \
+         file: PrivateTmp= or separate container volumes?",
+        a.target, f.owner_ns, f.proxy_ns
+    );
+    p.fix = format!(
+        "make {proxy} and the app see the same directory: mount one host directory into both at the same path \
+         (docker/podman -v /run/app:/run/app on both containers), or for systemd units keep the socket out of a \
+         private /tmp (PrivateTmp=, ProtectSystem=): bind in /run/<app>/ (RuntimeDirectory=) or join the \
+         namespaces (JoinsNamespaceOf=)"
+    );
+    p
+}
+
 /// "app servers running: gunicorn pid 10", or a line saying none is known.
 fn app_servers_line(v: &View<'_>) -> Option<String> {
+    v.app_servers.get_or_init(|| scan_app_servers(v)).clone()
+}
+
+fn scan_app_servers(v: &View<'_>) -> Option<String> {
     let mut apps: Vec<String> =
         v.st.procs
             .values()
@@ -631,6 +745,9 @@ fn stale_socket(v: &View<'_>, a: &Agg) -> Part {
         ));
     }
     p.evidence.push(nothing_listens_line(v, &a.target));
+    if let Some(f) = foreign_listener(v, a) {
+        p.evidence.push(foreign_line(v, a, &f));
+    }
     match last_owner_death(v, &a.target) {
         Some(d) => p.evidence.push(d),
         None if a.check.is_some() => {}

@@ -29,6 +29,9 @@ const LAUNCHERS: [&str; 8] = [
 
 /// How far up the parent chain to look (proxy masters, app server masters).
 const MAX_DEPTH: usize = 8;
+/// Start times from /proc have a clock tick's resolution (10 ms): a parent's exec this much after
+/// its child's start still counts as before it.
+const FORK_SLACK_NS: u64 = 50_000_000;
 
 /// A proxy's identity for deduplication: its master's pid when the process tree is known, else
 /// its name (workers of one master share one verdict).
@@ -110,6 +113,9 @@ pub(crate) struct View<'a> {
     /// verdicts call: the causes ask "what does this family serve" for every exit and death).
     by_owner: HashMap<u32, Vec<&'a str>>,
     by_root: HashMap<u32, Vec<&'a str>>,
+    /// Which app servers run (one line of evidence shared by every connect verdict): computed
+    /// once per verdicts call, not once per failure group (a scan of the whole process table).
+    pub app_servers: std::cell::OnceCell<Option<String>>,
 }
 
 impl<'a> View<'a> {
@@ -120,6 +126,7 @@ impl<'a> View<'a> {
             proxy_targets: HashSet::new(),
             by_owner: HashMap::new(),
             by_root: HashMap::new(),
+            app_servers: std::cell::OnceCell::new(),
         };
         let targets: HashSet<&str> = st
             .failures
@@ -291,18 +298,38 @@ impl<'a> View<'a> {
     }
 
     /// The top of a process's app-server family: climbs while the parent runs an app server
-    /// (gunicorn master above its forked workers).
+    /// (gunicorn master above its forked workers), but not to a parent that executed the app
+    /// server only after the child began (a supervisor shell that later `exec`s a new instance
+    /// is not the master of the instance it started before).
     pub(crate) fn family_root(&self, pid: u32) -> u32 {
         let chain = self.lineage(pid);
         let mut root = pid;
+        let mut child = chain.first().copied();
         for p in chain.iter().skip(1) {
-            if app_server_of(p).is_some() && !self.proxy_itself(p.pid, "") {
+            let exec_after = p
+                .exec_ns
+                .zip(child.and_then(Proc::began_ns))
+                .is_some_and(|(x, b)| x > b.saturating_add(FORK_SLACK_NS));
+            if app_server_of(p).is_some() && !self.proxy_itself(p.pid, "") && !exec_after {
                 root = p.pid;
+                child = Some(p);
             } else {
                 break;
             }
         }
         root
+    }
+
+    /// The mount namespace of a process, when known.
+    pub(crate) fn mnt_ns(&self, pid: u32) -> Option<u64> {
+        self.proc(pid).and_then(|p| p.mnt_ns)
+    }
+
+    /// The mount namespace of `owner` when it differs from `proxy`'s (both known): a unix
+    /// socket it bound is not at that path in the proxy's view.
+    pub(crate) fn foreign_ns(&self, owner: u32, proxy: u32) -> Option<(u64, u64)> {
+        let (o, p) = (self.mnt_ns(owner)?, self.mnt_ns(proxy)?);
+        (o != p).then_some((o, p))
     }
 
     /// Stable identity of an app across restarts (its root's command line), to group a crash
