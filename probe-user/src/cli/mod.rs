@@ -1,6 +1,7 @@
 //! Command line: `gwtrace` (watch and diagnose), `gwtrace record`, `gwtrace explain`.
 mod check;
 mod explain;
+mod generate;
 mod output;
 mod rotate;
 mod serve;
@@ -47,6 +48,12 @@ enum Command {
     Explain(ExplainArgs),
     /// Run as a daemon: trace, keep verdicts current, serve Prometheus metrics on /metrics.
     Serve(serve::ServeArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(hide = true)]
+    Completions(generate::CompletionsArgs),
+    /// Print the man page (roff) to stdout, or write every page with --out-dir.
+    #[command(hide = true)]
+    Man(generate::ManArgs),
     /// Check the proxies' upstream targets now, from their configuration (no eBPF, no traffic).
     Check(check::CheckArgs),
 }
@@ -128,6 +135,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Record(a)) => session::record(&a),
         Some(Command::Explain(a)) => explain::explain(&a),
         Some(Command::Serve(a)) => serve::serve(&a),
+        Some(Command::Completions(a)) => generate::completions(&a),
+        Some(Command::Man(a)) => generate::man(&a),
         Some(Command::Check(a)) => check::check(&a),
         None => watch::watch(&cli.watch),
     }
