@@ -97,7 +97,12 @@ pub fn uwsgi_ini_arg(cmdline: &str) -> Option<String> {
         .map(|(v, _)| v.to_owned())
         .or_else(|| {
             args.iter()
-                .find(|a| a.ends_with(".ini") && !a.starts_with('-'))
+                .find(|a| {
+                    !a.starts_with('-')
+                        && std::path::Path::new(a)
+                            .extension()
+                            .is_some_and(|e| e.eq_ignore_ascii_case("ini"))
+                })
                 .map(|a| (*a).to_owned())
         })
 }

@@ -7,6 +7,7 @@
 //! Pure: the facts come in a [`World`] (collected by [`super::live`], or fixtures in tests).
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use super::apps::{AppSettings, ListenQueue, UnitDirs, UserCreds, canonical_run};
@@ -121,9 +122,9 @@ pub fn hosts(cfg: &NginxConfig) -> Vec<String> {
 }
 
 /// The target strings (gwtrace's format) an address stands for.
-fn addr_targets(
+fn addr_targets<S: BuildHasher>(
     a: &Addr,
-    resolved: &HashMap<String, Result<Vec<IpAddr>, String>>,
+    resolved: &HashMap<String, Result<Vec<IpAddr>, String>, S>,
 ) -> Result<(Vec<String>, String), String> {
     let fmt = |ip: IpAddr, port: u16| match ip {
         IpAddr::V4(v4) => format!("{v4}:{port}"),
@@ -160,9 +161,9 @@ fn addr_targets(
 
 /// Every target of the configuration with the lines that lead there.
 #[must_use]
-pub fn targets(
+pub fn targets<S: BuildHasher>(
     cfg: &NginxConfig,
-    resolved: &HashMap<String, Result<Vec<IpAddr>, String>>,
+    resolved: &HashMap<String, Result<Vec<IpAddr>, String>, S>,
 ) -> Targets {
     let mut t = Targets::default();
     for (i, p) in cfg.passes.iter().enumerate() {
@@ -194,14 +195,14 @@ pub fn targets(
                 let Some(up) = cfg.upstreams.get(*u) else {
                     continue;
                 };
-                let live: Vec<_> = up.servers.iter().filter(|s| !s.down).collect();
-                if live.is_empty() {
+                let usable: Vec<_> = up.servers.iter().filter(|s| !s.down).collect();
+                if usable.is_empty() {
                     t.notes.push(format!(
                         "{head}: every server of upstream {} is marked down",
                         up.name
                     ));
                 }
-                for s in live {
+                for s in usable {
                     let line = format!("{head} -> upstream {}: {} {}", up.name, s.loc, s.text);
                     add(&mut t, &s.addr, line, &s.loc, s.backup);
                 }
@@ -389,61 +390,17 @@ pub fn evaluate(proxy: &Proxy, targets: &Targets, world: &World) -> ProxyReport 
                     findings.extend(backlog_small(proxy, world, target, uses, l));
                 }
             }
-            Reach::Fails(_) => {
-                let served_elsewhere: Vec<String> = targets
-                    .by_target
-                    .keys()
-                    .filter(|t| *t != target)
-                    .cloned()
-                    .collect();
-                let probe = Probe {
-                    proxy_pid: proxy.master,
-                    proxy_comm: &proxy.comm,
-                    worker_pid: proxy.worker.unwrap_or(0),
-                    creds: creds.clone(),
-                    target,
-                    remote_errno: world.remote.get(target).copied(),
-                    probe_timeout_ms: (world.remote.get(target) == Some(&110))
-                        .then_some(world.probe_timeout_ms),
-                    served_elsewhere,
-                };
-                let Some(mut v) = engine.predict(&probe, world.now_ns) else {
+            Reach::Fails(_) => match failing(&engine, proxy, targets, world, &creds, target, &ok) {
+                Some(f) => {
                     report
                         .targets
-                        .push(status("unchecked", "no verdict for this errno".into()));
-                    continue;
-                };
-                // Fails for real when some pass has no working alternative (or does not retry).
-                let mut fallbacks: Vec<&str> = Vec::new();
-                let hopeless = targets.groups.iter().any(|(pass, group)| {
-                    if !group.contains(target) {
-                        return false;
-                    }
-                    let alive: Vec<&str> =
-                        group.iter().map(String::as_str).filter(|t| ok(t)).collect();
-                    let no_retry = proxy
-                        .config
-                        .passes
-                        .get(*pass)
-                        .is_some_and(|p| p.next_upstream_off);
-                    fallbacks.extend(&alive);
-                    alive.is_empty() || no_retry
-                });
-                let severity = if hopeless {
-                    Severity::Fail
-                } else {
-                    fallbacks.sort_unstable();
-                    fallbacks.dedup();
-                    v.evidence.push(format!(
-                        "nginx retries the next server on a connect error and {} answer(s): requests succeed, but each \
-                         try here costs a failed connect (an error.log line) and marks {target} failed for fail_timeout",
-                        fallbacks.join(", ")
-                    ));
-                    Severity::Warn
-                };
-                report.targets.push(status(&v.cause, v.summary.clone()));
-                findings.push(finding(severity, v, uses));
-            }
+                        .push(status(&f.verdict.cause, f.verdict.summary.clone()));
+                    findings.push(f);
+                }
+                None => report
+                    .targets
+                    .push(status("unchecked", "no verdict for this errno".into())),
+            },
             Reach::Unknown(why) => {
                 report.targets.push(status("unchecked", why.clone()));
                 report.notes.push(format!("{target}: not checked: {why}"));
@@ -465,6 +422,64 @@ pub fn evaluate(proxy: &Proxy, targets: &Targets, world: &World) -> ProxyReport 
     report
 }
 
+/// The finding for a target a worker's connect would fail on: the engine's verdict, failing
+/// when some `*_pass` has no working alternative (or does not retry), else a warning.
+fn failing(
+    engine: &Engine,
+    proxy: &Proxy,
+    targets: &Targets,
+    world: &World,
+    creds: &Creds,
+    target: &str,
+    ok: &dyn Fn(&str) -> bool,
+) -> Option<Finding> {
+    let served_elsewhere: Vec<String> = targets
+        .by_target
+        .keys()
+        .filter(|t| *t != target)
+        .cloned()
+        .collect();
+    let probe = Probe {
+        proxy_pid: proxy.master,
+        proxy_comm: &proxy.comm,
+        worker_pid: proxy.worker.unwrap_or(0),
+        creds: creds.clone(),
+        target,
+        remote_errno: world.remote.get(target).copied(),
+        timeout_ms: (world.remote.get(target) == Some(&110)).then_some(world.probe_timeout_ms),
+        served_elsewhere,
+    };
+    let mut v = engine.predict(&probe, world.now_ns)?;
+    let mut fallbacks: Vec<&str> = Vec::new();
+    let hopeless = targets.groups.iter().any(|(pass, group)| {
+        if !group.iter().any(|t| t == target) {
+            return false;
+        }
+        let alive: Vec<&str> = group.iter().map(String::as_str).filter(|t| ok(t)).collect();
+        let no_retry = proxy
+            .config
+            .passes
+            .get(*pass)
+            .is_some_and(|p| p.next_upstream_off);
+        fallbacks.extend(&alive);
+        alive.is_empty() || no_retry
+    });
+    let severity = if hopeless {
+        Severity::Fail
+    } else {
+        fallbacks.sort_unstable();
+        fallbacks.dedup();
+        v.evidence.push(format!(
+            "nginx retries the next server on a connect error and {} answer(s): requests succeed, but each \
+             try here costs a failed connect (an error.log line) and marks {target} failed for fail_timeout",
+            fallbacks.join(", ")
+        ));
+        Severity::Warn
+    };
+    let uses = targets.by_target.get(target).map_or(&[][..], Vec::as_slice);
+    Some(finding(severity, v, uses))
+}
+
 /// The app server behind a listener: its root pid, process and settings.
 fn app_of<'a>(
     world: &'a World,
@@ -480,7 +495,7 @@ fn app_of<'a>(
 }
 
 fn secs_label(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -645,6 +660,31 @@ fn volatile_dir(dir: &str) -> bool {
     (dir.starts_with("/run/") || dir.starts_with("/tmp/")) && dir.matches('/').count() >= 2
 }
 
+/// The app serving a target and its systemd unit, or the note saying why they are unknown.
+fn unit_of_target<'a>(
+    world: &'a World,
+    target: &str,
+    dir: &str,
+) -> Result<(u32, &'a Listener, &'a UnitDirs), String> {
+    let cannot = |why: String| format!("{dir}: could not check that it survives a reboot ({why})");
+    let Some(l) = listener_for(&world.listeners, target) else {
+        return Err(cannot(format!(
+            "no process listens on {target} to name its unit"
+        )));
+    };
+    let Some(pid) = l.pid else {
+        return Err(cannot(format!(
+            "the owner of {target} is not visible: run as root"
+        )));
+    };
+    let root = app_root(&world.processes, pid);
+    match world.units.get(&root) {
+        Some(Ok(u)) => Ok((root, l, u)),
+        Some(Err(why)) => Err(cannot(why.clone())),
+        None => Err(cannot(format!("pid {root}'s systemd unit is unknown"))),
+    }
+}
+
 /// A socket directory under /run or /tmp that nothing recreates at boot: after a reboot the
 /// app cannot bind its socket (socket-missing).
 fn runtime_dir(
@@ -671,48 +711,12 @@ fn runtime_dir(
     if !exists {
         return (None, None);
     }
-    if world
-        .tmpfiles
-        .as_ref()
-        .is_some_and(|t| t.iter().any(|d| *d == dir))
-    {
+    if world.tmpfiles.as_ref().is_some_and(|t| t.contains(&dir)) {
         return (None, None);
     }
-    let Some(l) = listener_for(&world.listeners, target) else {
-        return (
-            None,
-            Some(format!(
-                "{dir}: could not check that it survives a reboot (no process listens on {target} to name its unit)"
-            )),
-        );
-    };
-    let Some(pid) = l.pid else {
-        return (
-            None,
-            Some(format!(
-                "{dir}: could not check that it survives a reboot (the owner of {target} is not visible: run as root)"
-            )),
-        );
-    };
-    let root = app_root(&world.processes, pid);
-    let unit = match world.units.get(&root) {
-        Some(Ok(u)) => u,
-        Some(Err(why)) => {
-            return (
-                None,
-                Some(format!(
-                    "{dir}: could not check that it survives a reboot: {why}"
-                )),
-            );
-        }
-        None => {
-            return (
-                None,
-                Some(format!(
-                    "{dir}: could not check that it survives a reboot (pid {root}'s systemd unit is unknown)"
-                )),
-            );
-        }
+    let (root, l, unit) = match unit_of_target(world, target, &dir) {
+        Ok(x) => x,
+        Err(note) => return (None, Some(note)),
     };
     let created = unit
         .runtime_dirs

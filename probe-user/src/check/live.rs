@@ -17,7 +17,7 @@ use super::apps::{
 use super::assess::{self, Proxy, World};
 use super::nginx::{self, ConfFile, Dump, MasterArgs};
 use super::{ProxyReport, Report};
-use crate::engine::{DEFAULT_PROXY_NAMES, app_server_in_cmdline, covers, parse_target};
+use crate::engine::{DEFAULT_PROXY_NAMES, Target, app_server_in_cmdline, covers, parse_target};
 use crate::event::monotonic_ns;
 use crate::facts::{FactSource as _, Listener, ProcInfo};
 use crate::sysfacts::{SystemFacts, parse_proc_net_tcp, parse_proc_net_unix};
@@ -151,6 +151,31 @@ fn instance_of(m: &ProcInfo) -> Instance {
     }
 }
 
+/// `--config FILE`: that file, with the workers of a running master started on it, if any.
+fn select_config(conf: &Path, masters: &[&ProcInfo]) -> Result<Instance, CheckError> {
+    let abs = std::path::absolute(conf).unwrap_or_else(|_| conf.to_path_buf());
+    if let Err(e) = std::fs::metadata(&abs) {
+        return Err(CheckError::Usage(format!(
+            "--config {}: {e}",
+            conf.display()
+        )));
+    }
+    let abs_s = abs.display().to_string();
+    let running = masters
+        .iter()
+        .find(|m| nginx::master_args(&m.cmdline).conf.as_deref() == Some(abs_s.as_str()));
+    let mut inst = running.map_or_else(
+        || Instance {
+            master: None,
+            args: MasterArgs::default(),
+            bin: "nginx".to_owned(),
+        },
+        |m| instance_of(m),
+    );
+    inst.args.conf = Some(abs_s);
+    Ok(inst)
+}
+
 /// The proxies to check, from `--proxy` and `--config`.
 fn select(
     opts: &Options,
@@ -159,28 +184,7 @@ fn select(
 ) -> Result<Vec<Instance>, CheckError> {
     let masters = nginx_masters(procs);
     if let Some(conf) = &opts.config {
-        let abs = std::path::absolute(conf).unwrap_or_else(|_| conf.clone());
-        if let Err(e) = std::fs::metadata(&abs) {
-            return Err(CheckError::Usage(format!(
-                "--config {}: {e}",
-                conf.display()
-            )));
-        }
-        let abs_s = abs.display().to_string();
-        // A running master started with exactly this file: its workers are the real ones.
-        let running = masters
-            .iter()
-            .find(|m| nginx::master_args(&m.cmdline).conf.as_deref() == Some(abs_s.as_str()));
-        let mut inst = running.map_or_else(
-            || Instance {
-                master: None,
-                args: MasterArgs::default(),
-                bin: "nginx".to_owned(),
-            },
-            |m| instance_of(m),
-        );
-        inst.args.conf = Some(abs_s);
-        return Ok(vec![inst]);
+        return select_config(conf, &masters).map(|i| vec![i]);
     }
     let by_pid: HashMap<u32, &ProcInfo> = procs.iter().map(|p| (p.pid, p)).collect();
     let mut chosen: BTreeSet<u32> = BTreeSet::new();
@@ -797,6 +801,21 @@ fn socket_inodes(pid: u32) -> Vec<u64> {
         .collect()
 }
 
+/// Records which listening sockets a process holds (the first holder seen wins).
+fn record_owners<'p>(
+    p: &'p ProcInfo,
+    listening: &BTreeSet<u64>,
+    owners: &mut HashMap<u64, &'p ProcInfo>,
+    wanted: &mut BTreeSet<u64>,
+) {
+    for inode in socket_inodes(p.pid) {
+        if listening.contains(&inode) && !owners.contains_key(&inode) {
+            wanted.remove(&inode);
+            owners.insert(inode, p);
+        }
+    }
+}
+
 /// Every listening socket, with the owners that matter: app servers' sockets (the
 /// wrong-target candidates) and whoever serves the targets. Scanning every process's file
 /// descriptors is the slow part of a check on a busy host, so app servers are scanned first
@@ -824,28 +843,15 @@ fn listeners(procs: &[ProcInfo], targets: &BTreeSet<String>) -> Vec<Listener> {
     let (apps, others): (Vec<&ProcInfo>, Vec<&ProcInfo>) = order.into_iter().partition(|p| {
         app_server_in_cmdline(&p.cmdline).is_some() || app_server_in_cmdline(&p.comm).is_some()
     });
-    fn take<'p>(
-        p: &'p ProcInfo,
-        listening: &BTreeSet<u64>,
-        owners: &mut HashMap<u64, &'p ProcInfo>,
-        wanted: &mut BTreeSet<u64>,
-    ) {
-        for inode in socket_inodes(p.pid) {
-            if listening.contains(&inode) && !owners.contains_key(&inode) {
-                wanted.remove(&inode);
-                owners.insert(inode, p);
-            }
-        }
-    }
     let mut owners: HashMap<u64, &ProcInfo> = HashMap::new();
     for p in apps {
-        take(p, &listening, &mut owners, &mut wanted);
+        record_owners(p, &listening, &mut owners, &mut wanted);
     }
     for p in others {
         if wanted.is_empty() {
             break;
         }
-        take(p, &listening, &mut owners, &mut wanted);
+        record_owners(p, &listening, &mut owners, &mut wanted);
     }
     sockets
         .into_iter()
@@ -869,102 +875,74 @@ fn listeners(procs: &[ProcInfo], targets: &BTreeSet<String>) -> Vec<Listener> {
         .collect()
 }
 
-/// Runs `gwtrace check`.
-pub fn run(opts: &Options) -> Result<Report, CheckError> {
-    let t0 = Instant::now();
-    let step = |what: &str| log::debug!("check: {what} at {} ms", t0.elapsed().as_millis());
-    let mut sys = SystemFacts::new();
-    let procs = sys.processes();
-    step("processes");
-    let mut report = Report::default();
-    let instances = select(opts, &procs, &mut report.notes)?;
-    let root = is_root();
+/// One proxy's configuration, read and resolved.
+struct Checked {
+    proxy: Proxy,
+    targets: assess::Targets,
+    /// (main file, nginx's message) when `nginx -t` rejects the configuration.
+    invalid: Option<(String, String)>,
+}
 
-    // Configurations first: they say which targets to look at.
-    let mut loaded: Vec<(Instance, Proxy, Option<assess::Targets>)> = Vec::new();
-    let mut host_names: Vec<String> = Vec::new();
-    let mut configs = Vec::new();
-    for inst in instances {
-        let mut notes = Vec::new();
-        let l = load(&inst, &mut notes);
-        let cfg = match l.dump.as_ref().map(nginx::analyze) {
-            Some(Ok(c)) => Some(c),
-            Some(Err(e)) => {
-                notes.push(format!("cannot parse the configuration: {e}"));
-                None
-            }
-            None => None,
-        };
-        if let (Some(d), Some(m)) = (&l.dump, &inst.master) {
-            notes.extend(stale_config_note(d, &procs, m.pid));
+/// Reads one nginx's configuration and who its workers are.
+fn load_proxy(inst: &Instance, procs: &[ProcInfo]) -> (Proxy, Option<(String, String)>) {
+    let mut notes = Vec::new();
+    let l = load(inst, &mut notes);
+    let cfg = match l.dump.as_ref().map(nginx::analyze) {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            notes.push(format!("cannot parse the configuration: {e}"));
+            nginx::NginxConfig::default()
         }
-        let cfg_ref = cfg.clone().unwrap_or_default();
-        let (worker, creds, worker_label) = worker_creds(&inst, &cfg_ref, &procs, &mut notes);
-        let master = inst.master.as_ref().map_or(0, |m| m.pid);
-        let mut pids = vec![master];
-        pids.extend(
-            procs
-                .iter()
-                .filter(|p| p.ppid == master && master != 0)
-                .map(|p| p.pid),
-        );
-        pids.retain(|&p| p != 0);
-        let proxy = Proxy {
-            comm: "nginx".to_owned(),
-            master,
-            pids,
-            worker,
-            creds,
-            worker_label,
-            source: l.source.clone(),
-            config: cfg_ref,
-            notes,
-        };
-        if let Some(c) = &cfg {
-            host_names.extend(assess::hosts(c));
-        }
-        configs.push(l.invalid);
-        loaded.push((inst, proxy, None));
-        let _ = cfg;
+        None => nginx::NginxConfig::default(),
+    };
+    if let (Some(d), Some(m)) = (&l.dump, &inst.master) {
+        notes.extend(stale_config_note(d, procs, m.pid));
     }
-    step("configurations");
-    host_names.sort();
-    host_names.dedup();
-    let resolved = resolve(&host_names);
-    let mut all_targets: BTreeSet<String> = BTreeSet::new();
-    for (_, proxy, t) in &mut loaded {
-        let ts = assess::targets(&proxy.config, &resolved);
-        all_targets.extend(ts.by_target.keys().cloned());
-        *t = Some(ts);
+    let (worker, creds, worker_label) = worker_creds(inst, &cfg, procs, &mut notes);
+    let master = inst.master.as_ref().map_or(0, |m| m.pid);
+    let mut pids = Vec::new();
+    if master != 0 {
+        pids.push(master);
+        pids.extend(procs.iter().filter(|p| p.ppid == master).map(|p| p.pid));
     }
+    let proxy = Proxy {
+        comm: "nginx".to_owned(),
+        master,
+        pids,
+        worker,
+        creds,
+        worker_label,
+        source: l.source,
+        config: cfg,
+        notes,
+    };
+    (proxy, l.invalid)
+}
 
-    // Facts about every target at once.
-    let listeners = listeners(&procs, &all_targets);
-    step("listeners");
-    if !root {
-        report.notes.push(format!(
+/// Facts about every target at once: listeners, path walks, remote probes, accept queues,
+/// the app servers behind the targets and their units.
+fn collect(
+    procs: Vec<ProcInfo>,
+    all_targets: &BTreeSet<String>,
+    world: &mut World,
+    notes: &mut Vec<String>,
+) {
+    world.listeners = listeners(&procs, all_targets);
+    world.processes = procs;
+    if !is_root() {
+        notes.push(format!(
             "not root (uid {}): who owns other users' sockets is not visible (/proc/PID/fd), so listeners are \
              checked but their processes (and wrong-target candidates) mostly not",
             euid()
         ));
     }
-    let mut world = World {
-        now_ns: monotonic_ns(),
-        processes: procs,
-        listeners,
-        resolved,
-        probe_timeout_ms: u64::try_from(PROBE_TIMEOUT.as_millis()).unwrap_or(700),
-        ncpu: std::thread::available_parallelism()
-            .map_or(1, |n| u32::try_from(n.get()).unwrap_or(1)),
-        ..World::default()
-    };
     let mut remote = Vec::new();
-    for t in &all_targets {
+    for t in all_targets {
         match parse_target(t) {
-            crate::engine::Target::UnixPath(p) => {
+            Target::UnixPath(p) => {
                 let (info, blocked) = SystemFacts::path_walk(p);
                 if let Some((comp, e)) = blocked {
-                    report.notes.push(format!(
+                    notes.push(format!(
                         "{t}: cannot look into {comp} as uid {} ({e}): run as root to check it",
                         euid()
                     ));
@@ -972,32 +950,26 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
                     world.paths.push(info);
                 }
             }
-            crate::engine::Target::Inet(ip, port) if !is_local(ip) => {
+            Target::Inet(ip, port) if !is_local(ip) => {
                 remote.push((t.clone(), SocketAddr::new(ip, port)));
             }
             _ => {}
         }
     }
     world.remote = probe_remote(&remote);
-    step("paths and probes");
     match run_bounded(Command::new("ss").arg("-Hlnxt"), SUBPROCESS_TIMEOUT) {
         Ok((true, out, _)) => world.queues = parse_ss(&out),
-        Ok((false, _, err)) => report.notes.push(format!(
+        Ok((false, _, err)) => notes.push(format!(
             "ss -Hlnxt failed ({}): listen backlogs not checked",
             err.lines().next().unwrap_or("")
         )),
-        Err(e) => report
-            .notes
-            .push(format!("ss: {e}: listen backlogs not checked")),
+        Err(e) => notes.push(format!("ss: {e}: listen backlogs not checked")),
     }
-    step("ss");
-    // The app servers behind the targets.
-    let mut roots: BTreeSet<u32> = BTreeSet::new();
-    for t in &all_targets {
-        if let Some(pid) = assess::listener_for(&world.listeners, t).and_then(|l| l.pid) {
-            roots.insert(assess::app_root(&world.processes, pid));
-        }
-    }
+    let roots: BTreeSet<u32> = all_targets
+        .iter()
+        .filter_map(|t| assess::listener_for(&world.listeners, t).and_then(|l| l.pid))
+        .map(|pid| assess::app_root(&world.processes, pid))
+        .collect();
     let volatile_unix = all_targets.iter().any(|t| {
         t.strip_prefix("unix:").is_some_and(|p| {
             p.starts_with("/run/") || p.starts_with("/var/run/") || p.starts_with("/tmp/")
@@ -1007,7 +979,7 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
         let Some(p) = world.processes.iter().find(|p| p.pid == r).cloned() else {
             continue;
         };
-        if let Some(s) = app_settings(&p, &mut report.notes) {
+        if let Some(s) = app_settings(&p, notes) {
             world.apps.insert(r, s);
         }
         if volatile_unix {
@@ -1017,22 +989,64 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
     if volatile_unix {
         world.tmpfiles = tmpfiles();
     }
+}
 
-    step("apps and units");
-    for ((_, proxy, targets), invalid) in loaded.iter().zip(configs) {
-        let targets = targets.clone().unwrap_or_default();
-        let mut pr: ProxyReport = assess::evaluate(proxy, &targets, &world);
-        if let Some((file, msg)) = invalid {
+/// Runs `gwtrace check`.
+pub fn run(opts: &Options) -> Result<Report, CheckError> {
+    let t0 = Instant::now();
+    let step = |what: &str| log::debug!("check: {what} at {} ms", t0.elapsed().as_millis());
+    let procs = SystemFacts::new().processes();
+    step("processes");
+    let mut report = Report::default();
+    let instances = select(opts, &procs, &mut report.notes)?;
+    // Configurations first: they say which targets to look at.
+    let proxies: Vec<(Proxy, Option<(String, String)>)> =
+        instances.iter().map(|i| load_proxy(i, &procs)).collect();
+    step("configurations");
+    let mut hosts: Vec<String> = proxies
+        .iter()
+        .flat_map(|(p, _)| assess::hosts(&p.config))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    let mut world = World {
+        now_ns: monotonic_ns(),
+        resolved: resolve(&hosts),
+        probe_timeout_ms: u64::try_from(PROBE_TIMEOUT.as_millis()).unwrap_or(700),
+        ncpu: std::thread::available_parallelism()
+            .map_or(1, |n| u32::try_from(n.get()).unwrap_or(1)),
+        ..World::default()
+    };
+    let loaded: Vec<Checked> = proxies
+        .into_iter()
+        .map(|(proxy, invalid)| Checked {
+            targets: assess::targets(&proxy.config, &world.resolved),
+            proxy,
+            invalid,
+        })
+        .collect();
+    let all_targets: BTreeSet<String> = loaded
+        .iter()
+        .flat_map(|l| l.targets.by_target.keys().cloned())
+        .collect();
+    collect(procs, &all_targets, &mut world, &mut report.notes);
+    step("facts");
+    for l in loaded {
+        let mut pr: ProxyReport = assess::evaluate(&l.proxy, &l.targets, &world);
+        if let Some((file, msg)) = l.invalid {
             pr.findings.insert(
                 0,
-                assess::config_invalid(proxy, world.now_ns, &file, &msg, proxy.master != 0),
+                assess::config_invalid(&l.proxy, world.now_ns, &file, &msg, l.proxy.master != 0),
             );
         }
-        if targets.by_target.is_empty() && pr.findings.is_empty() {
-            pr.notes.push("no upstream target (proxy_pass, uwsgi_pass, fastcgi_pass, ...) in the configuration".into());
+        if l.targets.by_target.is_empty() && pr.findings.is_empty() {
+            pr.notes.push(
+                "no upstream target (proxy_pass, uwsgi_pass, fastcgi_pass, ...) in the configuration".into(),
+            );
         }
         report.proxies.push(pr);
     }
     report.elapsed_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+    step("done");
     Ok(report)
 }

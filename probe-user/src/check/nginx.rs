@@ -173,37 +173,8 @@ fn tokenize(text: &str, file: &str) -> Result<Vec<(Tok, u32)>, ParseError> {
             }
             '"' | '\'' => {
                 let start = line;
-                let mut w = String::new();
-                i += 1;
-                loop {
-                    let Some(&ch) = chars.get(i) else {
-                        return Err(syntax(file, start, "unterminated quoted string"));
-                    };
-                    i += 1;
-                    if ch == c {
-                        break;
-                    }
-                    if ch == '\n' {
-                        line += 1;
-                    }
-                    if ch == '\\'
-                        && let Some(&next) = chars.get(i)
-                    {
-                        i += 1;
-                        match next {
-                            '"' | '\'' | '\\' => w.push(next),
-                            't' => w.push('\t'),
-                            'r' => w.push('\r'),
-                            'n' => w.push('\n'),
-                            other => {
-                                w.push('\\');
-                                w.push(other);
-                            }
-                        }
-                        continue;
-                    }
-                    w.push(ch);
-                }
+                let w = quoted(&chars, &mut i, &mut line, c)
+                    .ok_or_else(|| syntax(file, start, "unterminated quoted string"))?;
                 if stmt_first.is_none() {
                     stmt_first = Some(w.clone());
                 }
@@ -239,6 +210,40 @@ fn tokenize(text: &str, file: &str) -> Result<Vec<(Tok, u32)>, ParseError> {
     Ok(out)
 }
 
+/// Reads a quoted word (`chars[*i]` is the opening quote) with nginx's escapes; None if the
+/// quote never closes.
+fn quoted(chars: &[char], i: &mut usize, line: &mut u32, quote: char) -> Option<String> {
+    let mut w = String::new();
+    *i += 1;
+    loop {
+        let &ch = chars.get(*i)?;
+        *i += 1;
+        if ch == quote {
+            return Some(w);
+        }
+        if ch == '\n' {
+            *line += 1;
+        }
+        if ch == '\\'
+            && let Some(&next) = chars.get(*i)
+        {
+            *i += 1;
+            match next {
+                '"' | '\'' | '\\' => w.push(next),
+                't' => w.push('\t'),
+                'r' => w.push('\r'),
+                'n' => w.push('\n'),
+                other => {
+                    w.push('\\');
+                    w.push(other);
+                }
+            }
+            continue;
+        }
+        w.push(ch);
+    }
+}
+
 /// Skips a raw block body (after its `{`) to just past the matching `}`; None if unterminated.
 fn skip_raw_block(chars: &[char], mut i: usize, line: &mut u32) -> Option<usize> {
     let mut depth = 1u32;
@@ -251,7 +256,6 @@ fn skip_raw_block(chars: &[char], mut i: usize, line: &mut u32) -> Option<usize>
         match (quote, c) {
             (Some(_), '\\') => i += 1,
             (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
             (None, '"' | '\'') => quote = Some(c),
             (None, '{') => depth += 1,
             (None, '}') => {
@@ -260,7 +264,7 @@ fn skip_raw_block(chars: &[char], mut i: usize, line: &mut u32) -> Option<usize>
                     return Some(i);
                 }
             }
-            (None, _) => {}
+            _ => {}
         }
     }
     None

@@ -13,7 +13,7 @@ use super::state::Creds;
 use super::target::{Target, covers, parse};
 use super::view::{ProxyId, ProxyKey, View};
 use super::{Engine, Verdict};
-use crate::facts::Listener;
+use crate::facts::{Listener, PathComponent};
 
 const ENOENT: i32 = 2;
 const EACCES: i32 = 13;
@@ -46,7 +46,7 @@ pub(crate) struct Probe<'a> {
     /// None: decide from the listener table (local addresses, unix sockets).
     pub remote_errno: Option<i32>,
     /// The caller's probe timeout, when `remote_errno` is a timeout.
-    pub probe_timeout_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
     /// Other targets of the same proxy (their listeners are not "the app it meant").
     pub served_elsewhere: Vec<String>,
 }
@@ -77,7 +77,8 @@ impl Engine {
                     }
                     Walk::Denied { .. } => Reach::Fails(EACCES),
                     Walk::Allowed => {
-                        let is_socket = info.components.last().is_some_and(|c| c.is_socket());
+                        let is_socket =
+                            info.components.last().is_some_and(PathComponent::is_socket);
                         match listener() {
                             Some(l) if is_socket => Reach::Ok(Some(l)),
                             _ => Reach::Fails(ECONNREFUSED),
@@ -116,7 +117,7 @@ impl Engine {
             proxy,
             target: p.target.to_owned(),
             errno,
-            abandoned: p.probe_timeout_ms.is_some() && errno == 110,
+            abandoned: p.timeout_ms.is_some() && errno == 110,
             source: "check".to_owned(),
             count: 1,
             first_ns: now_ns,
@@ -129,7 +130,7 @@ impl Engine {
             workers: BTreeSet::from([p.worker_pid]),
             check: Some(CheckCtx {
                 creds: p.creds.clone(),
-                probe_timeout_ms: p.probe_timeout_ms,
+                probe_timeout_ms: p.timeout_ms,
                 served_elsewhere: p.served_elsewhere.clone(),
             }),
         };

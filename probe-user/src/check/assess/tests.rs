@@ -9,10 +9,10 @@ const DEBIAN: &str = include_str!("../../../../tests/fixtures/nginx/debian-T.txt
 const APP_SOCK: &str = "unix:/run/app/app.sock";
 const PHP_SOCK: &str = "unix:/run/php/php8.2-fpm.sock";
 
-fn proc(pid: u32, ppid: u32, comm: &str, cmdline: &str, uid: u32) -> ProcInfo {
+fn proc(pid: u32, parent: u32, comm: &str, cmdline: &str, uid: u32) -> ProcInfo {
     ProcInfo {
         pid,
-        ppid,
+        ppid: parent,
         comm: comm.into(),
         cmdline: cmdline.into(),
         uid,
@@ -237,10 +237,10 @@ fn socket_mode_denies_the_worker() {
     );
     assert!(f.verdict.fix.contains("usermod -aG"), "{}", f.verdict.fix);
     // With the group, the same host is fine.
-    let mut p = proxy(debian(), 50);
-    p.creds.groups.push(995);
-    let t = targets(&p.config, &w.resolved);
-    let ok = evaluate(&p, &t, &w);
+    let mut member = proxy(debian(), 50);
+    member.creds.groups.push(995);
+    let ts = targets(&member.config, &w.resolved);
+    let ok = evaluate(&member, &ts, &w);
     assert_eq!(state(&ok, APP_SOCK), "ok");
 }
 
