@@ -1050,3 +1050,70 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
     step("done");
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_configuration_from_disk_in_nginx_t_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("conf.d")).unwrap();
+        let main = d.join("nginx.conf");
+        std::fs::write(
+            &main,
+            "user www-data;\nhttp {\n  include conf.d/*.conf;\n  include snippets/none*.conf;\n}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("conf.d/b.conf"),
+            "server {\n  location / {\n    include params;\n    proxy_pass http://unix:/run/b.sock:;\n  }\n}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("conf.d/a.conf"),
+            "server { location / { proxy_pass http://127.0.0.1:8000; } }\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("conf.d/.hidden.conf"), "garbage {").unwrap();
+        std::fs::write(d.join("params"), "proxy_read_timeout 5s;\n").unwrap();
+        let main = main.display().to_string();
+        let mut notes = Vec::new();
+        let dump = read_from_disk(&main, &mut notes).unwrap();
+        let names: Vec<String> = dump
+            .files
+            .iter()
+            .map(|f| {
+                f.path
+                    .trim_start_matches(&d.display().to_string())
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["/nginx.conf", "/conf.d/a.conf", "/conf.d/b.conf", "/params"]
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+        let cfg = nginx::analyze(&dump).unwrap();
+        let b = cfg
+            .passes
+            .iter()
+            .find(|p| p.loc.file.ends_with("b.conf"))
+            .unwrap();
+        assert_eq!((b.loc.line, b.read_timeout.value), (4, 5_000));
+        assert!(read_from_disk("/nonexistent/nginx.conf", &mut notes).is_none());
+        assert!(notes[0].contains("cannot read /nonexistent/nginx.conf"));
+    }
+
+    #[test]
+    fn subprocesses_are_bounded() {
+        let t0 = Instant::now();
+        let r = run_bounded(Command::new("sleep").arg("5"), Duration::from_millis(100));
+        assert!(r.is_err_and(|e| e.contains("timed out")));
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        let (ok, out, _) = run_bounded(Command::new("echo").arg("hi"), SUBPROCESS_TIMEOUT).unwrap();
+        assert!(ok && out == "hi\n");
+        assert!(run_bounded(&mut Command::new("/nonexistent/bin"), SUBPROCESS_TIMEOUT).is_err());
+    }
+}
