@@ -24,7 +24,7 @@ pub const MAP_TCP_OWNER: &str = "GW_TCP_OWNER";
 pub const GLOBAL_OFFSETS: &str = "GW_OFFSETS";
 
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
-pub const RING_BYTES: u32 = 2 << 20;
+pub const RING_BYTES: u32 = 4 << 20;
 /// Bound of the in-flight connect map.
 pub const CONNECTS_MAX: u32 = 16_384;
 /// Bound of the in-flight exec map.
