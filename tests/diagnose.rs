@@ -39,6 +39,11 @@ fn scenario(name: &str) {
         r.why, r.verdicts
     );
     eprintln!("{table}");
+    if std::env::var_os("GWLAB_SHOW").is_some() {
+        for v in &r.verdicts {
+            eprintln!("{v:#}");
+        }
+    }
 }
 
 macro_rules! scenarios {
@@ -62,6 +67,11 @@ scenarios! {
     lab_uvicorn_socket_missing => "uvicorn-socket-missing",
     lab_uvicorn_worker_timeout => "uvicorn-worker-timeout",
     lab_read_timeout_504 => "read-timeout-504",
+    lab_restart_window => "restart-window",
+    lab_failed_execstart => "failed-execstart",
+    lab_runtime_dir_missing => "runtime-dir-missing",
+    lab_app_mount_namespace => "app-mount-namespace",
+    lab_proxy_private_tmp => "proxy-private-tmp",
     lab_healthy_with_noise => "healthy-with-noise",
 }
 

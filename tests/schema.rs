@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use gwtrace::{
     capture::loss_event,
     event::{Body, Clock, Decoder, Event},
-    facts::{FactsUpdate, Listener, MemcgInfo, Netstat, PathComponent, PathInfo, ProcInfo},
+    facts::{
+        FactsUpdate, Listener, MemcgInfo, MountNs, Netstat, PathComponent, PathInfo, ProcInfo,
+    },
 };
 use probe_common::{
     AF_INET, AF_UNIX, KIND_ACCEPT_FAILED, KIND_CONNECT_FAILED, KIND_EXEC, KIND_EXEC_FAILED,
@@ -243,6 +245,11 @@ fn every_kind() -> Vec<Event> {
             listen_drops: 2,
         }),
         proxies: vec![4100, 4101],
+        mount_ns: vec![MountNs {
+            pid: 4101,
+            mnt_ns: 4_026_531_841,
+        }],
+        read_ns: Some(7_100_000_000),
     };
     for body in [Body::Facts(facts), Body::Facts(FactsUpdate::default())] {
         events.push(Event {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::{
     event::{Body, Event},
-    facts::{FactSource, FactsUpdate, Listener, Netstat, ProcInfo},
+    facts::{FactSource, FactsUpdate, Listener, MountNs, Netstat, ProcInfo},
 };
 
 /// Process names of the reverse proxies gwtrace knows.
@@ -52,6 +52,8 @@ pub struct Enricher<S: FactSource> {
     src: S,
     proxy_names: Vec<String>,
     known: HashSet<u32>,
+    /// Pids whose mount namespace was sent.
+    ns_known: HashSet<u32>,
     paths: HashMap<String, u64>,
     listeners: Option<Vec<Listener>>,
     netstat: Option<Netstat>,
@@ -63,6 +65,7 @@ impl<S: FactSource> Enricher<S> {
             src,
             proxy_names,
             known: HashSet::new(),
+            ns_known: HashSet::new(),
             paths: HashMap::new(),
             listeners: None,
             netstat: None,
@@ -75,6 +78,44 @@ impl<S: FactSource> Enricher<S> {
         }
         if self.known.insert(p.pid) {
             out.push(p);
+        }
+    }
+
+    /// Sends a process's mount namespace once (a socket bound in one is invisible in another).
+    fn note_ns(&mut self, pid: u32, out: &mut Vec<MountNs>) {
+        if pid == 0 || self.ns_known.contains(&pid) {
+            return;
+        }
+        if self.ns_known.len() >= MAX_KNOWN {
+            self.ns_known.clear();
+        }
+        if let Some(mnt_ns) = self.src.mount_ns(pid) {
+            self.ns_known.insert(pid);
+            out.push(MountNs { pid, mnt_ns });
+        }
+    }
+
+    /// Walks a path as `pid` sees it, at most once per [`PATH_REFRESH_NS`].
+    fn walk(&mut self, pid: u32, path: &str, ns: u64, up: &mut FactsUpdate) -> bool {
+        let fresh = self
+            .paths
+            .get(path)
+            .is_some_and(|&t| ns < t + PATH_REFRESH_NS);
+        if fresh {
+            return false;
+        }
+        if self.paths.len() >= MAX_KNOWN {
+            self.paths.clear();
+        }
+        self.paths.insert(path.to_owned(), ns);
+        up.paths.push(self.src.path_of(pid, path));
+        true
+    }
+
+    /// Stamps a non-empty update with the time it was read.
+    fn stamp(&mut self, up: &mut FactsUpdate) {
+        if !up.is_empty() {
+            up.read_ns = self.src.now_ns();
         }
     }
 
@@ -96,15 +137,26 @@ impl<S: FactSource> Enricher<S> {
                 self.remember(p, &mut procs);
             }
         }
+        let mut mount_ns = Vec::new();
+        for pid in proxies
+            .iter()
+            .copied()
+            .chain(listeners.iter().filter_map(|l| l.pid))
+        {
+            self.note_ns(pid, &mut mount_ns);
+        }
         self.listeners = Some(listeners.clone());
         self.netstat = self.src.netstat();
-        FactsUpdate {
+        let mut up = FactsUpdate {
             processes: procs,
             listeners: Some(listeners),
             netstat: self.netstat,
             proxies: proxies.to_vec(),
+            mount_ns,
             ..FactsUpdate::default()
-        }
+        };
+        self.stamp(&mut up);
+        up
     }
 
     /// Facts the event needs that have not been sent yet.
@@ -115,19 +167,21 @@ impl<S: FactSource> Enricher<S> {
             Body::ConnectFailed { target, .. } => {
                 want.push(ev.pid);
                 if let Some(path) = target.strip_prefix("unix:").filter(|p| p.starts_with('/')) {
-                    let fresh = self
-                        .paths
-                        .get(path)
-                        .is_some_and(|&t| ev.mono_ns < t + PATH_REFRESH_NS);
-                    if !fresh {
-                        if self.paths.len() >= MAX_KNOWN {
-                            self.paths.clear();
-                        }
-                        self.paths.insert(path.to_owned(), ev.mono_ns);
-                        up.paths.push(self.src.path(path));
+                    // The path as the proxy sees it: in its own mount namespace.
+                    self.note_ns(ev.pid, &mut up.mount_ns);
+                    if self.walk(ev.pid, path, ev.mono_ns, &mut up) {
                         // Who listens may have changed too.
                         self.refresh_listeners(&mut up);
                     }
+                }
+            }
+            Body::ExecFailed {
+                filename, errno, ..
+            } => {
+                want.push(ev.pid);
+                // ENOENT, EACCES, ENOTDIR: which component of the program's path is wrong.
+                if matches!(errno, 2 | 13 | 20) && filename.starts_with('/') {
+                    self.walk(ev.pid, filename, ev.mono_ns, &mut up);
                 }
             }
             Body::Signal { target_pid, .. } => {
@@ -141,11 +195,12 @@ impl<S: FactSource> Enricher<S> {
                 }
             }
             Body::Exec { .. } => {
-                // A new program under the same pid: read it again.
+                // A new program under the same pid (maybe in a namespace of its own): read it again.
                 self.known.remove(&ev.pid);
+                self.ns_known.remove(&ev.pid);
                 want.push(ev.pid);
             }
-            Body::ProcessExit { .. } | Body::AcceptFailed { .. } | Body::ExecFailed { .. } => {
+            Body::ProcessExit { .. } | Body::AcceptFailed { .. } => {
                 want.push(ev.pid);
             }
             Body::Loss { .. } | Body::Facts(_) => {}
@@ -158,6 +213,7 @@ impl<S: FactSource> Enricher<S> {
                 self.remember(p, &mut up.processes);
             }
         }
+        self.stamp(&mut up);
         (!up.is_empty()).then_some(up)
     }
 
@@ -171,6 +227,7 @@ impl<S: FactSource> Enricher<S> {
                 {
                     self.remember(p, &mut up.processes);
                 }
+                self.note_ns(pid, &mut up.mount_ns);
             }
             self.listeners = Some(now.clone());
             up.listeners = Some(now);
@@ -195,6 +252,142 @@ impl<S: FactSource> Enricher<S> {
                 self.remember(p, &mut up.processes);
             }
         }
+        self.stamp(&mut up);
         (!up.is_empty()).then_some(up)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::SCHEMA_VERSION;
+    use crate::facts::{MemcgInfo, PathInfo};
+
+    /// Pid 101 (the proxy worker) lives in mount namespace 2, everything else in 1.
+    #[derive(Default)]
+    struct Fake {
+        walked_as: Vec<(u32, String)>,
+    }
+
+    impl FactSource for Fake {
+        fn listeners(&mut self) -> Vec<Listener> {
+            vec![Listener {
+                target: "unix:/srv/sock/app.sock".into(),
+                pid: Some(200),
+                comm: Some("gunicorn".into()),
+                backlog: None,
+            }]
+        }
+        fn process(&mut self, pid: u32) -> Option<ProcInfo> {
+            Some(ProcInfo {
+                pid,
+                comm: if pid == 101 { "nginx" } else { "gunicorn" }.into(),
+                ..ProcInfo::default()
+            })
+        }
+        fn processes(&mut self) -> Vec<ProcInfo> {
+            Vec::new()
+        }
+        fn path(&mut self, path: &str) -> PathInfo {
+            self.path_of(0, path)
+        }
+        fn path_of(&mut self, pid: u32, path: &str) -> PathInfo {
+            self.walked_as.push((pid, path.to_owned()));
+            PathInfo {
+                path: path.into(),
+                components: Vec::new(),
+            }
+        }
+        fn memcg(&mut self, _pid: u32) -> Option<MemcgInfo> {
+            None
+        }
+        fn netstat(&mut self) -> Option<Netstat> {
+            None
+        }
+        fn mount_ns(&mut self, pid: u32) -> Option<u64> {
+            Some(if pid == 101 { 2 } else { 1 })
+        }
+        fn now_ns(&mut self) -> Option<u64> {
+            Some(77)
+        }
+    }
+
+    fn event(pid: u32, comm: &str, body: Body) -> Event {
+        Event {
+            v: SCHEMA_VERSION,
+            ts: String::new(),
+            mono_ns: 50,
+            pid,
+            tid: pid,
+            comm: comm.into(),
+            uid: 0,
+            gid: 0,
+            cgroup_id: 0,
+            body,
+        }
+    }
+
+    #[test]
+    fn socket_paths_are_walked_in_the_proxys_namespace() {
+        let mut e = Enricher::new(Fake::default(), vec!["nginx".into()]);
+        let snap = e.snapshot(&[100]);
+        assert_eq!(
+            snap.mount_ns,
+            [
+                MountNs {
+                    pid: 100,
+                    mnt_ns: 1
+                },
+                MountNs {
+                    pid: 200,
+                    mnt_ns: 1
+                }
+            ],
+            "proxies and listener owners"
+        );
+        assert_eq!(snap.read_ns, Some(77));
+        let failed = event(
+            101,
+            "nginx",
+            Body::ConnectFailed {
+                target: "unix:/srv/sock/app.sock".into(),
+                errno: 2,
+                errno_name: "ENOENT".into(),
+                source: "syscall".into(),
+            },
+        );
+        let up = e.before(&failed).expect("facts");
+        assert_eq!(e.src.walked_as, [(101, "/srv/sock/app.sock".to_owned())]);
+        assert_eq!(
+            up.mount_ns,
+            [MountNs {
+                pid: 101,
+                mnt_ns: 2
+            }]
+        );
+        assert_eq!(up.read_ns, Some(77));
+        // Once per pid and per refresh period.
+        assert!(e.before(&failed).is_none());
+    }
+
+    #[test]
+    fn failed_exec_paths_are_walked() {
+        let mut e = Enricher::new(Fake::default(), vec!["nginx".into()]);
+        let up = e
+            .before(&event(
+                400,
+                "sh",
+                Body::ExecFailed {
+                    filename: "/srv/app/venv/bin/gunicorn".into(),
+                    errno: 2,
+                    errno_name: "ENOENT".into(),
+                },
+            ))
+            .expect("facts");
+        assert_eq!(up.paths.len(), 1);
+        assert_eq!(
+            e.src.walked_as,
+            [(400, "/srv/app/venv/bin/gunicorn".to_owned())]
+        );
     }
 }

@@ -22,6 +22,14 @@ pub struct FactsUpdate {
     /// Pids the user named with `--proxy` (or that auto-detection found), with their role.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxies: Vec<u32>,
+    /// Mount namespaces of proxy workers and listener owners: a unix socket bound in one is
+    /// invisible in another (containers, systemd `PrivateTmp=`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mount_ns: Vec<MountNs>,
+    /// When /proc was read (`CLOCK_MONOTONIC` ns). The line's `mono_ns` is the event the facts
+    /// explain; the collector reads them later, by as much as it lags behind the kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_ns: Option<u64>,
 }
 
 impl FactsUpdate {
@@ -34,7 +42,15 @@ impl FactsUpdate {
             && self.memcgs.is_empty()
             && self.netstat.is_none()
             && self.proxies.is_empty()
+            && self.mount_ns.is_empty()
     }
+}
+
+/// The mount namespace a process lives in (the inode of `/proc/PID/ns/mnt`, `mnt:[4026531841]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountNs {
+    pub pid: u32,
+    pub mnt_ns: u64,
 }
 
 /// A process as /proc showed it.
@@ -75,7 +91,8 @@ pub struct Listener {
     pub backlog: Option<u32>,
 }
 
-/// What a unix socket path looks like, component by component (a `namei -l` walk).
+/// What a unix socket path looks like, component by component (a `namei -l` walk), as the
+/// process that connected sees it (in its mount namespace).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PathInfo {
     pub path: String,
@@ -136,6 +153,19 @@ pub trait FactSource {
     fn processes(&mut self) -> Vec<ProcInfo>;
     /// The walk of a path, as root sees it (the engine checks permissions itself).
     fn path(&mut self, path: &str) -> PathInfo;
+    /// The walk of a path as process `pid` sees it: in its mount namespace (through
+    /// `/proc/PID/root` when that is not gwtrace's own).
+    fn path_of(&mut self, _pid: u32, path: &str) -> PathInfo {
+        self.path(path)
+    }
+    /// The mount namespace of a process, if readable.
+    fn mount_ns(&mut self, _pid: u32) -> Option<u64> {
+        None
+    }
+    /// `CLOCK_MONOTONIC` now (the kernel events' clock), when the source reads a live system.
+    fn now_ns(&mut self) -> Option<u64> {
+        None
+    }
     /// Memory cgroup of a process.
     fn memcg(&mut self, pid: u32) -> Option<MemcgInfo>;
     /// TCP listen-queue counters.

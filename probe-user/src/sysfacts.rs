@@ -63,18 +63,47 @@ impl SystemFacts {
     /// denied to a non-root user), with the error: past it, "missing" is not known to be true.
     #[must_use]
     pub fn path_walk(path: &str) -> (PathInfo, Option<(String, std::io::Error)>) {
+        Self::path_walk_in(None, path)
+    }
+
+    /// [`Self::path_walk`] under another root: `/proc/PID/root` walks the path in that process's
+    /// mount namespace. Components are named as that process sees them; an absolute symlink on
+    /// the way is followed under the same root (the kernel would follow it under gwtrace's).
+    #[must_use]
+    pub fn path_walk_in(
+        root: Option<&Path>,
+        path: &str,
+    ) -> (PathInfo, Option<(String, std::io::Error)>) {
         let mut components = Vec::new();
         let mut blocked = None;
-        let mut cur = PathBuf::new();
-        for c in Path::new(path).components() {
+        // `shown`: the path as the process sees it; `real`: where gwtrace reads it.
+        let mut shown = PathBuf::new();
+        let mut real = root.map_or_else(PathBuf::new, Path::to_path_buf);
+        let mut hops = 0;
+        let parts: Vec<Component<'_>> = Path::new(path).components().collect();
+        for (i, c) in parts.iter().enumerate() {
             match c {
-                Component::RootDir => cur.push("/"),
-                Component::Normal(n) => cur.push(n),
+                Component::RootDir => {
+                    shown.push("/");
+                    if root.is_none() {
+                        real.push("/");
+                    }
+                }
+                Component::Normal(n) => {
+                    shown.push(n);
+                    real.push(n);
+                }
                 _ => continue,
             }
-            let comp = match std::fs::symlink_metadata(&cur) {
+            // Another root is reached through the /proc/PID/root magic link: follow that one.
+            let meta = if root.is_some() && matches!(c, Component::RootDir) {
+                std::fs::metadata(&real)
+            } else {
+                std::fs::symlink_metadata(&real)
+            };
+            let comp = match meta {
                 Ok(m) => PathComponent {
-                    path: cur.display().to_string(),
+                    path: shown.display().to_string(),
                     exists: true,
                     uid: m.uid(),
                     gid: m.gid(),
@@ -85,19 +114,33 @@ impl SystemFacts {
                         e.kind(),
                         std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
                     ) {
-                        blocked = Some((cur.display().to_string(), e));
+                        blocked = Some((shown.display().to_string(), e));
                     }
                     PathComponent {
-                        path: cur.display().to_string(),
+                        path: shown.display().to_string(),
                         exists: false,
                         ..Default::default()
                     }
                 }
             };
             let missing = !comp.exists;
+            let link = comp.mode & 0o170_000 == 0o120_000;
             components.push(comp);
             if missing {
                 break;
+            }
+            if let Some(root) = root
+                && link
+                && i + 1 < parts.len()
+                && hops < 40
+                && let Ok(target) = std::fs::read_link(&real)
+            {
+                hops += 1;
+                real = if target.is_absolute() {
+                    root.join(target.strip_prefix("/").unwrap_or(&target))
+                } else {
+                    real.parent().unwrap_or(root).join(target)
+                };
             }
         }
         (
@@ -108,6 +151,17 @@ impl SystemFacts {
             blocked,
         )
     }
+}
+
+/// The mount namespace of a process: the inode in `/proc/PID/ns/mnt` (`mnt:[4026531841]`).
+fn mount_ns_of(pid: &str) -> Option<u64> {
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+        .ok()?
+        .to_str()?
+        .strip_prefix("mnt:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 fn comm_of(pid: u32) -> Option<String> {
@@ -283,6 +337,33 @@ impl FactSource for SystemFacts {
         Self::path_walk(path).0
     }
 
+    fn path_of(&mut self, pid: u32, path: &str) -> PathInfo {
+        let theirs = mount_ns_of(&pid.to_string());
+        if theirs.is_none() || theirs == mount_ns_of("self") {
+            return Self::path_walk(path).0;
+        }
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        Self::path_walk_in(Some(&root), path).0
+    }
+
+    fn mount_ns(&mut self, pid: u32) -> Option<u64> {
+        mount_ns_of(&pid.to_string())
+    }
+
+    fn now_ns(&mut self) -> Option<u64> {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the timespec we own.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) } != 0 {
+            return None;
+        }
+        let secs = u64::try_from(ts.tv_sec).ok()?;
+        let nanos = u64::try_from(ts.tv_nsec).ok()?;
+        Some(secs * 1_000_000_000 + nanos)
+    }
+
     fn memcg(&mut self, pid: u32) -> Option<MemcgInfo> {
         let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
         for line in cgroup.lines() {
@@ -337,6 +418,44 @@ impl FactSource for SystemFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn walk_under_another_root_follows_absolute_links_inside_it() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(root.path().join("real")).expect("mkdir");
+        std::fs::write(root.path().join("real/app.sock"), b"").expect("file");
+        std::os::unix::fs::symlink("/real", root.path().join("link")).expect("symlink");
+        let (info, blocked) = SystemFacts::path_walk_in(Some(root.path()), "/link/app.sock");
+        assert!(blocked.is_none());
+        let seen: Vec<(&str, bool)> = info
+            .components
+            .iter()
+            .map(|c| (c.path.as_str(), c.exists))
+            .collect();
+        assert_eq!(
+            seen,
+            [("/", true), ("/link", true), ("/link/app.sock", true)]
+        );
+        assert!(
+            info.components[0].is_dir(),
+            "the root itself, not the link to it"
+        );
+        let (info, _) = SystemFacts::path_walk_in(Some(root.path()), "/real/gone/app.sock");
+        assert_eq!(
+            info.components.last().map(|c| (c.path.as_str(), c.exists)),
+            Some(("/real/gone", false))
+        );
+    }
+
+    #[test]
+    fn own_mount_namespace_is_readable() {
+        let mut f = SystemFacts::new();
+        let me = f.mount_ns(std::process::id());
+        assert!(me.is_some_and(|n| n > 0));
+        assert_eq!(me, mount_ns_of("self"));
+        let t = f.now_ns().expect("clock");
+        assert!(f.now_ns().expect("clock") >= t);
+    }
 
     #[test]
     fn unix_listeners_from_proc_net_unix() {

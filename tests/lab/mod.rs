@@ -74,6 +74,9 @@ pub struct Stack {
     pub upstream: String,
     /// Extra nginx `location` directives.
     pub nginx_extra: String,
+    /// Run nginx in its own mount namespace with an empty tmpfs over this directory (systemd
+    /// `PrivateTmp=`, a container without the app's volume).
+    pub nginx_private_dir: Option<PathBuf>,
     children: Vec<Child>,
     pub nginx_pid: Option<u32>,
     cgroup: Option<PathBuf>,
@@ -114,6 +117,7 @@ impl Stack {
             port: free_port(),
             upstream: String::new(),
             nginx_extra: String::new(),
+            nginx_private_dir: None,
             children: Vec::new(),
             nginx_pid: None,
             cgroup: None,
@@ -203,13 +207,24 @@ impl Stack {
         );
         std::fs::write(self.path("nginx.conf"), conf)?;
         let conf_path = self.path("nginx.conf");
-        let pid = self.spawn(
-            Command::new("nginx")
-                .arg("-c")
+        let mut cmd = if let Some(private) = &self.nginx_private_dir {
+            // unshare execs (no fork), then sh execs nginx: the pid stays nginx's master.
+            let mut c = in_mount_namespace(private);
+            c.arg(format!(
+                "exec nginx -c {} -e {}",
+                conf_path.display(),
+                self.path("error.log").display()
+            ));
+            c
+        } else {
+            let mut c = Command::new("nginx");
+            c.arg("-c")
                 .arg(&conf_path)
                 .arg("-e")
-                .arg(self.path("error.log")),
-        )?;
+                .arg(self.path("error.log"));
+            c
+        };
+        let pid = self.spawn(&mut cmd)?;
         self.nginx_pid = Some(pid);
         let port = self.port;
         wait_for("nginx to listen", Duration::from_secs(10), || {
@@ -397,6 +412,58 @@ fn healthy_with_noise(s: &Stack) -> Vec<Response> {
 
 fn unix_sock(s: &mut Stack) -> String {
     format!("unix:{}", s.path("app.sock").display())
+}
+
+/// `unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs DIR && chmod 755 DIR && ...'`:
+/// the command appended as the last argument runs in a new mount namespace where `dir` is an
+/// empty tmpfs of its own (what Docker volumes or systemd `PrivateTmp=` do), invisible outside.
+fn in_mount_namespace(dir: &Path) -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c"]);
+    let prefix = format!(
+        "mount -t tmpfs tmpfs {d} && chmod 755 {d} && ",
+        d = dir.display()
+    );
+    // `sh -c PREFIX` + the caller's command: joined by a wrapper that takes the rest as $1.
+    c.arg(format!("{prefix}eval \"$1\"")).arg("sh");
+    c
+}
+
+/// Waits until /proc/net/unix lists a listening socket bound to `path` (in any mount namespace:
+/// the path may not exist in ours).
+fn wait_unix_listed(path: &Path) -> anyhow::Result<()> {
+    let want = path.display().to_string();
+    wait_for(
+        &format!("a listener on {want} in /proc/net/unix"),
+        Duration::from_secs(15),
+        || {
+            std::fs::read_to_string("/proc/net/unix").is_ok_and(|t| {
+                t.lines().skip(1).any(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    cols.len() >= 8
+                        && u32::from_str_radix(cols[3], 16).is_ok_and(|f| f & 0x10000 != 0)
+                        && cols[7..].join(" ") == want
+                })
+            })
+        },
+    )
+}
+
+/// Steady requests (one every 100 ms for 7 s); after 1.5 s the app is told to restart
+/// (the `restart` file its supervisor script waits for).
+fn restart_drive(s: &Stack) -> Vec<Response> {
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    let mut triggered = false;
+    while t0.elapsed() < Duration::from_secs(7) {
+        if !triggered && t0.elapsed() >= Duration::from_millis(1500) {
+            let _ = std::fs::write(s.path("restart"), b"now\n");
+            triggered = true;
+        }
+        out.push(s.get("/", Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    out
 }
 
 /// Every scenario, in the issue's order.
@@ -681,6 +748,114 @@ pub fn scenarios() -> Vec<Scenario> {
             drive: slow_get,
         },
         Scenario {
+            name: "restart-window",
+            expect: Some("upstream-restarting"),
+            nginx_log: "connect() to unix:",
+            status: 502,
+            about: "non-graceful restart under steady traffic: gunicorn stopped, no socket for 1.5 s, a new one binds",
+            secs: 10,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let g = format!(
+                    "gunicorn --bind {} --workers 1 --user gwapp --group gwapp app:app",
+                    s.upstream
+                );
+                // The supervisor (systemctl restart without ExecReload=): run the app, stop it
+                // when told (SIGTERM: it removes its socket), wait 1.5 s, start a new one (a new
+                // process that execs gunicorn) on the same socket.
+                let script = format!(
+                    "{g} & pid=$!; while [ ! -e {t} ]; do sleep 0.05; done; kill -TERM $pid; wait $pid; \
+                     sleep 1.5; {g}",
+                    t = s.path("restart").display()
+                );
+                s.spawn(Command::new("sh").arg("-c").arg(script))?;
+                let bind = s.upstream.clone();
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: restart_drive,
+        },
+        Scenario {
+            name: "failed-execstart",
+            expect: Some("crash-on-boot"),
+            nginx_log: "(2: No such file or directory)",
+            status: 502,
+            about: "ExecStart names a virtualenv that does not exist: exec fails (ENOENT, exit 127, systemd 203/EXEC), restarted in a loop",
+            secs: 6,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let script = format!(
+                    "while true; do {}/venv/bin/gunicorn --bind {} --workers 1 app:app; sleep 0.5; done",
+                    s.dir.display(),
+                    s.upstream
+                );
+                s.spawn(Command::new("sh").arg("-c").arg(script))?;
+                Ok(())
+            },
+            fault: None,
+            drive: |s| sequential("/", 8, 400, Duration::from_secs(5))(s),
+        },
+        Scenario {
+            name: "runtime-dir-missing",
+            expect: Some("socket-missing"),
+            nginx_log: "(2: No such file or directory)",
+            status: 502,
+            about: "after a reboot: the socket's directory under run/ is gone (no RuntimeDirectory=)",
+            secs: 5,
+            build: |s| {
+                // <dir>/run stands for /run (a fresh tmpfs after boot): myapp/ is not there.
+                std::fs::create_dir_all(s.path("run"))?;
+                s.upstream = format!("unix:{}", s.path("run/myapp/app.sock").display());
+                Ok(())
+            },
+            fault: None,
+            drive: five_gets,
+        },
+        Scenario {
+            name: "app-mount-namespace",
+            expect: Some("socket-missing"),
+            nginx_log: "(2: No such file or directory)",
+            status: 502,
+            about: "gunicorn binds its socket in its own mount namespace (a container volume): nginx cannot see it",
+            secs: 5,
+            build: |s| {
+                let dir = s.path("sock");
+                std::fs::create_dir_all(&dir)?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+                s.upstream = format!("unix:{}", s.path("sock/app.sock").display());
+                let mut cmd = in_mount_namespace(&dir);
+                cmd.arg(format!(
+                    "exec gunicorn --bind {} --workers 1 --user gwapp --group gwapp app:app",
+                    s.upstream
+                ));
+                s.spawn(&mut cmd)?;
+                wait_unix_listed(&s.path("sock/app.sock"))
+            },
+            fault: None,
+            drive: five_gets,
+        },
+        Scenario {
+            name: "proxy-private-tmp",
+            expect: Some("socket-missing"),
+            nginx_log: "(2: No such file or directory)",
+            status: 502,
+            about: "nginx runs in its own mount namespace (PrivateTmp=): the app's socket directory is empty there",
+            secs: 5,
+            build: |s| {
+                let dir = s.path("sock");
+                std::fs::create_dir_all(&dir)?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+                s.upstream = format!("unix:{}", s.path("sock/app.sock").display());
+                let bind = s.upstream.clone();
+                s.gunicorn(&bind, &[], &[])?;
+                s.wait_listening(&bind)?;
+                s.nginx_private_dir = Some(dir);
+                Ok(())
+            },
+            fault: None,
+            drive: five_gets,
+        },
+        Scenario {
             name: "healthy-with-noise",
             expect: None,
             nginx_log: "",
@@ -727,6 +902,11 @@ fn start_gwtrace(
     if let Some(pid) = stack.nginx_pid {
         cmd.args(["--proxy", &pid.to_string()]);
     }
+    // GWLAB_RECORD=DIR keeps each run's raw events (DIR/<scenario>.jsonl) for `gwtrace explain`.
+    if let Some(dir) = std::env::var_os("GWLAB_RECORD") {
+        let file = Path::new(&dir).join(format!("{}.jsonl", stack.name));
+        cmd.arg("--record").arg(file).arg("--force");
+    }
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -762,31 +942,25 @@ fn start_gwtrace(
     Ok((child, lines))
 }
 
-/// Runs one scenario end to end and scores it.
-pub fn run_one(bin: &Path, sc: &Scenario) -> anyhow::Result<LabResult> {
-    let mut stack = Stack::new(sc.name)?;
-    (sc.build)(&mut stack).with_context(|| format!("building scenario {}", sc.name))?;
-    stack.start_nginx()?;
-    let (mut gw, lines) = start_gwtrace(bin, &stack, sc.secs, true)?;
-    if let Some(f) = sc.fault {
-        f(&mut stack)?;
-    }
-    let responses = (sc.drive)(&stack);
-    let status = gw.wait().context("waiting for gwtrace")?;
-    std::thread::sleep(Duration::from_millis(100));
-    let nginx = stack.nginx_errors();
-    let lines = lines.lock().map(|l| l.clone()).unwrap_or_default();
+/// gwtrace's JSON verdict lines: the causes named (in order of appearance), the last version of
+/// each (cause, target), and when the expected cause first appeared; of a run that ended well,
+/// only its final answer.
+fn read_verdicts(
+    lines: &[(Instant, String)],
+    expect: Option<&str>,
+    ended_well: bool,
+) -> (Vec<String>, Vec<serde_json::Value>, Option<Instant>) {
     let mut causes: Vec<String> = Vec::new();
     let mut verdicts: Vec<serde_json::Value> = Vec::new();
     let mut first_verdict_at = None;
-    for (at, line) in &lines {
+    for (at, line) in lines {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
         let Some(cause) = v.get("cause").and_then(|c| c.as_str()).map(str::to_owned) else {
             continue;
         };
-        if Some(cause.as_str()) == sc.expect && first_verdict_at.is_none() {
+        if Some(cause.as_str()) == expect && first_verdict_at.is_none() {
             first_verdict_at = Some(*at);
         }
         if !causes.contains(&cause) {
@@ -802,7 +976,7 @@ pub fn run_one(bin: &Path, sc: &Scenario) -> anyhow::Result<LabResult> {
         .filter(|v| v.get("final").is_some())
         .cloned()
         .collect();
-    if !finals.is_empty() || status.success() {
+    if !finals.is_empty() || ended_well {
         causes.retain(|c| {
             finals
                 .iter()
@@ -810,6 +984,24 @@ pub fn run_one(bin: &Path, sc: &Scenario) -> anyhow::Result<LabResult> {
         });
         verdicts = finals;
     }
+    (causes, verdicts, first_verdict_at)
+}
+
+/// Runs one scenario end to end and scores it.
+pub fn run_one(bin: &Path, sc: &Scenario) -> anyhow::Result<LabResult> {
+    let mut stack = Stack::new(sc.name)?;
+    (sc.build)(&mut stack).with_context(|| format!("building scenario {}", sc.name))?;
+    stack.start_nginx()?;
+    let (mut gw, lines) = start_gwtrace(bin, &stack, sc.secs, true)?;
+    if let Some(f) = sc.fault {
+        f(&mut stack)?;
+    }
+    let responses = (sc.drive)(&stack);
+    let status = gw.wait().context("waiting for gwtrace")?;
+    std::thread::sleep(Duration::from_millis(100));
+    let nginx = stack.nginx_errors();
+    let lines = lines.lock().map(|l| l.clone()).unwrap_or_default();
+    let (causes, verdicts, first_verdict_at) = read_verdicts(&lines, sc.expect, status.success());
     let first_bad = responses
         .iter()
         .find(|r| r.status.is_some_and(|s| s >= 500))

@@ -2,13 +2,13 @@
 //! that was restarted and came back (`upstream-restarting`). Both explain the same symptoms as
 //! `socket-missing` / `stale-socket` / `upstream-not-listening` (nothing listens), so the
 //! connect causes ask here first: one verdict for one outage, not two.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::report::Part;
-use super::state::{ExitRecord, Proc};
+use super::state::{ExecFailRecord, ExitRecord, Proc};
 use super::target::{Target, covers, parse};
-use super::text::{fmt_dur, fmt_ns, secs};
-use super::view::{ProxyId, View, app_server_in_cmdline, app_server_of};
+use super::text::{errno_label, fmt_dur, fmt_ns, secs};
+use super::view::{ProxyId, View, app_server_in_cmdline, app_server_name, app_server_of};
 
 /// An exit this soon after the process began counts as a failed boot.
 pub(crate) const BOOT_NS: u64 = 10_000_000_000;
@@ -22,6 +22,22 @@ const SLACK_NS: u64 = 1_000_000_000;
 const SIGNALED_NS: u64 = 60_000_000_000;
 /// Signals that end a process on purpose (shutdown, reload, timeout kill).
 const STOP_SIGNALS: [i32; 6] = [1, 2, 3, 6, 9, 15];
+/// A failed exec this long before a process's exit is why it exited.
+const EXEC_FAIL_NS: u64 = 10_000_000_000;
+/// Supervisors name their child `(unit)` until it execs; these start apps.
+pub(crate) const SUPERVISORS: [&str; 4] = ["systemd", "supervisord", "runsv", "s6-supervise"];
+
+/// systemd's child before exec: `(myapp)`.
+fn unit_child(comm: &str) -> bool {
+    comm.len() > 2 && comm.starts_with('(') && comm.ends_with(')')
+}
+
+/// A failed exec that starts an app: of an app server's program, or by a supervisor's child.
+pub(crate) fn app_exec_failure(f: &ExecFailRecord) -> bool {
+    app_server_name(&f.filename).is_some()
+        || unit_child(&f.comm)
+        || SUPERVISORS.contains(&f.comm.as_str())
+}
 
 /// Successive failed boots of one app.
 #[derive(Debug)]
@@ -44,6 +60,10 @@ pub(crate) struct CrashLoop<'a> {
     pub served: Vec<String>,
     /// Latest instance's pid.
     pub latest_pid: u32,
+    /// The app could not even be executed: the latest failed exec, and how many exits followed
+    /// one (a wrong virtualenv path in `ExecStart=`: systemd's 203/EXEC, a shell's 127).
+    pub exec_fail: Option<&'a ExecFailRecord>,
+    pub exec_fails: usize,
 }
 
 /// The meaning of an app server's exit code, where it has one.
@@ -54,6 +74,12 @@ pub(crate) fn exit_meaning(code: i32, app: Option<&str>) -> Option<&'static str>
         4 if gunicorn => Some("app failed to load"),
         126 => Some("command not executable"),
         127 => Some("command not found"),
+        // systemd's own exit codes for a unit's process that failed before the app ran.
+        200 => Some("systemd 200/CHDIR: WorkingDirectory= failed"),
+        203 => Some("systemd 203/EXEC: the program could not be executed"),
+        209 => Some("systemd 209/STDOUT: StandardOutput= failed"),
+        217 => Some("systemd 217/USER: User= failed"),
+        226 => Some("systemd 226/NAMESPACE: namespace setup (PrivateTmp=, ReadWritePaths=) failed"),
         _ => None,
     }
 }
@@ -180,12 +206,43 @@ fn signaled(v: &View<'_>, e: &ExitRecord) -> bool {
     })
 }
 
+/// The latest failed exec of each pid (the ones that start apps), to explain the exits that
+/// follow them.
+pub(crate) type ExecFails<'a> = HashMap<u32, &'a ExecFailRecord>;
+
+pub(crate) fn exec_fails<'a>(v: &View<'a>) -> ExecFails<'a> {
+    let mut m: ExecFails<'a> = HashMap::new();
+    for f in v.st.exec_failures.iter().filter(|f| app_exec_failure(f)) {
+        m.insert(f.pid, f);
+    }
+    m
+}
+
+/// The failed exec that made this process exit: seen shortly before its exit, with no
+/// successful exec after it.
+fn exec_failure_of<'a>(fails: &ExecFails<'a>, e: &ExitRecord) -> Option<&'a ExecFailRecord> {
+    let f = fails.get(&e.proc.pid)?;
+    (f.ns <= e.ns && e.ns - f.ns <= EXEC_FAIL_NS && e.proc.exec_ns.is_none_or(|x| x < f.ns))
+        .then_some(*f)
+}
+
+/// systemd's child of a unit that exited with one of systemd's setup codes without executing
+/// anything: `(myapp)` exiting 200 (CHDIR), 217 (USER), 226 (NAMESPACE)...
+fn unit_setup_failure(e: &ExitRecord) -> bool {
+    unit_child(&e.proc.comm)
+        && e.proc.exec_ns.is_none()
+        && e.exit_code.is_some_and(|c| (200..=245).contains(&c))
+}
+
 /// A failed boot: an upstream-ish process exiting non-zero with code 3/4, or soon after it began,
-/// and not because another process stopped it.
-fn failed_boot(v: &View<'_>, e: &ExitRecord) -> bool {
+/// or after failing to exec the app, and not because another process stopped it.
+fn failed_boot(v: &View<'_>, fails: &ExecFails<'_>, e: &ExitRecord) -> bool {
     let Some(code) = e.exit_code.filter(|&c| c != 0) else {
         return false;
     };
+    if exec_failure_of(fails, e).is_some() || unit_setup_failure(e) {
+        return !signaled(v, e);
+    }
     // Cheap tests first: hosts have many short-lived processes exiting non-zero.
     let early = e
         .proc
@@ -250,13 +307,19 @@ fn merge_anonymous<'a>(v: &View<'a>, by_family: &mut BTreeMap<String, Vec<&'a Ex
 /// Every app whose latest episode is a crash loop (two failed boots within the window, or one
 /// with gunicorn's boot/load error codes).
 pub(crate) fn crash_loops<'a>(v: &View<'a>) -> Vec<CrashLoop<'a>> {
+    let fails = exec_fails(v);
     let mut by_family: BTreeMap<String, Vec<&'a ExitRecord>> = BTreeMap::new();
     for e in &v.st.exits {
-        if failed_boot(v, e) {
-            by_family
-                .entry(v.family_key(e.proc.pid, &e.proc))
-                .or_default()
-                .push(e);
+        if failed_boot(v, &fails, e) {
+            // A process that never ran the app is known by what it failed to run.
+            let key = if let Some(f) = exec_failure_of(&fails, e) {
+                format!("exec {}", f.filename)
+            } else if unit_setup_failure(e) {
+                format!("unit {}", e.proc.comm)
+            } else {
+                v.family_key(e.proc.pid, &e.proc)
+            };
+            by_family.entry(key).or_default().push(e);
         }
     }
     merge_anonymous(v, &mut by_family);
@@ -270,7 +333,15 @@ pub(crate) fn crash_loops<'a>(v: &View<'a>) -> Vec<CrashLoop<'a>> {
         }
         let episode: Vec<&ExitRecord> = exits.split_off(start);
         let boot_codes = episode.iter().any(|e| matches!(e.exit_code, Some(3 | 4)));
-        if episode.len() < 2 && !boot_codes {
+        let exec_fail = episode
+            .iter()
+            .filter_map(|e| exec_failure_of(&fails, e))
+            .max_by_key(|f| f.ns);
+        let exec_fails = episode
+            .iter()
+            .filter(|e| exec_failure_of(&fails, e).is_some())
+            .count();
+        if episode.len() < 2 && !boot_codes && exec_fail.is_none() {
             continue;
         }
         let roots: BTreeSet<u32> = episode.iter().map(|e| v.family_root(e.proc.pid)).collect();
@@ -297,11 +368,24 @@ pub(crate) fn crash_loops<'a>(v: &View<'a>) -> Vec<CrashLoop<'a>> {
             continue;
         };
         let latest_pid = v.family_root(last.proc.pid);
-        let comm = v
-            .proc(latest_pid)
-            .map_or_else(|| last.proc.comm.clone(), |p| p.comm.clone());
+        let comm = match exec_fail {
+            // The program it could not run, not the shell or supervisor child that tried.
+            Some(f) => f
+                .filename
+                .rsplit('/')
+                .next()
+                .unwrap_or(&f.filename)
+                .to_owned(),
+            None => v
+                .proc(latest_pid)
+                .map_or_else(|| last.proc.comm.clone(), |p| p.comm.clone()),
+        };
         loops.push(CrashLoop {
-            app: episode.iter().find_map(|e| app_server_of(&e.proc)),
+            app: exec_fail
+                .and_then(|f| app_server_name(&f.filename))
+                .or_else(|| episode.iter().find_map(|e| app_server_of(&e.proc))),
+            exec_fail,
+            exec_fails,
             family,
             comm,
             instances: roots.len().max(1),
@@ -382,8 +466,84 @@ pub(crate) fn loop_evidence(l: &CrashLoop<'_>) -> Vec<String> {
     ev
 }
 
+/// The first missing (or, for EACCES, last existing) component of a failed exec's program path,
+/// from its walk in the facts: `/opt/app/venv does not exist`.
+fn exec_path_line(v: &View<'_>, f: &ExecFailRecord) -> Option<String> {
+    let (_, info) = v.st.paths.get(&f.filename)?;
+    if let Some(c) = info.components.iter().find(|c| !c.exists) {
+        let what = if c.path == f.filename {
+            "the program"
+        } else {
+            "directory"
+        };
+        return Some(format!("{what} {} does not exist", c.path));
+    }
+    let last = info.components.last()?;
+    Some(format!(
+        "{} exists with mode {} {}:{}",
+        last.path,
+        super::text::mode_string(last.mode),
+        last.uid,
+        last.gid
+    ))
+}
+
+/// The crash-on-boot part of an app whose program cannot even be executed.
+fn exec_fail_part(
+    v: &View<'_>,
+    l: &CrashLoop<'_>,
+    f: &ExecFailRecord,
+    mut p: Part,
+    target: &str,
+) -> Part {
+    let missing = exec_path_line(v, f);
+    p.summary = format!(
+        "{} cannot start: exec of {} fails with {}{}, so nothing serves {target}",
+        l.comm,
+        f.filename,
+        errno_label(f.errno),
+        missing
+            .as_deref()
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default()
+    );
+    p.evidence.insert(
+        0,
+        format!(
+            "exec of {} failed with {} by pid {} ({}) at {}, then it exited; {} start(s) failed this way{}",
+            f.filename,
+            errno_label(f.errno),
+            f.pid,
+            f.comm,
+            fmt_ns(f.ns),
+            l.exec_fails,
+            missing
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        ),
+    );
+    let fix_path = match f.errno {
+        13 => format!(
+            "make {} executable (chmod +x) by the unit's user, and its filesystem not noexec",
+            f.filename
+        ),
+        _ => format!(
+            "{} does not exist: recreate the virtualenv (python3 -m venv; pip install -r requirements.txt) or \
+             point ExecStart= at the real one",
+            f.filename
+        ),
+    };
+    p.fix = format!(
+        "fix the program path in the unit's ExecStart= (systemd logs it as status=203/EXEC): {fix_path}; then \
+         systemctl daemon-reload && systemctl restart <unit>"
+    );
+    p
+}
+
 /// The part for failed connects explained by a crash loop.
 pub(crate) fn crash_part(
+    v: &View<'_>,
     l: &CrashLoop<'_>,
     proxy: ProxyId,
     target: &str,
@@ -405,6 +565,23 @@ pub(crate) fn crash_part(
         l.comm
     );
     p.crash_family = Some(l.family.clone());
+    if let Some(f) = l.exec_fail {
+        return exec_fail_part(v, l, f, p, target);
+    }
+    if l.exits.iter().any(|e| unit_setup_failure(e)) {
+        p.summary = format!(
+            "{} fails before the app even runs (systemd setup: {}), so nothing serves {target}",
+            l.comm,
+            codes.join(", ")
+        );
+        p.fix = format!(
+            "fix the unit's setup that fails (journalctl -u {} -n 50): the WorkingDirectory= (200/CHDIR), User= \
+             (217/USER), or paths for PrivateTmp=/ReadWritePaths= (226/NAMESPACE) must exist; then systemctl \
+             daemon-reload && systemctl restart {}",
+            l.comm.trim_matches(['(', ')']),
+            l.comm.trim_matches(['(', ')'])
+        );
+    }
     p
 }
 
@@ -420,6 +597,7 @@ pub(crate) fn standalone_part(v: &View<'_>, l: &CrashLoop<'_>) -> Option<Part> {
         .cloned()
         .unwrap_or_else(|| format!("{} pid {}", l.comm, l.latest_pid));
     let mut p = crash_part(
+        v,
         l,
         v.any_proxy(),
         &target,
@@ -436,6 +614,9 @@ pub(crate) fn standalone_part(v: &View<'_>, l: &CrashLoop<'_>) -> Option<Part> {
 pub(crate) struct Restart<'a> {
     /// The exit that began the outage.
     pub old: &'a ExitRecord,
+    /// When the outage began: the stop signal the old process obeyed (a graceful shutdown
+    /// closes the socket first), else its exit.
+    pub down_ns: u64,
     pub new_pid: u32,
     pub new_comm: String,
     pub new_began_ns: Option<u64>,
@@ -450,15 +631,35 @@ impl Restart<'_> {
     /// The failures inside `[lo, hi]` belong to the restart.
     pub(crate) fn window(&self) -> (u64, u64) {
         (
-            self.old.ns.saturating_sub(SLACK_NS),
+            self.down_ns.saturating_sub(SLACK_NS),
             self.back_ns.saturating_add(SLACK_NS),
         )
     }
 }
 
-/// Is `target` served again by a new process after an old one serving it exited?
-pub(crate) fn find_restart<'a>(v: &View<'a>, target: &str) -> Option<Restart<'a>> {
+/// When another process's stop signal to this one (obeyed: it exited within the minute) began
+/// its shutdown.
+fn stop_asked(v: &View<'_>, e: &ExitRecord) -> Option<u64> {
+    v.st.signals
+        .iter()
+        .filter(|s| {
+            s.target_pid == e.proc.pid
+                && s.sender_pid != e.proc.pid
+                && s.effective()
+                && matches!(s.sig, 2 | 3 | 15)
+                && s.ns <= e.ns
+                && e.ns - s.ns <= SIGNALED_NS
+        })
+        .map(|s| s.ns)
+        .min()
+}
+
+/// Is `target` served again by a new process after an old one serving it exited? `worker` is the
+/// proxy process whose connects failed: a listener in another mount namespace than its own does
+/// not serve it.
+pub(crate) fn find_restart<'a>(v: &View<'a>, target: &str, worker: u32) -> Option<Restart<'a>> {
     let mut best: Option<Restart<'a>> = None;
+    let fails = exec_fails(v);
     for l in &v.st.listeners {
         let Some(pid) = l.pid else { continue };
         if !covers(&l.target, target) || v.is_proxy(pid, v.comm(pid)) {
@@ -467,7 +668,10 @@ pub(crate) fn find_restart<'a>(v: &View<'a>, target: &str) -> Option<Restart<'a>
         if v.proc(pid).is_some_and(|p| p.exited_ns.is_some()) {
             continue;
         }
-        let Some(back_ns) =
+        if parse(target).is_unix() && v.foreign_ns(pid, worker).is_some() {
+            continue;
+        }
+        let Some(seen_ns) =
             v.st.owners
                 .get(&l.target)
                 .and_then(|os| os.iter().find(|o| o.pid == pid))
@@ -480,6 +684,8 @@ pub(crate) fn find_restart<'a>(v: &View<'a>, target: &str) -> Option<Restart<'a>
             .proc(root)
             .and_then(Proc::began_ns)
             .or_else(|| v.proc(pid).and_then(Proc::began_ns));
+        // It cannot listen before it began.
+        let back_ns = seen_ns.max(began.unwrap_or(0));
         let new_start = began.unwrap_or(back_ns).min(back_ns);
         let fallback = v.proc(pid).cloned().unwrap_or_default();
         let family = v.family_key(pid, &fallback);
@@ -515,10 +721,11 @@ pub(crate) fn find_restart<'a>(v: &View<'a>, target: &str) -> Option<Restart<'a>
         let failed_boots =
             v.st.exits
                 .iter()
-                .filter(|e| e.ns > old.ns && e.ns <= back_ns && failed_boot(v, e))
+                .filter(|e| e.ns > old.ns && e.ns <= back_ns && failed_boot(v, &fails, e))
                 .count();
         let r = Restart {
             old,
+            down_ns: stop_asked(v, old).unwrap_or(old.ns),
             new_pid: root,
             new_comm: v.comm(root).to_owned(),
             new_began_ns: began,
@@ -545,9 +752,9 @@ pub(crate) fn restart_part(
     p.count = count;
     p.first_ns = first_ns;
     p.last_ns = last_ns;
-    let gap = r.back_ns.saturating_sub(r.old.ns);
+    let gap = r.back_ns.saturating_sub(r.down_ns);
     p.summary = format!(
-        "{} was restarted: {target} was down for about {} (old pid {} gone, new pid {} listening again)",
+        "{} was restarted: nothing listened on {target} for about {} (old pid {} gone, new pid {} listening again)",
         if r.new_comm.is_empty() {
             "the upstream"
         } else {
@@ -570,7 +777,7 @@ pub(crate) fn restart_part(
         .filter(|e| !e.is_empty());
     let exe = exe.map(|e| format!(" ({e})")).unwrap_or_default();
     p.evidence.push(format!(
-        "new {} pid {}{exe}{started}, listening on {} since {}",
+        "new {} pid {}{exe}{started}, listening on {} (seen at {})",
         r.new_comm,
         r.new_pid,
         r.listener,
@@ -581,7 +788,7 @@ pub(crate) fn restart_part(
             .push(format!("{} failed start(s) in between", r.failed_boots));
     }
     p.evidence.push(format!(
-        "{count} failed connects from {} between {} and {} (outage of {})",
+        "{count} failed connects from {} between {} and {}, inside the restart window ({} to {}, {})",
         if p.proxy.comm.is_empty() {
             "the proxy"
         } else {
@@ -589,6 +796,8 @@ pub(crate) fn restart_part(
         },
         fmt_ns(first_ns),
         fmt_ns(last_ns),
+        fmt_ns(r.down_ns),
+        fmt_ns(r.back_ns),
         fmt_dur(gap)
     ));
     p.fix = "restart without closing the socket: reload gracefully (gunicorn: HUP reloads workers, USR2 upgrades \

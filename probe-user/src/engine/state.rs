@@ -66,6 +66,8 @@ pub(crate) struct Proc {
     pub last_seen_ns: u64,
     /// When it exited, if it did.
     pub exited_ns: Option<u64>,
+    /// Its mount namespace (`/proc/PID/ns/mnt` inode), when the facts carried it.
+    pub mnt_ns: Option<u64>,
 }
 
 impl Proc {
@@ -405,8 +407,18 @@ impl State {
         for info in &f.processes {
             self.merge_proc(ns, info);
         }
+        for m in &f.mount_ns {
+            if let Some(p) = self.procs.get_mut(&m.pid) {
+                p.mnt_ns = Some(m.mnt_ns);
+            } else {
+                self.touch_pid(m.pid, "", ns).mnt_ns = Some(m.mnt_ns);
+            }
+        }
         if let Some(ls) = &f.listeners {
-            self.merge_listeners(ns, ls);
+            // Who listens is as of the read, which may lag the event the line explains: a
+            // listener seen then may have appeared only after that event.
+            let read = f.read_ns.map_or(ns, |r| r.max(ns));
+            self.merge_listeners(read, ls);
         }
         for p in &f.paths {
             self.paths.insert(p.path.clone(), (ns, p.clone()));
