@@ -230,34 +230,9 @@ pub fn parse_proc_net_tcp(text: &str, v6: bool) -> Vec<(String, u64)> {
     out
 }
 
-impl FactSource for SystemFacts {
-    fn listeners(&mut self) -> Vec<Listener> {
-        let owners = Self::socket_owners();
-        let mut sockets = Vec::new();
-        if let Ok(t) = std::fs::read_to_string("/proc/net/unix") {
-            sockets.extend(parse_proc_net_unix(&t));
-        }
-        if let Ok(t) = std::fs::read_to_string("/proc/net/tcp") {
-            sockets.extend(parse_proc_net_tcp(&t, false));
-        }
-        if let Ok(t) = std::fs::read_to_string("/proc/net/tcp6") {
-            sockets.extend(parse_proc_net_tcp(&t, true));
-        }
-        sockets
-            .into_iter()
-            .map(|(target, inode)| {
-                let pid = owners.get(&inode).copied();
-                Listener {
-                    target,
-                    pid,
-                    comm: pid.and_then(comm_of),
-                    backlog: None,
-                }
-            })
-            .collect()
-    }
-
-    fn process(&mut self, pid: u32) -> Option<ProcInfo> {
+impl SystemFacts {
+    /// One process from /proc/PID; `None` when it is gone, or a zombie when `live_only`.
+    fn read_process(&self, pid: u32, live_only: bool) -> Option<ProcInfo> {
         let base = PathBuf::from(format!("/proc/{pid}"));
         let status = std::fs::read_to_string(base.join("status")).ok()?;
         let field = |name: &str| {
@@ -267,6 +242,9 @@ impl FactSource for SystemFacts {
                 .map(str::trim)
                 .unwrap_or_default()
         };
+        if live_only && field("State:").starts_with(['Z', 'X']) {
+            return None;
+        }
         let second = |s: &str| {
             s.split_whitespace()
                 .nth(1)
@@ -321,6 +299,38 @@ impl FactSource for SystemFacts {
             start_ns,
         })
     }
+}
+
+impl FactSource for SystemFacts {
+    fn listeners(&mut self) -> Vec<Listener> {
+        let owners = Self::socket_owners();
+        let mut sockets = Vec::new();
+        if let Ok(t) = std::fs::read_to_string("/proc/net/unix") {
+            sockets.extend(parse_proc_net_unix(&t));
+        }
+        if let Ok(t) = std::fs::read_to_string("/proc/net/tcp") {
+            sockets.extend(parse_proc_net_tcp(&t, false));
+        }
+        if let Ok(t) = std::fs::read_to_string("/proc/net/tcp6") {
+            sockets.extend(parse_proc_net_tcp(&t, true));
+        }
+        sockets
+            .into_iter()
+            .map(|(target, inode)| {
+                let pid = owners.get(&inode).copied();
+                Listener {
+                    target,
+                    pid,
+                    comm: pid.and_then(comm_of),
+                    backlog: None,
+                }
+            })
+            .collect()
+    }
+
+    fn process(&mut self, pid: u32) -> Option<ProcInfo> {
+        self.read_process(pid, false)
+    }
 
     fn processes(&mut self) -> Vec<ProcInfo> {
         let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -330,9 +340,12 @@ impl FactSource for SystemFacts {
             .flatten()
             .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
             .collect();
-        pids.into_iter().filter_map(|p| self.process(p)).collect()
+        // Zombies have exited: they are not running processes (an app killed just before
+        // gwtrace started is not "running").
+        pids.into_iter()
+            .filter_map(|p| self.read_process(p, true))
+            .collect()
     }
-
     fn path(&mut self, path: &str) -> PathInfo {
         Self::path_walk(path).0
     }
@@ -445,6 +458,27 @@ mod tests {
             info.components.last().map(|c| (c.path.as_str(), c.exists)),
             Some(("/real/gone", false))
         );
+    }
+
+    #[test]
+    fn zombies_are_not_running_processes() {
+        let mut child = std::process::Command::new("true").spawn().expect("true");
+        let pid = child.id();
+        let f = SystemFacts::new();
+        // Not reaped yet: a zombie once it has exited.
+        let t0 = std::time::Instant::now();
+        while f.read_process(pid, true).is_some() && t0.elapsed().as_secs() < 5 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            f.read_process(pid, true).is_none(),
+            "a zombie is not listed"
+        );
+        assert!(
+            f.read_process(pid, false).is_some(),
+            "but an exiting process's facts (its parent) can still be read"
+        );
+        child.wait().expect("reap");
     }
 
     #[test]
