@@ -57,7 +57,18 @@ pub struct Enricher<S: FactSource> {
     paths: HashMap<String, u64>,
     listeners: Option<Vec<Listener>>,
     netstat: Option<Netstat>,
+    /// Periodic ticks since the last anomaly (failure, death, signal, OOM): listeners are only
+    /// re-read around anomalies, since reading them walks every socket on the host.
+    quiet_ticks: u32,
+    ticks: u64,
+    /// Pids the periodic process scan has already looked at (only new pids are read).
+    scanned: HashSet<u32>,
 }
+
+/// Keep re-reading listeners for this many ticks after an anomaly (a restart that comes back).
+const LISTENER_TICKS_AFTER_ANOMALY: u32 = 15;
+/// Look for new processes every this many ticks.
+const PROCESS_SCAN_EVERY: u64 = 5;
 
 impl<S: FactSource> Enricher<S> {
     pub fn new(src: S, proxy_names: Vec<String>) -> Self {
@@ -69,6 +80,9 @@ impl<S: FactSource> Enricher<S> {
             paths: HashMap::new(),
             listeners: None,
             netstat: None,
+            quiet_ticks: 0,
+            ticks: 0,
+            scanned: HashSet::new(),
         }
     }
 
@@ -161,6 +175,12 @@ impl<S: FactSource> Enricher<S> {
 
     /// Facts the event needs that have not been sent yet.
     pub fn before(&mut self, ev: &Event) -> Option<FactsUpdate> {
+        if !matches!(
+            ev.body,
+            Body::Exec { .. } | Body::Facts(_) | Body::Loss { .. }
+        ) {
+            self.quiet_ticks = 0;
+        }
         let mut up = FactsUpdate::default();
         let mut want: Vec<u32> = Vec::new();
         match &ev.body {
@@ -237,19 +257,33 @@ impl<S: FactSource> Enricher<S> {
     /// Periodic refresh: listeners, listen-queue counters, new interesting processes.
     pub fn periodic(&mut self) -> Option<FactsUpdate> {
         let mut up = FactsUpdate::default();
-        self.refresh_listeners(&mut up);
+        self.ticks += 1;
+        self.quiet_ticks = self.quiet_ticks.saturating_add(1);
+        // On a healthy host nothing here costs more than a readdir of /proc every few seconds:
+        // listeners (every socket of the host) only around anomalies, processes only when new.
+        if self.quiet_ticks <= LISTENER_TICKS_AFTER_ANOMALY {
+            self.refresh_listeners(&mut up);
+        }
         let ns = self.src.netstat();
         if ns != self.netstat {
             self.netstat = ns;
             up.netstat = ns;
         }
-        let all = self.src.processes();
-        let parents: HashSet<u32> = self.known.clone();
-        for p in all {
-            if !self.known.contains(&p.pid)
-                && (interesting(&p, &self.proxy_names) || parents.contains(&p.ppid))
-            {
-                self.remember(p, &mut up.processes);
+        if self.ticks % PROCESS_SCAN_EVERY == 1 {
+            let pids = self.src.pids();
+            if self.scanned.len() > MAX_KNOWN {
+                let live: HashSet<u32> = pids.iter().copied().collect();
+                self.scanned.retain(|p| live.contains(p));
+            }
+            for pid in pids {
+                if !self.scanned.insert(pid) || self.known.contains(&pid) {
+                    continue;
+                }
+                if let Some(p) = self.src.process(pid)
+                    && (interesting(&p, &self.proxy_names) || self.known.contains(&p.ppid))
+                {
+                    self.remember(p, &mut up.processes);
+                }
             }
         }
         self.stamp(&mut up);

@@ -151,6 +151,10 @@ pub trait FactSource {
     fn process(&mut self, pid: u32) -> Option<ProcInfo>;
     /// All processes.
     fn processes(&mut self) -> Vec<ProcInfo>;
+    /// The pids of all processes (cheaper than [`FactSource::processes`] where the source can).
+    fn pids(&mut self) -> Vec<u32> {
+        self.processes().into_iter().map(|p| p.pid).collect()
+    }
     /// The walk of a path, as root sees it (the engine checks permissions itself).
     fn path(&mut self, path: &str) -> PathInfo;
     /// The walk of a path as process `pid` sees it: in its mount namespace (through

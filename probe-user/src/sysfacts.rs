@@ -332,6 +332,17 @@ impl FactSource for SystemFacts {
         self.read_process(pid, false)
     }
 
+    fn pids(&mut self) -> Vec<u32> {
+        std::fs::read_dir("/proc").map_or_else(
+            |_| Vec::new(),
+            |dir| {
+                dir.flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                    .collect()
+            },
+        )
+    }
+
     fn processes(&mut self) -> Vec<ProcInfo> {
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return Vec::new();
