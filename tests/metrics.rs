@@ -170,19 +170,74 @@ fn start_gwtrace(metrics_port: u16, dir: &Path) -> (Started, mpsc::Receiver<Stri
                     break;
                 }
             }
-            Err(_) => panic!("gwtrace serve never said it was tracing: {seen:#?}"),
+            Err(e @ (mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected)) => {
+                panic!("gwtrace serve never said it was tracing ({e}): {seen:#?}")
+            }
         }
     }
     (g, rx)
 }
 
-#[test]
-fn prometheus_scrapes_nginx_failed_connects() {
-    assert!(
-        is_root(),
-        "the metrics test loads eBPF and drives real nginx: run it as root"
+/// Starts Prometheus in `prom_dir`, scraping gwtrace on `metrics_port` every second; it and its port.
+fn start_prometheus(prom_dir: &Path, metrics_port: u16) -> (Started, u16) {
+    let prom_port = lab::free_port();
+    std::fs::create_dir_all(prom_dir.join("data")).expect("prometheus dir");
+    let config = prom_dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: gwtrace\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+        ),
+    )
+    .expect("prometheus.yml");
+    let prom_log = prom_dir.join("prometheus.log");
+    let log = std::fs::File::create(&prom_log).expect("prometheus log");
+    let prom = Started::spawn(
+        "prometheus",
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                prom_dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log),
     );
-    for tool in ["prometheus", "promtool", "nginx"] {
+    (prom, prom_port)
+}
+
+/// `promtool check metrics` on what gwtrace serves: no errors, no lint complaints.
+fn promtool_lint(metrics_port: u16) {
+    let (status, text) = get(metrics_port, "/metrics").expect("/metrics answers");
+    assert_eq!(status, 200);
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    lint.stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feeding promtool");
+    let out = lint.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}\n--- exposition ---\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Fails with what to do when a tool the test drives is missing.
+fn require_tools(tools: &[&str]) {
+    for tool in tools {
         assert!(
             Command::new("which")
                 .arg(tool)
@@ -192,6 +247,15 @@ fn prometheus_scrapes_nginx_failed_connects() {
             "{tool} is not installed: run `cargo xtask setup`"
         );
     }
+}
+
+#[test]
+fn prometheus_scrapes_nginx_failed_connects() {
+    assert!(
+        is_root(),
+        "the metrics test loads eBPF and drives real nginx: run it as root"
+    );
+    require_tools(&["prometheus", "promtool", "nginx"]);
     let mut stack = lab::Stack::new("metrics").expect("stack");
     stack.upstream = format!("127.0.0.1:{}", lab::free_port());
     stack.start_nginx().expect("nginx");
@@ -208,33 +272,9 @@ fn prometheus_scrapes_nginx_failed_connects() {
     );
 
     // Prometheus, scraping gwtrace every second.
-    let prom_port = lab::free_port();
     let prom_dir = stack.path("prometheus");
-    std::fs::create_dir_all(prom_dir.join("data")).expect("prometheus dir");
-    let config = prom_dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: gwtrace\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
-        ),
-    )
-    .expect("prometheus.yml");
+    let (mut prom, prom_port) = start_prometheus(&prom_dir, metrics_port);
     let prom_log = prom_dir.join("prometheus.log");
-    let log = std::fs::File::create(&prom_log).expect("prometheus log");
-    let mut prom = Started::spawn(
-        "prometheus",
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                prom_dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log),
-    );
     let prom_context = || {
         format!(
             "prometheus log (tail):\n{}\ngwtrace /metrics:\n{}",
@@ -295,29 +335,7 @@ fn prometheus_scrapes_nginx_failed_connects() {
         "kernel tcp failed: {tcp_failed:?}"
     );
 
-    // promtool lints the exposition gwtrace serves.
-    let (status, text) = get(metrics_port, "/metrics").expect("/metrics answers");
-    assert_eq!(status, 200);
-    let mut lint = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    lint.stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feeding promtool");
-    let out = lint.wait_with_output().expect("promtool runs");
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}\n{}{}\n--- exposition ---\n{text}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_lint(metrics_port);
     assert_eq!(get(metrics_port, "/healthz").map(|r| r.0), Some(200));
     assert_eq!(get(metrics_port, "/nope").map(|r| r.0), Some(404));
 

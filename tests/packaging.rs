@@ -94,7 +94,8 @@ fn setpriv_caps() -> String {
     let mut s = String::from("-all");
     for c in caps {
         let c = c.strip_prefix("CAP_").expect("CAP_ names").to_lowercase();
-        s.push_str(&format!(",+{c}"));
+        s.push_str(",+");
+        s.push_str(&c);
     }
     s
 }

@@ -104,9 +104,8 @@ fn raw(kind: u32) -> RawEvent {
     r
 }
 
-/// One event of every kind, built the way gwtrace builds them.
-fn every_kind() -> Vec<Event> {
-    let clock = Clock::now();
+/// One wire record of every kernel kind (and of each connect source).
+fn kernel_records() -> Vec<RawEvent> {
     let mut raws = Vec::new();
 
     let mut r = raw(KIND_CONNECT_FAILED);
@@ -136,7 +135,7 @@ fn every_kind() -> Vec<Event> {
     r.exit_code = 3 << 8;
     raws.push(r);
     let mut r = raw(KIND_PROCESS_EXIT);
-    r.exit_code = 0x80 | 11;
+    r.exit_code = 0x80 | 0xb;
     raws.push(r);
     let mut r = raw(KIND_SIGNAL);
     r.sig = 6;
@@ -160,30 +159,12 @@ fn every_kind() -> Vec<Event> {
     r.data_len = u16::try_from(file.len()).expect("short");
     raws.push(r);
 
-    let mut events: Vec<Event> = raws
-        .iter()
-        .map(|r| Decoder::from_raw(r, &clock).expect("decodes"))
-        .collect();
-    // The enricher fills an exec's command line from /proc.
-    let mut with_cmdline = events
-        .iter()
-        .find(|e| e.kind() == "exec")
-        .expect("exec")
-        .clone();
-    if let Body::Exec { cmdline, .. } = &mut with_cmdline.body {
-        *cmdline = Some("gunicorn --bind unix:/run/app/app.sock app:app".into());
-    }
-    events.push(with_cmdline);
-    for reason in [
-        "ringbuf_full",
-        "map_full",
-        "tcp_owner_unknown",
-        "user_read_failed",
-        "tracepoint_recursion",
-    ] {
-        events.push(loss_event(&clock, 6_000_000_000, reason, 3));
-    }
-    let facts = FactsUpdate {
+    raws
+}
+
+/// A facts update with every member filled.
+fn full_facts() -> FactsUpdate {
+    FactsUpdate {
         processes: vec![ProcInfo {
             pid: 4101,
             ppid: 4100,
@@ -250,7 +231,37 @@ fn every_kind() -> Vec<Event> {
             mnt_ns: 4_026_531_841,
         }],
         read_ns: Some(7_100_000_000),
-    };
+    }
+}
+
+/// One event of every kind, built the way gwtrace builds them.
+fn every_kind() -> Vec<Event> {
+    let clock = Clock::now();
+    let raws = kernel_records();
+    let mut events: Vec<Event> = raws
+        .iter()
+        .map(|r| Decoder::from_raw(r, &clock).expect("decodes"))
+        .collect();
+    // The enricher fills an exec's command line from /proc.
+    let mut with_cmdline = events
+        .iter()
+        .find(|e| e.kind() == "exec")
+        .expect("exec")
+        .clone();
+    if let Body::Exec { cmdline, .. } = &mut with_cmdline.body {
+        *cmdline = Some("gunicorn --bind unix:/run/app/app.sock app:app".into());
+    }
+    events.push(with_cmdline);
+    for reason in [
+        "ringbuf_full",
+        "map_full",
+        "tcp_owner_unknown",
+        "user_read_failed",
+        "tracepoint_recursion",
+    ] {
+        events.push(loss_event(&clock, 6_000_000_000, reason, 3));
+    }
+    let facts = full_facts();
     for body in [Body::Facts(facts), Body::Facts(FactsUpdate::default())] {
         events.push(Event {
             v: gwtrace::event::SCHEMA_VERSION,

@@ -45,16 +45,13 @@ how log collectors ingest them; packaging/gwtrace.service runs gwtrace serve und
 /// Writes the man page(s).
 pub fn man(a: &ManArgs) -> anyhow::Result<std::process::ExitCode> {
     let cmd = Cli::command().after_long_help(MAN_EXTRA);
-    match &a.out_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)?;
-            clap_mangen::generate_to(cmd, dir)?;
-        }
-        None => {
-            let mut out = std::io::stdout().lock();
-            clap_mangen::Man::new(cmd).render(&mut out)?;
-            out.flush()?;
-        }
+    if let Some(dir) = &a.out_dir {
+        std::fs::create_dir_all(dir)?;
+        clap_mangen::generate_to(cmd, dir)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        clap_mangen::Man::new(cmd).render(&mut out)?;
+        out.flush()?;
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -26,7 +26,7 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 pub struct ServeArgs {
     #[command(flatten)]
     watch: WatchArgs,
-    /// Serve Prometheus metrics (text format) on http://ADDR/metrics.
+    /// Serve Prometheus metrics (text format) on `http://ADDR/metrics`.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
     metrics: SocketAddr,
     /// Distinct upstream targets with series of their own; later ones are counted as
