@@ -78,7 +78,7 @@ fn bpf_object_exists(id: &str) -> bool {
 
 /// Starts `gwtrace record` into `out` and waits until it is attached.
 fn start_recording(out: &Path) -> (Child, BTreeSet<String>) {
-    let mut child = gwtrace()
+    let child = gwtrace()
         .args(["record", "--output"])
         .arg(out)
         .stdout(Stdio::null())

@@ -5,5 +5,9 @@ fn main() {
     println!("offsets: {:?} ok={}", t.elapsed(), o.is_ok());
     let t = std::time::Instant::now();
     let c = gwtrace::capture::Capture::start(gwtrace::capture::Hooks::Full);
-    println!("start (offsets+load+attach): {:?} ok={}", t.elapsed(), c.is_ok());
+    println!(
+        "start (offsets+load+attach): {:?} ok={}",
+        t.elapsed(),
+        c.is_ok()
+    );
 }

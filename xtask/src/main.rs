@@ -4,7 +4,10 @@ mod bench;
 mod setup;
 
 #[path = "../../tests/lab/mod.rs"]
-#[expect(dead_code, reason = "the lab module is shared with the test suite, which uses more of it")]
+#[expect(
+    dead_code,
+    reason = "the lab module is shared with the test suite, which uses more of it"
+)]
 mod lab;
 
 use std::{path::PathBuf, process::Command};
@@ -67,13 +70,17 @@ enum Cmd {
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), PathBuf::from)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
 }
 
 /// Runs a command, failing with its name when it fails.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let shown = format!("{cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {shown}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
     if !status.success() {
         bail!("{shown} failed ({status})");
     }
@@ -82,7 +89,14 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 /// Builds the release `gwtrace` binary and returns its path.
 pub fn build_gwtrace() -> anyhow::Result<PathBuf> {
-    run(Command::new("cargo").current_dir(root()).args(["build", "--release", "-p", "probe-user", "--bin", "gwtrace"]))?;
+    run(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "-p",
+        "probe-user",
+        "--bin",
+        "gwtrace",
+    ]))?;
     Ok(root().join("target/release/gwtrace"))
 }
 
@@ -120,7 +134,12 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Lab { filter, list } => {
             if list {
                 for s in lab::scenarios() {
-                    println!("{:<28} expect {:<24} {}", s.name, s.expect.unwrap_or("(no verdict)"), s.about);
+                    println!(
+                        "{:<28} expect {:<24} {}",
+                        s.name,
+                        s.expect.unwrap_or("(no verdict)"),
+                        s.about
+                    );
                 }
                 return Ok(());
             }
@@ -129,11 +148,20 @@ fn real_main() -> anyhow::Result<()> {
             let out = root().join("lab-out");
             let results = lab::run_all(&bin, filter.as_deref(), &out)?;
             if results.iter().any(|r| !r.ok) {
-                bail!("lab: {} of {} scenarios failed", results.iter().filter(|r| !r.ok).count(), results.len());
+                bail!(
+                    "lab: {} of {} scenarios failed",
+                    results.iter().filter(|r| !r.ok).count(),
+                    results.len()
+                );
             }
             Ok(())
         }
-        Cmd::Bench { rounds, storm_secs, quick, filter } => {
+        Cmd::Bench {
+            rounds,
+            storm_secs,
+            quick,
+            filter,
+        } => {
             setup::setup()?;
             let bin = build_gwtrace()?;
             let opts = bench::Opts::new(quick, rounds, storm_secs, filter);

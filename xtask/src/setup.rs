@@ -51,7 +51,7 @@ pub fn setup() -> anyhow::Result<()> {
             .output();
         match out {
             Ok(o) if o.status.success() => {
-                step(&format!("rust toolchain for {} present", dir.display()))
+                step(&format!("rust toolchain for {} present", dir.display()));
             }
             Ok(o) => anyhow::bail!(
                 "rustup toolchain install in {} failed: {}",

@@ -52,7 +52,7 @@ impl KernelBtf {
         Self::parse(data).ok_or_else(|| BtfError::Read("malformed BTF".into()))
     }
 
-    /// Parses raw BTF bytes (little endian, as on x86_64).
+    /// Parses raw BTF bytes (little endian, as on `x86_64`).
     #[must_use]
     pub fn parse(data: Vec<u8>) -> Option<Self> {
         let magic = u16::from_le_bytes([*data.first()?, *data.get(1)?]);

@@ -147,7 +147,11 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
     if let Some(c) = e.downcast_ref::<CaptureError>() {
         return match c {
             CaptureError::NotRoot => EXIT_PRIVILEGE,
-            CaptureError::Load(msg) if msg.contains("Operation not permitted") => EXIT_PRIVILEGE,
+            CaptureError::Load(msg) | CaptureError::Attach(_, msg)
+                if msg.contains("Operation not permitted") =>
+            {
+                EXIT_PRIVILEGE
+            }
             CaptureError::Tracefs(_)
             | CaptureError::Btf(_)
             | CaptureError::Attach(..)
