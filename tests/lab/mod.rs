@@ -942,13 +942,15 @@ fn start_gwtrace(
     Ok((child, lines))
 }
 
-/// gwtrace's JSON verdict lines: the causes named (in order of appearance), the last version of
-/// each (cause, target), and when the expected cause first appeared; of a run that ended well,
-/// only its final answer.
+/// gwtrace's JSON verdict lines about the stack's nginx (`proxy`, its master): the causes named
+/// (in order of appearance), the last version of each (cause, target), and when the expected
+/// cause first appeared; of a run that ended well, only its final answer. Verdicts about other
+/// proxies on the host (another test's nginx) are not the scenario's.
 fn read_verdicts(
     lines: &[(Instant, String)],
     expect: Option<&str>,
     ended_well: bool,
+    proxy: Option<u32>,
 ) -> (Vec<String>, Vec<serde_json::Value>, Option<Instant>) {
     let mut causes: Vec<String> = Vec::new();
     let mut verdicts: Vec<serde_json::Value> = Vec::new();
@@ -957,6 +959,14 @@ fn read_verdicts(
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
+        let about = v.get("proxy_pid").and_then(serde_json::Value::as_u64);
+        if let (Some(ours), Some(pid)) = (proxy, about)
+            && pid != 0
+            && pid != u64::from(ours)
+        {
+            eprintln!("    [lab] not about this stack's nginx (pid {ours}), ignored: {line}");
+            continue;
+        }
         let Some(cause) = v.get("cause").and_then(|c| c.as_str()).map(str::to_owned) else {
             continue;
         };
@@ -1001,7 +1011,8 @@ pub fn run_one(bin: &Path, sc: &Scenario) -> anyhow::Result<LabResult> {
     std::thread::sleep(Duration::from_millis(100));
     let nginx = stack.nginx_errors();
     let lines = lines.lock().map(|l| l.clone()).unwrap_or_default();
-    let (causes, verdicts, first_verdict_at) = read_verdicts(&lines, sc.expect, status.success());
+    let (causes, verdicts, first_verdict_at) =
+        read_verdicts(&lines, sc.expect, status.success(), stack.nginx_pid);
     let first_bad = responses
         .iter()
         .find(|r| r.status.is_some_and(|s| s >= 500))
