@@ -69,6 +69,7 @@ scenarios! {
     lab_read_timeout_504 => "read-timeout-504",
     lab_restart_window => "restart-window",
     lab_failed_execstart => "failed-execstart",
+    lab_failed_workdir => "failed-workdir",
     lab_runtime_dir_missing => "runtime-dir-missing",
     lab_app_mount_namespace => "app-mount-namespace",
     lab_proxy_private_tmp => "proxy-private-tmp",

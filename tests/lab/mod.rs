@@ -22,6 +22,8 @@ use anyhow::{Context as _, bail};
 /// The apps, embedded so a scenario can write them where its app user can read them.
 const WSGI_APP: &str = include_str!("apps/app.py");
 const ASGI_APP: &str = include_str!("apps/asgi.py");
+/// A systemd stand-in (fork, `(unit)` name, chdir, exec; exit 200/203 like systemd's child).
+const SUPERVISE: &str = include_str!("apps/supervise.py");
 
 /// One scenario of the lab.
 pub struct Scenario {
@@ -111,6 +113,7 @@ impl Stack {
         std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o777))?;
         std::fs::write(dir.join("app.py"), WSGI_APP)?;
         std::fs::write(dir.join("asgi.py"), ASGI_APP)?;
+        std::fs::write(dir.join("supervise.py"), SUPERVISE)?;
         Ok(Self {
             name: name.to_owned(),
             dir,
@@ -790,6 +793,28 @@ pub fn scenarios() -> Vec<Scenario> {
                     s.upstream
                 );
                 s.spawn(Command::new("sh").arg("-c").arg(script))?;
+                Ok(())
+            },
+            fault: None,
+            drive: |s| sequential("/", 8, 400, Duration::from_secs(5))(s),
+        },
+        Scenario {
+            name: "failed-workdir",
+            expect: Some("crash-on-boot"),
+            nginx_log: "(2: No such file or directory)",
+            status: 502,
+            about: "WorkingDirectory= does not exist: systemd's child exits 200/CHDIR before exec, restarted",
+            secs: 6,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let workdir = s.path("releases/current");
+                s.spawn(
+                    Command::new("/usr/bin/python3")
+                        .arg(s.path("supervise.py"))
+                        .arg("myapp")
+                        .arg(workdir)
+                        .args(["/usr/bin/gunicorn", "--bind", &s.upstream, "app:app"]),
+                )?;
                 Ok(())
             },
             fault: None,

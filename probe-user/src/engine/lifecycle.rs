@@ -569,17 +569,15 @@ pub(crate) fn crash_part(
         return exec_fail_part(v, l, f, p, target);
     }
     if l.exits.iter().any(|e| unit_setup_failure(e)) {
+        let unit = l.comm.trim_matches(['(', ')']);
         p.summary = format!(
-            "{} fails before the app even runs (systemd setup: {}), so nothing serves {target}",
-            l.comm,
+            "unit {unit}'s process dies before the app even runs: {}, so nothing serves {target}",
             codes.join(", ")
         );
         p.fix = format!(
-            "fix the unit's setup that fails (journalctl -u {} -n 50): the WorkingDirectory= (200/CHDIR), User= \
-             (217/USER), or paths for PrivateTmp=/ReadWritePaths= (226/NAMESPACE) must exist; then systemctl \
-             daemon-reload && systemctl restart {}",
-            l.comm.trim_matches(['(', ')']),
-            l.comm.trim_matches(['(', ')'])
+            "fix the unit's setup that fails (journalctl -u {unit} -n 50): the WorkingDirectory= (200/CHDIR), \
+             User= (217/USER), or paths for PrivateTmp=/ReadWritePaths= (226/NAMESPACE) must exist; then \
+             systemctl daemon-reload && systemctl restart {unit}"
         );
     }
     p

@@ -1042,6 +1042,12 @@ fn systemd_200_chdir_is_crash_on_boot() {
     let vs = run(&es);
     let v = only(&vs, "crash-on-boot");
     assert!(has(v, "exit code 200 (systemd 200/CHDIR"), "{v:#?}");
+    assert!(
+        v.summary
+            .starts_with("unit myapp's process dies before the app even runs: exit code 200"),
+        "{}",
+        v.summary
+    );
     assert!(v.fix.contains("WorkingDirectory="), "{}", v.fix);
 }
 
