@@ -342,6 +342,11 @@ fn wrong_target(v: &View<'_>, a: &Agg) -> Option<Part> {
         // Something is there: a stale or foreign file, not a wrong path.
         return None;
     }
+    if live_listener(v, &a.target) {
+        // A live process listens on the very target (its file deleted, or bound in another
+        // mount namespace): the proxy points at the right place.
+        return None;
+    }
     let prior: BTreeSet<u32> =
         v.st.owners
             .iter()

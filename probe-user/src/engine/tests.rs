@@ -1188,6 +1188,42 @@ fn socket_in_another_mount_namespace() {
 }
 
 #[test]
+fn socket_in_another_mount_namespace_is_not_a_wrong_target() {
+    // Another app server listens elsewhere on the host: the proxy still points at the right
+    // socket, only in the wrong namespace.
+    let mut es = mount_ns_stream(APP_NS);
+    es.insert(
+        3,
+        facts(
+            T0,
+            FactsUpdate {
+                processes: vec![proc_info(
+                    300,
+                    1,
+                    "gunicorn",
+                    "gunicorn --bind 127.0.0.1:8000 other:app",
+                    999,
+                    &[999],
+                )],
+                listeners: Some(vec![
+                    listener("0.0.0.0:80", 100, "nginx"),
+                    listener("unix:/srv/sock/app.sock", 200, "gunicorn"),
+                    listener("127.0.0.1:8000", 300, "gunicorn"),
+                ]),
+                ..FactsUpdate::default()
+            },
+        ),
+    );
+    let vs = run(&es);
+    let v = only(&vs, "socket-missing");
+    assert!(
+        v.summary.contains("another mount namespace"),
+        "{}",
+        v.summary
+    );
+}
+
+#[test]
 fn same_mount_namespace_is_a_deleted_socket() {
     let vs = run(&mount_ns_stream(HOST_NS));
     let v = only(&vs, "socket-missing");
