@@ -110,10 +110,21 @@ fn record_shows_nginx_failed_connects_like_error_log() {
         "error.log: {log:?}"
     );
     let text = std::fs::read_to_string(&out).expect("record file");
+    // This stack's nginx: its master and workers (other tests may run an nginx meanwhile, and
+    // `nginx -t` looking up its user connects to nscd's socket).
+    let master = stack.nginx_pid.expect("nginx pid");
+    let mut ours = vec![u64::from(master)];
+    ours.extend(
+        std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u64>().ok()),
+    );
     let nginx_failures: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e["kind"] == "connect_failed" && e["comm"] == "nginx")
+        .filter(|e| e["pid"].as_u64().is_some_and(|p| ours.contains(&p)))
         .collect();
     assert!(
         nginx_failures.len() >= 3,
