@@ -63,6 +63,9 @@ pub struct Enricher<S: FactSource> {
     ticks: u64,
     /// Pids the periodic process scan has already looked at (only new pids are read).
     scanned: HashSet<u32>,
+    /// Proxies, app servers, listener owners and their children: the processes whose
+    /// anomalies matter (other processes on a host fail connects and exit all the time).
+    relevant: HashSet<u32>,
 }
 
 /// Keep re-reading listeners for this many ticks after an anomaly (a restart that comes back).
@@ -80,15 +83,23 @@ impl<S: FactSource> Enricher<S> {
             paths: HashMap::new(),
             listeners: None,
             netstat: None,
-            quiet_ticks: 0,
+            // The start-up snapshot has just read the listeners.
+            quiet_ticks: LISTENER_TICKS_AFTER_ANOMALY,
             ticks: 0,
             scanned: HashSet::new(),
+            relevant: HashSet::new(),
         }
     }
 
     fn remember(&mut self, p: ProcInfo, out: &mut Vec<ProcInfo>) {
         if self.known.len() >= MAX_KNOWN {
             self.known.clear();
+        }
+        if self.relevant.len() >= MAX_KNOWN {
+            self.relevant.clear();
+        }
+        if interesting(&p, &self.proxy_names) || self.relevant.contains(&p.ppid) {
+            self.relevant.insert(p.pid);
         }
         if self.known.insert(p.pid) {
             out.push(p);
@@ -174,11 +185,33 @@ impl<S: FactSource> Enricher<S> {
     }
 
     /// Facts the event needs that have not been sent yet.
+    /// Whether an event concerns a proxy or an upstream (the engine ignores the rest).
+    fn relevant(&self, ev: &Event) -> bool {
+        let by_name =
+            self.proxy_names.contains(&ev.comm) || APP_NAMES.iter().any(|n| ev.comm.starts_with(n));
+        by_name
+            || self.relevant.contains(&ev.pid)
+            || match &ev.body {
+                Body::Signal { target_pid, .. } => self.relevant.contains(target_pid),
+                Body::OomKill { .. } => true,
+                _ => false,
+            }
+    }
+
     pub fn before(&mut self, ev: &Event) -> Option<FactsUpdate> {
-        if !matches!(
-            ev.body,
-            Body::Exec { .. } | Body::Facts(_) | Body::Loss { .. }
-        ) {
+        let relevant = self.relevant(ev);
+        if relevant
+            && !matches!(
+                ev.body,
+                Body::Exec { .. } | Body::Facts(_) | Body::Loss { .. }
+            )
+        {
+            log::debug!(
+                "anomaly: {} from {}[{}]: re-reading listeners for a while",
+                ev.kind(),
+                ev.comm,
+                ev.pid
+            );
             self.quiet_ticks = 0;
         }
         let mut up = FactsUpdate::default();
@@ -186,7 +219,12 @@ impl<S: FactSource> Enricher<S> {
         match &ev.body {
             Body::ConnectFailed { target, .. } => {
                 want.push(ev.pid);
-                if let Some(path) = target.strip_prefix("unix:").filter(|p| p.starts_with('/')) {
+                if !relevant {
+                    // Not a proxy: no path walk, no listener re-read (they cost a walk of every
+                    // socket on the host).
+                } else if let Some(path) =
+                    target.strip_prefix("unix:").filter(|p| p.starts_with('/'))
+                {
                     // The path as the proxy sees it: in its own mount namespace.
                     self.note_ns(ev.pid, &mut up.mount_ns);
                     if self.walk(ev.pid, path, ev.mono_ns, &mut up) {

@@ -7,4 +7,5 @@ pub mod enrich;
 pub mod event;
 pub mod facts;
 pub mod metrics;
+pub mod sockdiag;
 pub mod sysfacts;

@@ -308,11 +308,19 @@ impl FactSource for SystemFacts {
         if let Ok(t) = std::fs::read_to_string("/proc/net/unix") {
             sockets.extend(parse_proc_net_unix(&t));
         }
-        if let Ok(t) = std::fs::read_to_string("/proc/net/tcp") {
-            sockets.extend(parse_proc_net_tcp(&t, false));
-        }
-        if let Ok(t) = std::fs::read_to_string("/proc/net/tcp6") {
-            sockets.extend(parse_proc_net_tcp(&t, true));
+        // TCP listeners from sock_diag (filtered in the kernel); /proc/net/tcp{,6} as a fallback.
+        if let (Ok(v4), Ok(v6)) = (
+            crate::sockdiag::tcp_listeners(2),
+            crate::sockdiag::tcp_listeners(10),
+        ) {
+            sockets.extend(v4.into_iter().chain(v6).map(|l| (l.target, l.inode)));
+        } else {
+            if let Ok(t) = std::fs::read_to_string("/proc/net/tcp") {
+                sockets.extend(parse_proc_net_tcp(&t, false));
+            }
+            if let Ok(t) = std::fs::read_to_string("/proc/net/tcp6") {
+                sockets.extend(parse_proc_net_tcp(&t, true));
+            }
         }
         sockets
             .into_iter()
