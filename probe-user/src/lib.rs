@@ -6,6 +6,7 @@ pub mod engine;
 pub mod enrich;
 pub mod event;
 pub mod facts;
+mod fuzz;
 pub mod metrics;
 pub mod sockdiag;
 pub mod sysfacts;
