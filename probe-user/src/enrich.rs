@@ -9,22 +9,10 @@ use crate::{
     facts::{FactSource, FactsUpdate, Listener, MountNs, Netstat, ProcInfo},
 };
 
-/// Process names of the reverse proxies gwtrace knows.
-pub const PROXY_NAMES: &[&str] = &[
-    "nginx", "caddy", "haproxy", "httpd", "apache2", "envoy", "traefik",
-];
-/// Process names of common upstream app servers (and interpreters they run under).
-pub const APP_NAMES: &[&str] = &[
-    "gunicorn",
-    "uvicorn",
-    "uwsgi",
-    "php-fpm",
-    "hypercorn",
-    "daphne",
-    "puma",
-    "unicorn",
-    "waitress",
-];
+/// Process names of the reverse proxies gwtrace knows (the engine's list: one list for both).
+pub const PROXY_NAMES: &[&str] = &crate::engine::DEFAULT_PROXY_NAMES;
+/// Process names of common upstream app servers (the engine's list).
+pub const APP_NAMES: &[&str] = &crate::engine::APP_SERVERS;
 
 /// Whether a process looks like a proxy or an app server worth remembering.
 fn interesting(p: &ProcInfo, proxy_names: &[String]) -> bool {

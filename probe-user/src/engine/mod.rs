@@ -27,6 +27,7 @@ mod view;
 mod tests;
 
 pub use render::render_human;
+pub use view::APP_SERVERS;
 
 pub(crate) use predict::{Probe, Reach};
 pub(crate) use state::Creds;

@@ -9,7 +9,7 @@ use super::target::covers;
 use super::text::{fmt_dur, fmt_ns, signal_label};
 
 /// App servers recognised by process name or command line.
-pub(crate) const APP_SERVERS: [&str; 9] = [
+pub const APP_SERVERS: [&str; 9] = [
     "gunicorn",
     "uvicorn",
     "uwsgi",
