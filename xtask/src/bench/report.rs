@@ -92,7 +92,12 @@ pub fn environment(bin: &Path, _opts: &Opts) -> Env {
         cpu_model,
         cpus,
         commit,
-        bin: bin.display().to_string(),
+        // Relative to the repository, so results committed from any checkout read the same.
+        bin: bin
+            .strip_prefix(crate::root())
+            .unwrap_or(bin)
+            .display()
+            .to_string(),
         tools,
     }
 }
