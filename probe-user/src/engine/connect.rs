@@ -218,7 +218,10 @@ type Base = fn(&View<'_>, &Agg) -> Part;
 fn outage(v: &View<'_>, loops: &[CrashLoop<'_>], a: &Agg, base: Base) -> Vec<Part> {
     let mut parts = Vec::new();
     let mut rest = a.clone();
-    if let Some(r) = find_restart(v, &a.target, a.worker) {
+    // A crash loop binds and loses the socket over and over: each short-lived listener is not a
+    // restart that came back.
+    let crash_loop = loop_for(loops, &a.target, a.first_ns, a.last_ns).is_some();
+    if !crash_loop && let Some(r) = find_restart(v, &a.target, a.worker) {
         let (lo, hi) = r.window();
         let (n, first, last) = a.split(lo, hi);
         if n > 0 {
