@@ -109,6 +109,23 @@ pub enum Body {
 }
 
 impl Event {
+    /// A `facts` line: what /proc showed at `mono_ns` (no task header: gwtrace read it).
+    #[must_use]
+    pub fn facts(ts: String, mono_ns: u64, up: FactsUpdate) -> Self {
+        Self {
+            v: SCHEMA_VERSION,
+            ts,
+            mono_ns,
+            pid: 0,
+            tid: 0,
+            comm: String::new(),
+            uid: 0,
+            gid: 0,
+            cgroup_id: 0,
+            body: Body::Facts(up),
+        }
+    }
+
     /// The `kind` string of this event, as in JSON.
     #[must_use]
     pub fn kind(&self) -> &'static str {

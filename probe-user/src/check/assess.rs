@@ -17,7 +17,7 @@ use crate::engine::{
     Creds, DEFAULT_PROXY_NAMES, Engine, EngineConfig, Probe, Reach, Verdict, app_server_in_cmdline,
     covers,
 };
-use crate::event::{Body, Event, SCHEMA_VERSION};
+use crate::event::Event;
 use crate::facts::{FactsUpdate, Listener, PathInfo, ProcInfo};
 
 /// A listen backlog below this is flagged (the old `net.core.somaxconn` default).
@@ -277,24 +277,17 @@ fn engine_for(proxy: &Proxy, world: &World) -> Engine {
         proxy_names: names,
         proxy_pids: proxy.pids.clone(),
     });
-    engine.feed(&Event {
-        v: SCHEMA_VERSION,
-        ts: String::new(),
-        mono_ns: world.now_ns,
-        pid: 0,
-        tid: 0,
-        comm: String::new(),
-        uid: 0,
-        gid: 0,
-        cgroup_id: 0,
-        body: Body::Facts(FactsUpdate {
+    engine.feed(&Event::facts(
+        String::new(),
+        world.now_ns,
+        FactsUpdate {
             processes: world.processes.clone(),
             listeners: Some(world.listeners.clone()),
             paths: world.paths.clone(),
             proxies: proxy.pids.clone(),
             ..FactsUpdate::default()
-        }),
-    });
+        },
+    ));
     engine
 }
 

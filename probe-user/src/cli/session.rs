@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use gwtrace::{
     capture::{Capture, Counters, Hooks},
     enrich::Enricher,
-    event::{Body, Event, SCHEMA_VERSION, monotonic_ns},
+    event::{Body, Event, monotonic_ns},
     sysfacts::SystemFacts,
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -221,18 +221,7 @@ fn facts_event(
     mono_ns: u64,
     up: gwtrace::facts::FactsUpdate,
 ) -> Event {
-    Event {
-        v: SCHEMA_VERSION,
-        ts: clock.rfc3339(mono_ns),
-        mono_ns,
-        pid: 0,
-        tid: 0,
-        comm: String::new(),
-        uid: 0,
-        gid: 0,
-        cgroup_id: 0,
-        body: Body::Facts(up),
-    }
+    Event::facts(clock.rfc3339(mono_ns), mono_ns, up)
 }
 
 /// Opens an output file safely: created 0600, never through a symlink, never over an existing
