@@ -40,6 +40,7 @@ fn event(mono_ns: u64, pid: u32, comm: &str, body: Body) -> Event {
         uid: 33,
         gid: 33,
         cgroup_id: 1,
+        origin: None,
         body,
     }
 }

@@ -252,6 +252,21 @@ fn every_kind() -> Vec<Event> {
         *cmdline = Some("gunicorn --bind unix:/run/app/app.sock app:app".into());
     }
     events.push(with_cmdline);
+    // The live session attributes each event to its cgroup, unit, container and pod.
+    let id = "4f3c2b1a00112233445566778899aabbccddeeff00112233445566778899aabb";
+    for path in [
+        "/system.slice/nginx.service".to_owned(),
+        format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0b5e8a3c_1d2e_4f60_8a9b_0c1d2e3f4a5b.slice/cri-containerd-{id}.scope"
+        ),
+        "/".to_owned(),
+    ] {
+        let mut e = events[0].clone();
+        e.origin = Some(std::sync::Arc::new(gwtrace::origin::Origin::from_path(
+            &path,
+        )));
+        events.push(e);
+    }
     for reason in [
         "ringbuf_full",
         "map_full",
@@ -273,6 +288,7 @@ fn every_kind() -> Vec<Event> {
             uid: 0,
             gid: 0,
             cgroup_id: 0,
+            origin: None,
             body,
         });
     }

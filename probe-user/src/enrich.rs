@@ -383,6 +383,7 @@ mod tests {
             uid: 0,
             gid: 0,
             cgroup_id: 0,
+            origin: None,
             body,
         }
     }

@@ -7,8 +7,10 @@ use probe_common::{
 };
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use crate::facts::FactsUpdate;
+use crate::origin::Origin;
 
 /// Version of the JSON lines schema. Readers reject lines with a greater version.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -36,6 +38,10 @@ pub struct Event {
     pub gid: u32,
     #[serde(default)]
     pub cgroup_id: u64,
+    /// The task's cgroup path and the systemd unit, container and pod it names (live capture
+    /// fills it in; absent on `facts` and `loss` lines and when the process was never seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Arc<Origin>>,
     #[serde(flatten)]
     pub body: Body,
 }
@@ -122,6 +128,7 @@ impl Event {
             uid: 0,
             gid: 0,
             cgroup_id: 0,
+            origin: None,
             body: Body::Facts(up),
         }
     }
@@ -309,6 +316,7 @@ impl Decoder {
             uid: raw.uid,
             gid: raw.gid,
             cgroup_id: raw.cgroup_id,
+            origin: None,
             body,
         })
     }

@@ -67,7 +67,8 @@ pub struct ProcInfo {
     /// Supplementary groups.
     #[serde(default)]
     pub groups: Vec<u32>,
-    /// cgroup path (v2 unified, else the memory controller's, else the first line).
+    /// The most telling cgroup path ([`crate::origin::best_path`]: v2 unless it is the root, then
+    /// systemd's v1 hierarchy, then the memory controller's).
     #[serde(default)]
     pub cgroup: String,
     /// Boot-relative start time in ns (from /proc/PID/stat starttime), to tell pid reuse apart.

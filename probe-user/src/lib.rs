@@ -8,5 +8,6 @@ pub mod event;
 pub mod facts;
 mod fuzz;
 pub mod metrics;
+pub mod origin;
 pub mod sockdiag;
 pub mod sysfacts;

@@ -582,6 +582,7 @@ mod tests {
             uid: 0,
             gid: 0,
             cgroup_id: 1,
+            origin: None,
             body,
         }
     }
@@ -840,8 +841,7 @@ mod tests {
             last_seen_ns,
             rate_per_s: 1.0,
             summary: String::new(),
-            evidence: Vec::new(),
-            fix: String::new(),
+            ..Verdict::default()
         }
     }
 

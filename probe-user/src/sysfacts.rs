@@ -261,20 +261,7 @@ impl SystemFacts {
             })
             .unwrap_or_default();
         let cgroup = std::fs::read_to_string(base.join("cgroup")).unwrap_or_default();
-        let cgroup = cgroup
-            .lines()
-            .find(|l| l.starts_with("0::"))
-            .or_else(|| {
-                cgroup.lines().find(|l| {
-                    l.split(':')
-                        .nth(1)
-                        .is_some_and(|c| c.split(',').any(|c| c == "memory"))
-                })
-            })
-            .or_else(|| cgroup.lines().next())
-            .and_then(|l| l.splitn(3, ':').nth(2))
-            .unwrap_or_default()
-            .to_owned();
+        let cgroup = crate::origin::best_path(&cgroup).to_owned();
         let start_ns = std::fs::read_to_string(base.join("stat"))
             .ok()
             .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_owned()))

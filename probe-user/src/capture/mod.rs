@@ -299,6 +299,7 @@ pub fn loss_event(clock: &Clock, mono_ns: u64, reason: &str, count: u64) -> Even
         uid: 0,
         gid: 0,
         cgroup_id: 0,
+        origin: None,
         body: Body::Loss {
             reason: reason.to_owned(),
             count,

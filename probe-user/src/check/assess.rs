@@ -304,8 +304,7 @@ fn warning(proxy: &Proxy, world: &World, cause: &str, target: &str) -> Verdict {
         last_seen_ns: world.now_ns,
         rate_per_s: 0.0,
         summary: String::new(),
-        evidence: Vec::new(),
-        fix: String::new(),
+        ..Verdict::default()
     }
 }
 

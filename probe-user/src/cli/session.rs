@@ -14,6 +14,7 @@ use gwtrace::{
     capture::{Capture, Counters, Hooks},
     enrich::Enricher,
     event::{Body, Event, monotonic_ns},
+    origin::Resolver,
     sysfacts::SystemFacts,
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -125,6 +126,7 @@ pub fn run_with_counters(
         started.elapsed().as_millis()
     );
     let mut enricher = Enricher::new(SystemFacts::new(), opts.proxy_names.clone());
+    let mut origins = Resolver::system();
     let mut stats = Stats::default();
     let clock = capture.clock();
     let mut emit = |ev: &Event, stats: &mut Stats| -> anyhow::Result<()> {
@@ -152,7 +154,7 @@ pub fn run_with_counters(
         let stopped_by = loop {
             tokio::select! {
                 _ = drain.tick() => {
-                    drain_once(&mut capture, &mut enricher, &clock, &mut stats, &mut emit)?;
+                    drain_once(&mut capture, &mut enricher, &mut origins, &clock, &mut stats, &mut emit)?;
                 }
                 _ = tick.tick() => {
                     let now = monotonic_ns();
@@ -176,7 +178,14 @@ pub fn run_with_counters(
         anyhow::Ok(stopped_by)
     })?;
     // Final drain: nothing the kernel delivered is left behind.
-    drain_once(&mut capture, &mut enricher, &clock, &mut stats, &mut emit)?;
+    drain_once(
+        &mut capture,
+        &mut enricher,
+        &mut origins,
+        &clock,
+        &mut stats,
+        &mut emit,
+    )?;
     let now = monotonic_ns();
     for ev in capture.loss_events(now) {
         emit(&ev, &mut stats)?;
@@ -194,6 +203,7 @@ pub fn run_with_counters(
 fn drain_once(
     capture: &mut Capture,
     enricher: &mut Enricher<SystemFacts>,
+    origins: &mut Resolver,
     clock: &gwtrace::event::Clock,
     stats: &mut Stats,
     emit: &mut impl FnMut(&Event, &mut Stats) -> anyhow::Result<()>,
@@ -201,6 +211,12 @@ fn drain_once(
     let mut batch = Vec::new();
     capture.drain(|ev| batch.push(ev));
     for mut ev in batch {
+        // Attribution first: an exiting process is still readable in /proc (or by its cgroup
+        // id) now, and its pid may be reused once it is gone.
+        ev.origin = origins.resolve(ev.pid, ev.cgroup_id, ev.mono_ns);
+        if matches!(ev.body, Body::ProcessExit { .. }) {
+            origins.forget(ev.pid);
+        }
         if let Some(up) = enricher.before(&ev) {
             if let Body::Exec { cmdline, .. } = &mut ev.body {
                 *cmdline = up

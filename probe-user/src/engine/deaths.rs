@@ -151,7 +151,7 @@ fn timeouts(v: &View<'_>, victims: &mut Victims, out: &mut Vec<Part>) {
         }
         let id = who(v, victim, &abrt.target_comm);
         masters.insert((id.0.key.clone(), id.1.clone()), abrt.sender_pid);
-        parts.add(id, abrt.ns, vec![line]);
+        parts.add(id, abrt.ns, vec![line]).upstream_pid = Some(victim);
     }
     parts.finish(out, |p| {
         let master = masters.get(&(p.proxy.key.clone(), p.target.clone())).copied().unwrap_or(0);
@@ -209,7 +209,7 @@ fn ooms(v: &View<'_>, victims: &mut Victims, out: &mut Vec<Part>) {
         let (cg, lines) = oom_lines(v, o);
         let id = who(v, o.victim_pid, &o.victim_comm);
         limits.insert((id.0.key.clone(), id.1.clone()), cg);
-        parts.add(id, o.ns, lines);
+        parts.add(id, o.ns, lines).upstream_pid = Some(o.victim_pid);
     }
     parts.finish(out, |p| {
         let cg = limits.get(&(p.proxy.key.clone(), p.target.clone())).cloned().unwrap_or_default();
@@ -302,7 +302,7 @@ fn crashes(v: &View<'_>, victims: &Victims, out: &mut Vec<Part>) {
     }
     let mut parts = Parts::new("worker-crashed");
     for (pid, (ns, comm, line)) in found {
-        parts.add(who(v, pid, &comm), ns, vec![line]);
+        parts.add(who(v, pid, &comm), ns, vec![line]).upstream_pid = Some(pid);
     }
     parts.finish(out, |p| {
         p.summary = format!("{} upstream worker(s) crashed (a fault in the app or a native extension)", p.count);

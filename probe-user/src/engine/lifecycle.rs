@@ -550,6 +550,7 @@ pub(crate) fn crash_part(
     nothing_listens: &str,
 ) -> Part {
     let mut p = Part::new("crash-on-boot", proxy, target);
+    p.upstream_pid = l.exits.last().map(|e| e.proc.pid);
     let codes: BTreeSet<i32> = l.exits.iter().filter_map(|e| e.exit_code).collect();
     let codes: Vec<String> = codes.into_iter().map(|c| exit_label(c, l.app)).collect();
     p.summary = format!(
@@ -747,6 +748,7 @@ pub(crate) fn restart_part(
     (count, first_ns, last_ns): (u64, u64, u64),
 ) -> Part {
     let mut p = Part::new("upstream-restarting", proxy, target);
+    p.upstream_pid = Some(r.new_pid);
     p.count = count;
     p.first_ns = first_ns;
     p.last_ns = last_ns;

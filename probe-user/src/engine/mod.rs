@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
+use crate::origin::Origin;
 
 mod connect;
 mod deaths;
@@ -105,12 +106,20 @@ impl Engine {
                 parts.push(p);
             }
         }
-        report::merge(
+        let mut out = report::merge(
             parts,
             now_mono_ns,
             self.state.lost,
             &self.state.loss_reasons,
-        )
+        );
+        for verdict in &mut out {
+            verdict.proxy_origin = v.proxy_origin(verdict.proxy_pid);
+            verdict.upstream_pid = verdict
+                .upstream_pid
+                .or_else(|| v.last_owner(&verdict.target));
+            verdict.upstream_origin = verdict.upstream_pid.and_then(|p| v.origin(p));
+        }
+        out
     }
 
     /// For each pid, whether the engine counts that process as an upstream (it or an ancestor
@@ -124,7 +133,7 @@ impl Engine {
 }
 
 /// One established root cause of the proxy's 502s (or 504s), deduplicated by (cause, proxy, target).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     /// Stable cause id: `socket-missing`, `stale-socket`, `upstream-not-listening`, `wrong-target`,
     /// `socket-permission`, `backlog-full`, `crash-on-boot`, `worker-timeout`, `worker-oom-killed`,
@@ -151,4 +160,14 @@ pub struct Verdict {
     pub evidence: Vec<String>,
     /// The fix, in one or two lines.
     pub fix: String,
+    /// Where the proxy worker runs: cgroup, systemd unit, container, pod (when known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_origin: Option<Origin>,
+    /// The upstream process behind the verdict: the dead worker, the crashing app, the last
+    /// owner of the target's listener (when known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_pid: Option<u32>,
+    /// Where that upstream process runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_origin: Option<Origin>,
 }

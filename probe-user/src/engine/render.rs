@@ -64,6 +64,20 @@ pub fn render_human(v: &Verdict, color: bool) -> String {
         "{head}{} {}{reset} proxy {proxy} -> {}: {} ({count}{span})",
         v.status, v.cause, v.target, v.summary
     );
+    let mut runs = Vec::new();
+    if let Some(o) = v.proxy_origin.as_ref().filter(|o| !o.is_root()) {
+        runs.push(format!("proxy in {}", o.label()));
+    }
+    if let Some(o) = v.upstream_origin.as_ref().filter(|o| !o.is_root()) {
+        let pid = v
+            .upstream_pid
+            .map(|p| format!(" pid {p}"))
+            .unwrap_or_default();
+        runs.push(format!("upstream{pid} in {}", o.label()));
+    }
+    if !runs.is_empty() {
+        let _ = write!(out, "\n  {dim}where:{reset} {}", runs.join("; "));
+    }
     for e in &v.evidence {
         let _ = write!(out, "\n  {dim}evidence:{reset} {e}");
     }

@@ -26,6 +26,8 @@ pub(crate) struct Part {
     pub fix: String,
     /// The crash loop (family key) this part explained, so it is not reported again alone.
     pub crash_family: Option<String>,
+    /// The upstream process behind it (the dead worker, the crashing app), when one is known.
+    pub upstream_pid: Option<u32>,
 }
 
 impl Part {
@@ -43,6 +45,7 @@ impl Part {
             evidence: Vec::new(),
             fix: String::new(),
             crash_family: None,
+            upstream_pid: None,
         }
     }
 }
@@ -70,6 +73,7 @@ pub(crate) fn merge(
                 m.first_ns = m.first_ns.min(p.first_ns);
                 m.last_ns = m.last_ns.max(p.last_ns);
                 m.count += p.count;
+                m.upstream_pid = m.upstream_pid.or(p.upstream_pid);
                 if p.count > *biggest {
                     // The largest group's wording leads; its evidence goes first.
                     *biggest = p.count;
@@ -109,6 +113,9 @@ pub(crate) fn merge(
                 summary: p.summary,
                 evidence,
                 fix: p.fix,
+                proxy_origin: None,
+                upstream_pid: p.upstream_pid,
+                upstream_origin: None,
             }
         })
         .collect();

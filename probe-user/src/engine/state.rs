@@ -312,6 +312,9 @@ impl State {
         }
         let p = self.touch_pid(ev.pid, &ev.comm, ev.mono_ns);
         p.event_creds = Some((ev.uid, ev.gid));
+        if let Some(o) = ev.origin.as_deref().filter(|o| !o.is_root()) {
+            o.cgroup.clone_into(&mut p.cgroup);
+        }
     }
 
     fn touch_pid(&mut self, pid: u32, comm: &str, ns: u64) -> &mut Proc {

@@ -7,6 +7,7 @@ use super::EngineConfig;
 use super::state::{ExitRecord, Proc, State};
 use super::target::covers;
 use super::text::{fmt_dur, fmt_ns, signal_label};
+use crate::origin::Origin;
 
 /// App servers recognised by process name or command line.
 pub const APP_SERVERS: [&str; 9] = [
@@ -384,6 +385,47 @@ impl<'a> View<'a> {
                     .lineage(pid)
                     .iter()
                     .any(|p| !self.owned_targets(p.pid).is_empty()))
+    }
+
+    /// Where a process runs (from its cgroup path), when known.
+    pub(crate) fn origin(&self, pid: u32) -> Option<Origin> {
+        let cg = self
+            .proc(pid)
+            .map(|p| p.cgroup.as_str())
+            .filter(|c| !c.is_empty())
+            .or_else(|| {
+                self.exit_of(pid)
+                    .map(|e| e.proc.cgroup.as_str())
+                    .filter(|c| !c.is_empty())
+            })?;
+        Some(Origin::from_path(cg))
+    }
+
+    /// Where a proxy runs: its own origin, else a worker's (a master named by facts alone has
+    /// none; its workers carry one on their failed connects).
+    pub(crate) fn proxy_origin(&self, pid: u32) -> Option<Origin> {
+        self.origin(pid).or_else(|| {
+            let mut kids: Vec<u32> = self
+                .st
+                .procs
+                .values()
+                .filter(|p| p.ppid == Some(pid) && !p.cgroup.is_empty())
+                .map(|p| p.pid)
+                .collect();
+            kids.sort_unstable();
+            kids.first().and_then(|&k| self.origin(k))
+        })
+    }
+
+    /// The process seen owning a listener that covers `target` most recently.
+    pub(crate) fn last_owner(&self, target: &str) -> Option<u32> {
+        self.st
+            .owners
+            .iter()
+            .filter(|(t, _)| covers(t, target))
+            .flat_map(|(_, os)| os.iter())
+            .max_by_key(|o| o.last_ns)
+            .map(|o| o.pid)
     }
 
     /// The latest exit of this pid, if seen.
