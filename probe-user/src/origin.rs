@@ -73,6 +73,10 @@ fn pod_of(component: &str) -> Option<String> {
 impl Origin {
     /// What one cgroup path says.
     #[must_use]
+    #[expect(
+        clippy::case_sensitive_file_extension_comparisons,
+        reason = "systemd unit suffixes are lower case by definition"
+    )]
     pub fn from_path(cgroup: &str) -> Self {
         let comps: Vec<&str> = cgroup.split('/').filter(|c| !c.is_empty()).collect();
         let unit = comps

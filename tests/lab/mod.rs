@@ -83,6 +83,12 @@ pub struct Stack {
     pub nginx_pid: Option<u32>,
     cgroup: Option<PathBuf>,
     netns: Vec<String>,
+    /// Programs started inside a cgroup: (program name, cgroup directory).
+    placements: Vec<(String, PathBuf)>,
+    /// cgroup directories this stack created, removed deepest first.
+    made_cgroups: Vec<PathBuf>,
+    /// Where gwtrace keeps the raw events of the run (`--record`), if anywhere.
+    pub record: Option<PathBuf>,
 }
 
 /// A TCP port nothing listens on right now (bound and released).
@@ -125,6 +131,9 @@ impl Stack {
             nginx_pid: None,
             cgroup: None,
             netns: Vec::new(),
+            placements: Vec::new(),
+            made_cgroups: Vec::new(),
+            record: None,
         })
     }
 
@@ -133,8 +142,65 @@ impl Stack {
         self.dir.join(p)
     }
 
+    /// Creates a cgroup (path relative to the cgroup v2 root, else systemd's v1 hierarchy) that
+    /// the stack removes when it ends.
+    pub fn make_cgroup(&mut self, rel: &str) -> anyhow::Result<PathBuf> {
+        let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+        let root = mounts
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+            })
+            .or_else(|| {
+                mounts.lines().find_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    (f.get(2) == Some(&"cgroup")
+                        && f.get(3).is_some_and(|o| o.contains("name=systemd")))
+                    .then(|| PathBuf::from(f[1]))
+                })
+            })
+            .context("no cgroup2 mount and no systemd cgroup v1 hierarchy")?;
+        let mut dir = root;
+        for comp in rel.split('/').filter(|c| !c.is_empty()) {
+            dir.push(comp);
+            if !dir.exists() {
+                std::fs::create_dir(&dir)
+                    .with_context(|| format!("creating cgroup {}", dir.display()))?;
+                self.made_cgroups.push(dir.clone());
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Starts every later `program` inside cgroup `dir` (the shell moves itself, then execs it:
+    /// the pid and its children are in the cgroup from the first instruction).
+    pub fn place(&mut self, program: &str, dir: PathBuf) {
+        self.placements.push((program.to_owned(), dir));
+    }
+
     /// Starts a command in its own process group (so the whole tree can be ended by pgid).
     pub fn spawn(&mut self, cmd: &mut Command) -> anyhow::Result<u32> {
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        if let Some((_, dir)) = self.placements.iter().find(|(p, _)| *p == program) {
+            let mut w = Command::new("sh");
+            w.arg("-c")
+                .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+                .arg(dir)
+                .arg(&program)
+                .args(cmd.get_args());
+            for (k, v) in cmd.get_envs() {
+                match v {
+                    Some(v) => w.env(k, v),
+                    None => w.env_remove(k),
+                };
+            }
+            return self.spawn_direct(&mut w);
+        }
+        self.spawn_direct(cmd)
+    }
+
+    fn spawn_direct(&mut self, cmd: &mut Command) -> anyhow::Result<u32> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -310,6 +376,14 @@ impl Drop for Stack {
         }
         for ns in &self.netns {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        for cg in self.made_cgroups.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(cg).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -911,9 +985,9 @@ impl Stack {
 }
 
 /// gwtrace's stdout lines, timestamped as they arrive.
-type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
+pub type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
 
-fn start_gwtrace(
+pub fn start_gwtrace(
     bin: &Path,
     stack: &Stack,
     secs: u64,
@@ -928,7 +1002,9 @@ fn start_gwtrace(
         cmd.args(["--proxy", &pid.to_string()]);
     }
     // GWLAB_RECORD=DIR keeps each run's raw events (DIR/<scenario>.jsonl) for `gwtrace explain`.
-    if let Some(dir) = std::env::var_os("GWLAB_RECORD") {
+    if let Some(file) = &stack.record {
+        cmd.arg("--record").arg(file).arg("--force");
+    } else if let Some(dir) = std::env::var_os("GWLAB_RECORD") {
         let file = Path::new(&dir).join(format!("{}.jsonl", stack.name));
         cmd.arg("--record").arg(file).arg("--force");
     }
