@@ -41,6 +41,7 @@ fn connect_failed(target: &str, errno: i32, errno_name: &str, source: &str) -> B
         errno,
         errno_name: errno_name.to_owned(),
         source: source.to_owned(),
+        count: 1,
     }
 }
 
@@ -419,6 +420,75 @@ fn unix_missing_socket_is_enoent() {
         ev.body,
         connect_failed(&format!("unix:{path}"), 2, "ENOENT", "syscall")
     );
+}
+
+/// Many identical failures (one process, one target, one errno) leave the kernel folded: a few
+/// lines whose counts add up to exactly the failures the process saw, TCP (state machine) and
+/// unix (syscall) alike, and a second target is a key of its own.
+#[test]
+fn identical_failures_fold_into_counted_lines() {
+    const SCRIPT: &str = r"
+import socket, sys, time
+n, path, port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+fails = [0, 0]
+t0 = time.monotonic()
+for i in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+    except OSError:
+        fails[0] += 1
+    s.close()
+    if i % 10 == 0:
+        t = socket.socket()
+        try:
+            t.connect(('127.0.0.1', port))
+        except OSError:
+            fails[1] += 1
+        t.close()
+print(fails[0], fails[1])
+";
+    let Some(mut s) = Session::start("identical_failures_fold_into_counted_lines") else {
+        return;
+    };
+    let dir = tmpdir();
+    let path = dir.path().join("missing.sock");
+    let path = path_str(&path);
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .expect("bind 127.0.0.1:0")
+        .to_string();
+    let (pid, out) = Proc::run(&mut python(SCRIPT, &["20000", path, &port]));
+    let fails: Vec<u64> = out
+        .stdout
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(fails, [20_000, 2000], "{out:?}");
+    // Every residual is due within the fold window: wait it out.
+    s.settle(Duration::from_millis(300));
+    let sum = |target: &str| -> (u64, u64) {
+        s.involving(pid)
+            .into_iter()
+            .filter_map(|e| match &e.body {
+                Body::ConnectFailed {
+                    target: t, count, ..
+                } if e.pid == pid && t == target => Some(*count),
+                _ => None,
+            })
+            .fold((0, 0), |(n, lines), c| (n + c, lines + 1))
+    };
+    let (unix, unix_lines) = sum(&format!("unix:{path}"));
+    let (tcp, tcp_lines) = sum(&format!("127.0.0.1:{port}"));
+    assert_eq!(
+        (unix, tcp),
+        (20_000, 2000),
+        "failures counted (in {unix_lines} and {tcp_lines} lines) must equal the child's"
+    );
+    assert!(
+        (1..2000).contains(&unix_lines),
+        "unix failures folded into {unix_lines} lines"
+    );
+    assert!((1..2000).contains(&tcp_lines), "{tcp_lines} lines");
 }
 
 #[test]

@@ -55,6 +55,7 @@ fn refused(mono_ns: u64, target: &str) -> Event {
             errno: 111,
             errno_name: "ECONNREFUSED".into(),
             source: "tcp_state".into(),
+            count: 1,
         },
     )
 }

@@ -20,6 +20,8 @@ pub const MAP_EXECS: &str = "GW_EXECS";
 pub const MAP_EXEC_FAIL: &str = "GW_EXEC_FAIL";
 /// Owner of each TCP socket in `SYN_SENT`, keyed by the kernel socket address.
 pub const MAP_TCP_OWNER: &str = "GW_TCP_OWNER";
+/// Identical failed connects folded in the kernel: [`FoldKey`] -> [`FoldVal`].
+pub const MAP_FOLD: &str = "GW_FOLD";
 /// Load-time global holding the tracepoint field offsets ([`Offsets`]).
 pub const GLOBAL_OFFSETS: &str = "GW_OFFSETS";
 
@@ -33,6 +35,14 @@ pub const CONNECTS_MAX: u32 = 8192;
 pub const EXECS_MAX: u32 = 2048;
 /// Bound of the TCP owner map.
 pub const TCP_OWNER_MAX: u32 = 8192;
+/// Bound of the fold map (distinct failing (process, target, errno, source) keys kept).
+pub const FOLD_MAX: u32 = 2048;
+/// A failing key is reported at most once per window; the failures in between are only counted,
+/// and the count travels with the key's next event (or the loader reads it from [`MAP_FOLD`]
+/// once the window has passed). Bounds how late a folded failure is delivered.
+pub const FOLD_WINDOW_NS: u64 = 20_000_000;
+/// Longest unix socket path (`sun_path`).
+pub const UNIX_PATH_MAX: usize = 108;
 /// Number of errno slots per counter family.
 pub const ERRNO_SLOTS: u32 = 160;
 
@@ -167,6 +177,68 @@ pub struct Owner {
     pub comm: [u8; 16],
 }
 
+/// What makes two failed connects the same (key of [`MAP_FOLD`]): the process, the errno, where it
+/// was seen and the full target. The kernel fills it, then copies it into the event; the loader
+/// rebuilds it from the event with [`FoldKey::of_event`] to read the count folded since.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FoldKey {
+    pub tgid: u32,
+    pub errno: i32,
+    pub family: u16,
+    pub port: u16,
+    pub source: u8,
+    /// Bytes of `path` in use (unix targets).
+    pub path_len: u8,
+    pub pad: u16,
+    pub addr: [u8; 16],
+    pub path: [u8; UNIX_PATH_MAX],
+}
+
+impl FoldKey {
+    /// The key of a failed-connect event (the kernel built the event from the key).
+    #[must_use]
+    pub fn of_event(ev: &RawEvent) -> Self {
+        let mut path = [0u8; UNIX_PATH_MAX];
+        let len = (ev.data_len as usize).min(UNIX_PATH_MAX);
+        path[..len].copy_from_slice(&ev.data[..len]);
+        Self {
+            tgid: ev.pid,
+            errno: ev.errno,
+            family: ev.family,
+            port: ev.port,
+            source: ev.source,
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "len <= UNIX_PATH_MAX (108)"
+            )]
+            path_len: len as u8,
+            pad: 0,
+            addr: ev.addr,
+            path,
+        }
+    }
+}
+
+/// Failures of one [`FoldKey`] (value of [`MAP_FOLD`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FoldVal {
+    /// Failures since the key was created (atomically incremented: several CPUs).
+    pub total: u64,
+    /// When the key's last event was emitted.
+    pub emitted_ns: u64,
+    /// When its last failure happened.
+    pub last_ns: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)` integers and byte arrays, no padding (size asserted below); any bits are valid.
+unsafe impl aya::Pod for FoldKey {}
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)` u64s only.
+unsafe impl aya::Pod for FoldVal {}
+
 /// Address family values carried in [`RawEvent::family`].
 pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
@@ -210,7 +282,8 @@ pub struct RawEvent {
     pub target_pid: u32,
     pub pad1: u32,
     /// Kind-specific extras. Signal: `code`, `group`, `result`. OOM: `total_vm`, `anon_rss`,
-    /// `file_rss`, `shmem_rss` (kB). Connect: the socket fd in `aux[0]`.
+    /// `file_rss`, `shmem_rss` (kB). Connect: the socket fd in `aux[0]` (syscall source), the
+    /// key's cumulative failure count ([`FoldVal::total`]) in `aux[1]`.
     pub aux: [u64; 4],
     /// Signal target's or OOM victim's comm.
     pub target_comm: [u8; 16],
@@ -219,5 +292,7 @@ pub struct RawEvent {
 }
 
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 272);
+const _: () = assert!(core::mem::size_of::<FoldKey>() == 140);
+const _: () = assert!(core::mem::size_of::<FoldVal>() == 24);
 const _: () = assert!(core::mem::size_of::<Owner>() == 48);
 const _: () = assert!(core::mem::size_of::<ConnectArgs>() == 16);

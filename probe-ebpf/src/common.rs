@@ -8,9 +8,12 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
-    CNT_LOST_RINGBUF, CONNECTS_MAX, ConnectArgs, ERRNO_SLOTS, EXECS_MAX, ExecFail, NUM_COUNTERS,
-    Offsets, Owner, RING_BYTES, RawEvent, TCP_OWNER_MAX,
+    CNT_LOST_RINGBUF, CONNECTS_MAX, ConnectArgs, ERRNO_SLOTS, EXECS_MAX, ExecFail, FoldKey,
+    KIND_CONNECT_FAILED, NUM_COUNTERS, Offsets, Owner, RING_BYTES, RawEvent, TCP_OWNER_MAX,
+    UNIX_PATH_MAX,
 };
+
+use crate::fold::fold;
 
 // Map names are the statics' names; they equal the `MAP_*` consts of probe-common.
 #[map]
@@ -126,4 +129,28 @@ pub fn emit(kind: u32, owner: &Owner, fill: impl FnOnce(&mut RawEvent)) {
     ev.comm = owner.comm;
     fill(ev);
     entry.submit(BPF_RB_NO_WAKEUP);
+}
+
+/// Reports a failed connect unless it folds into its key's current window (see `fold`): the
+/// event is the key's copy, with the key's running count in `aux[1]` and `aux0` in `aux[0]`.
+#[inline(always)]
+pub fn emit_failure(key: &FoldKey, owner: &Owner, aux0: u64) {
+    let Some(total) = fold(key, owner.ktime_ns) else {
+        return;
+    };
+    emit(KIND_CONNECT_FAILED, owner, |ev| {
+        ev.errno = key.errno;
+        ev.family = key.family;
+        ev.port = key.port;
+        ev.source = key.source;
+        ev.addr = key.addr;
+        ev.data_len = u16::from(key.path_len);
+        // SAFETY: both arrays are at least UNIX_PATH_MAX bytes and do not overlap (one is in the
+        // ring buffer, the other in the per-CPU scratch map).
+        unsafe {
+            core::ptr::copy_nonoverlapping(key.path.as_ptr(), ev.data.as_mut_ptr(), UNIX_PATH_MAX);
+        }
+        ev.aux[0] = aux0;
+        ev.aux[1] = total;
+    });
 }

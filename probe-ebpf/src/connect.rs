@@ -9,18 +9,19 @@ use aya_ebpf::{
 };
 use probe_common::{
     AF_INET, AF_INET6, AF_UNIX, CNT_CONNECT_FAILED, CNT_CONNECT_INPROGRESS, CNT_CONNECT_OK,
-    CNT_LOST_MAP_FULL, CNT_LOST_READ, CONNECTS_MAX, ConnectArgs, KIND_CONNECT_FAILED,
-    SOURCE_SYSCALL,
+    CNT_LOST_MAP_FULL, CNT_LOST_READ, CONNECTS_MAX, ConnectArgs, SOURCE_SYSCALL, UNIX_PATH_MAX,
 };
 
-use crate::common::{GW_CONNECTS, count, count_errno, current_is_self, current_owner, emit, off};
+use crate::{
+    common::{GW_CONNECTS, count, count_errno, current_is_self, current_owner, emit_failure, off},
+    fold::scratch_key,
+};
 
 const EINPROGRESS: u32 = 115;
 const EALREADY: u32 = 114;
 const EISCONN: u32 = 106;
 const ECONNREFUSED: u32 = 111;
 const ETIMEDOUT: u32 = 110;
-const UNIX_PATH_MAX: usize = 108;
 
 /// What `sock_state` saw of a thread's in-flight TCP connect(), by thread id: its socket entered
 /// SYN_SENT ([`SEEN_SYN_SENT`]), then maybe closed again inside connect() without a socket error
@@ -124,38 +125,40 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     let owner = current_owner();
-    emit(KIND_CONNECT_FAILED, &owner, |ev| {
-        ev.errno = errno as i32;
-        ev.family = family;
-        ev.source = SOURCE_SYSCALL;
-        ev.aux[0] = u64::from(args.fd);
-        // SAFETY (all reads below): user memory read through the fallible helper, into fixed-size
-        // destinations inside the event.
-        if family == AF_INET {
-            if let Ok(port) = unsafe { bpf_probe_read_user::<u16>(uaddr.add(2).cast()) } {
-                ev.port = u16::from_be(port);
-            }
-            if unsafe { bpf_probe_read_user_buf(uaddr.add(4), &mut ev.addr[..4]) }.is_err() {
-                count(CNT_LOST_READ);
-            }
-        } else if family == AF_INET6 {
-            if let Ok(port) = unsafe { bpf_probe_read_user::<u16>(uaddr.add(2).cast()) } {
-                ev.port = u16::from_be(port);
-            }
-            if unsafe { bpf_probe_read_user_buf(uaddr.add(8), &mut ev.addr) }.is_err() {
-                count(CNT_LOST_READ);
-            }
-        } else if family == AF_UNIX {
-            let len = (args.addrlen as usize).saturating_sub(2);
-            let len = len.min(UNIX_PATH_MAX);
-            // Only the `addrlen` bytes the caller passed: an address sized to its path (SUN_LEN)
-            // can end right before an unmapped page.
-            if unsafe { bpf_probe_read_user_buf(uaddr.add(2), &mut ev.data[..len]) }.is_ok() {
-                ev.data_len = len as u16;
-            } else {
-                count(CNT_LOST_READ);
-            }
+    let Some(key) = scratch_key() else {
+        return Err(());
+    };
+    key.tgid = owner.pid;
+    key.errno = errno as i32;
+    key.family = family;
+    key.source = SOURCE_SYSCALL;
+    // SAFETY (all reads below): user memory read through the fallible helper, into fixed-size
+    // destinations inside the key.
+    if family == AF_INET {
+        if let Ok(port) = unsafe { bpf_probe_read_user::<u16>(uaddr.add(2).cast()) } {
+            key.port = u16::from_be(port);
         }
-    });
+        if unsafe { bpf_probe_read_user_buf(uaddr.add(4), &mut key.addr[..4]) }.is_err() {
+            count(CNT_LOST_READ);
+        }
+    } else if family == AF_INET6 {
+        if let Ok(port) = unsafe { bpf_probe_read_user::<u16>(uaddr.add(2).cast()) } {
+            key.port = u16::from_be(port);
+        }
+        if unsafe { bpf_probe_read_user_buf(uaddr.add(8), &mut key.addr) }.is_err() {
+            count(CNT_LOST_READ);
+        }
+    } else if family == AF_UNIX {
+        let len = (args.addrlen as usize).saturating_sub(2);
+        let len = len.min(UNIX_PATH_MAX);
+        // Only the `addrlen` bytes the caller passed: an address sized to its path (SUN_LEN)
+        // can end right before an unmapped page.
+        if unsafe { bpf_probe_read_user_buf(uaddr.add(2), &mut key.path[..len]) }.is_ok() {
+            key.path_len = len as u8;
+        } else {
+            count(CNT_LOST_READ);
+        }
+    }
+    emit_failure(key, &owner, u64::from(args.fd));
     Ok(())
 }

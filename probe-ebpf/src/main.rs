@@ -3,12 +3,14 @@
 //! become ring-buffer events, and no event wakes userspace (it drains on a short timer).
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod accept;
 mod common;
 mod connect;
 mod exec;
 mod exit;
+mod fold;
 mod oom;
 mod signal;
 mod sock_state;

@@ -10,14 +10,16 @@ use aya_ebpf::{
 };
 use probe_common::{
     AF_INET, CNT_LOST_MAP_FULL, CNT_LOST_TCP_OWNER, CNT_TCP_ABANDONED, CNT_TCP_ESTABLISHED,
-    CNT_TCP_FAILED, KIND_CONNECT_FAILED, SOURCE_TCP_ABANDONED, SOURCE_TCP_STATE,
+    CNT_TCP_FAILED, SOURCE_TCP_ABANDONED, SOURCE_TCP_STATE,
 };
 
 use crate::{
     common::{
-        GW_CONNECTS, GW_TCP_OWNER, count, count_errno, current_is_self, current_owner, emit, off,
+        GW_CONNECTS, GW_TCP_OWNER, count, count_errno, current_is_self, current_owner,
+        emit_failure, off,
     },
     connect::{GW_CONNECT_TCP, SEEN_CLOSED_IN_CALL, SEEN_SYN_SENT},
+    fold::scratch_key,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -126,27 +128,28 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ()> {
             ctx.read_at::<u16>(off!(ss_dport)).map_err(|_| ())?,
         )
     };
-    let mut addr = [0u8; 16];
+    let Some(key) = scratch_key() else {
+        return Err(());
+    };
+    key.tgid = owner.pid;
+    key.errno = errno;
+    key.family = family;
+    key.port = dport;
+    key.source = source;
     // SAFETY: offsets from tracefs; fixed-size reads.
     unsafe {
         if family == AF_INET {
             if let Ok(a) = ctx.read_at::<[u8; 4]>(off!(ss_daddr)) {
-                addr[..4].copy_from_slice(&a);
+                key.addr[..4].copy_from_slice(&a);
             }
         } else if let Ok(a) = ctx.read_at::<[u8; 16]>(off!(ss_daddr_v6)) {
-            addr = a;
+            key.addr = a;
         }
     }
     let mut owner = owner;
     // The failure time is now, not when the connect started.
     // SAFETY: helper without preconditions.
     owner.ktime_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-    emit(KIND_CONNECT_FAILED, &owner, |ev| {
-        ev.errno = errno;
-        ev.family = family;
-        ev.port = dport;
-        ev.addr = addr;
-        ev.source = source;
-    });
+    emit_failure(key, &owner, 0);
     Ok(())
 }

@@ -415,6 +415,7 @@ mod tests {
                 errno: 2,
                 errno_name: "ENOENT".into(),
                 source: "syscall".into(),
+                count: 1,
             },
         );
         let up = e.before(&failed).expect("facts");

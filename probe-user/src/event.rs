@@ -12,6 +12,18 @@ use std::sync::Arc;
 use crate::facts::FactsUpdate;
 use crate::origin::Origin;
 
+fn one() -> u64 {
+    1
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if signature"
+)]
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
 /// Version of the JSON lines schema. Readers reject lines with a greater version.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -60,6 +72,11 @@ pub enum Body {
         /// is the socket error nginx reads with `SO_ERROR`), `tcp_abandoned` (the process closed the
         /// socket before the handshake completed: its own connect timeout).
         source: String,
+        /// How many identical failures (same process, target, errno, source) this line stands
+        /// for: the kernel reports a key at most once per 20 ms window and counts the rest.
+        /// Absent = 1.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        count: u64,
     },
     /// An accept that failed with something other than "no connection yet".
     AcceptFailed { errno: i32, errno_name: String },
@@ -240,13 +257,17 @@ pub struct Decoder;
 impl Decoder {
     /// Decodes one ring-buffer record.
     pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
+        Self::from_raw(&Self::raw(bytes)?, clock)
+    }
+
+    /// The wire struct of one ring-buffer record.
+    pub fn raw(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
         if bytes.len() < size_of::<RawEvent>() {
             return Err(DecodeError::Size(bytes.len(), size_of::<RawEvent>()));
         }
         // SAFETY: the length was checked; RawEvent is plain integers (any bit pattern is valid);
         // read_unaligned copes with any alignment of the ring buffer's bytes.
-        let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        Self::from_raw(&raw, clock)
+        Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
     }
 
     /// Builds the typed event from the wire struct.
@@ -264,6 +285,7 @@ impl Decoder {
                     _ => "unknown",
                 }
                 .to_owned(),
+                count: 1,
             },
             KIND_ACCEPT_FAILED => Body::AcceptFailed {
                 errno: raw.errno,

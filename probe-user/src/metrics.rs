@@ -396,13 +396,18 @@ impl Metrics {
             })
             .inc();
         match &ev.body {
-            Body::ConnectFailed { target, errno, .. } if self.is_proxy(ev) => {
+            Body::ConnectFailed {
+                target,
+                errno,
+                count,
+                ..
+            } if self.is_proxy(ev) => {
                 let labels = ConnectLabels {
                     proxy: self.comms.label(&ev.comm),
                     target: self.targets.label(target),
                     errno: errno_label(*errno),
                 };
-                self.connect_failures.get_or_create(&labels).inc();
+                self.connect_failures.get_or_create(&labels).inc_by(*count);
             }
             Body::AcceptFailed { errno, .. } => {
                 let labels = CommErrnoLabels {
@@ -593,6 +598,7 @@ mod tests {
             errno,
             errno_name: errno_name(errno).into(),
             source: "syscall".into(),
+            count: 1,
         }
     }
 

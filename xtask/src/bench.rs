@@ -651,7 +651,10 @@ fn run_storm(ctx: &Ctx, config: Config, slot: usize) -> Run {
                 let s = t.finished.summary.as_ref().context("no gwtrace summary")?;
                 let attempted = raw["ops"].as_f64().context("ops")?;
                 #[expect(clippy::cast_precision_loss, reason = "event counts")]
-                let delivered = s.events.get("connect_failed").copied().unwrap_or(0) as f64;
+                let lines = s.events.get("connect_failed").copied().unwrap_or(0) as f64;
+                // Failures delivered: what the lines stand for (identical ones fold in the kernel).
+                #[expect(clippy::cast_precision_loss, reason = "event counts")]
+                let delivered = s.failures.map_or(lines, |f| f as f64);
                 #[expect(clippy::cast_precision_loss, reason = "event counts")]
                 let lost = s
                     .lost
@@ -664,6 +667,7 @@ fn run_storm(ctx: &Ctx, config: Config, slot: usize) -> Run {
                 let hwm = t.end.map_or(t.finished.maxrss_kib, |e| e.hwm_kib) as f64;
                 metrics.extend([
                     ("events delivered", delivered),
+                    ("connect_failed lines", lines),
                     ("kernel counted failures", kernel),
                     ("delivered %", delivered / attempted * 100.0),
                     ("lost events", lost),

@@ -1,21 +1,23 @@
 //! Kernel capture: loads the embedded eBPF object with this kernel's field offsets, attaches one
 //! program per hook, and drains the ring buffer on a timer (the programs never wake us up).
 pub mod btf;
+pub mod fold;
 pub mod tracefs;
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
 use probe_common::{
-    CNT_LOST_MAP_FULL, CNT_LOST_READ, CNT_LOST_RINGBUF, CNT_LOST_TCP_OWNER, ERRNO_SLOTS,
-    GLOBAL_OFFSETS, MAP_COUNTERS, MAP_ERRNO, MAP_EVENTS, NUM_COUNTERS, Offsets,
+    CNT_LOST_MAP_FULL, CNT_LOST_READ, CNT_LOST_RINGBUF, CNT_LOST_TCP_OWNER, ERRNO_SLOTS, FoldKey,
+    FoldVal, GLOBAL_OFFSETS, KIND_CONNECT_FAILED, MAP_COUNTERS, MAP_ERRNO, MAP_EVENTS, MAP_FOLD,
+    NUM_COUNTERS, Offsets, RawEvent,
 };
 
-use crate::event::{Body, Clock, Decoder, Event, SCHEMA_VERSION};
+use crate::event::{Body, Clock, Decoder, Event, SCHEMA_VERSION, monotonic_ns};
 
 /// The eBPF object, built by build.rs from probe-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gwtrace"));
@@ -93,6 +95,8 @@ pub struct Capture {
     ring: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
     errnos: PerCpuArray<MapData, u64>,
+    fold_map: BpfHashMap<MapData, FoldKey, FoldVal>,
+    folds: fold::Folds,
     clock: Clock,
     hooks: Hooks,
     /// Loss already reported, per reason (same order as `LOSS_COUNTERS`, then recursion misses).
@@ -197,11 +201,15 @@ impl Capture {
             .map_err(|e| CaptureError::Load(e.to_string()))?;
         let errnos = PerCpuArray::try_from(take(&mut ebpf, MAP_ERRNO)?)
             .map_err(|e| CaptureError::Load(e.to_string()))?;
+        let fold_map = BpfHashMap::try_from(take(&mut ebpf, MAP_FOLD)?)
+            .map_err(|e| CaptureError::Load(e.to_string()))?;
         Ok(Self {
             ebpf,
             ring,
             counters,
             errnos,
+            fold_map,
+            folds: fold::Folds::default(),
             clock: Clock::now(),
             hooks,
             reported_loss: vec![0; LOSS_COUNTERS.len() + 1],
@@ -220,16 +228,44 @@ impl Capture {
         self.clock
     }
 
-    /// Decodes every event waiting in the ring buffer, oldest first. Undecodable records are
-    /// logged and skipped (they cannot happen unless the object and loader disagree).
-    pub fn drain(&mut self, mut sink: impl FnMut(Event)) -> usize {
+    /// Decodes every event waiting in the ring buffer, oldest first, then the failures folded
+    /// into keys whose window has passed. Undecodable records are logged and skipped (they
+    /// cannot happen unless the object and loader disagree). Returns the records read.
+    pub fn drain(&mut self, sink: impl FnMut(Event)) -> usize {
+        self.drain_until(monotonic_ns(), sink)
+    }
+
+    /// [`Capture::drain`], then every folded failure not reported yet, due or not: the last
+    /// drain before detaching (nothing counted in the kernel is left behind).
+    pub fn flush(&mut self, sink: impl FnMut(Event)) -> usize {
+        self.drain_until(u64::MAX, sink)
+    }
+
+    fn drain_until(&mut self, due_by_ns: u64, mut sink: impl FnMut(Event)) -> usize {
         let mut n = 0;
         while let Some(item) = self.ring.next() {
-            match Decoder::decode(&item, &self.clock) {
-                Ok(ev) => sink(ev),
-                Err(e) => log::warn!("undecodable event: {e}"),
-            }
             n += 1;
+            let raw = match Decoder::raw(&item) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    log::warn!("undecodable event: {e}");
+                    continue;
+                }
+            };
+            drop(item);
+            let count = if raw.kind == KIND_CONNECT_FAILED {
+                self.folds.count(&raw)
+            } else {
+                1
+            };
+            if count > 0 {
+                deliver(&self.clock, &raw, count, &mut sink);
+            }
+        }
+        let fold_map = &self.fold_map;
+        let residuals = self.folds.sweep(due_by_ns, |k| fold_map.get(k, 0).ok());
+        for (raw, count) in residuals {
+            deliver(&self.clock, &raw, count, &mut sink);
         }
         n
     }
@@ -283,6 +319,19 @@ impl Capture {
             }
         }
         out
+    }
+}
+
+/// Decodes a record and hands it on, a failed connect with the number of failures it stands for.
+fn deliver(clock: &Clock, raw: &RawEvent, count: u64, sink: &mut impl FnMut(Event)) {
+    match Decoder::from_raw(raw, clock) {
+        Ok(mut ev) => {
+            if let Body::ConnectFailed { count: c, .. } = &mut ev.body {
+                *c = count;
+            }
+            sink(ev);
+        }
+        Err(e) => log::warn!("undecodable event: {e}"),
     }
 }
 

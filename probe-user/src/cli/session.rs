@@ -33,6 +33,8 @@ pub struct Stats {
     pub by_kind: BTreeMap<&'static str, u64>,
     pub counters: Counters,
     pub lost: u64,
+    /// Failed connects the `connect_failed` lines stand for (identical ones fold into one line).
+    pub failures: u64,
     pub seconds: f64,
     pub stopped_by: &'static str,
 }
@@ -52,6 +54,7 @@ impl Stats {
             .collect();
         format!(
             "gwtrace: {:.1}s ({}), events: {}\n\
+             gwtrace: failed connects reported: {} in {} connect_failed lines (identical failures fold into one line per {} ms)\n\
              gwtrace: kernel: connect ok {} in-progress {} failed {}, tcp established {} failed {}, accept ok {} failed {}\n\
              gwtrace: lost events: {} (ring buffer, map, reads, recursion misses)",
             self.seconds,
@@ -61,6 +64,9 @@ impl Stats {
             } else {
                 kinds.join(", ")
             },
+            self.failures,
+            self.by_kind.get("connect_failed").copied().unwrap_or(0),
+            probe_common::FOLD_WINDOW_NS / 1_000_000,
             c(CNT_CONNECT_OK),
             c(CNT_CONNECT_INPROGRESS),
             c(CNT_CONNECT_FAILED),
@@ -131,8 +137,10 @@ pub fn run_with_counters(
     let clock = capture.clock();
     let mut emit = |ev: &Event, stats: &mut Stats| -> anyhow::Result<()> {
         *stats.by_kind.entry(ev.kind()).or_default() += 1;
-        if let Body::Loss { count, .. } = ev.body {
-            stats.lost += count;
+        match ev.body {
+            Body::Loss { count, .. } => stats.lost += count,
+            Body::ConnectFailed { count, .. } => stats.failures += count,
+            _ => {}
         }
         on_event(ev)
     };
@@ -177,9 +185,11 @@ pub fn run_with_counters(
         };
         anyhow::Ok(stopped_by)
     })?;
-    // Final drain: nothing the kernel delivered is left behind.
-    drain_once(
-        &mut capture,
+    // Final drain: nothing the kernel delivered or counted is left behind.
+    let mut batch = Vec::new();
+    capture.flush(|ev| batch.push(ev));
+    emit_batch(
+        batch,
         &mut enricher,
         &mut origins,
         &clock,
@@ -210,6 +220,18 @@ fn drain_once(
 ) -> anyhow::Result<()> {
     let mut batch = Vec::new();
     capture.drain(|ev| batch.push(ev));
+    emit_batch(batch, enricher, origins, clock, stats, emit)
+}
+
+/// Enriches, attributes and emits drained events in order.
+fn emit_batch(
+    batch: Vec<Event>,
+    enricher: &mut Enricher<SystemFacts>,
+    origins: &mut Resolver,
+    clock: &gwtrace::event::Clock,
+    stats: &mut Stats,
+    emit: &mut impl FnMut(&Event, &mut Stats) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     for mut ev in batch {
         // Attribution first: an exiting process is still readable in /proc (or by its cgroup
         // id) now, and its pid may be reused once it is gone.

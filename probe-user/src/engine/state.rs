@@ -204,10 +204,11 @@ impl State {
                 target,
                 errno,
                 source,
+                count,
                 ..
             } => {
                 self.touch(ev);
-                self.record_failure(ev, target, *errno, source, cfg);
+                self.record_failure(ev, (target, *errno, source, *count), cfg);
             }
             Body::AcceptFailed { .. } => self.touch(ev),
             Body::ProcessExit {
@@ -329,12 +330,11 @@ impl State {
         p
     }
 
+    /// One failed-connect line: `count` identical failures, the last at the line's time.
     fn record_failure(
         &mut self,
         ev: &Event,
-        target: &str,
-        errno: i32,
-        source: &str,
+        (target, errno, source, count): (&str, i32, &str, u64),
         cfg: &EngineConfig,
     ) {
         let key = FailKey {
@@ -354,7 +354,7 @@ impl State {
         source.clone_into(&mut g.source);
         g.uid = ev.uid;
         g.gid = ev.gid;
-        g.count += 1;
+        g.count += count;
         g.first_ns = g.first_ns.min(ev.mono_ns);
         g.last_ns = g.last_ns.max(ev.mono_ns);
         if g.recent.len() >= RECENT_PER_GROUP {

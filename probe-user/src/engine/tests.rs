@@ -47,6 +47,7 @@ fn connect_src(t: u64, pid: u32, comm: &str, target: &str, errno: i32, source: &
             errno,
             errno_name: errno_name(errno).into(),
             source: source.into(),
+            count: 1,
         },
     );
     e.uid = 33;

@@ -417,8 +417,13 @@ fn storm_rows(runs: &[Run]) -> Vec<Row> {
             these.iter().filter_map(|r| f(r)).collect::<Vec<f64>>()
         };
         add(
-            "events delivered",
+            "failures delivered",
             per(&|r| r.metrics.get("events delivered").copied()),
+            None,
+        );
+        add(
+            "connect_failed lines (folded)",
+            per(&|r| r.metrics.get("connect_failed lines").copied()),
             None,
         );
         add(
@@ -432,7 +437,7 @@ fn storm_rows(runs: &[Run]) -> Vec<Row> {
             Some(Target::AtMost(0.0)),
         );
         add(
-            "agent CPU ms/100k events",
+            "agent CPU ms/100k failures",
             per(&|r| r.metrics.get("cpu ms/100k").copied()),
             Some(Target::AtMost(10.0)),
         );

@@ -200,6 +200,8 @@ pub struct GwSummary {
     pub kernel: BTreeMap<String, u64>,
     /// `lost events: N`
     pub lost: Option<u64>,
+    /// `failed connects reported: N in M connect_failed lines`: failures the lines stand for.
+    pub failures: Option<u64>,
     pub seconds: Option<f64>,
 }
 
@@ -213,6 +215,8 @@ impl GwSummary {
             };
             if let Some(rest) = l.strip_prefix("lost events: ") {
                 s.lost = rest.split_whitespace().next().and_then(|n| n.parse().ok());
+            } else if let Some(rest) = l.strip_prefix("failed connects reported: ") {
+                s.failures = rest.split_whitespace().next().and_then(|n| n.parse().ok());
             } else if let Some(rest) = l.strip_prefix("kernel: ") {
                 for group in rest.split(", ") {
                     let mut words = group.split_whitespace();
@@ -581,8 +585,10 @@ mod tests {
             "gwtrace: tracing; verdicts appear",
             "gwtrace: 3.1s (duration reached), events: connect_failed 104, exec 67, facts 43, process_exit 101",
             "gwtrace: kernel: connect ok 0 in-progress 2 failed 104, tcp established 5 failed 1, accept ok 7 failed 0",
+            "gwtrace: failed connects reported: 2500 in 104 connect_failed lines (identical failures fold into one line per 20 ms)",
             "gwtrace: lost events: 12 (ring buffer, map, reads, recursion misses)",
         ]);
+        assert_eq!(s.failures, Some(2500));
         assert_eq!(s.events.get("connect_failed"), Some(&104));
         assert_eq!(s.events.get("process_exit"), Some(&101));
         assert_eq!(s.kernel.get("connect_failed"), Some(&104));
