@@ -252,6 +252,16 @@ fn every_kind() -> Vec<Event> {
         *cmdline = Some("gunicorn --bind unix:/run/app/app.sock app:app".into());
     }
     events.push(with_cmdline);
+    // A folded storm: one line standing for many identical failures.
+    let mut folded = events
+        .iter()
+        .find(|e| e.kind() == "connect_failed")
+        .expect("connect_failed")
+        .clone();
+    if let Body::ConnectFailed { count, .. } = &mut folded.body {
+        *count = 4711;
+    }
+    events.push(folded);
     // The live session attributes each event to its cgroup, unit, container and pod.
     let id = "4f3c2b1a00112233445566778899aabbccddeeff00112233445566778899aabb";
     for path in [

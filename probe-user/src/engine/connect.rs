@@ -10,7 +10,7 @@ use super::lifecycle::{
 };
 use super::perm::{Walk, comp_label, creds_label, denial_fix, denial_line, walk};
 use super::report::Part;
-use super::state::Creds;
+use super::state::{Creds, Proc};
 use super::target::{Target, covers, parse, same_host};
 use super::text::{errno_label, fmt_ns, mode_string};
 use super::view::{ProxyId, ProxyKey, View, app_server_of};
@@ -239,8 +239,8 @@ fn outage(v: &View<'_>, loops: &[CrashLoop<'_>], a: &Agg, base: Base) -> Vec<Par
             rest.last_ns = rest.recent.last().copied().unwrap_or(a.last_ns);
         }
     }
-    if !live_listener(v, &rest.target)
-        && let Some(l) = loop_for(loops, &rest.target, rest.first_ns, rest.last_ns)
+    if let Some(l) = loop_for(loops, &rest.target, rest.first_ns, rest.last_ns)
+        && !listener_outside_loop(v, &rest.target, l)
     {
         let mut p = crash_part(
             v,
@@ -295,6 +295,20 @@ fn exec_failures_line(v: &View<'_>, a: &Agg) -> Option<String> {
 /// Does a live process listen on (a listener covering) the target now?
 fn live_listener(v: &View<'_>, target: &str) -> bool {
     covering(v, target).next().is_some()
+}
+
+/// A live listener on the target that is not the crash loop's own: an instance of the loop
+/// binds the socket for the fraction of a second it lives, and a listener snapshot can catch it.
+fn listener_outside_loop(v: &View<'_>, target: &str, l: &CrashLoop<'_>) -> bool {
+    covering(v, target).any(|li| {
+        li.pid.is_none_or(|pid| {
+            let fallback = Proc {
+                pid,
+                ..Proc::default()
+            };
+            v.family_key(pid, &fallback) != l.family
+        })
+    })
 }
 
 /// Current listeners covering the target whose owner is not known dead.

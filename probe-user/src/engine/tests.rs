@@ -670,6 +670,39 @@ fn crash_on_boot_explains_missing_socket() {
 }
 
 #[test]
+fn crash_loop_instance_caught_listening_is_still_crash_on_boot() {
+    // The last listener snapshot caught the newest instance in the fraction of a second it
+    // binds the socket before it dies too: not a live upstream.
+    let cmd = "/srv/venv/bin/gunicorn --bind unix:/run/gunicorn.sock app.wsgi";
+    let mut es = vec![nginx_facts(T0)];
+    for i in 0..3u32 {
+        let t = T0 + u64::from(i) * 2 * S;
+        es.push(exec(t, 300 + i, "gunicorn", "/srv/venv/bin/gunicorn", cmd));
+        es.push(exit_code(t + 700 * MS, 300 + i, "gunicorn", 3));
+    }
+    failures(&mut es, T0 + S, 6, 101, "unix:/run/gunicorn.sock", 2);
+    es.push(exec(
+        T0 + 6 * S,
+        303,
+        "gunicorn",
+        "/srv/venv/bin/gunicorn",
+        cmd,
+    ));
+    es.push(facts(
+        T0 + 6 * S + 100 * MS,
+        FactsUpdate {
+            listeners: Some(vec![
+                listener("0.0.0.0:80", 100, "nginx"),
+                listener("unix:/run/gunicorn.sock", 303, "gunicorn"),
+            ]),
+            ..FactsUpdate::default()
+        },
+    ));
+    let vs = run(&es);
+    only(&vs, "crash-on-boot");
+}
+
+#[test]
 fn crash_on_boot_alone_for_an_app_server() {
     let cmd = "gunicorn --bind 127.0.0.1:8000 app:app";
     let es = vec![
