@@ -723,6 +723,7 @@ fn run_json(r: &Run) -> Value {
             "ready_line_ms": t.startup.ready_line_ms,
             "attached_ms": t.startup.attached_ms,
             "attach_fds": t.startup.attach_fds,
+            "map_memlock_kib": t.startup.map_memlock_kib,
             "reported_attach_ms": t.startup.reported_ms,
             "cpu_ms_at_ready": t.ready.cpu_ms,
             "cpu_ms_total": t.finished.cpu_ms,

@@ -508,6 +508,20 @@ fn tracer_rows(runs: &[Run]) -> Vec<Row> {
             }
             rows.push(r);
         }
+        #[expect(clippy::cast_precision_loss, reason = "KiB of maps")]
+        let memlock: Vec<f64> = ts
+            .iter()
+            .map(|t| t.startup.map_memlock_kib as f64 / 1024.0)
+            .collect();
+        if c != Config::Strace
+            && let Some(mut r) = row(group, "locked BPF map memory MiB", c, memlock)
+        {
+            if gw {
+                r.target = Target::AtMost(8.0).text();
+                r.met = Some(r.max <= 8.0);
+            }
+            rows.push(r);
+        }
         if let Some(r) = row(
             group,
             "stop ms (SIGINT to exit)",

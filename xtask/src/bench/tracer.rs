@@ -117,6 +117,8 @@ pub struct Startup {
     pub attach_fds: usize,
     /// What the tracer says itself (gwtrace's ready line: `(attached in N ms)`).
     pub reported_ms: Option<f64>,
+    /// Locked memory of the BPF maps it holds (`memlock:` of each map fd's fdinfo), KiB.
+    pub map_memlock_kib: u64,
 }
 
 /// CPU and memory of a process, from /proc.
@@ -173,6 +175,24 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
         hwm_kib: kib("VmHWM:"),
         rss_kib: kib("VmRSS:"),
     })
+}
+
+/// Locked memory of the BPF maps `pid` holds, KiB (each map fd's fdinfo says `memlock:` bytes).
+fn map_memlock_kib(pid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    let bytes: u64 = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|info| info.contains("map_type:"))
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum();
+    bytes / 1024
 }
 
 /// BPF links and perf events `pid` holds: one per attached tracepoint (plus bpftrace's per-CPU
@@ -421,6 +441,7 @@ impl Tracer {
                         attached_ms: ms,
                         attach_fds: 0,
                         reported_ms: None,
+                        map_memlock_kib: 0,
                     });
                 }
             } else {
@@ -442,6 +463,7 @@ impl Tracer {
                         attached_ms: self.ms_since_spawn(at),
                         attach_fds: fds,
                         reported_ms: reported_attach_ms(&line),
+                        map_memlock_kib: map_memlock_kib(self.pid),
                     });
                 }
             }
