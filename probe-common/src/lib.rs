@@ -136,6 +136,15 @@ pub struct Offsets {
     pub oom_uid: u32,
     /// Offset of `exit_code` in `struct task_struct` (from the kernel's BTF).
     pub task_exit_code: u32,
+    /// Offsets in `struct sock` (through `__sk_common`) read by the raw tracepoint program,
+    /// which gets the socket pointer instead of the classic tracepoint's record.
+    pub sk_protocol: u32,
+    pub sk_family: u32,
+    /// `inet_sock.inet_sport` (the classic record's `sport`; `inet_sock` begins with the sock).
+    pub sk_sport: u32,
+    pub sk_dport: u32,
+    pub sk_daddr: u32,
+    pub sk_v6_daddr: u32,
 }
 
 #[cfg(feature = "user")]

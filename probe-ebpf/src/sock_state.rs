@@ -3,14 +3,19 @@
 //! `SYN_SENT -> ESTABLISHED` forgets it, `SYN_SENT -> CLOSE` reports the failure with the socket's
 //! `sk_err` (set before the state change: ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ...), or, when
 //! there is none, a connect the process itself abandoned (its own connect timeout).
+//!
+//! Two entry points, one logic: the raw tracepoint (preferred: the kernel calls it with the
+//! tracepoint's arguments, without building the classic record first, so the state changes of
+//! healthy connections cost a few instructions) and the classic tracepoint (fallback). The raw
+//! one reads the socket's fields at BTF offsets, the classic one from its record.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use probe_common::{
-    AF_INET, CNT_LOST_MAP_FULL, CNT_LOST_TCP_OWNER, CNT_TCP_ABANDONED, CNT_TCP_ESTABLISHED,
-    CNT_TCP_FAILED, SOURCE_TCP_ABANDONED, SOURCE_TCP_STATE,
+    AF_INET, CNT_LOST_MAP_FULL, CNT_LOST_READ, CNT_LOST_TCP_OWNER, CNT_TCP_ABANDONED,
+    CNT_TCP_ESTABLISHED, CNT_TCP_FAILED, Owner, SOURCE_TCP_ABANDONED, SOURCE_TCP_STATE,
 };
 
 use crate::{
@@ -28,16 +33,76 @@ const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
 const ETIMEDOUT: i32 = 110;
 
-#[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    match try_inet_sock_set_state(&ctx) {
+/// Where the failed connect went, read only when it failed.
+struct Peer {
+    family: u16,
+    /// Local port (0: none was ever bound), host order.
+    sport: u16,
+    /// Remote port, host order.
+    dport: u16,
+    addr: [u8; 16],
+}
+
+/// The transitions that matter: a connect starting, and anything leaving `SYN_SENT`.
+#[inline(always)]
+fn interesting(old: i32, new: i32) -> bool {
+    (old == TCP_CLOSE && new == TCP_SYN_SENT) || old == TCP_SYN_SENT
+}
+
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state_raw(ctx: RawTracePointContext) -> i32 {
+    match try_raw(&ctx) {
         Ok(()) => 0,
         Err(()) => 1,
     }
 }
 
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ()> {
-    // SAFETY: offsets from tracefs; fallible kernel reads.
+/// Reads a field of the socket at `sk + offset`.
+#[inline(always)]
+fn sk_read<T>(sk: u64, offset: usize) -> Result<T, ()> {
+    // SAFETY: `sk` is the live `struct sock` the tracepoint passes; the offset comes from this
+    // kernel's BTF; the read is the fallible helper.
+    unsafe { bpf_probe_read_kernel::<T>((sk as usize + offset) as *const T) }.map_err(|_| ())
+}
+
+fn try_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
+    // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
+    let sk: u64 = ctx.arg(0);
+    let old = ctx.arg::<u64>(1) as i32;
+    let new = ctx.arg::<u64>(2) as i32;
+    if !interesting(old, new) {
+        return Ok(());
+    }
+    if sk_read::<u16>(sk, off!(sk_protocol))? != IPPROTO_TCP {
+        return Ok(());
+    }
+    on_transition(sk, old, new, || {
+        let family = sk_read::<u16>(sk, off!(sk_family))?;
+        let mut addr = [0u8; 16];
+        if family == AF_INET {
+            addr[..4].copy_from_slice(&sk_read::<[u8; 4]>(sk, off!(sk_daddr))?);
+        } else {
+            addr = sk_read::<[u8; 16]>(sk, off!(sk_v6_daddr))?;
+        }
+        Ok(Peer {
+            family,
+            sport: u16::from_be(sk_read::<u16>(sk, off!(sk_sport))?),
+            dport: u16::from_be(sk_read::<u16>(sk, off!(sk_dport))?),
+            addr,
+        })
+    })
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    match try_classic(&ctx) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+fn try_classic(ctx: &TracePointContext) -> Result<(), ()> {
+    // SAFETY: offsets from tracefs; fallible reads of the record.
     let (protocol, old, new) = unsafe {
         (
             ctx.read_at::<u16>(off!(ss_protocol)).map_err(|_| ())?,
@@ -45,15 +110,39 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ()> {
             ctx.read_at::<i32>(off!(ss_newstate)).map_err(|_| ())?,
         )
     };
-    if protocol != IPPROTO_TCP {
-        return Ok(());
-    }
-    let interesting = (old == TCP_CLOSE && new == TCP_SYN_SENT) || old == TCP_SYN_SENT;
-    if !interesting {
+    if protocol != IPPROTO_TCP || !interesting(old, new) {
         return Ok(());
     }
     // SAFETY: as above.
     let skaddr = unsafe { ctx.read_at::<u64>(off!(ss_skaddr)) }.map_err(|_| ())?;
+    on_transition(skaddr, old, new, || {
+        // SAFETY: as above; fixed-size reads.
+        unsafe {
+            let family = ctx.read_at::<u16>(off!(ss_family)).map_err(|_| ())?;
+            let mut addr = [0u8; 16];
+            if family == AF_INET {
+                addr[..4].copy_from_slice(&ctx.read_at::<[u8; 4]>(off!(ss_daddr)).map_err(|_| ())?);
+            } else {
+                addr = ctx.read_at::<[u8; 16]>(off!(ss_daddr_v6)).map_err(|_| ())?;
+            }
+            Ok(Peer {
+                family,
+                sport: ctx.read_at::<u16>(off!(ss_sport)).map_err(|_| ())?,
+                dport: ctx.read_at::<u16>(off!(ss_dport)).map_err(|_| ())?,
+                addr,
+            })
+        }
+    })
+}
+
+/// One interesting transition of a TCP socket at `skaddr`; `peer` reads where it connects.
+#[inline(always)]
+fn on_transition(
+    skaddr: u64,
+    old: i32,
+    new: i32,
+    peer: impl FnOnce() -> Result<Peer, ()>,
+) -> Result<(), ()> {
     if old == TCP_CLOSE {
         if current_is_self() {
             return Ok(());
@@ -69,8 +158,15 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ()> {
         }
         return Ok(());
     }
+    // A zeroed owner plus a flag, not an Option: LLVM spills an Option's undefined payload on
+    // the `None` path, and the verifier rejects reading the uninitialised register.
+    let mut owner = Owner::default();
+    let mut have_owner = false;
     // SAFETY: value copied before removal.
-    let owner = unsafe { GW_TCP_OWNER.get(&skaddr) }.copied();
+    if let Some(o) = unsafe { GW_TCP_OWNER.get(&skaddr) } {
+        owner = *o;
+        have_owner = true;
+    }
     let _ = GW_TCP_OWNER.remove(&skaddr);
     if new == TCP_ESTABLISHED {
         count(CNT_TCP_ESTABLISHED);
@@ -79,21 +175,14 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ()> {
     if new != TCP_CLOSE {
         return Ok(());
     }
-    // SAFETY: as above.
-    let sport = unsafe { ctx.read_at::<u16>(off!(ss_sport)) }.map_err(|_| ())?;
-    // SAFETY: `skaddr` is the live `struct sock` the tracepoint describes; `sk_err`'s offset comes
-    // from the kernel's BTF; the read is a fallible helper.
-    let sk_err = unsafe {
-        bpf_probe_read_kernel::<i32>((skaddr as usize + off!(sock_sk_err)) as *const i32)
-    }
-    .unwrap_or(0);
+    let sk_err = sk_read::<i32>(skaddr, off!(sock_sk_err)).unwrap_or(0);
     if sk_err == 0 {
         // Closed without a socket error by the thread whose connect() is still in flight: that
         // connect() failed after entering SYN_SENT (no free local port, no route for the chosen
         // port); the syscall hook reports its errno.
         let tid = bpf_get_current_pid_tgid() as u32;
         if let Some(seen) = GW_CONNECT_TCP.get_ptr_mut(&tid)
-            && owner.is_none_or(|o| o.tid == tid)
+            && (!have_owner || owner.tid == tid)
         {
             // SAFETY: the map value lives while we hold the pointer (no deletion in between).
             unsafe {
@@ -104,15 +193,19 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ()> {
             }
         }
     }
-    if sk_err == 0 && sport == 0 {
+    let Ok(peer) = peer() else {
+        count(CNT_LOST_READ);
+        return Err(());
+    };
+    if sk_err == 0 && peer.sport == 0 {
         // No local port was ever bound: connect() failed before the handshake (EADDRNOTAVAIL),
         // and the syscall hook reports it.
         return Ok(());
     }
-    let Some(owner) = owner else {
+    if !have_owner {
         count(CNT_LOST_TCP_OWNER);
         return Ok(());
-    };
+    }
     count(CNT_TCP_FAILED);
     let (errno, source) = if sk_err > 0 {
         (sk_err, SOURCE_TCP_STATE)
@@ -121,32 +214,15 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ()> {
         (ETIMEDOUT, SOURCE_TCP_ABANDONED)
     };
     count_errno(0, errno as u32);
-    // SAFETY: offsets from tracefs.
-    let (family, dport) = unsafe {
-        (
-            ctx.read_at::<u16>(off!(ss_family)).map_err(|_| ())?,
-            ctx.read_at::<u16>(off!(ss_dport)).map_err(|_| ())?,
-        )
-    };
     let Some(key) = scratch_key() else {
         return Err(());
     };
     key.tgid = owner.pid;
     key.errno = errno;
-    key.family = family;
-    key.port = dport;
+    key.family = peer.family;
+    key.port = peer.dport;
     key.source = source;
-    // SAFETY: offsets from tracefs; fixed-size reads.
-    unsafe {
-        if family == AF_INET {
-            if let Ok(a) = ctx.read_at::<[u8; 4]>(off!(ss_daddr)) {
-                key.addr[..4].copy_from_slice(&a);
-            }
-        } else if let Ok(a) = ctx.read_at::<[u8; 16]>(off!(ss_daddr_v6)) {
-            key.addr = a;
-        }
-    }
-    let mut owner = owner;
+    key.addr = peer.addr;
     // The failure time is now, not when the connect started.
     // SAFETY: helper without preconditions.
     owner.ktime_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };

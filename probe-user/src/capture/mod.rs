@@ -9,7 +9,7 @@ use std::os::fd::{AsFd as _, AsRawFd as _};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
 };
 use probe_common::{
     CNT_LOST_MAP_FULL, CNT_LOST_READ, CNT_LOST_RINGBUF, CNT_LOST_TCP_OWNER, ERRNO_SLOTS, FoldKey,
@@ -67,6 +67,23 @@ const PROGRAMS: &[(&str, &str, &str, bool)] = &[
     ("signal_generate", "signal", "signal_generate", false),
     ("mark_victim", "oom", "mark_victim", false),
 ];
+
+/// The raw tracepoint twin of the classic `inet_sock_set_state` program.
+const RAW_SOCK_STATE: &str = "inet_sock_set_state_raw";
+/// The classic program it replaces.
+const CLASSIC_SOCK_STATE: &str = "inet_sock_set_state";
+
+/// Loads and attaches a raw tracepoint program.
+fn attach_raw(ebpf: &mut Ebpf, prog: &str, tracepoint: &str) -> Result<(), String> {
+    let p: &mut RawTracePoint = ebpf
+        .program_mut(prog)
+        .ok_or("program missing from the object")?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    p.load().map_err(|e| e.to_string())?;
+    p.attach(tracepoint).map_err(|e| e.to_string())?;
+    Ok(())
+}
 
 /// Kernel counters, summed over CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -160,6 +177,17 @@ pub fn offsets(hooks: Hooks) -> Result<Offsets, CaptureError> {
     o.oom_uid = oom.optional("uid");
     let kbtf = btf::KernelBtf::load()?;
     o.task_exit_code = kbtf.member_offset("task_struct", "exit_code")?;
+    let common = kbtf.member_offset("sock", "__sk_common")?;
+    let sk_common = |member: &str| {
+        kbtf.member_offset("sock_common", member)
+            .map(|off| common + off)
+    };
+    o.sk_protocol = kbtf.member_offset("sock", "sk_protocol")?;
+    o.sk_family = sk_common("skc_family")?;
+    o.sk_sport = kbtf.member_offset("inet_sock", "inet_sport")?;
+    o.sk_dport = sk_common("skc_dport")?;
+    o.sk_daddr = sk_common("skc_daddr")?;
+    o.sk_v6_daddr = sk_common("skc_v6_daddr")?;
     o.sock_sk_err = kbtf.member_offset("sock", "sk_err")?;
     Ok(o)
 }
@@ -176,8 +204,18 @@ impl Capture {
             .override_global(GLOBAL_OFFSETS, &offsets, true)
             .load(EBPF_OBJECT)
             .map_err(|e| CaptureError::Load(e.to_string()))?;
+        // The socket state machine through the raw tracepoint when the kernel allows it: no
+        // classic record is built for every state change of every TCP socket on the host.
+        let raw_sock_state = attach_raw(&mut ebpf, RAW_SOCK_STATE, "inet_sock_set_state");
+        if let Err(e) = &raw_sock_state {
+            log::info!(
+                "raw tracepoint inet_sock_set_state unavailable ({e}): using the classic tracepoint"
+            );
+        }
         for &(prog, category, name, syscall) in PROGRAMS {
-            if syscall && hooks == Hooks::Sock {
+            if (syscall && hooks == Hooks::Sock)
+                || (prog == CLASSIC_SOCK_STATE && raw_sock_state.is_ok())
+            {
                 continue;
             }
             let attach_err = |e: &dyn std::fmt::Display| {
