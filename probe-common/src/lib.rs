@@ -12,7 +12,9 @@ pub const MAP_COUNTERS: &str = "GW_COUNTERS";
 /// Per-CPU counters per errno: `[0, ERRNO_SLOTS)` for connects, `[ERRNO_SLOTS, 2*ERRNO_SLOTS)` for
 /// accepts. Slot 0 counts successes.
 pub const MAP_ERRNO: &str = "GW_ERRNO";
-/// In-flight `connect()` calls by thread id (arguments saved at syscall entry).
+/// In-flight `connect()` calls by thread id (arguments saved at syscall entry). A plain hash,
+/// not an LRU: an LRU update or delete takes a shared lock and cost ~3x as much per connect; an
+/// entry left by a thread killed inside `connect()` is overwritten when its tid is reused.
 pub const MAP_CONNECTS: &str = "GW_CONNECTS";
 /// In-flight `execve()` filename pointers by thread id.
 pub const MAP_EXECS: &str = "GW_EXECS";
@@ -145,7 +147,16 @@ pub struct Offsets {
     pub sk_dport: u32,
     pub sk_daddr: u32,
     pub sk_v6_daddr: u32,
+    /// 1 when tracefs puts the connect/accept syscall fields where [`SYSCALL_ARG0`] and
+    /// [`SYSCALL_RET`] say: the programs then load them directly instead of through a helper.
+    pub syscall_layout_fixed: u32,
 }
+
+/// Where every kernel since 4.x puts a syscall tracepoint's first argument (`sys_enter_*`; the
+/// next ones follow every 8 bytes): after the 8-byte common header and the syscall number.
+pub const SYSCALL_ARG0: u32 = 16;
+/// Where it puts the return value (`sys_exit_*`).
+pub const SYSCALL_RET: u32 = 16;
 
 #[cfg(feature = "user")]
 // SAFETY: `Offsets` is `repr(C)`, made only of `u32`s, so it has no padding and every bit pattern is valid.
@@ -158,6 +169,11 @@ pub struct ConnectArgs {
     pub uaddr: u64,
     pub addrlen: u32,
     pub fd: u32,
+    /// What the TCP state machine saw of this call's socket: 0 nothing (`connect()` failed before
+    /// the handshake started), 1 it entered `SYN_SENT`, 2 it closed again inside the call without
+    /// a socket error. Written in place by the sock-state program (no second map).
+    pub tcp_seen: u32,
+    pub pad: u32,
 }
 
 /// A failed exec remembered until the thread execs successfully (forgotten) or exits (reported):
@@ -304,4 +320,4 @@ const _: () = assert!(core::mem::size_of::<RawEvent>() == 272);
 const _: () = assert!(core::mem::size_of::<FoldKey>() == 140);
 const _: () = assert!(core::mem::size_of::<FoldVal>() == 24);
 const _: () = assert!(core::mem::size_of::<Owner>() == 48);
-const _: () = assert!(core::mem::size_of::<ConnectArgs>() == 16);
+const _: () = assert!(core::mem::size_of::<ConnectArgs>() == 24);

@@ -1,9 +1,11 @@
 //! `accept()`/`accept4()` results: successes counted, failures other than "no connection yet"
 //! (EMFILE, ENFILE, ENOBUFS, ...) reported.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use probe_common::{CNT_ACCEPT_FAILED, CNT_ACCEPT_OK, ERRNO_SLOTS, KIND_ACCEPT_FAILED};
+use probe_common::{
+    CNT_ACCEPT_FAILED, CNT_ACCEPT_OK, ERRNO_SLOTS, KIND_ACCEPT_FAILED, SYSCALL_RET,
+};
 
-use crate::common::{count, count_errno, current_is_self, current_owner, emit, off};
+use crate::common::{count, count_errno, current_is_self, current_owner, emit, off, sys_field};
 
 const EAGAIN: u32 = 11;
 const EINTR: u32 = 4;
@@ -25,8 +27,7 @@ pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
 }
 
 fn try_accept_exit(ctx: &TracePointContext, ret_off: usize) -> Result<(), ()> {
-    // SAFETY: offset from tracefs.
-    let ret = unsafe { ctx.read_at::<i64>(ret_off) }.map_err(|_| ())?;
+    let ret = sys_field::<{ SYSCALL_RET as usize }>(ctx, ret_off)? as i64;
     if ret >= 0 {
         count(CNT_ACCEPT_OK);
         count_errno(ERRNO_SLOTS, 0);

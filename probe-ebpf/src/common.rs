@@ -1,11 +1,13 @@
 //! Maps, load-time globals and helpers shared by every hook.
 use aya_ebpf::{
+    EbpfContext as _,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_ktime_get_ns,
     },
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
 };
 use probe_common::{
     CNT_LOST_RINGBUF, CONNECTS_MAX, ConnectArgs, ERRNO_SLOTS, EXECS_MAX, ExecFail, FoldKey,
@@ -23,8 +25,7 @@ pub static GW_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COU
 #[map]
 pub static GW_ERRNO: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * ERRNO_SLOTS, 0);
 #[map]
-pub static GW_CONNECTS: LruHashMap<u32, ConnectArgs> =
-    LruHashMap::with_max_entries(CONNECTS_MAX, 0);
+pub static GW_CONNECTS: HashMap<u32, ConnectArgs> = HashMap::with_max_entries(CONNECTS_MAX, 0);
 #[map]
 pub static GW_EXECS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(EXECS_MAX, 0);
 #[map]
@@ -52,6 +53,24 @@ macro_rules! off {
     };
 }
 pub(crate) use off;
+
+/// Reads an 8-byte syscall tracepoint field: a direct context load at `FIXED` (a constant, as
+/// the verifier requires) when the loader confirmed this kernel's layout, else through the
+/// helper at the offset tracefs gave.
+#[inline(always)]
+pub fn sys_field<const FIXED: usize>(
+    ctx: &TracePointContext,
+    tracefs_off: usize,
+) -> Result<u64, ()> {
+    if off!(syscall_layout_fixed) != 0 {
+        // SAFETY: the loader checked that tracefs puts this field at FIXED; the verifier checks
+        // the context access itself (constant offset, in bounds, aligned).
+        Ok(unsafe { *(ctx.as_ptr().cast::<u8>().add(FIXED).cast::<u64>()) })
+    } else {
+        // SAFETY: offset from tracefs; fallible helper read.
+        unsafe { ctx.read_at::<u64>(tracefs_off) }.map_err(|_| ())
+    }
+}
 
 /// Do not wake the reader: userspace drains the ring buffer on a timer.
 pub const BPF_RB_NO_WAKEUP: u64 = 1;

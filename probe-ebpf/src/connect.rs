@@ -3,17 +3,20 @@
 //! ENETUNREACH ...). TCP failures learnt after the handshake started are left to `sock_state`.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_buf},
-    macros::{map, tracepoint},
-    maps::LruHashMap,
+    macros::tracepoint,
     programs::TracePointContext,
 };
 use probe_common::{
     AF_INET, AF_INET6, AF_UNIX, CNT_CONNECT_FAILED, CNT_CONNECT_INPROGRESS, CNT_CONNECT_OK,
-    CNT_LOST_MAP_FULL, CNT_LOST_READ, CONNECTS_MAX, ConnectArgs, SOURCE_SYSCALL, UNIX_PATH_MAX,
+    CNT_LOST_MAP_FULL, CNT_LOST_READ, ConnectArgs, SOURCE_SYSCALL, SYSCALL_ARG0, SYSCALL_RET,
+    UNIX_PATH_MAX,
 };
 
 use crate::{
-    common::{GW_CONNECTS, count, count_errno, current_is_self, current_owner, emit_failure, off},
+    common::{
+        GW_CONNECTS, count, count_errno, current_is_self, current_owner, emit_failure, off,
+        sys_field,
+    },
     fold::scratch_key,
 };
 
@@ -23,12 +26,8 @@ const EISCONN: u32 = 106;
 const ECONNREFUSED: u32 = 111;
 const ETIMEDOUT: u32 = 110;
 
-/// What `sock_state` saw of a thread's in-flight TCP connect(), by thread id: its socket entered
-/// SYN_SENT ([`SEEN_SYN_SENT`]), then maybe closed again inside connect() without a socket error
-/// ([`SEEN_CLOSED_IN_CALL`]). No entry: connect() failed before the handshake started.
-#[map]
-pub static GW_CONNECT_TCP: LruHashMap<u32, u32> = LruHashMap::with_max_entries(CONNECTS_MAX, 0);
-/// The handshake started: a failure from here on is the state machine's to report.
+/// `ConnectArgs::tcp_seen`: the handshake started: a failure from here on is the state
+/// machine's to report.
 pub const SEEN_SYN_SENT: u32 = 1;
 /// connect() failed after entering SYN_SENT but before sending anything (no free local port,
 /// no route for the chosen port): only the syscall knows the errno.
@@ -43,22 +42,17 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_enter_connect(ctx: &TracePointContext) -> Result<(), ()> {
-    // SAFETY: offsets come from this kernel's tracefs format file; reads are bounds-checked helpers.
-    let (fd, uaddr, addrlen) = unsafe {
-        (
-            ctx.read_at::<u64>(off!(enter_connect_fd)).map_err(|_| ())?,
-            ctx.read_at::<u64>(off!(enter_connect_addr))
-                .map_err(|_| ())?,
-            ctx.read_at::<u64>(off!(enter_connect_addrlen))
-                .map_err(|_| ())?,
-        )
-    };
+    const ARG0: usize = SYSCALL_ARG0 as usize;
+    let fd = sys_field::<ARG0>(ctx, off!(enter_connect_fd))?;
+    let uaddr = sys_field::<{ ARG0 + 8 }>(ctx, off!(enter_connect_addr))?;
+    let addrlen = sys_field::<{ ARG0 + 16 }>(ctx, off!(enter_connect_addrlen))?;
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = GW_CONNECT_TCP.remove(&tid);
     let args = ConnectArgs {
         uaddr,
         addrlen: addrlen as u32,
         fd: fd as u32,
+        tcp_seen: 0,
+        pad: 0,
     };
     if GW_CONNECTS.insert(&tid, &args, 0).is_err() {
         count(CNT_LOST_MAP_FULL);
@@ -80,11 +74,7 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), ()> {
     // SAFETY: the value is copied out before the entry is removed.
     let args = unsafe { GW_CONNECTS.get(&tid) }.copied();
     let _ = GW_CONNECTS.remove(&tid);
-    // SAFETY: as above.
-    let tcp_seen = unsafe { GW_CONNECT_TCP.get(&tid) }.copied();
-    let _ = GW_CONNECT_TCP.remove(&tid);
-    // SAFETY: offset from tracefs.
-    let ret = unsafe { ctx.read_at::<i64>(off!(exit_connect_ret)) }.map_err(|_| ())?;
+    let ret = sys_field::<{ SYSCALL_RET as usize }>(ctx, off!(exit_connect_ret))? as i64;
     if ret == 0 {
         count(CNT_CONNECT_OK);
         count_errno(0, 0);
@@ -111,15 +101,15 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), ()> {
         return Err(());
     };
     let tcp_like = family == AF_INET || family == AF_INET6;
-    let reported_by_sock_state = match tcp_seen {
+    let reported_by_sock_state = match args.tcp_seen {
         // The handshake started and failed (RST, timeout, ICMP): sock_state reported it, with the
         // same errno, or the connect goes on in the background (EINTR).
-        Some(SEEN_SYN_SENT) => true,
-        Some(_) => false,
+        SEEN_SYN_SENT => true,
         // No handshake in this call. ECONNREFUSED/ETIMEDOUT then come from connect() called again
         // on a socket whose failure sock_state already reported; anything else (EHOSTUNREACH from
         // an `unreachable` route, ENETUNREACH, ...) failed in routing, before the handshake.
-        None => errno == ECONNREFUSED || errno == ETIMEDOUT,
+        0 => errno == ECONNREFUSED || errno == ETIMEDOUT,
+        _ => false,
     };
     if tcp_like && reported_by_sock_state {
         return Ok(());

@@ -23,7 +23,7 @@ use crate::{
         GW_CONNECTS, GW_TCP_OWNER, count, count_errno, current_is_self, current_owner,
         emit_failure, off,
     },
-    connect::{GW_CONNECT_TCP, SEEN_CLOSED_IN_CALL, SEEN_SYN_SENT},
+    connect::{SEEN_CLOSED_IN_CALL, SEEN_SYN_SENT},
     fold::scratch_key,
 };
 
@@ -152,9 +152,9 @@ fn on_transition(
         }
         // Always inside connect() (the syscall hook's entry, when attached, is in flight).
         let tid = bpf_get_current_pid_tgid() as u32;
-        // SAFETY: lookup only.
-        if unsafe { GW_CONNECTS.get(&tid) }.is_some() {
-            let _ = GW_CONNECT_TCP.insert(&tid, &SEEN_SYN_SENT, 0);
+        if let Some(args) = GW_CONNECTS.get_ptr_mut(&tid) {
+            // SAFETY: a live value of the map; only this thread's programs touch its entry.
+            unsafe { (*args).tcp_seen = SEEN_SYN_SENT };
         }
         return Ok(());
     }
@@ -181,13 +181,13 @@ fn on_transition(
         // connect() failed after entering SYN_SENT (no free local port, no route for the chosen
         // port); the syscall hook reports its errno.
         let tid = bpf_get_current_pid_tgid() as u32;
-        if let Some(seen) = GW_CONNECT_TCP.get_ptr_mut(&tid)
+        if let Some(args) = GW_CONNECTS.get_ptr_mut(&tid)
             && (!have_owner || owner.tid == tid)
         {
             // SAFETY: the map value lives while we hold the pointer (no deletion in between).
             unsafe {
-                if *seen == SEEN_SYN_SENT {
-                    *seen = SEEN_CLOSED_IN_CALL;
+                if (*args).tcp_seen == SEEN_SYN_SENT {
+                    (*args).tcp_seen = SEEN_CLOSED_IN_CALL;
                     return Ok(());
                 }
             }

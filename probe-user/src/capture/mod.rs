@@ -68,6 +68,24 @@ const PROGRAMS: &[(&str, &str, &str, bool)] = &[
     ("mark_victim", "oom", "mark_victim", false),
 ];
 
+/// Whether the hot syscall fields sit at the layout the programs can load directly (a direct
+/// context load needs the offset in the instruction; a helper read cost ~125 ns here).
+fn syscall_layout_fixed(o: &Offsets) -> bool {
+    use probe_common::{SYSCALL_ARG0, SYSCALL_RET};
+    let fixed = (
+        o.enter_connect_fd,
+        o.enter_connect_addr,
+        o.enter_connect_addrlen,
+    ) == (SYSCALL_ARG0, SYSCALL_ARG0 + 8, SYSCALL_ARG0 + 16)
+        && [o.exit_connect_ret, o.exit_accept_ret, o.exit_accept4_ret] == [SYSCALL_RET; 3];
+    if !fixed {
+        log::info!(
+            "syscall tracepoint layout differs from the usual one: reading it through helpers"
+        );
+    }
+    fixed
+}
+
 /// The raw tracepoint twin of the classic `inet_sock_set_state` program.
 const RAW_SOCK_STATE: &str = "inet_sock_set_state_raw";
 /// The classic program it replaces.
@@ -141,6 +159,7 @@ pub fn offsets(hooks: Hooks) -> Result<Offsets, CaptureError> {
         o.exit_connect_ret = fmt("syscalls", "sys_exit_connect")?.offset("ret")?;
         o.exit_accept_ret = fmt("syscalls", "sys_exit_accept")?.offset("ret")?;
         o.exit_accept4_ret = fmt("syscalls", "sys_exit_accept4")?.offset("ret")?;
+        o.syscall_layout_fixed = u32::from(syscall_layout_fixed(&o));
         o.enter_execve_filename = fmt("syscalls", "sys_enter_execve")?.offset("filename")?;
         o.exit_execve_ret = fmt("syscalls", "sys_exit_execve")?.offset("ret")?;
         o.enter_execveat_filename = fmt("syscalls", "sys_enter_execveat")?.offset("filename")?;
