@@ -649,17 +649,29 @@ fn simple_errnos_map_to_their_causes() {
 
 // ---- lifecycle ----------------------------------------------------------------------------
 
-#[test]
-fn crash_on_boot_explains_missing_socket() {
-    let cmd = "/srv/venv/bin/gunicorn --bind unix:/run/gunicorn.sock app.wsgi";
+const CRASHING_CMD: &str = "/srv/venv/bin/gunicorn --bind unix:/run/gunicorn.sock app.wsgi";
+
+/// gunicorn pids 300-302 exit 3 right after exec, 2 s apart; nginx fails 6 connects (ENOENT).
+fn crash_loop_stream() -> Vec<Event> {
     let mut es = vec![nginx_facts(T0)];
     for i in 0..3u32 {
         let t = T0 + u64::from(i) * 2 * S;
-        es.push(exec(t, 300 + i, "gunicorn", "/srv/venv/bin/gunicorn", cmd));
+        es.push(exec(
+            t,
+            300 + i,
+            "gunicorn",
+            "/srv/venv/bin/gunicorn",
+            CRASHING_CMD,
+        ));
         es.push(exit_code(t + 700 * MS, 300 + i, "gunicorn", 3));
     }
     failures(&mut es, T0 + S, 6, 101, "unix:/run/gunicorn.sock", 2);
-    let vs = run(&es);
+    es
+}
+
+#[test]
+fn crash_on_boot_explains_missing_socket() {
+    let vs = run(&crash_loop_stream());
     let v = only(&vs, "crash-on-boot");
     assert_eq!(
         (v.target.as_str(), v.count, v.proxy_pid),
@@ -673,20 +685,13 @@ fn crash_on_boot_explains_missing_socket() {
 fn crash_loop_instance_caught_listening_is_still_crash_on_boot() {
     // The last listener snapshot caught the newest instance in the fraction of a second it
     // binds the socket before it dies too: not a live upstream.
-    let cmd = "/srv/venv/bin/gunicorn --bind unix:/run/gunicorn.sock app.wsgi";
-    let mut es = vec![nginx_facts(T0)];
-    for i in 0..3u32 {
-        let t = T0 + u64::from(i) * 2 * S;
-        es.push(exec(t, 300 + i, "gunicorn", "/srv/venv/bin/gunicorn", cmd));
-        es.push(exit_code(t + 700 * MS, 300 + i, "gunicorn", 3));
-    }
-    failures(&mut es, T0 + S, 6, 101, "unix:/run/gunicorn.sock", 2);
+    let mut es = crash_loop_stream();
     es.push(exec(
         T0 + 6 * S,
         303,
         "gunicorn",
         "/srv/venv/bin/gunicorn",
-        cmd,
+        CRASHING_CMD,
     ));
     es.push(facts(
         T0 + 6 * S + 100 * MS,
