@@ -327,6 +327,12 @@ impl Capture {
         n
     }
 
+    /// One kernel counter (`probe_common::CNT_*`), summed over CPUs.
+    #[must_use]
+    pub fn counter(&self, idx: u32) -> u64 {
+        self.counters.get(&idx, 0).map_or(0, |v| v.iter().sum())
+    }
+
     /// Current kernel counters, summed over CPUs.
     #[must_use]
     pub fn counters(&self) -> Counters {
@@ -353,14 +359,14 @@ impl Capture {
             .sum()
     }
 
-    /// `loss` events for every loss counter that grew since the last call.
+    /// `loss` events for every loss counter that grew since the last call (reads just those
+    /// counters: a few syscalls, not one per counter and errno slot).
     pub fn loss_events(&mut self, now_mono_ns: u64) -> Vec<Event> {
-        let c = self.counters();
         let mut out = Vec::new();
         let current: Vec<u64> = LOSS_COUNTERS
             .iter()
-            .map(|&(_, idx)| c.counters[idx as usize])
-            .chain(std::iter::once(c.recursion_misses))
+            .map(|&(_, idx)| self.counter(idx))
+            .chain(std::iter::once(self.recursion_misses()))
             .collect();
         for (i, (&now, prev)) in current
             .iter()
