@@ -11,7 +11,7 @@ use std::{
 };
 
 use gwtrace::{
-    event::{Body, Event, SCHEMA_VERSION},
+    event::{Body, Event},
     facts::{FactsUpdate, ProcInfo},
 };
 
@@ -30,19 +30,10 @@ impl Drop for Rsyslogd {
 }
 
 fn event(mono_ns: u64, pid: u32, comm: &str, body: Body) -> Event {
-    Event {
-        v: SCHEMA_VERSION,
-        ts: format!("2026-11-25T20:00:{:02}Z", mono_ns % 60),
-        mono_ns,
-        pid,
-        tid: pid,
-        comm: comm.into(),
-        uid: 33,
-        gid: 33,
-        cgroup_id: 1,
-        origin: None,
-        body,
-    }
+    let ts = format!("2026-11-25T20:00:{:02}Z", mono_ns % 60);
+    let mut e = Event::of_task(ts, mono_ns, pid, comm, body);
+    (e.uid, e.gid, e.cgroup_id) = (33, 33, 1);
+    e
 }
 
 fn refused(mono_ns: u64, target: &str) -> Event {

@@ -287,20 +287,12 @@ fn every_kind() -> Vec<Event> {
         events.push(loss_event(&clock, 6_000_000_000, reason, 3));
     }
     let facts = full_facts();
-    for body in [Body::Facts(facts), Body::Facts(FactsUpdate::default())] {
-        events.push(Event {
-            v: gwtrace::event::SCHEMA_VERSION,
-            ts: clock.rfc3339(7_000_000_000),
-            mono_ns: 7_000_000_000,
-            pid: 0,
-            tid: 0,
-            comm: String::new(),
-            uid: 0,
-            gid: 0,
-            cgroup_id: 0,
-            origin: None,
-            body,
-        });
+    for up in [facts, FactsUpdate::default()] {
+        events.push(Event::facts(
+            clock.rfc3339(7_000_000_000),
+            7_000_000_000,
+            up,
+        ));
     }
     events
 }

@@ -320,7 +320,6 @@ impl<S: FactSource> Enricher<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::SCHEMA_VERSION;
     use crate::facts::{MemcgInfo, PathInfo};
 
     /// Pid 101 (the proxy worker) lives in mount namespace 2, everything else in 1.
@@ -373,19 +372,7 @@ mod tests {
     }
 
     fn event(pid: u32, comm: &str, body: Body) -> Event {
-        Event {
-            v: SCHEMA_VERSION,
-            ts: String::new(),
-            mono_ns: 50,
-            pid,
-            tid: pid,
-            comm: comm.into(),
-            uid: 0,
-            gid: 0,
-            cgroup_id: 0,
-            origin: None,
-            body,
-        }
+        Event::of_task(String::new(), 50, pid, comm, body)
     }
 
     #[test]

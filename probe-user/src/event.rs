@@ -132,22 +132,29 @@ pub enum Body {
 }
 
 impl Event {
-    /// A `facts` line: what /proc showed at `mono_ns` (no task header: gwtrace read it).
+    /// An event of task `pid` (its only thread) named `comm`, with no ids, cgroup or origin:
+    /// the one place that spells out the header, for gwtrace's own lines and hand-made events.
     #[must_use]
-    pub fn facts(ts: String, mono_ns: u64, up: FactsUpdate) -> Self {
+    pub fn of_task(ts: String, mono_ns: u64, pid: u32, comm: &str, body: Body) -> Self {
         Self {
             v: SCHEMA_VERSION,
             ts,
             mono_ns,
-            pid: 0,
-            tid: 0,
-            comm: String::new(),
+            pid,
+            tid: pid,
+            comm: comm.to_owned(),
             uid: 0,
             gid: 0,
             cgroup_id: 0,
             origin: None,
-            body: Body::Facts(up),
+            body,
         }
+    }
+
+    /// A `facts` line: what /proc showed at `mono_ns` (no task header: gwtrace read it).
+    #[must_use]
+    pub fn facts(ts: String, mono_ns: u64, up: FactsUpdate) -> Self {
+        Self::of_task(ts, mono_ns, 0, "", Body::Facts(up))
     }
 
     /// The `kind` string of this event, as in JSON.

@@ -574,22 +574,17 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::SCHEMA_VERSION;
 
     fn ev(pid: u32, comm: &str, body: Body) -> Event {
-        Event {
-            v: SCHEMA_VERSION,
-            ts: "2026-01-01T00:00:00Z".into(),
-            mono_ns: 1_000_000_000,
+        let mut e = Event::of_task(
+            "2026-01-01T00:00:00Z".into(),
+            1_000_000_000,
             pid,
-            tid: pid,
-            comm: comm.into(),
-            uid: 0,
-            gid: 0,
-            cgroup_id: 1,
-            origin: None,
+            comm,
             body,
-        }
+        );
+        e.cgroup_id = 1;
+        e
     }
 
     fn failed(target: &str, errno: i32) -> Body {

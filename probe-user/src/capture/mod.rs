@@ -17,7 +17,7 @@ use probe_common::{
     NUM_COUNTERS, Offsets, RawEvent,
 };
 
-use crate::event::{Body, Clock, Decoder, Event, SCHEMA_VERSION, monotonic_ns};
+use crate::event::{Body, Clock, Decoder, Event, monotonic_ns};
 
 /// The eBPF object, built by build.rs from probe-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gwtrace"));
@@ -401,22 +401,19 @@ fn deliver(clock: &Clock, raw: &RawEvent, count: u64, sink: &mut impl FnMut(Even
 /// A `loss` event stamped now.
 #[must_use]
 pub fn loss_event(clock: &Clock, mono_ns: u64, reason: &str, count: u64) -> Event {
-    Event {
-        v: SCHEMA_VERSION,
-        ts: clock.rfc3339(mono_ns),
+    let body = Body::Loss {
+        reason: reason.to_owned(),
+        count,
+    };
+    let mut ev = Event::of_task(
+        clock.rfc3339(mono_ns),
         mono_ns,
-        pid: std::process::id(),
-        tid: 0,
-        comm: "gwtrace".into(),
-        uid: 0,
-        gid: 0,
-        cgroup_id: 0,
-        origin: None,
-        body: Body::Loss {
-            reason: reason.to_owned(),
-            count,
-        },
-    }
+        std::process::id(),
+        "gwtrace",
+        body,
+    );
+    ev.tid = 0;
+    ev
 }
 
 /// `bpf_prog_info.recursion_misses` of a program, via `BPF_OBJ_GET_INFO_BY_FD` (aya does not

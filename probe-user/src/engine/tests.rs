@@ -1,7 +1,7 @@
 //! Engine tests: one synthetic event stream per cause, the near misses that must stay silent,
 //! dedup/sorting/bounds, rendering, and a golden replay of a recorded JSON-lines fixture.
 use super::*;
-use crate::event::{Body, Event, SCHEMA_VERSION, errno_name, signal_name};
+use crate::event::{Body, Event, errno_name, signal_name};
 use crate::facts::{
     FactsUpdate, Listener, MemcgInfo, MountNs, Netstat, PathComponent, PathInfo, ProcInfo,
 };
@@ -14,19 +14,7 @@ const T0: u64 = 1000 * S;
 // ---- constructors -------------------------------------------------------------------------
 
 fn ev(t: u64, pid: u32, comm: &str, body: Body) -> Event {
-    Event {
-        v: SCHEMA_VERSION,
-        ts: String::new(),
-        mono_ns: t,
-        pid,
-        tid: pid,
-        comm: comm.into(),
-        uid: 0,
-        gid: 0,
-        cgroup_id: 0,
-        origin: None,
-        body,
-    }
+    Event::of_task(String::new(), t, pid, comm, body)
 }
 
 fn facts(t: u64, f: FactsUpdate) -> Event {
