@@ -111,18 +111,9 @@ fn pass_of(target: &str) -> String {
 /// gunicorn as the lab starts it (user gwapp), inside `ns`; returns its master pid.
 fn gunicorn(stack: &mut lab::Stack, ns: &Netns, bind: &str, extra: &[&str]) -> u32 {
     let mut cmd = ns.command("gunicorn");
-    cmd.args([
-        "--bind",
-        bind,
-        "--workers",
-        "1",
-        "--user",
-        "gwapp",
-        "--group",
-        "gwapp",
-    ])
-    .args(extra)
-    .arg("app:app");
+    cmd.args(lab::gunicorn_args(bind))
+        .args(extra)
+        .arg("app:app");
     let pid = stack.spawn(&mut cmd).expect("starting gunicorn");
     wait_listening(pid, bind);
     pid

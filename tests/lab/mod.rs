@@ -91,6 +91,20 @@ pub struct Stack {
     pub record: Option<PathBuf>,
 }
 
+/// gunicorn's flags as the lab runs it: one worker, as the unprivileged app user.
+pub fn gunicorn_args(bind: &str) -> [&str; 8] {
+    [
+        "--bind",
+        bind,
+        "--workers",
+        "1",
+        "--user",
+        "gwapp",
+        "--group",
+        "gwapp",
+    ]
+}
+
 /// A TCP port nothing listens on right now (bound and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -226,18 +240,9 @@ impl Stack {
         env: &[(&str, &str)],
     ) -> anyhow::Result<u32> {
         let mut cmd = Command::new("gunicorn");
-        cmd.args([
-            "--bind",
-            bind,
-            "--workers",
-            "1",
-            "--user",
-            "gwapp",
-            "--group",
-            "gwapp",
-        ])
-        .args(extra)
-        .envs(env.iter().copied());
+        cmd.args(gunicorn_args(bind))
+            .args(extra)
+            .envs(env.iter().copied());
         if !extra.iter().any(|a| a.contains(':')) {
             cmd.arg("app:app");
         }
