@@ -79,12 +79,9 @@ impl Origin {
     )]
     pub fn from_path(cgroup: &str) -> Self {
         let comps: Vec<&str> = cgroup.split('/').filter(|c| !c.is_empty()).collect();
-        let unit = comps
-            .iter()
-            .rev()
-            .find(|c| c.ends_with(".service"))
-            .or_else(|| comps.iter().rev().find(|c| c.ends_with(".scope")))
-            .map(|c| (*c).to_owned());
+        let unit = service_unit(cgroup)
+            .or_else(|| comps.iter().rev().find(|c| c.ends_with(".scope")).copied())
+            .map(str::to_owned);
         let container = comps.iter().rev().find_map(|c| container_of(c));
         let in_kubepods = comps.iter().any(|c| c.starts_with("kubepods"));
         let pod_uid = if in_kubepods {
@@ -137,6 +134,12 @@ impl Origin {
         }
         parts.join(", ")
     }
+}
+
+/// The innermost systemd service (`….service` component) a cgroup path names.
+#[must_use]
+pub fn service_unit(cgroup: &str) -> Option<&str> {
+    cgroup.split('/').rev().find(|c| c.ends_with(".service"))
 }
 
 /// The most telling path of a `/proc/PID/cgroup` file: the v2 (`0::`) path unless it is the

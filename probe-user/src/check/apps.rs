@@ -452,11 +452,7 @@ pub fn parse_unit_show(unit: &str, text: &str) -> UnitDirs {
 /// `app.service`), if it is one.
 #[must_use]
 pub fn unit_of_cgroup(cgroup: &str) -> Option<String> {
-    cgroup
-        .split('/')
-        .rev()
-        .find(|c| c.ends_with(".service"))
-        .map(str::to_owned)
+    crate::origin::service_unit(cgroup).map(str::to_owned)
 }
 
 #[cfg(test)]
