@@ -12,6 +12,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::facts::ProcInfo;
+
 /// Where a process runs: its cgroup and what that cgroup says about the workload.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Origin {
@@ -234,6 +236,18 @@ impl Resolver {
         Some(o)
     }
 
+    /// Takes the cgroups of processes read from /proc anyway (`ProcInfo::cgroup` is the same
+    /// [`best_path`]), so their events need no read of their own.
+    pub fn learn(&mut self, procs: &[ProcInfo]) {
+        for p in procs.iter().filter(|p| !p.cgroup.is_empty()) {
+            if self.by_pid.len() >= MAX_CACHED {
+                self.by_pid.clear();
+            }
+            self.by_pid
+                .insert(p.pid, Arc::new(Origin::from_path(&p.cgroup)));
+        }
+    }
+
     /// Forgets a pid (it exited: the number may be reused by another process).
     pub fn forget(&mut self, pid: u32) {
         self.by_pid.remove(&pid);
@@ -388,5 +402,15 @@ mod tests {
         r.forget(42);
         std::fs::remove_dir_all(proc_root.path().join("42")).unwrap();
         assert!(r.resolve(42, 0, 5).is_none());
+        // A process the enricher read: no /proc read of its own (there is none to read).
+        r.learn(&[ProcInfo {
+            pid: 45,
+            cgroup: "/system.slice/web.service".into(),
+            ..ProcInfo::default()
+        }]);
+        assert_eq!(
+            r.resolve(45, 0, 6).and_then(|o| o.unit.clone()).as_deref(),
+            Some("web.service")
+        );
     }
 }

@@ -190,6 +190,7 @@ pub fn run_with_counters(
     };
     let now = monotonic_ns();
     let snapshot = enricher.snapshot(&opts.proxy_pids);
+    origins.learn(&snapshot.processes);
     emit(&facts_event(&clock, now, snapshot), &mut stats)?;
 
     stats.stopped_by = rt.block_on(async {
@@ -211,6 +212,7 @@ pub fn run_with_counters(
                     }
                     let now = monotonic_ns();
                     if let Some(up) = enricher.periodic() {
+                        origins.learn(&up.processes);
                         emit(&facts_event(&clock, now, up), &mut stats)?;
                     }
                     for ev in capture.loss_events(now) {
@@ -279,13 +281,18 @@ fn emit_batch(
     emit: &mut impl FnMut(&Event, &mut Stats) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     for mut ev in batch {
-        // Attribution first: an exiting process is still readable in /proc (or by its cgroup
-        // id) now, and its pid may be reused once it is gone.
+        let up = enricher.before(&ev);
+        // The processes the enricher just read carry their cgroup: attribution reuses them
+        // rather than reading /proc/PID/cgroup a second time.
+        if let Some(up) = &up {
+            origins.learn(&up.processes);
+        }
+        // An exiting process is attributed now: its pid may be reused once it is gone.
         ev.origin = origins.resolve(ev.pid, ev.cgroup_id, ev.mono_ns);
         if matches!(ev.body, Body::ProcessExit { .. }) {
             origins.forget(ev.pid);
         }
-        if let Some(up) = enricher.before(&ev) {
+        if let Some(up) = up {
             if let Body::Exec { cmdline, .. } = &mut ev.body {
                 *cmdline = up
                     .processes
