@@ -330,20 +330,19 @@ impl Capture {
     /// One kernel counter (`probe_common::CNT_*`), summed over CPUs.
     #[must_use]
     pub fn counter(&self, idx: u32) -> u64 {
-        self.counters.get(&idx, 0).map_or(0, |v| v.iter().sum())
+        sum_cpus(&self.counters, idx)
     }
 
     /// Current kernel counters, summed over CPUs.
     #[must_use]
     pub fn counters(&self) -> Counters {
-        let sum = |map: &PerCpuArray<MapData, u64>, i: u32| -> u64 {
-            map.get(&i, 0).map_or(0, |v| v.iter().sum())
-        };
         Counters {
-            counters: (0..NUM_COUNTERS).map(|i| sum(&self.counters, i)).collect(),
-            connect_errno: (0..ERRNO_SLOTS).map(|i| sum(&self.errnos, i)).collect(),
+            counters: (0..NUM_COUNTERS).map(|i| self.counter(i)).collect(),
+            connect_errno: (0..ERRNO_SLOTS)
+                .map(|i| sum_cpus(&self.errnos, i))
+                .collect(),
             accept_errno: (ERRNO_SLOTS..2 * ERRNO_SLOTS)
-                .map(|i| sum(&self.errnos, i))
+                .map(|i| sum_cpus(&self.errnos, i))
                 .collect(),
             recursion_misses: self.recursion_misses(),
         }
@@ -383,6 +382,11 @@ impl Capture {
         }
         out
     }
+}
+
+/// One slot of a per-CPU counter array, summed over CPUs (0 if unreadable).
+fn sum_cpus(map: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {
+    map.get(&idx, 0).map_or(0, |v| v.iter().sum())
 }
 
 /// Decodes a record and hands it on, a failed connect with the number of failures it stands for.
