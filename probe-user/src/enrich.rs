@@ -5,14 +5,10 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::{
+    catalog::APP_SERVERS,
     event::{Body, Event},
     facts::{FactSource, FactsUpdate, Listener, MountNs, Netstat, ProcInfo},
 };
-
-/// Process names of the reverse proxies gwtrace knows (the engine's list: one list for both).
-pub const PROXY_NAMES: &[&str] = &crate::engine::DEFAULT_PROXY_NAMES;
-/// Process names of common upstream app servers (the engine's list).
-pub const APP_NAMES: &[&str] = &crate::engine::APP_SERVERS;
 
 /// Whether a process looks like a proxy or an app server worth remembering.
 fn interesting(p: &ProcInfo, proxy_names: &[String]) -> bool {
@@ -25,7 +21,7 @@ fn interesting(p: &ProcInfo, proxy_names: &[String]) -> bool {
     proxy_names
         .iter()
         .any(|n| p.comm == *n || p.comm.starts_with(&format!("{n}:")))
-        || APP_NAMES
+        || APP_SERVERS
             .iter()
             .any(|n| p.comm.starts_with(n) || first.contains(n))
 }
@@ -175,8 +171,8 @@ impl<S: FactSource> Enricher<S> {
     /// Facts the event needs that have not been sent yet.
     /// Whether an event concerns a proxy or an upstream (the engine ignores the rest).
     fn relevant(&self, ev: &Event) -> bool {
-        let by_name =
-            self.proxy_names.contains(&ev.comm) || APP_NAMES.iter().any(|n| ev.comm.starts_with(n));
+        let by_name = self.proxy_names.contains(&ev.comm)
+            || APP_SERVERS.iter().any(|n| ev.comm.starts_with(n));
         by_name
             || self.relevant.contains(&ev.pid)
             || match &ev.body {

@@ -1,6 +1,7 @@
 //! gwtrace: why does my reverse proxy answer 502? Wire decoding, kernel capture, procfs facts and
 //! the correlation engine; the `gwtrace` binary is a thin CLI over these.
 pub mod capture;
+pub mod catalog;
 pub mod check;
 pub mod engine;
 pub mod enrich;

@@ -9,9 +9,11 @@
 //!
 //! Label cardinality is bounded: at most [`MetricsConfig::max_targets`] distinct targets and
 //! [`MetricsConfig::max_comms`] distinct process names get their own series; later ones are
-//! folded into [`OTHER`]. Errno and signal labels come from small fixed sets.
+//! folded into [`OTHER`]. Errno and signal labels come from small fixed sets, cause labels from
+//! the catalog ([`Cause::OBSERVED`] exist at 0 before the first verdict, so alerts on
+//! `gwtrace_verdicts_active > 0` need no `absent()`).
 use std::{
-    collections::{BTreeMap, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     sync::Arc,
 };
 
@@ -23,6 +25,7 @@ use prometheus_client::{
 
 use crate::{
     capture::Counters,
+    catalog::{Cause, ProcNames, ProxyRule, default_proxy_names},
     engine::Verdict,
     event::{Body, Event, errno_name},
 };
@@ -33,25 +36,6 @@ pub const OTHER: &str = "other";
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 /// A verdict whose last symptom is at most this old counts as active.
 pub const ACTIVE_NS: u64 = 60_000_000_000;
-/// Every cause id the engine can name (series exist at 0 before the first verdict, so alerts on
-/// `gwtrace_verdicts_active > 0` need no `absent()`).
-pub const CAUSES: &[&str] = &[
-    "socket-missing",
-    "stale-socket",
-    "upstream-not-listening",
-    "wrong-target",
-    "socket-permission",
-    "backlog-full",
-    "crash-on-boot",
-    "worker-timeout",
-    "worker-oom-killed",
-    "worker-crashed",
-    "port-exhaustion",
-    "network-unreachable",
-    "connect-timeout",
-    "upstream-reset",
-    "upstream-restarting",
-];
 /// Loss reasons of `loss` events (docs/events.md).
 pub const LOSS_REASONS: &[&str] = &[
     "ringbuf_full",
@@ -62,8 +46,10 @@ pub const LOSS_REASONS: &[&str] = &[
 ];
 /// Deaths waiting for [`Metrics::settle_deaths`] beyond this are dropped (oldest first).
 const MAX_PENDING_DEATHS: usize = 4096;
-/// Cause ids outside [`CAUSES`] that get their own series.
-const MAX_NEW_CAUSES: usize = 16;
+/// Processes remembered from `facts` lines (parent and name), to tell a proxy's workers.
+const MAX_PROCS: usize = 65_536;
+/// Proxy pids remembered from `facts` lines.
+const MAX_FACT_PROXIES: usize = 4096;
 /// OOM victims remembered until their exit arrives.
 const MAX_OOM_VICTIMS: usize = 1024;
 
@@ -90,10 +76,7 @@ pub struct MetricsConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
-            proxy_names: crate::engine::DEFAULT_PROXY_NAMES
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
+            proxy_names: default_proxy_names(),
             proxy_pids: Vec::new(),
             max_targets: 64,
             max_comms: 32,
@@ -210,8 +193,12 @@ pub struct Metrics {
     kernel_accept_errors: Family<ErrnoLabels, Counter>,
     targets: Capped,
     comms: Capped,
-    /// Cause ids: the known ones, and a few the engine may add later.
-    causes: Capped,
+    /// Causes with a series: the observed ones from the start, any other once labelled.
+    causes: BTreeSet<Cause>,
+    /// Parent and name of processes `facts` lines described, for the proxy rule.
+    procs: HashMap<u32, (u32, String)>,
+    /// Pids `facts` lines named as proxies.
+    fact_proxies: HashSet<u32>,
     pending: VecDeque<Death>,
     oom_victims: VecDeque<u32>,
 }
@@ -324,7 +311,9 @@ impl Metrics {
             registry: Arc::new(Registry::default()),
             targets: Capped::new(cfg.max_targets),
             comms: Capped::new(cfg.max_comms),
-            causes: Capped::new(CAUSES.len() + MAX_NEW_CAUSES),
+            causes: Cause::OBSERVED.into_iter().collect(),
+            procs: HashMap::new(),
+            fact_proxies: HashSet::new(),
             cfg,
             pending: VecDeque::new(),
             oom_victims: VecDeque::new(),
@@ -344,9 +333,9 @@ impl Metrics {
     /// Creates the series that exist before anything happens (at 0), so queries and alerts
     /// find them.
     fn seed(&mut self) {
-        for cause in CAUSES {
+        for cause in &self.causes {
             let l = CauseLabels {
-                cause: self.causes.label(cause),
+                cause: cause.id().to_owned(),
             };
             drop(self.verdicts_active.get_or_create(&l));
             drop(self.verdicts.get_or_create(&l));
@@ -384,8 +373,44 @@ impl Metrics {
         self.exporter().encode()
     }
 
+    /// The catalog's [`ProxyRule`], the engine's: named or listed (configuration or facts),
+    /// or the child of such a process (a proxy master's workers).
     fn is_proxy(&self, ev: &Event) -> bool {
-        self.cfg.proxy_names.contains(&ev.comm) || self.cfg.proxy_pids.contains(&ev.pid)
+        let listed =
+            |pid: u32| self.cfg.proxy_pids.contains(&pid) || self.fact_proxies.contains(&pid);
+        let rule = ProxyRule {
+            names: &self.cfg.proxy_names,
+            listed: &listed,
+        };
+        let me = self.procs.get(&ev.pid);
+        let names = [ev.comm.as_str(), me.map_or("", |(_, c)| c.as_str())];
+        let parent = me.map(|&(ppid, _)| {
+            let comm = self.procs.get(&ppid).map_or("", |(_, c)| c.as_str());
+            (ppid, [comm])
+        });
+        rule.is_proxy(
+            ProcNames {
+                pid: ev.pid,
+                names: &names,
+            },
+            parent
+                .as_ref()
+                .map(|(pid, names)| ProcNames { pid: *pid, names }),
+        )
+    }
+
+    /// Remembers the process tree and proxy pids a `facts` line carries (bounded).
+    fn learn(&mut self, f: &crate::facts::FactsUpdate) {
+        for p in &f.processes {
+            if self.procs.len() < MAX_PROCS || self.procs.contains_key(&p.pid) {
+                self.procs.insert(p.pid, (p.ppid, p.comm.clone()));
+            }
+        }
+        for &pid in &f.proxies {
+            if self.fact_proxies.len() < MAX_FACT_PROXIES {
+                self.fact_proxies.insert(pid);
+            }
+        }
     }
 
     /// Takes one event line (in order, as `gwtrace record` writes them).
@@ -428,6 +453,7 @@ impl Metrics {
                 signal_name,
                 ..
             } => {
+                self.procs.remove(&ev.pid);
                 let oom = self.oom_victims.iter().position(|&p| p == ev.pid);
                 let (cause, code) = if let Some(i) = oom {
                     self.oom_victims.remove(i);
@@ -459,6 +485,7 @@ impl Metrics {
                     code,
                 });
             }
+            Body::Facts(f) => self.learn(f),
             Body::Loss { reason, count } => {
                 let reason = if LOSS_REASONS.contains(&reason.as_str()) {
                     reason.clone()
@@ -550,21 +577,20 @@ impl Metrics {
     /// Sets the verdict gauges from the engine's current verdicts.
     pub fn set_verdicts(&mut self, verdicts: &[Verdict], now_mono_ns: u64) {
         // Every cause ever labelled is set on every tick, so one that went away reads 0.
-        let mut all: BTreeMap<String, (i64, i64)> = self
-            .causes
-            .seen
-            .iter()
-            .map(|c| (c.clone(), (0, 0)))
-            .collect();
+        self.causes.extend(verdicts.iter().map(|v| v.cause));
+        let mut all: BTreeMap<Cause, (i64, i64)> =
+            self.causes.iter().map(|&c| (c, (0, 0))).collect();
         for v in verdicts {
-            let e = all.entry(self.causes.label(&v.cause)).or_default();
+            let e = all.entry(v.cause).or_default();
             e.0 += 1;
             if now_mono_ns.saturating_sub(v.last_seen_ns) <= ACTIVE_NS {
                 e.1 += 1;
             }
         }
         for (cause, (n, active)) in all {
-            let l = CauseLabels { cause };
+            let l = CauseLabels {
+                cause: cause.id().to_owned(),
+            };
             self.verdicts.get_or_create(&l).set(n);
             self.verdicts_active.get_or_create(&l).set(active);
         }
@@ -660,6 +686,61 @@ mod tests {
             ),
             Some("1")
         );
+    }
+
+    /// The engine's proxy rule: a listed master's worker (its child, from a `facts` line),
+    /// and a pid the facts name as a proxy, count; a child of a non-proxy does not.
+    #[test]
+    fn workers_of_a_listed_master_count_like_in_the_engine() {
+        use crate::facts::{FactsUpdate, ProcInfo};
+        let mut m = Metrics::new(MetricsConfig {
+            proxy_pids: vec![42],
+            ..MetricsConfig::default()
+        });
+        let proc = |pid, ppid, comm: &str| ProcInfo {
+            pid,
+            ppid,
+            comm: comm.into(),
+            ..ProcInfo::default()
+        };
+        m.observe(&Event::facts(
+            String::new(),
+            1,
+            FactsUpdate {
+                processes: vec![
+                    proc(42, 1, "myproxy"),
+                    proc(43, 42, "myproxy-w"),
+                    proc(50, 7, "curl"),
+                ],
+                proxies: vec![60],
+                ..FactsUpdate::default()
+            },
+        ));
+        m.observe(&ev(43, "myproxy-w", failed("10.0.0.1:80", 111)));
+        m.observe(&ev(60, "edge", failed("10.0.0.2:80", 111)));
+        m.observe(&ev(50, "curl", failed("10.0.0.3:80", 111)));
+        let t = m.encode().unwrap();
+        assert_eq!(
+            sample(
+                &t,
+                r#"gwtrace_connect_failures_total{proxy="myproxy-w",target="10.0.0.1:80",errno="ECONNREFUSED"}"#
+            ),
+            Some("1"),
+            "{t}"
+        );
+        assert_eq!(
+            sample(
+                &t,
+                r#"gwtrace_connect_failures_total{proxy="edge",target="10.0.0.2:80",errno="ECONNREFUSED"}"#
+            ),
+            Some("1"),
+            "{t}"
+        );
+        assert!(!t.contains("10.0.0.3"), "{t}");
+        // Once the worker exited, its pid is no longer taken for the master's.
+        m.observe(&ev(43, "myproxy-w", exit(Some(0), None)));
+        m.observe(&ev(43, "other", failed("10.0.0.4:80", 111)));
+        assert!(!m.encode().unwrap().contains("10.0.0.4"));
     }
 
     #[test]
@@ -830,9 +911,9 @@ mod tests {
         );
     }
 
-    fn verdict(cause: &str, last_seen_ns: u64) -> Verdict {
+    fn verdict(cause: Cause, last_seen_ns: u64) -> Verdict {
         Verdict {
-            cause: cause.into(),
+            cause,
             status: 502,
             proxy_pid: 10,
             proxy_comm: "nginx".into(),
@@ -842,7 +923,11 @@ mod tests {
             last_seen_ns,
             rate_per_s: 1.0,
             summary: String::new(),
-            ..Verdict::default()
+            evidence: Vec::new(),
+            fix: String::new(),
+            proxy_origin: None,
+            upstream_pid: None,
+            upstream_origin: None,
         }
     }
 
@@ -852,9 +937,9 @@ mod tests {
         let now = 200_000_000_000;
         m.set_verdicts(
             &[
-                verdict("upstream-not-listening", now - 1_000_000_000),
-                verdict("upstream-not-listening", now - 120_000_000_000),
-                verdict("worker-crashed", now - 120_000_000_000),
+                verdict(Cause::UpstreamNotListening, now - 1_000_000_000),
+                verdict(Cause::UpstreamNotListening, now - 120_000_000_000),
+                verdict(Cause::WorkerCrashed, now - 120_000_000_000),
             ],
             now,
         );

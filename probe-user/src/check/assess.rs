@@ -10,13 +10,11 @@ use std::fmt::Write as _;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 
-use super::apps::{AppSettings, ListenQueue, UnitDirs, UserCreds, canonical_run};
+use super::apps::{ListenQueue, UnitDirs, UserCreds, canonical_run};
 use super::nginx::{Addr, DEFAULT_TIMEOUT_MS, Dest, Loc, NginxConfig, Pass};
 use super::{Finding, ProxyReport, Severity, TargetStatus};
-use crate::engine::{
-    Creds, DEFAULT_PROXY_NAMES, Engine, EngineConfig, Probe, Reach, Verdict, app_server_in_cmdline,
-    covers,
-};
+use crate::catalog::{AppSettings, Cause, app_server_in_cmdline, default_proxy_names};
+use crate::engine::{Creds, Engine, EngineConfig, Probe, Reach, Verdict, covers};
 use crate::event::Event;
 use crate::facts::{FactsUpdate, Listener, PathInfo, ProcInfo};
 
@@ -266,10 +264,7 @@ fn creds_of(u: &UserCreds) -> Creds {
 }
 
 fn engine_for(proxy: &Proxy, world: &World) -> Engine {
-    let mut names: Vec<String> = DEFAULT_PROXY_NAMES
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let mut names = default_proxy_names();
     if !names.contains(&proxy.comm) {
         names.push(proxy.comm.clone());
     }
@@ -292,9 +287,9 @@ fn engine_for(proxy: &Proxy, world: &World) -> Engine {
 }
 
 /// A warning verdict (no symptom yet: count 0).
-fn warning(proxy: &Proxy, world: &World, cause: &str, target: &str) -> Verdict {
+fn warning(proxy: &Proxy, world: &World, cause: Cause, target: &str) -> Verdict {
     Verdict {
-        cause: cause.to_owned(),
+        cause,
         status: 502,
         proxy_pid: proxy.master,
         proxy_comm: proxy.comm.clone(),
@@ -304,7 +299,11 @@ fn warning(proxy: &Proxy, world: &World, cause: &str, target: &str) -> Verdict {
         last_seen_ns: world.now_ns,
         rate_per_s: 0.0,
         summary: String::new(),
-        ..Verdict::default()
+        evidence: Vec::new(),
+        fix: String::new(),
+        proxy_origin: None,
+        upstream_pid: None,
+        upstream_origin: None,
     }
 }
 
@@ -386,7 +385,7 @@ pub fn evaluate(proxy: &Proxy, targets: &Targets, world: &World) -> ProxyReport 
                 Some(f) => {
                     report
                         .targets
-                        .push(status(&f.verdict.cause, f.verdict.summary.clone()));
+                        .push(status(f.verdict.cause.id(), f.verdict.summary.clone()));
                     findings.push(f);
                 }
                 None => report
@@ -519,7 +518,7 @@ fn timeout_mismatch(
     late.sort_by_key(|(_, p)| std::cmp::Reverse(p.read_timeout.value));
     let (_, longest) = late[0];
     let directive = longest.module.read_timeout_directive().unwrap_or_default();
-    let mut v = warning(proxy, world, "timeout-mismatch", target);
+    let mut v = warning(proxy, world, Cause::TimeoutMismatch, target);
     let server = app.server;
     let wait = secs_label(longest.read_timeout.value);
     v.summary = format!(
@@ -590,7 +589,7 @@ fn backlog_small(
     if q.backlog >= MIN_BACKLOG && !filling {
         return None;
     }
-    let mut v = warning(proxy, world, "backlog-small", target);
+    let mut v = warning(proxy, world, Cause::BacklogSmall, target);
     let app = app_of(world, l);
     let workers = app
         .and_then(|(_, _, s)| s.workers.as_ref())
@@ -718,7 +717,7 @@ fn runtime_dir(
     if created {
         return (None, None);
     }
-    let mut v = warning(proxy, world, "runtime-dir-volatile", target);
+    let mut v = warning(proxy, world, Cause::RuntimeDirVolatile, target);
     let name = dir.rsplit('/').next().unwrap_or("app");
     let tmp = dir.starts_with("/tmp/");
     v.summary = format!(
@@ -773,7 +772,7 @@ pub fn config_invalid(
         now_ns,
         ..World::default()
     };
-    let mut v = warning(proxy, &world, "config-invalid", file);
+    let mut v = warning(proxy, &world, Cause::ConfigInvalid, file);
     v.summary = if running {
         "nginx -t rejects the configuration on disk: the next reload fails (the running nginx keeps its old one)"
             .to_owned()

@@ -11,13 +11,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::apps::{
-    UserCreds, gunicorn_config_arg, gunicorn_settings, lookup_user, parse_ss, parse_unit_show,
-    tmpfiles_dirs, unit_of_cgroup, uvicorn_settings, uwsgi_ini_arg, uwsgi_settings,
+    UserCreds, lookup_user, parse_ss, parse_unit_show, tmpfiles_dirs, unit_of_cgroup,
 };
 use super::assess::{self, Proxy, World};
 use super::nginx::{self, ConfFile, Dump, MasterArgs};
 use super::{ProxyReport, Report};
-use crate::engine::{DEFAULT_PROXY_NAMES, Target, app_server_in_cmdline, covers, parse_target};
+use crate::catalog::{
+    AppSettings, PROXY_NAMES, app_server_in_cmdline, gunicorn_config_arg, gunicorn_settings,
+    uvicorn_settings, uwsgi_ini_arg, uwsgi_settings,
+};
+use crate::engine::{Target, covers, parse_target};
 use crate::event::monotonic_ns;
 use crate::facts::{FactSource as _, Listener, ProcInfo};
 use crate::sysfacts::{SystemFacts, parse_proc_net_tcp, parse_proc_net_unix};
@@ -203,7 +206,7 @@ fn select(
     if opts.proxies.is_empty() {
         chosen.extend(masters.iter().map(|m| m.pid));
         for p in procs {
-            if p.comm != "nginx" && DEFAULT_PROXY_NAMES.contains(&p.comm.as_str()) {
+            if p.comm != "nginx" && PROXY_NAMES.contains(&p.comm.as_str()) {
                 unparsed.insert((p.comm.clone(), top_of(p.pid)));
             }
         }
@@ -679,7 +682,7 @@ fn in_cwd(pid: u32, path: &str) -> String {
 }
 
 /// The settings of the app server rooted at `root`.
-fn app_settings(p: &ProcInfo, notes: &mut Vec<String>) -> Option<super::apps::AppSettings> {
+fn app_settings(p: &ProcInfo, notes: &mut Vec<String>) -> Option<AppSettings> {
     let server = app_server_in_cmdline(&p.cmdline)?;
     match server {
         "gunicorn" => {

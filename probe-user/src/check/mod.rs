@@ -19,14 +19,6 @@ pub mod nginx;
 
 pub use live::{CheckError, Options, run};
 
-/// Cause ids of the warnings only `gwtrace check` gives (the failures use the engine's ids).
-pub const WARNING_CAUSES: [&str; 4] = [
-    "timeout-mismatch",
-    "runtime-dir-volatile",
-    "backlog-small",
-    "config-invalid",
-];
-
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -30,7 +30,7 @@ impl VerdictPrinter {
     pub fn update(&mut self, verdicts: &[Verdict]) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         for v in verdicts {
-            let key = (v.cause.clone(), v.proxy_pid, v.target.clone());
+            let key = (v.cause.to_string(), v.proxy_pid, v.target.clone());
             if self.printed.get(&key) == Some(&v.count) {
                 continue;
             }

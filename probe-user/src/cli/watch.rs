@@ -2,8 +2,8 @@
 use std::{io::Write as _, time::Duration};
 
 use gwtrace::{
+    catalog::PROXY_NAMES,
     engine::{Engine, EngineConfig},
-    enrich::PROXY_NAMES,
     facts::FactSource as _,
     sysfacts::SystemFacts,
 };

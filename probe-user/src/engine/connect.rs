@@ -14,6 +14,7 @@ use super::state::{Creds, Proc};
 use super::target::{Target, covers, parse, same_host};
 use super::text::{errno_label, fmt_ns, mode_string};
 use super::view::{ProxyId, ProxyKey, View, app_server_of};
+use crate::catalog::Cause;
 use crate::facts::{Listener, PathInfo};
 
 const ENOENT: i32 = 2;
@@ -173,7 +174,7 @@ pub(crate) fn classify(v: &View<'_>, loops: &[CrashLoop<'_>], a: &Agg) -> Vec<Pa
 }
 
 /// A part with the group's proxy, target and counters.
-fn part(cause: &'static str, a: &Agg) -> Part {
+fn part(cause: Cause, a: &Agg) -> Part {
     let mut p = Part::new(cause, a.proxy.clone(), &a.target);
     a.fill(&mut p);
     p.evidence.push(symptom_line(a));
@@ -390,7 +391,7 @@ fn wrong_target(v: &View<'_>, a: &Agg) -> Option<Part> {
         let app = v.app_lineage(pid).is_some()
             || l.comm
                 .as_deref()
-                .and_then(super::view::app_server_name)
+                .and_then(crate::catalog::app_server_name)
                 .is_some();
         let was_here = prior.contains(&v.family_root(pid));
         if !app && !was_here {
@@ -411,7 +412,7 @@ fn wrong_target(v: &View<'_>, a: &Agg) -> Option<Part> {
         }
     }
     let (_, l) = best?;
-    let mut p = part("wrong-target", a);
+    let mut p = part(Cause::WrongTarget, a);
     let who = owner_label(v, l);
     let proxy = if a.proxy.comm.is_empty() {
         "the proxy"
@@ -494,7 +495,7 @@ fn nothing_there(v: &View<'_>, a: &Agg) -> Part {
 }
 
 fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
-    let mut p = part("socket-missing", a);
+    let mut p = part(Cause::SocketMissing, a);
     let mut missing_dir: Option<String> = None;
     match (parse(&a.target), path_info(v, &a.target)) {
         (Target::UnixAbstract(name), _) => {
@@ -717,7 +718,7 @@ fn scan_app_servers(v: &View<'_>) -> Option<String> {
 }
 
 fn not_listening(v: &View<'_>, a: &Agg) -> Part {
-    let mut p = part("upstream-not-listening", a);
+    let mut p = part(Cause::UpstreamNotListening, a);
     let local =
         v.st.listeners
             .iter()
@@ -751,7 +752,7 @@ fn not_listening(v: &View<'_>, a: &Agg) -> Part {
 
 /// Unix ECONNREFUSED on a path: the file is there, nobody listens.
 fn stale_socket(v: &View<'_>, a: &Agg) -> Part {
-    let mut p = part("stale-socket", a);
+    let mut p = part(Cause::StaleSocket, a);
     if let Some(c) = path_info(v, &a.target)
         .and_then(|i| i.components.last())
         .filter(|c| c.exists)
@@ -814,7 +815,7 @@ fn worker_creds(v: &View<'_>, a: &Agg) -> Creds {
 }
 
 fn socket_permission(v: &View<'_>, a: &Agg) -> Part {
-    let mut p = part("socket-permission", a);
+    let mut p = part(Cause::SocketPermission, a);
     let creds = worker_creds(v, a);
     let who = worker_label(a);
     if let Target::UnixAbstract(name) = parse(&a.target) {
@@ -893,7 +894,7 @@ fn socket_permission(v: &View<'_>, a: &Agg) -> Part {
 }
 
 fn tcp_denied(a: &Agg) -> Part {
-    let mut p = part("socket-permission", a);
+    let mut p = part(Cause::SocketPermission, a);
     p.summary = format!(
         "the connect to {} is denied locally ({})",
         a.target,
@@ -910,7 +911,7 @@ fn tcp_denied(a: &Agg) -> Part {
 }
 
 fn backlog_full(v: &View<'_>, a: &Agg) -> Part {
-    let mut p = part("backlog-full", a);
+    let mut p = part(Cause::BacklogFull, a);
     p.evidence.push(format!(
         "{} means the listen queue of {} is full (the proxy's sockets are non-blocking)",
         errno_label(a.errno),
@@ -987,8 +988,7 @@ fn timeout(v: &View<'_>, a: &Agg) -> Part {
         );
         return p;
     }
-    let mut p = part("connect-timeout", a);
-    p.status = 504;
+    let mut p = part(Cause::ConnectTimeout, a);
     p.summary = format!(
         "connecting to {} timed out: a 504 (gateway timeout) class, not a 502",
         a.target
@@ -1026,7 +1026,7 @@ fn timeout(v: &View<'_>, a: &Agg) -> Part {
 }
 
 fn port_exhaustion(a: &Agg) -> Part {
-    let mut p = part("port-exhaustion", a);
+    let mut p = part(Cause::PortExhaustion, a);
     p.summary = format!(
         "no free local port to connect to {}: ephemeral ports are exhausted",
         a.target
@@ -1043,7 +1043,7 @@ fn port_exhaustion(a: &Agg) -> Part {
 }
 
 fn unreachable(a: &Agg) -> Part {
-    let mut p = part("network-unreachable", a);
+    let mut p = part(Cause::NetworkUnreachable, a);
     let host = a
         .target
         .rsplit_once(':')
@@ -1061,7 +1061,7 @@ fn unreachable(a: &Agg) -> Part {
 }
 
 fn reset(a: &Agg) -> Part {
-    let mut p = part("upstream-reset", a);
+    let mut p = part(Cause::UpstreamReset, a);
     p.summary = format!("{} reset the connection during the handshake", a.target);
     p.evidence.push(format!(
         "{} on connect: the peer answered with RST",
@@ -1074,7 +1074,7 @@ fn reset(a: &Agg) -> Part {
 }
 
 fn wrong_type(a: &Agg) -> Part {
-    let mut p = part("wrong-target", a);
+    let mut p = part(Cause::WrongTarget, a);
     p.summary = format!(
         "{} is not a stream socket: the proxy points at the wrong socket",
         a.target

@@ -11,6 +11,7 @@ use super::state::{ExitRecord, OomRecord, SignalRecord};
 use super::target::covers;
 use super::text::{fmt_dur, fmt_ns, mib_bytes, mib_kb, signal_label};
 use super::view::{ProxyId, ProxyKey, View};
+use crate::catalog::{AppCommand, Cause};
 
 const SIGABRT: i32 = 6;
 const SIGKILL: i32 = 9;
@@ -44,13 +45,13 @@ fn who(v: &View<'_>, pid: u32, comm: &str) -> (ProxyId, String) {
 
 /// Accumulates incidents into one part per (proxy, target).
 struct Parts {
-    cause: &'static str,
+    cause: Cause,
     by: BTreeMap<(ProxyKey, String), Part>,
     listed: BTreeMap<(ProxyKey, String), usize>,
 }
 
 impl Parts {
-    fn new(cause: &'static str) -> Self {
+    fn new(cause: Cause) -> Self {
         Self {
             cause,
             by: BTreeMap::new(),
@@ -132,7 +133,7 @@ fn timeouts(v: &View<'_>, victims: &mut Victims, out: &mut Vec<Part>) {
             *kill = Some(s);
         }
     }
-    let mut parts = Parts::new("worker-timeout");
+    let mut parts = Parts::new(Cause::WorkerTimeout);
     let mut masters: BTreeMap<(ProxyKey, String), u32> = BTreeMap::new();
     for (&victim, &(abrt, kill)) in &incidents {
         victims.timed_out.insert(victim);
@@ -156,7 +157,7 @@ fn timeouts(v: &View<'_>, victims: &mut Victims, out: &mut Vec<Part>) {
     parts.finish(out, |p| {
         let master = masters.get(&(p.proxy.key.clone(), p.target.clone())).copied().unwrap_or(0);
         let timeout = v.proc(master).and_then(|m| timeout_flag(&m.cmdline));
-        let t = timeout.as_deref().unwrap_or("30 (the default)");
+        let t = timeout.unwrap_or("30 (the default)");
         p.evidence.push(format!("--timeout is {t} s; nginx's proxy_read_timeout defaults to 60 s, so nginx sees the \
                                  connection close first and answers 502 (\"upstream prematurely closed connection\")"));
         p.summary = format!(
@@ -170,17 +171,10 @@ fn timeouts(v: &View<'_>, victims: &mut Victims, out: &mut Vec<Part>) {
     });
 }
 
-/// `--timeout N` / `-t N` / `--timeout=N` from a gunicorn command line.
-fn timeout_flag(cmdline: &str) -> Option<String> {
-    let words: Vec<&str> = cmdline.split_whitespace().collect();
-    words.iter().enumerate().find_map(|(i, w)| {
-        if let Some(v) = w.strip_prefix("--timeout=") {
-            return Some(v.to_owned());
-        }
-        matches!(*w, "--timeout" | "-t")
-            .then(|| words.get(i + 1).map(|s| (*s).to_owned()))
-            .flatten()
-    })
+/// `--timeout N` / `-t N` / `--timeout=N` from a gunicorn command line (the last one, as
+/// gunicorn takes it: the catalog's parser, the same `gwtrace check` reads).
+fn timeout_flag(cmdline: &str) -> Option<&str> {
+    AppCommand::parse(cmdline)?.gunicorn_timeout()
 }
 
 /// "exited with code 1", "died of SIGSEGV (11), core dumped".
@@ -198,7 +192,7 @@ fn exit_words(e: &ExitRecord) -> String {
 
 /// OOM kills of upstream processes, with their memory cgroup's limit.
 fn ooms(v: &View<'_>, victims: &mut Victims, out: &mut Vec<Part>) {
-    let mut parts = Parts::new("worker-oom-killed");
+    let mut parts = Parts::new(Cause::WorkerOomKilled);
     let mut limits: BTreeMap<(ProxyKey, String), String> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     for o in &v.st.ooms {
@@ -300,7 +294,7 @@ fn crashes(v: &View<'_>, victims: &Victims, out: &mut Vec<Part>) {
             .and_modify(|f| f.2 = format!("{}; {line}", f.2))
             .or_insert((s.ns, s.target_comm.clone(), line));
     }
-    let mut parts = Parts::new("worker-crashed");
+    let mut parts = Parts::new(Cause::WorkerCrashed);
     for (pid, (ns, comm, line)) in found {
         parts.add(who(v, pid, &comm), ns, vec![line]).upstream_pid = Some(pid);
     }
@@ -332,15 +326,14 @@ mod tests {
 
     #[test]
     fn timeout_from_command_line() {
-        assert_eq!(
-            timeout_flag("gunicorn --timeout 5 app:app").as_deref(),
-            Some("5")
-        );
-        assert_eq!(timeout_flag("gunicorn -t 7 app:app").as_deref(), Some("7"));
-        assert_eq!(
-            timeout_flag("gunicorn --timeout=9 app:app").as_deref(),
-            Some("9")
-        );
+        assert_eq!(timeout_flag("gunicorn --timeout 5 app:app"), Some("5"));
+        assert_eq!(timeout_flag("gunicorn -t 7 app:app"), Some("7"));
+        assert_eq!(timeout_flag("gunicorn --timeout=9 app:app"), Some("9"));
         assert_eq!(timeout_flag("gunicorn app:app"), None);
+        // The last occurrence wins, as in gunicorn (and in `gwtrace check`).
+        assert_eq!(
+            timeout_flag("/venv/bin/python /venv/bin/gunicorn -t 5 --timeout 120 app:app"),
+            Some("120")
+        );
     }
 }

@@ -8,7 +8,8 @@ use super::report::Part;
 use super::state::{ExecFailRecord, ExitRecord, Proc};
 use super::target::{Target, covers, parse};
 use super::text::{errno_label, fmt_dur, fmt_ns, secs};
-use super::view::{ProxyId, View, app_server_in_cmdline, app_server_name, app_server_of};
+use super::view::{ProxyId, View, app_server_of};
+use crate::catalog::{Cause, SUPERVISORS, app_server_in_cmdline, app_server_name};
 
 /// An exit this soon after the process began counts as a failed boot.
 pub(crate) const BOOT_NS: u64 = 10_000_000_000;
@@ -24,9 +25,6 @@ const SIGNALED_NS: u64 = 60_000_000_000;
 const STOP_SIGNALS: [i32; 6] = [1, 2, 3, 6, 9, 15];
 /// A failed exec this long before a process's exit is why it exited.
 const EXEC_FAIL_NS: u64 = 10_000_000_000;
-/// Supervisors name their child `(unit)` until it execs; these start apps.
-pub(crate) const SUPERVISORS: [&str; 4] = ["systemd", "supervisord", "runsv", "s6-supervise"];
-
 /// systemd's child before exec: `(myapp)`.
 fn unit_child(comm: &str) -> bool {
     comm.len() > 2 && comm.starts_with('(') && comm.ends_with(')')
@@ -549,7 +547,7 @@ pub(crate) fn crash_part(
     target: &str,
     nothing_listens: &str,
 ) -> Part {
-    let mut p = Part::new("crash-on-boot", proxy, target);
+    let mut p = Part::new(Cause::CrashOnBoot, proxy, target);
     p.upstream_pid = l.exits.last().map(|e| e.proc.pid);
     let codes: BTreeSet<i32> = l.exits.iter().filter_map(|e| e.exit_code).collect();
     let codes: Vec<String> = codes.into_iter().map(|c| exit_label(c, l.app)).collect();
@@ -747,7 +745,7 @@ pub(crate) fn restart_part(
     target: &str,
     (count, first_ns, last_ns): (u64, u64, u64),
 ) -> Part {
-    let mut p = Part::new("upstream-restarting", proxy, target);
+    let mut p = Part::new(Cause::UpstreamRestarting, proxy, target);
     p.upstream_pid = Some(r.new_pid);
     p.count = count;
     p.first_ns = first_ns;

@@ -9,6 +9,7 @@
 //! [`lifecycle`] (crash loops, restarts) and [`deaths`] (workers killed mid-request).
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::Cause;
 use crate::event::Event;
 use crate::origin::Origin;
 
@@ -28,17 +29,10 @@ mod view;
 mod tests;
 
 pub use render::render_human;
-pub use view::APP_SERVERS;
 
 pub(crate) use predict::{Probe, Reach};
 pub(crate) use state::Creds;
 pub(crate) use target::{Target, covers, parse as parse_target};
-pub(crate) use view::app_server_in_cmdline;
-
-/// Proxies recognised by process name when no pid is given.
-pub const DEFAULT_PROXY_NAMES: [&str; 7] = [
-    "nginx", "caddy", "haproxy", "httpd", "apache2", "envoy", "traefik",
-];
 
 /// Which processes are the proxy: failed connects of any other process are never verdicts
 /// (hosts fail unix connects all the time).
@@ -53,10 +47,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            proxy_names: DEFAULT_PROXY_NAMES
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
+            proxy_names: crate::catalog::default_proxy_names(),
             proxy_pids: Vec::new(),
         }
     }
@@ -133,13 +124,10 @@ impl Engine {
 }
 
 /// One established root cause of the proxy's 502s (or 504s), deduplicated by (cause, proxy, target).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
-    /// Stable cause id: `socket-missing`, `stale-socket`, `upstream-not-listening`, `wrong-target`,
-    /// `socket-permission`, `backlog-full`, `crash-on-boot`, `worker-timeout`, `worker-oom-killed`,
-    /// `worker-crashed`, `upstream-reset`, `port-exhaustion`, `network-unreachable`,
-    /// `connect-timeout`, `upstream-restarting`.
-    pub cause: String,
+    /// The cause; serialized as its stable id (`socket-missing`, ...: [`Cause::id`]).
+    pub cause: Cause,
     /// The HTTP status class the proxy answers with for this cause (502, or 504 for timeouts).
     pub status: u16,
     /// The proxy process whose connects fail (a worker), and its name.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use super::Verdict;
 use super::text::rate;
 use super::view::{ProxyId, ProxyKey};
+use crate::catalog::Cause;
 
 /// Evidence lines kept per verdict: enough to prove, short enough to read.
 const MAX_EVIDENCE: usize = 12;
@@ -14,7 +15,7 @@ const ACTIVE_NS: u64 = 60_000_000_000;
 /// One cause's finding over one group of symptoms.
 #[derive(Clone, Debug)]
 pub(crate) struct Part {
-    pub cause: &'static str,
+    pub cause: Cause,
     pub status: u16,
     pub proxy: ProxyId,
     pub target: String,
@@ -32,10 +33,10 @@ pub(crate) struct Part {
 
 impl Part {
     /// A part with no evidence yet.
-    pub(crate) fn new(cause: &'static str, proxy: ProxyId, target: &str) -> Self {
+    pub(crate) fn new(cause: Cause, proxy: ProxyId, target: &str) -> Self {
         Self {
             cause,
-            status: 502,
+            status: cause.status(),
             proxy,
             target: target.to_owned(),
             count: 0,
@@ -58,7 +59,7 @@ pub(crate) fn merge(
     lost: u64,
     loss_reasons: &[String],
 ) -> Vec<Verdict> {
-    let mut merged: BTreeMap<(&'static str, ProxyKey, String), (Part, u64)> = BTreeMap::new();
+    let mut merged: BTreeMap<(Cause, ProxyKey, String), (Part, u64)> = BTreeMap::new();
     for p in parts {
         if p.count == 0 {
             continue;
@@ -101,7 +102,7 @@ pub(crate) fn merge(
                 ));
             }
             Verdict {
-                cause: p.cause.to_owned(),
+                cause: p.cause,
                 status: p.status,
                 proxy_pid: p.proxy.pid,
                 proxy_comm: p.proxy.comm,

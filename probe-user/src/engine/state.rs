@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::EngineConfig;
+use crate::catalog::{ProcNames, ProxyRule};
 use crate::event::{Body, Event};
 use crate::facts::{FactsUpdate, Listener, MemcgInfo, Netstat, PathInfo, ProcInfo};
 
@@ -545,9 +546,16 @@ impl State {
             .failures
             .iter()
             .map(|(k, g)| {
-                let proxy = cfg.proxy_names.contains(&g.comm)
-                    || cfg.proxy_pids.contains(&k.pid)
-                    || self.fact_proxies.contains(&k.pid);
+                let listed =
+                    |pid: u32| cfg.proxy_pids.contains(&pid) || self.fact_proxies.contains(&pid);
+                let rule = ProxyRule {
+                    names: &cfg.proxy_names,
+                    listed: &listed,
+                };
+                let proxy = rule.itself(ProcNames {
+                    pid: k.pid,
+                    names: &[g.comm.as_str()],
+                });
                 (proxy, g.last_ns, k.clone())
             })
             .collect();

@@ -7,26 +7,8 @@ use super::EngineConfig;
 use super::state::{ExitRecord, Proc, State};
 use super::target::covers;
 use super::text::{fmt_dur, fmt_ns, signal_label};
+use crate::catalog::{ProcNames, ProxyRule, app_server_in_cmdline, app_server_name};
 use crate::origin::Origin;
-
-/// App servers recognised by process name or command line.
-pub const APP_SERVERS: [&str; 9] = [
-    "gunicorn",
-    "uvicorn",
-    "uwsgi",
-    "php-fpm",
-    "hypercorn",
-    "daphne",
-    "puma",
-    "unicorn",
-    "waitress",
-];
-
-/// Interpreters and launchers that run an app server named in a later argument
-/// (`python3 -m gunicorn`, `/venv/bin/python /venv/bin/gunicorn`, `bundle exec puma`).
-const LAUNCHERS: [&str; 8] = [
-    "python", "pypy", "ruby", "bundle", "env", "uv", "poetry", "pipenv",
-];
 
 /// How far up the parent chain to look (proxy masters, app server masters).
 const MAX_DEPTH: usize = 8;
@@ -60,37 +42,6 @@ impl ProxyId {
             comm: String::new(),
         }
     }
-}
-
-/// Which app server a name (a comm, a path, an argv word) is, if any.
-pub(crate) fn app_server_name(word: &str) -> Option<&'static str> {
-    let base = word
-        .rsplit('/')
-        .next()
-        .unwrap_or(word)
-        .trim_end_matches(':');
-    APP_SERVERS.iter().copied().find(|n| {
-        base.strip_prefix(n).is_some_and(|rest| {
-            rest.is_empty() || rest.starts_with(|c: char| !c.is_ascii_alphabetic())
-        })
-    })
-}
-
-/// Which app server a command line runs, looking past interpreters and their flags.
-pub(crate) fn app_server_in_cmdline(cmdline: &str) -> Option<&'static str> {
-    let mut words = cmdline.split_whitespace();
-    let first = words.next()?;
-    if let Some(a) = app_server_name(first) {
-        return Some(a);
-    }
-    let base = first.rsplit('/').next().unwrap_or(first);
-    if !LAUNCHERS.iter().any(|l| base.starts_with(l)) {
-        return None;
-    }
-    words
-        .filter(|w| !w.starts_with('-') && !matches!(*w, "exec" | "run"))
-        .take(2)
-        .find_map(app_server_name)
 }
 
 /// The app server a process runs, from its comm, executable or command line.
@@ -174,34 +125,59 @@ impl<'a> View<'a> {
         self.proc(pid).map_or("", |p| p.comm.as_str())
     }
 
-    fn named_proxy(&self, comm: &str) -> bool {
-        !comm.is_empty() && self.cfg.proxy_names.iter().any(|n| n == comm)
-    }
-
     fn listed_proxy(&self, pid: u32) -> bool {
         self.cfg.proxy_pids.contains(&pid) || self.st.fact_proxies.contains(&pid)
     }
 
-    /// A proxy by itself: named like one, or listed (config or facts).
+    fn rule<'r>(&'r self, listed: &'r dyn Fn(u32) -> bool) -> ProxyRule<'r> {
+        ProxyRule {
+            names: &self.cfg.proxy_names,
+            listed,
+        }
+    }
+
+    fn named_proxy(&self, comm: &str) -> bool {
+        self.rule(&|_| false).named(comm)
+    }
+
+    /// A proxy by itself: named like one (the given comm, the table's comm or executable), or
+    /// listed (config or facts).
     fn proxy_itself(&self, pid: u32, comm: &str) -> bool {
-        self.listed_proxy(pid)
-            || self.named_proxy(comm)
-            || self.proc(pid).is_some_and(|p| {
-                self.named_proxy(&p.comm)
-                    || (!p.exe.is_empty()
-                        && self.named_proxy(p.exe.rsplit('/').next().unwrap_or("")))
-            })
+        let me = self.proc(pid);
+        let names = [
+            comm,
+            me.map_or("", |p| p.comm.as_str()),
+            me.map_or("", |p| p.exe.as_str()),
+        ];
+        self.rule(&|pid| self.listed_proxy(pid))
+            .itself(ProcNames { pid, names: &names })
     }
 
     /// Is this process a proxy, or a child of one? Only proxies' failed connects are symptoms.
+    /// The catalog's [`ProxyRule`] over the configuration, the facts' proxy pids and the
+    /// process table (the event's comm, the table's comm and executable, the parent's).
     pub(crate) fn is_proxy(&self, pid: u32, comm: &str) -> bool {
-        if self.proxy_itself(pid, comm) {
-            return true;
-        }
-        self.proc(pid)
-            .and_then(|p| p.ppid)
-            .filter(|&pp| pp > 1)
-            .is_some_and(|pp| self.proxy_itself(pp, ""))
+        let listed = |pid: u32| self.listed_proxy(pid);
+        let rule = self.rule(&listed);
+        let me = self.proc(pid);
+        let names = [
+            comm,
+            me.map_or("", |p| p.comm.as_str()),
+            me.map_or("", |p| p.exe.as_str()),
+        ];
+        let parent = me.and_then(|p| p.ppid).map(|pp| (pp, self.proc(pp)));
+        let parent_names = parent.map(|(_, p)| {
+            [
+                p.map_or("", |p| p.comm.as_str()),
+                p.map_or("", |p| p.exe.as_str()),
+            ]
+        });
+        rule.is_proxy(
+            ProcNames { pid, names: &names },
+            parent
+                .zip(parent_names.as_ref())
+                .map(|((pid, _), names)| ProcNames { pid, names }),
+        )
     }
 
     /// The proxy master a worker belongs to (walks up while the parent is a proxy).

@@ -1,7 +1,7 @@
 //! Unit tests of the assessment on fixture facts: the Debian-layout configuration of
 //! `tests/fixtures/nginx/debian-T.txt` against hand-made hosts.
 use super::*;
-use crate::check::apps::{gunicorn_settings, uvicorn_settings};
+use crate::catalog::{gunicorn_settings, uvicorn_settings};
 use crate::check::nginx::{Dump, analyze, parse_dump};
 use crate::facts::PathComponent;
 

@@ -1,0 +1,17 @@
+//! What gwtrace knows by name, in one place: the causes it names ([`Cause`]: ids, status class,
+//! meaning), the proxies, app servers, launchers and supervisors it recognises, the one rule
+//! for which processes are proxies ([`ProxyRule`]), and the one reader of app servers' command
+//! lines ([`AppCommand`], [`gunicorn_settings`], ...).
+mod appcmd;
+mod cause;
+mod names;
+
+pub use appcmd::{
+    AppCommand, AppSettings, Sourced, gunicorn_config_arg, gunicorn_settings, uvicorn_settings,
+    uwsgi_ini_arg, uwsgi_settings,
+};
+pub use cause::{Cause, UnknownCause};
+pub use names::{
+    APP_SERVERS, LAUNCHERS, PROXY_NAMES, ProcNames, ProxyRule, SUPERVISORS, app_server_in_cmdline,
+    app_server_name, default_proxy_names,
+};
