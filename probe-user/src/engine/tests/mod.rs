@@ -243,7 +243,7 @@ fn causes(vs: &[Verdict]) -> Vec<Cause> {
     vs.iter().map(|v| v.cause).collect()
 }
 
-fn only<'a>(vs: &'a [Verdict], cause: Cause) -> &'a Verdict {
+fn only(vs: &[Verdict], cause: Cause) -> &Verdict {
     assert_eq!(causes(vs), [cause], "verdicts: {vs:#?}");
     &vs[0]
 }
