@@ -4,6 +4,8 @@
 //! engine survives whatever decodes; the nginx dump splitter gives back the files it was given.
 #![cfg(test)]
 
+use std::fmt::Write as _;
+
 use proptest::{collection::vec, prelude::*};
 
 use crate::{
@@ -198,8 +200,8 @@ proptest! {
         let mut dump = String::from("nginx: the configuration file /x syntax is ok\n");
         let mut want = Dump::default();
         for (path, lines) in &files {
-            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-            dump.push_str(&format!("# configuration file {path}:\n{text}\n"));
+            let text: String = lines.iter().flat_map(|l| [l.as_str(), "\n"]).collect();
+            let _ = writeln!(dump, "# configuration file {path}:\n{text}");
             want.files.push(crate::check::nginx::ConfFile { path: path.clone(), text });
         }
         // A body line that happens to look like a header would start a file: not this property.

@@ -13,6 +13,7 @@ pub struct Response {
 }
 
 /// A bounded HTTP/1.0 GET; the status code, or None when the connection failed or timed out.
+#[must_use]
 pub fn http_get(port: u16, path: &str, timeout: Duration) -> Option<u16> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;

@@ -136,6 +136,7 @@ fn restart_drive(s: &Stack) -> Vec<Response> {
     clippy::too_many_lines,
     reason = "one table of scenarios reads better than many functions"
 )]
+#[must_use]
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {

@@ -76,6 +76,7 @@ fn read_verdicts(
 }
 
 /// The lab table: scenario, nginx's error, expected cause, gwtrace's causes, seconds, OK.
+#[must_use]
 pub fn table(results: &[LabResult]) -> String {
     let mut t = format!(
         "{:<24} {:<44} {:<20} {:<28} {:>6}  {}\n",

@@ -47,6 +47,7 @@ pub struct Stack {
 }
 
 /// gunicorn's flags as the lab runs it: one worker, as the unprivileged app user.
+#[must_use]
 pub fn gunicorn_args(bind: &str) -> [&str; 8] {
     [
         "--bind",
@@ -104,6 +105,7 @@ impl Stack {
     }
 
     /// Path inside the stack dir.
+    #[must_use]
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.join(p)
     }
@@ -309,6 +311,7 @@ impl Stack {
     }
 
     /// One GET through nginx.
+    #[must_use]
     pub fn get(&self, path: &str, timeout: Duration) -> Response {
         Response {
             status: http_get(self.port, path, timeout),

@@ -6,6 +6,12 @@
 //! `cargo test` lists them as ignored with that reason, `cargo xtask test` runs them with
 //! `--include-ignored`, and each calls [`require_root`] first, so one run without root fails
 //! loudly instead of passing without testing anything.
+//!
+//! Every helper here fails the calling test by panicking, with what went wrong.
+#![expect(
+    clippy::missing_panics_doc,
+    reason = "test helpers: a panic is how they fail the test, said once above"
+)]
 use std::{
     fs::File,
     io::{BufRead as _, BufReader, Read as _},
@@ -116,6 +122,7 @@ impl Proc {
         (p.pid(), out)
     }
 
+    #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -190,6 +197,7 @@ impl Drop for Proc {
 }
 
 /// `python3 -I -c script args...`.
+#[must_use]
 pub fn python(script: &str, args: &[&str]) -> Command {
     let mut c = Command::new(PYTHON);
     c.arg("-I").arg("-c").arg(script).args(args);
@@ -218,6 +226,7 @@ pub struct Netns {
 
 impl Netns {
     /// Creates the namespace; only its `lo` exists, down.
+    #[must_use]
     pub fn create() -> Self {
         let name = unique("gwt");
         sh(Command::new("ip").args(["netns", "add", &name]));
@@ -280,6 +289,7 @@ impl MemCgroup {
     pub const ROOT: &str = "/sys/fs/cgroup/memory";
 
     /// Creates `gwtest-...` with `limit` bytes of memory (and memory+swap, when accounted).
+    #[must_use]
     pub fn create(limit: u64) -> Self {
         let path = Path::new(Self::ROOT).join(unique("gwtest"));
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
