@@ -2,18 +2,10 @@
 //! Kubernetes-like pod/container cgroup, both created by the test. A worker timeout and then a
 //! dead upstream make nginx answer 502 (its error.log is the ground truth); every event gwtrace
 //! records and every verdict must name where the processes run.
-#[path = "lab/mod.rs"]
-#[expect(dead_code, reason = "shared with xtask; not every helper is used here")]
-mod lab;
+use std::time::Duration;
 
-use std::{path::PathBuf, time::Duration};
-
+use gwtrace_lab::{self as lab, gwtrace_bin, support::require_root};
 use serde_json::Value;
-
-fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn field<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     let mut cur = v;
@@ -24,11 +16,9 @@ fn field<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn events_and_verdicts_name_unit_container_and_pod() {
-    assert!(
-        is_root(),
-        "the attribution test drives real nginx, cgroups and eBPF: run it as root"
-    );
+    require_root("the attribution test");
     let me = std::process::id();
     // Unique per run, shaped like the real thing (containerd with the systemd cgroup driver).
     let container_id = format!("{:0>64x}", u128::from(me) * 0x9e37_79b9_7f4a_7c15 + 0xabc);
@@ -58,7 +48,7 @@ fn events_and_verdicts_name_unit_container_and_pod() {
     let record = s.path("events.jsonl");
     s.record = Some(record.clone());
 
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_gwtrace"));
+    let bin = gwtrace_bin!();
     let (mut gw, lines) = lab::start_gwtrace(&bin, &s, 9, true).expect("gwtrace starts");
     // 1: a view sleeps past --timeout: gunicorn's master kills the worker mid-request.
     let slow = s.get("/slow", Duration::from_secs(20));

@@ -2,20 +2,155 @@
 //! process (the capture ignores its own process) and asserts the exact event, matched by the
 //! child's pid. Every test loads its own capture, so they can run in parallel.
 //!
-//! Without root every test prints why it is skipped and passes.
-#[path = "support/mod.rs"]
-mod support;
-
+//! Every test needs root: without it a plain `cargo test` lists them as ignored
+//! (`cargo xtask test` runs them).
 use std::{
+    fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::unix::{fs::PermissionsExt as _, net::UnixListener},
     process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use gwtrace::event::{Body, Event};
+use gwtrace::{
+    capture::{Capture, Hooks},
+    event::{Body, Event},
+};
+use gwtrace_lab::support::{
+    Finished, MemCgroup, Netns, Proc, free_port_on as free_port, python, require_root, sh, unique,
+};
 use probe_common::{CNT_CONNECT_OK, CNT_TCP_ESTABLISHED};
-use support::{Finished, MemCgroup, Netns, Proc, Session, free_port, python, unique};
+
+/// How often the session drains the ring buffer while waiting.
+const POLL: Duration = Duration::from_millis(20);
+/// How long the session waits for an expected event by default.
+const TIMEOUT: Duration = Duration::from_secs(3);
+/// A running capture and every event drained from it so far.
+pub struct Session {
+    cap: Capture,
+    seen: Vec<Event>,
+}
+
+impl Session {
+    /// Starts a capture with every hook; fails the test `test` loudly without root.
+    fn start(test: &str) -> Self {
+        require_root(test);
+        let cap =
+            Capture::start(Hooks::Full).unwrap_or_else(|e| panic!("starting the capture: {e}"));
+        Self {
+            cap,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Moves every waiting event into `seen`.
+    fn drain(&mut self) {
+        let seen = &mut self.seen;
+        self.cap.drain(|e| seen.push(e));
+    }
+
+    /// Runs a provocation that returns the pid whose event is expected (and anything else the
+    /// test needs), then waits for an event matching `pred(pid, event)` ([`Session::expect`]).
+    /// On timeout the panic shows what the provocation returned (a child's output) too.
+    fn provoke<T: std::fmt::Debug>(
+        &mut self,
+        what: &str,
+        provocation: impl FnOnce() -> (u32, T),
+        pred: impl Fn(u32, &Event) -> bool,
+    ) -> (u32, T, Event) {
+        let (pid, out) = provocation();
+        let ev = self.wait(TIMEOUT, what, &[pid], &format!("{out:?}"), |e| pred(pid, e));
+        (pid, out, ev)
+    }
+
+    /// Drains every [`POLL`] until an event matching `pred` arrives, for up to [`TIMEOUT`].
+    /// Panics listing the events seen from `pids` when none does.
+    fn expect(&mut self, what: &str, pids: &[u32], pred: impl Fn(&Event) -> bool) -> Event {
+        self.expect_within(TIMEOUT, what, pids, pred)
+    }
+
+    /// [`Session::expect`] with another timeout.
+    fn expect_within(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        pids: &[u32],
+        pred: impl Fn(&Event) -> bool,
+    ) -> Event {
+        self.wait(timeout, what, pids, "", pred)
+    }
+
+    fn wait(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        pids: &[u32],
+        provoked: &str,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Event {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.drain();
+            if let Some(e) = self.seen.iter().find(|e| pred(e)) {
+                return e.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no event for {what} within {timeout:?}; events seen involving pids {pids:?}:\n{}\n\
+                 kernel counters: {:?}\nprovocation: {provoked}",
+                self.describe(pids),
+                self.cap.counters().counters,
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Keeps draining for `d`: lets late or duplicate events arrive before a negative assertion.
+    fn settle(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        while Instant::now() < deadline {
+            self.drain();
+            std::thread::sleep(POLL);
+        }
+        self.drain();
+    }
+
+    /// Every event drained so far that involves `pid`: done by it, or aimed at it (signal target,
+    /// OOM victim).
+    fn involving(&self, pid: u32) -> Vec<&Event> {
+        self.seen.iter().filter(|e| involves(e, pid)).collect()
+    }
+
+    /// One JSON line per event involving any of `pids`.
+    fn describe(&self, pids: &[u32]) -> String {
+        let mut out = String::new();
+        for e in self
+            .seen
+            .iter()
+            .filter(|e| pids.iter().any(|&p| involves(e, p)))
+        {
+            let _ = writeln!(out, "  {}", serde_json::to_string(e).unwrap_or_default());
+        }
+        if out.is_empty() {
+            out.push_str("  (none)\n");
+        }
+        out
+    }
+
+    /// The capture's kernel counters, indexed by `probe_common::CNT_*`.
+    fn counters(&self) -> Vec<u64> {
+        self.cap.counters().counters
+    }
+}
+
+fn involves(e: &Event, pid: u32) -> bool {
+    e.pid == pid
+        || match &e.body {
+            Body::Signal { target_pid, .. } => *target_pid == pid,
+            Body::OomKill { victim_pid, .. } => *victim_pid == pid,
+            _ => false,
+        }
+}
 
 /// Tries one connect to `(host, port)` (`inet`/`inet6`) or to a unix path (`unix`, a leading `@`
 /// meaning abstract) and prints the errno (0 when connected).
@@ -95,10 +230,9 @@ fn path_str(p: &std::path::Path) -> &str {
 // ---- TCP ----------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn tcp_refused_blocking_connect() {
-    let Some(mut s) = Session::start("tcp_refused_blocking_connect") else {
-        return;
-    };
+    let mut s = Session::start("tcp_refused_blocking_connect");
     let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
         .expect("bind 127.0.0.1:0")
         .to_string();
@@ -122,6 +256,7 @@ fn tcp_refused_blocking_connect() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn tcp_refused_nonblocking_connect() {
     const SCRIPT: &str = r"
 import socket, select, sys
@@ -131,9 +266,7 @@ rc = s.connect_ex(('127.0.0.1', int(sys.argv[1])))
 select.select([], [s], [], 2)
 print(rc if rc not in (0, 115) else s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
 ";
-    let Some(mut s) = Session::start("tcp_refused_nonblocking_connect") else {
-        return;
-    };
+    let mut s = Session::start("tcp_refused_nonblocking_connect");
     let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
         .expect("bind 127.0.0.1:0")
         .to_string();
@@ -157,6 +290,7 @@ print(rc if rc not in (0, 115) else s.getsockopt(socket.SOL_SOCKET, socket.SO_ER
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn tcp_refused_nonblocking_connect_called_again() {
     // Learning the result by calling connect() again (Ruby's connect_nonblock idiom) instead of
     // reading SO_ERROR: the second call returns the error sock_state already reported.
@@ -168,9 +302,7 @@ rc = s.connect_ex(('127.0.0.1', int(sys.argv[1])))
 select.select([], [s], [], 2)
 print(rc if rc not in (0, 115) else s.connect_ex(('127.0.0.1', int(sys.argv[1]))))
 ";
-    let Some(mut s) = Session::start("tcp_refused_nonblocking_connect_called_again") else {
-        return;
-    };
+    let mut s = Session::start("tcp_refused_nonblocking_connect_called_again");
     let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
         .expect("bind 127.0.0.1:0")
         .to_string();
@@ -194,17 +326,12 @@ print(rc if rc not in (0, 115) else s.connect_ex(('127.0.0.1', int(sys.argv[1]))
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn tcp6_refused() {
-    let Some(mut s) = Session::start("tcp6_refused") else {
-        return;
-    };
-    let port = match free_port(IpAddr::V6(Ipv6Addr::LOCALHOST)) {
-        Ok(p) => p.to_string(),
-        Err(e) => {
-            eprintln!("SKIPPED tcp6_refused: ::1 is not usable here ({e})");
-            return;
-        }
-    };
+    let mut s = Session::start("tcp6_refused");
+    let port = free_port(IpAddr::V6(Ipv6Addr::LOCALHOST))
+        .unwrap_or_else(|e| panic!("::1 is not usable here ({e}): this test needs IPv6 loopback"))
+        .to_string();
     let (pid, out, ev) = s.provoke(
         "a refused TCP connect to [::1]",
         || Proc::run(&mut python(CONNECT, &["inet6", "::1", &port])),
@@ -220,10 +347,9 @@ fn tcp6_refused() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn network_unreachable_in_netns_without_loopback() {
-    let Some(mut s) = Session::start("network_unreachable_in_netns_without_loopback") else {
-        return;
-    };
+    let mut s = Session::start("network_unreachable_in_netns_without_loopback");
     let ns = Netns::create();
     let (pid, out, ev) = s.provoke(
         "ENETUNREACH in a namespace whose lo is down",
@@ -240,6 +366,7 @@ fn network_unreachable_in_netns_without_loopback() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn local_port_exhaustion_is_eaddrnotavail_once() {
     // Two local ports, one destination: the third concurrent connect has no free 4-tuple.
     const SCRIPT: &str = r"
@@ -261,9 +388,7 @@ for i in range(5):
 else:
     print('no failure')
 ";
-    let Some(mut s) = Session::start("local_port_exhaustion_is_eaddrnotavail_once") else {
-        return;
-    };
+    let mut s = Session::start("local_port_exhaustion_is_eaddrnotavail_once");
     let ns = Netns::create();
     ns.lo_up();
     let (pid, out, ev) = s.provoke(
@@ -282,22 +407,14 @@ else:
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn host_unreachable_route_is_ehostunreach() {
     // An `unreachable` route makes connect() fail in routing, before the handshake starts: the
     // TCP state machine never sees this connect, so only the syscall can report it.
-    let Some(mut s) = Session::start("host_unreachable_route_is_ehostunreach") else {
-        return;
-    };
+    let mut s = Session::start("host_unreachable_route_is_ehostunreach");
     let ns = Netns::create();
     ns.lo_up();
-    support::sh(Command::new("ip").args([
-        "-n",
-        &ns.name,
-        "route",
-        "add",
-        "unreachable",
-        "10.9.0.0/16",
-    ]));
+    sh(Command::new("ip").args(["-n", &ns.name, "route", "add", "unreachable", "10.9.0.0/16"]));
     let (pid, out, ev) = s.provoke(
         "EHOSTUNREACH from an unreachable route",
         || Proc::run(ns.enter_on_exec(&mut python(CONNECT, &["inet", "10.9.0.1", "80"]))),
@@ -313,14 +430,13 @@ fn host_unreachable_route_is_ehostunreach() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn connect_failing_after_syn_sent_is_reported_once() {
     // A policy rule on the source port: routing succeeds for the first lookup (no port yet) and
     // fails for the second, once connect() has picked a port and entered SYN_SENT. The socket then
     // goes SYN_SENT -> CLOSE without a socket error inside connect(): the syscall's ENETUNREACH is
     // the one report (not a connect the process abandoned).
-    let Some(mut s) = Session::start("connect_failing_after_syn_sent_is_reported_once") else {
-        return;
-    };
+    let mut s = Session::start("connect_failing_after_syn_sent_is_reported_once");
     let ns = Netns::create();
     ns.lo_up();
     for args in [
@@ -335,7 +451,7 @@ fn connect_failing_after_syn_sent_is_reported_once() {
             "unreachable",
         ],
     ] {
-        support::sh(Command::new("ip").args(["-n", &ns.name]).args(args));
+        sh(Command::new("ip").args(["-n", &ns.name]).args(args));
     }
     let (pid, out, ev) = s.provoke(
         "ENETUNREACH from the route lookup after the port was chosen",
@@ -352,6 +468,7 @@ fn connect_failing_after_syn_sent_is_reported_once() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn tcp_connect_abandoned_by_its_own_timeout() {
     // A listener with backlog 0 whose one slot is taken drops further SYNs: the second connect
     // stays in SYN_SENT until the child's own connect timeout closes the socket (what nginx does
@@ -371,9 +488,7 @@ except socket.timeout:
     print('timeout', l.getsockname()[1])
 s.close()
 ";
-    let Some(mut s) = Session::start("tcp_connect_abandoned_by_its_own_timeout") else {
-        return;
-    };
+    let mut s = Session::start("tcp_connect_abandoned_by_its_own_timeout");
     let (pid, out, ev) = s.provoke(
         "a TCP connect abandoned in SYN_SENT",
         || Proc::run(&mut python(SCRIPT, &[])),
@@ -402,10 +517,9 @@ s.close()
 // ---- unix sockets -------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn unix_missing_socket_is_enoent() {
-    let Some(mut s) = Session::start("unix_missing_socket_is_enoent") else {
-        return;
-    };
+    let mut s = Session::start("unix_missing_socket_is_enoent");
     let dir = tmpdir();
     let path = dir.path().join("missing.sock");
     let path = path_str(&path);
@@ -426,6 +540,7 @@ fn unix_missing_socket_is_enoent() {
 /// lines whose counts add up to exactly the failures the process saw, TCP (state machine) and
 /// unix (syscall) alike, and a second target is a key of its own.
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn identical_failures_fold_into_counted_lines() {
     const SCRIPT: &str = r"
 import socket, sys, time
@@ -448,9 +563,7 @@ for i in range(n):
         t.close()
 print(fails[0], fails[1])
 ";
-    let Some(mut s) = Session::start("identical_failures_fold_into_counted_lines") else {
-        return;
-    };
+    let mut s = Session::start("identical_failures_fold_into_counted_lines");
     let dir = tmpdir();
     let path = dir.path().join("missing.sock");
     let path = path_str(&path);
@@ -492,6 +605,7 @@ print(fails[0], fails[1])
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn unix_address_ending_at_a_page_boundary() {
     // A sockaddr_un sized to its path (SUN_LEN), allocated right before an unmapped page: the
     // capture must read the path within addrlen, not a whole sun_path.
@@ -512,9 +626,7 @@ s = socket.socket(socket.AF_UNIX)
 rc = libc.connect(s.fileno(), at, len(addr))
 print(ctypes.get_errno() if rc else 0)
 ";
-    let Some(mut s) = Session::start("unix_address_ending_at_a_page_boundary") else {
-        return;
-    };
+    let mut s = Session::start("unix_address_ending_at_a_page_boundary");
     let dir = tmpdir();
     let path = dir.path().join("missing.sock");
     let path = path_str(&path);
@@ -532,10 +644,9 @@ print(ctypes.get_errno() if rc else 0)
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn unix_stale_socket_is_econnrefused() {
-    let Some(mut s) = Session::start("unix_stale_socket_is_econnrefused") else {
-        return;
-    };
+    let mut s = Session::start("unix_stale_socket_is_econnrefused");
     let dir = tmpdir();
     let path = dir.path().join("stale.sock");
     // Bound then closed without unlink: the file stays, nobody listens.
@@ -556,6 +667,7 @@ fn unix_stale_socket_is_econnrefused() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn unix_permission_denied_is_eacces() {
     const AS_NOBODY: &str = r"
 import os
@@ -563,9 +675,7 @@ os.setgroups([])
 os.setgid(65534)
 os.setuid(65534)
 ";
-    let Some(mut s) = Session::start("unix_permission_denied_is_eacces") else {
-        return;
-    };
+    let mut s = Session::start("unix_permission_denied_is_eacces");
     let dir = tmpdir();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod 755 the temp dir");
@@ -590,6 +700,7 @@ os.setuid(65534)
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn unix_full_backlog_is_eagain() {
     const SCRIPT: &str = r"
 import socket, sys
@@ -609,9 +720,7 @@ for i in range(64):
 else:
     print('no failure')
 ";
-    let Some(mut s) = Session::start("unix_full_backlog_is_eagain") else {
-        return;
-    };
+    let mut s = Session::start("unix_full_backlog_is_eagain");
     let dir = tmpdir();
     let path = dir.path().join("busy.sock");
     let path = path_str(&path);
@@ -629,10 +738,9 @@ else:
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn unix_abstract_nobody_listening_is_econnrefused() {
-    let Some(mut s) = Session::start("unix_abstract_nobody_listening_is_econnrefused") else {
-        return;
-    };
+    let mut s = Session::start("unix_abstract_nobody_listening_is_econnrefused");
     let name = unique("gwtest");
     let at_name = format!("@{name}");
     let (pid, out, ev) = s.provoke(
@@ -651,6 +759,7 @@ fn unix_abstract_nobody_listening_is_econnrefused() {
 // ---- accept -------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn accept_out_of_fds_is_emfile() {
     const SCRIPT: &str = r"
 import os, resource, socket
@@ -672,9 +781,7 @@ try:
 except OSError as e:
     print(e.errno)
 ";
-    let Some(mut s) = Session::start("accept_out_of_fds_is_emfile") else {
-        return;
-    };
+    let mut s = Session::start("accept_out_of_fds_is_emfile");
     let (pid, out, ev) = s.provoke(
         "EMFILE from accept",
         || Proc::run(&mut python(SCRIPT, &[])),
@@ -694,6 +801,7 @@ except OSError as e:
 // ---- healthy traffic ----------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn healthy_traffic_is_counted_not_reported() {
     const SCRIPT: &str = r"
 import socket, sys
@@ -717,9 +825,7 @@ for i in range(200):
     c.close()
 print('ok')
 ";
-    let Some(mut s) = Session::start("healthy_traffic_is_counted_not_reported") else {
-        return;
-    };
+    let mut s = Session::start("healthy_traffic_is_counted_not_reported");
     let dir = tmpdir();
     let path = dir.path().join("healthy.sock");
     let before = s.counters();
@@ -763,10 +869,9 @@ print('ok')
 // ---- process deaths -----------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn exit_codes_are_reported() {
-    let Some(mut s) = Session::start("exit_codes_are_reported") else {
-        return;
-    };
+    let mut s = Session::start("exit_codes_are_reported");
     for code in [3, 4] {
         let (pid, out, ev) = s.provoke(
             &format!("sh exiting {code}"),
@@ -788,10 +893,9 @@ fn exit_codes_are_reported() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn sigkill_from_the_test() {
-    let Some(mut s) = Session::start("sigkill_from_the_test") else {
-        return;
-    };
+    let mut s = Session::start("sigkill_from_the_test");
     let mut sleeper = Proc::spawn(Command::new("sleep").arg("30"));
     let pid = sleeper.pid();
     sleeper.signal(libc::SIGKILL);
@@ -833,10 +937,9 @@ fn sigkill_from_the_test() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn sigabrt_from_a_parent_shell() {
-    let Some(mut s) = Session::start("sigabrt_from_a_parent_shell") else {
-        return;
-    };
+    let mut s = Session::start("sigabrt_from_a_parent_shell");
     let mut shell = Proc::spawn(
         Command::new("sh")
             .arg("-c")
@@ -878,10 +981,9 @@ fn sigabrt_from_a_parent_shell() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn sigsegv_from_a_fault() {
-    let Some(mut s) = Session::start("sigsegv_from_a_fault") else {
-        return;
-    };
+    let mut s = Session::start("sigsegv_from_a_fault");
     let (pid, out, sig) = s.provoke(
         "the SIGSEGV",
         || Proc::run(&mut python("import ctypes; ctypes.string_at(0)", &[])),
@@ -924,6 +1026,7 @@ fn sigsegv_from_a_fault() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn oom_kill_in_a_memory_cgroup() {
     const SCRIPT: &str = r"
 import os, sys
@@ -934,16 +1037,14 @@ for i in range(0, len(b), 4096):
     b[i] = 1
 print('survived')
 ";
-    let Some(mut s) = Session::start("oom_kill_in_a_memory_cgroup") else {
-        return;
-    };
-    if !std::path::Path::new(MemCgroup::ROOT)
-        .join("memory.limit_in_bytes")
-        .exists()
-    {
-        eprintln!("SKIPPED oom_kill_in_a_memory_cgroup: no cgroup v1 memory controller here");
-        return;
-    }
+    let mut s = Session::start("oom_kill_in_a_memory_cgroup");
+    assert!(
+        std::path::Path::new(MemCgroup::ROOT)
+            .join("memory.limit_in_bytes")
+            .exists(),
+        "no cgroup v1 memory controller at {}: this test needs one to provoke a real OOM kill",
+        MemCgroup::ROOT
+    );
     // Declared before the child: dropped after it, once the child is reaped.
     let cg = MemCgroup::create(64 << 20);
     let mut child = Proc::spawn(&mut python(SCRIPT, &[path_str(&cg.path)]));

@@ -6,10 +6,6 @@
 //! Each test runs its app and the check in a private network namespace (the listener tables
 //! of /proc/net are per namespace): app servers other people run on this host are not
 //! "the app nginx meant to reach" for these checks.
-#[path = "lab/mod.rs"]
-#[expect(dead_code, reason = "shared with xtask; not every helper is used here")]
-mod lab;
-
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -17,25 +13,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use gwtrace_lab::{
+    self as lab, gwtrace_bin,
+    support::{Netns, free_port, require_root},
+};
 use serde_json::Value;
 
 /// One stack at a time: gentle with a shared machine, and stack names stay unique.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn gwtrace() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_gwtrace"))
-}
-
-fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    assert!(
-        is_root(),
-        "the check tests start gunicorn as gwapp and network namespaces: run them as root"
-    );
+    require_root("the check tests (gunicorn as gwapp, network namespaces)");
     SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -43,39 +31,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// A network namespace with loopback up, deleted on drop (declare it before the stack so the
 /// stack's processes are killed first).
-struct Netns(String);
-
-impl Netns {
-    fn new(name: &str) -> Self {
-        let ns = format!("gwcheck-{name}-{}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &ns])
-            .stderr(std::process::Stdio::null())
-            .status();
-        let ok = Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .is_ok_and(|s| s.success())
-            && Command::new("ip")
-                .args(["-n", &ns, "link", "set", "lo", "up"])
-                .status()
-                .is_ok_and(|s| s.success());
-        assert!(ok, "creating network namespace {ns}");
-        Self(ns)
-    }
-
-    /// `ip netns exec NS program`: the program execs in place (same pid, same process group).
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).arg(program);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+fn netns() -> Netns {
+    let ns = Netns::create();
+    ns.lo_up();
+    ns
 }
 
 /// Writes an nginx configuration like the lab's (master root, workers www-data) proxying to
@@ -194,7 +153,7 @@ fn run_check(mut cmd: Command) -> Run {
 
 /// `gwtrace check --json --config CONF` inside `ns`, plus extra flags.
 fn check_config(ns: &Netns, conf: &Path, extra: &[&str]) -> Run {
-    let mut cmd = ns.command(gwtrace());
+    let mut cmd = ns.command(gwtrace_bin!());
     cmd.args(["check", "--json", "--config"])
         .arg(conf)
         .args(extra);
@@ -228,9 +187,10 @@ fn assert_fails(r: &Run, cause: &str, target: &str, conf: &Path, line: u32) -> V
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn check_socket_missing() {
     let _s = serial();
-    let ns = Netns::new("missing");
+    let ns = netns();
     let stack = lab::Stack::new("check-missing").expect("stack");
     let target = format!("unix:{}", stack.path("app.sock").display());
     let (conf, line) = write_conf(&stack, &pass_of(&target), "");
@@ -241,11 +201,12 @@ fn check_socket_missing() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn check_tcp_refused() {
     let _s = serial();
-    let ns = Netns::new("refused");
+    let ns = netns();
     let stack = lab::Stack::new("check-refused").expect("stack");
-    let target = format!("127.0.0.1:{}", lab::free_port());
+    let target = format!("127.0.0.1:{}", free_port().expect("a free port"));
     let (conf, line) = write_conf(&stack, &pass_of(&target), "");
     let r = check_config(&ns, &conf, &[]);
     let f = assert_fails(&r, "upstream-not-listening", &target, &conf, line);
@@ -257,9 +218,10 @@ fn check_tcp_refused() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn check_wrong_target() {
     let _s = serial();
-    let ns = Netns::new("wrong");
+    let ns = netns();
     let mut stack = lab::Stack::new("check-wrong").expect("stack");
     std::fs::create_dir_all(stack.path("gunicorn")).expect("dir");
     let real = format!("unix:{}", stack.path("gunicorn/app.sock").display());
@@ -282,9 +244,10 @@ fn check_wrong_target() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn check_socket_permission() {
     let _s = serial();
-    let ns = Netns::new("perm");
+    let ns = netns();
     let mut stack = lab::Stack::new("check-perm").expect("stack");
     std::fs::create_dir_all(stack.path("run")).expect("dir");
     let target = format!("unix:{}", stack.path("run/app.sock").display());
@@ -319,9 +282,10 @@ fn check_socket_permission() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn check_stale_socket() {
     let _s = serial();
-    let ns = Netns::new("stale");
+    let ns = netns();
     let mut stack = lab::Stack::new("check-stale").expect("stack");
     let target = format!("unix:{}", stack.path("app.sock").display());
     let pid = gunicorn(&mut stack, &ns, &target, &["--timeout", "90"]);
@@ -346,11 +310,12 @@ fn check_stale_socket() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn check_healthy_is_silent_and_fast() {
     let _s = serial();
-    let ns = Netns::new("healthy");
+    let ns = netns();
     let mut stack = lab::Stack::new("check-healthy").expect("stack");
-    let target = format!("127.0.0.1:{}", lab::free_port());
+    let target = format!("127.0.0.1:{}", free_port().expect("a free port"));
     // gunicorn's deadline above nginx's default proxy_read_timeout (60 s): nothing to flag.
     gunicorn(&mut stack, &ns, &target, &["--timeout", "75"]);
     let (conf, _) = write_conf(&stack, &pass_of(&target), "");
@@ -366,7 +331,7 @@ fn check_healthy_is_silent_and_fast() {
         r.took
     );
     // The human report: one ok line naming the listener.
-    let mut cmd = ns.command(gwtrace());
+    let mut cmd = ns.command(gwtrace_bin!());
     cmd.args(["check", "--config"]).arg(&conf);
     let h = run_check(cmd);
     assert_eq!(h.code, Some(0), "{h:#?}");
@@ -383,9 +348,10 @@ fn check_healthy_is_silent_and_fast() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn check_timeout_mismatch_warns() {
     let _s = serial();
-    let ns = Netns::new("timeouts");
+    let ns = netns();
     let mut stack = lab::Stack::new("check-timeouts").expect("stack");
     let target = format!("unix:{}", stack.path("app.sock").display());
     // gunicorn's default --timeout 30 under nginx's default proxy_read_timeout 60s.
@@ -425,6 +391,7 @@ fn check_timeout_mismatch_warns() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn check_running_nginx_by_pid() {
     let _s = serial();
     let mut stack = lab::Stack::new("check-running").expect("stack");
@@ -442,7 +409,7 @@ fn check_running_nginx_by_pid() {
     stack.upstream.clone_from(&target);
     stack.start_nginx().expect("nginx");
     let master = stack.nginx_pid.expect("nginx pid");
-    let mut cmd = Command::new(gwtrace());
+    let mut cmd = Command::new(gwtrace_bin!());
     cmd.args(["check", "--json", "--proxy", &master.to_string()]);
     let r = run_check(cmd);
     assert_eq!(r.code, Some(1), "{r:#?}");
@@ -468,9 +435,10 @@ fn check_running_nginx_by_pid() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn check_invalid_config_and_usage_errors() {
     let _s = serial();
-    let ns = Netns::new("invalid");
+    let ns = netns();
     let stack = lab::Stack::new("check-invalid").expect("stack");
     let (conf, _) = write_conf(&stack, "http://127.0.0.1:1", "prox_read_timeout 5s;");
     let r = check_config(&ns, &conf, &[]);
@@ -483,7 +451,7 @@ fn check_invalid_config_and_usage_errors() {
     );
     let missing = check_config(&ns, Path::new("/nonexistent/nginx.conf"), &[]);
     assert_eq!(missing.code, Some(2), "{missing:#?}");
-    let mut cmd = Command::new(gwtrace());
+    let mut cmd = Command::new(gwtrace_bin!());
     cmd.args(["check", "--proxy", "4294967295"]);
     assert_eq!(run_check(cmd).code, Some(2));
 }

@@ -10,13 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-fn gwtrace() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gwtrace"))
-}
+use gwtrace_lab::{gwtrace_bin, support::require_root};
 
-fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
+fn gwtrace() -> Command {
+    Command::new(gwtrace_bin!())
 }
 
 /// A private temp dir, removed on drop.
@@ -123,7 +120,7 @@ fn provoke_failures(dir: &TempDir) {
 }
 
 fn stop_and_check(sig: i32, name: &str) {
-    assert!(is_root(), "run as root");
+    require_root(&format!("stopping gwtrace with {name}"));
     let dir = TempDir::new(name);
     let out = dir.join("events.jsonl");
     let (child, objects) = start_recording(&out);
@@ -181,23 +178,27 @@ fn wait_freed(objects: &BTreeSet<String>) -> Vec<&String> {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn sigint_detaches_flushes_and_summarises() {
     stop_and_check(libc::SIGINT, "SIGINT");
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn sigterm_detaches_flushes_and_summarises() {
     stop_and_check(libc::SIGTERM, "SIGTERM");
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn sighup_detaches_flushes_and_summarises() {
     stop_and_check(libc::SIGHUP, "SIGHUP");
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn kill_9_leaves_nothing_attached() {
-    assert!(is_root(), "run as root");
+    require_root("kill_9_leaves_nothing_attached");
     let dir = TempDir::new("kill9");
     let (mut child, objects) = start_recording(&dir.join("events.jsonl"));
     signal(&child, libc::SIGKILL);
@@ -208,8 +209,9 @@ fn kill_9_leaves_nothing_attached() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn two_instances_at_once_both_capture() {
-    assert!(is_root(), "run as root");
+    require_root("two_instances_at_once_both_capture");
     let dir = TempDir::new("two");
     let (a, _) = start_recording(&dir.join("a.jsonl"));
     let (b, _) = start_recording(&dir.join("b.jsonl"));
@@ -257,8 +259,9 @@ fn unknown_flag_is_a_usage_error() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn proxy_naming_nothing_is_a_usage_error() {
-    assert!(is_root(), "run as root");
+    require_root("proxy_naming_nothing_is_a_usage_error");
     assert_clear_error(
         &run(&["--proxy", "4000000", "--duration", "1"]),
         2,
@@ -272,11 +275,13 @@ fn proxy_naming_nothing_is_a_usage_error() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn not_root_says_so() {
+    require_root("not_root_says_so (setpriv drops to nobody)");
     // Drop to nobody for this one run.
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_gwtrace"))
+        .arg(gwtrace_bin!())
         .args(["record", "--duration", "1"])
         .output()
         .expect("setpriv");
@@ -284,8 +289,9 @@ fn not_root_says_so() {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn output_paths_are_safe() {
-    assert!(is_root(), "run as root");
+    require_root("output_paths_are_safe");
     let dir = TempDir::new("out");
     // Exists: refused without --force.
     let existing = dir.join("exists.jsonl");
@@ -418,14 +424,13 @@ fn explain_streams_big_files_in_constant_memory() {
     drop(f);
     let out = Command::new("/usr/bin/time")
         .args(["-f", "maxrss_kb=%M"])
-        .arg(env!("CARGO_BIN_EXE_gwtrace"))
+        .arg(gwtrace_bin!())
         .args(["explain", "--json"])
         .arg(&path)
         .output();
-    let Ok(out) = out else {
-        eprintln!("/usr/bin/time missing: skipped");
-        return;
-    };
+    let out = out.unwrap_or_else(|e| {
+        panic!("running /usr/bin/time ({e}): install it with `cargo xtask setup` (package time)")
+    });
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let rss: u64 = stderr

@@ -1,28 +1,17 @@
-//! End-to-end diagnosis tests (root): the scenario lab on real nginx + gunicorn/uvicorn, the
+//! End-to-end diagnosis tests (root; ignored without it, run by `cargo xtask test`): the scenario lab on real nginx + gunicorn/uvicorn, the
 //! `gwtrace` binary run like a user runs it, scored against nginx's own error.log and statuses.
-#[path = "lab/mod.rs"]
-#[expect(dead_code, reason = "shared with xtask; not every helper is used here")]
-mod lab;
+use std::{sync::Mutex, time::Duration};
 
-use std::{path::PathBuf, sync::Mutex, time::Duration};
+use gwtrace_lab::{
+    self as lab, gwtrace_bin,
+    support::{free_port, require_root},
+};
 
 /// Scenarios share nginx, cgroups and the host's process table: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn gwtrace() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_gwtrace"))
-}
-
-fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn scenario(name: &str) {
-    assert!(
-        is_root(),
-        "the diagnosis tests drive real nginx and eBPF: run them as root"
-    );
+    require_root(&format!("the diagnosis scenario {name}"));
     let _serial = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -31,7 +20,7 @@ fn scenario(name: &str) {
         .iter()
         .find(|s| s.name == name)
         .expect("scenario exists");
-    let r = lab::run_one(&gwtrace(), sc).expect("scenario runs");
+    let r = lab::run_one(&gwtrace_bin!(), sc).expect("scenario runs");
     let table = lab::table(std::slice::from_ref(&r));
     assert!(
         r.ok,
@@ -48,7 +37,7 @@ fn scenario(name: &str) {
 
 macro_rules! scenarios {
     ($($test:ident => $name:literal),* $(,)?) => {
-        $(#[test] fn $test() { scenario($name); })*
+        $(#[test] #[ignore = "needs root: run by cargo xtask test"] fn $test() { scenario($name); })*
     };
 }
 
@@ -79,16 +68,17 @@ scenarios! {
 /// `gwtrace record` while nginx proxies to a stopped gunicorn: nginx's failed connects appear
 /// with the same errno and target as nginx's error.log.
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn record_shows_nginx_failed_connects_like_error_log() {
-    assert!(is_root(), "run as root");
+    require_root("record_shows_nginx_failed_connects_like_error_log");
     let _serial = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut stack = lab::Stack::new("record").expect("stack");
-    stack.upstream = format!("127.0.0.1:{}", lab::free_port());
+    stack.upstream = format!("127.0.0.1:{}", free_port().expect("a free port"));
     stack.start_nginx().expect("nginx");
     let out = stack.path("events.jsonl");
-    let mut rec = std::process::Command::new(gwtrace())
+    let mut rec = std::process::Command::new(gwtrace_bin!())
         .args(["record", "--duration", "4", "--output"])
         .arg(&out)
         .spawn()

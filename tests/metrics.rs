@@ -3,27 +3,19 @@
 //! `cargo xtask setup`) scrapes it every second, and the series is queried through Prometheus'
 //! HTTP API; `promtool check metrics` lints the exposition. Also: a taken port is one line and
 //! exit code 2.
-#[path = "lab/mod.rs"]
-#[expect(dead_code, reason = "shared with xtask; not every helper is used here")]
-mod lab;
-
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpStream,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
-fn gwtrace() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_gwtrace"))
-}
-
-fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use gwtrace_lab::{
+    self as lab, gwtrace_bin,
+    support::{free_port, require_root},
+};
 
 /// A child this test started, ended by its pid when the test ends (pass or fail).
 struct Started {
@@ -141,7 +133,7 @@ fn wait_for<T>(
 fn start_gwtrace(metrics_port: u16, dir: &Path) -> (Started, mpsc::Receiver<String>) {
     let mut g = Started::spawn(
         "gwtrace serve",
-        Command::new(gwtrace())
+        Command::new(gwtrace_bin!())
             .args(["serve", "--metrics", &format!("127.0.0.1:{metrics_port}")])
             .arg("--record")
             .arg(dir.join("events.jsonl"))
@@ -180,7 +172,7 @@ fn start_gwtrace(metrics_port: u16, dir: &Path) -> (Started, mpsc::Receiver<Stri
 
 /// Starts Prometheus in `prom_dir`, scraping gwtrace on `metrics_port` every second; it and its port.
 fn start_prometheus(prom_dir: &Path, metrics_port: u16) -> (Started, u16) {
-    let prom_port = lab::free_port();
+    let prom_port = free_port().expect("a free port");
     std::fs::create_dir_all(prom_dir.join("data")).expect("prometheus dir");
     let config = prom_dir.join("prometheus.yml");
     std::fs::write(
@@ -250,16 +242,14 @@ fn require_tools(tools: &[&str]) {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn prometheus_scrapes_nginx_failed_connects() {
-    assert!(
-        is_root(),
-        "the metrics test loads eBPF and drives real nginx: run it as root"
-    );
+    require_root("the metrics test");
     require_tools(&["prometheus", "promtool", "nginx"]);
     let mut stack = lab::Stack::new("metrics").expect("stack");
-    stack.upstream = format!("127.0.0.1:{}", lab::free_port());
+    stack.upstream = format!("127.0.0.1:{}", free_port().expect("a free port"));
     stack.start_nginx().expect("nginx");
-    let metrics_port = lab::free_port();
+    let metrics_port = free_port().expect("a free port");
     let (mut g, gw_stderr) = start_gwtrace(metrics_port, &stack.dir);
 
     // nginx answers 502: its connects to the stopped upstream are refused.
@@ -366,7 +356,7 @@ fn prometheus_scrapes_nginx_failed_connects() {
 fn taken_metrics_port_is_one_line_and_exit_2() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = held.local_addr().expect("addr").port();
-    let out = Command::new(gwtrace())
+    let out = Command::new(gwtrace_bin!())
         .args(["serve", "--metrics", &format!("127.0.0.1:{port}")])
         .stdin(Stdio::null())
         .output()

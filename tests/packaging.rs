@@ -11,9 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-fn gwtrace() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_gwtrace"))
-}
+use gwtrace_lab::{
+    gwtrace_bin,
+    support::{free_port, require_root},
+};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -32,36 +33,27 @@ fn unit_values(key: &str) -> Vec<String> {
         .collect()
 }
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// Fails the test unless every tool is on PATH (`cargo xtask setup` installs them).
+fn require_tools(tools: &[&str]) {
+    for tool in tools {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+            "{tool} is not installed: run `cargo xtask setup`"
+        );
+    }
 }
 
 #[test]
 fn unit_file_verifies() {
-    if !have("systemd-analyze") {
-        eprintln!("SKIPPED unit_file_verifies: systemd-analyze is not installed");
-        return;
-    }
+    require_tools(&["systemd-analyze"]);
     let dir = tempfile::tempdir().expect("tempdir");
     // The unit names man:gwtrace(1): verify looks it up, so install the generated pages.
     let man1 = dir.path().join("man/man1");
-    let st = Command::new(gwtrace())
+    let st = Command::new(gwtrace_bin!())
         .args(["man", "--out-dir"])
         .arg(&man1)
         .status()
@@ -69,7 +61,7 @@ fn unit_file_verifies() {
     assert!(st.success());
     assert!(man1.join("gwtrace.1").exists() && man1.join("gwtrace-serve.1").exists());
     // ExecStart must name an executable that exists: the one under test.
-    let text = unit().replace("/usr/bin/gwtrace", &gwtrace().display().to_string());
+    let text = unit().replace("/usr/bin/gwtrace", &gwtrace_bin!().display().to_string());
     let path = dir.path().join("gwtrace.service");
     std::fs::write(&path, text).expect("unit copy");
     let out = Command::new("systemd-analyze")
@@ -103,10 +95,10 @@ fn setpriv_caps() -> String {
 /// Runs `gwtrace serve` (through `wrapper`, e.g. setpriv or strace) for a few seconds, scraping
 /// /metrics once it is up; its exit status and stderr.
 fn serve_briefly(wrapper: &[&str], dir: &Path) -> (std::process::ExitStatus, String) {
-    let port = free_port();
+    let port = free_port().expect("a free port");
     let mut cmd = Command::new(wrapper[0]);
     cmd.args(&wrapper[1..])
-        .arg(gwtrace())
+        .arg(gwtrace_bin!())
         .args(["serve", "--duration", "3", "--metrics"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--record")
@@ -136,11 +128,10 @@ fn serve_briefly(wrapper: &[&str], dir: &Path) -> (std::process::ExitStatus, Str
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn runs_with_exactly_the_units_capabilities() {
-    if !is_root() || !have("setpriv") {
-        eprintln!("SKIPPED runs_with_exactly_the_units_capabilities: needs root and setpriv");
-        return;
-    }
+    require_root("runs_with_exactly_the_units_capabilities");
+    require_tools(&["setpriv"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let bounding = format!("--bounding-set={}", setpriv_caps());
     let (st, err) = serve_briefly(&["setpriv", &bounding, "--inh-caps=-all", "--"], dir.path());
@@ -150,7 +141,7 @@ fn runs_with_exactly_the_units_capabilities() {
     let out = Command::new("setpriv")
         .arg("--bounding-set=-all,+perfmon,+dac_read_search,+sys_ptrace")
         .args(["--inh-caps=-all", "--"])
-        .arg(gwtrace())
+        .arg(gwtrace_bin!())
         .args(["record", "--duration", "1", "--output"])
         .arg(dir.path().join("no-bpf.jsonl"))
         .output()
@@ -196,13 +187,10 @@ fn syscall_set(names: &[String]) -> BTreeSet<String> {
 }
 
 #[test]
+#[ignore = "needs root: run by cargo xtask test"]
 fn every_system_call_passes_the_units_filter() {
-    if !is_root() || !have("strace") || !have("systemd-analyze") {
-        eprintln!(
-            "SKIPPED every_system_call_passes_the_units_filter: needs root, strace, systemd-analyze"
-        );
-        return;
-    }
+    require_root("every_system_call_passes_the_units_filter");
+    require_tools(&["strace", "systemd-analyze"]);
     let allowed = syscall_set(&unit_values("SystemCallFilter"));
     assert!(
         allowed.contains("read") && allowed.contains("bpf"),
@@ -246,15 +234,15 @@ fn kubernetes_daemonset_is_well_formed() {
     ] {
         assert!(text.contains(needed), "daemonset lacks {needed}");
     }
-    // Full YAML parse when PyYAML is there (it is on Debian with python3-yaml).
-    let probe = Command::new("python3")
-        .args(["-c", "import yaml"])
-        .stderr(Stdio::null())
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        eprintln!("(PyYAML missing: structure not parsed)");
-        return;
-    }
+    // Full YAML parse with PyYAML (Debian's python3-yaml, installed by `cargo xtask setup`).
+    assert!(
+        Command::new("python3")
+            .args(["-c", "import yaml"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()),
+        "PyYAML is not installed: run `cargo xtask setup`"
+    );
     let script = "import sys, yaml\n\
         d = yaml.safe_load(open(sys.argv[1]))\n\
         assert d['kind'] == 'DaemonSet', d['kind']\n\
@@ -281,7 +269,7 @@ fn kubernetes_daemonset_is_well_formed() {
 
 #[test]
 fn completions_are_valid_shell_and_know_serve() {
-    let out = Command::new(gwtrace())
+    let out = Command::new(gwtrace_bin!())
         .args(["completions", "bash"])
         .output()
         .expect("gwtrace completions bash");
@@ -298,13 +286,16 @@ fn completions_are_valid_shell_and_know_serve() {
         .expect("bash");
     assert!(st.success(), "bash -n rejects the completions");
     for shell in ["zsh", "fish"] {
-        let out = Command::new(gwtrace())
+        let out = Command::new(gwtrace_bin!())
             .args(["completions", shell])
             .output()
             .expect("gwtrace completions");
         assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
     }
-    let man = Command::new(gwtrace()).arg("man").output().expect("man");
+    let man = Command::new(gwtrace_bin!())
+        .arg("man")
+        .output()
+        .expect("man");
     let page = String::from_utf8_lossy(&man.stdout);
     assert!(
         page.starts_with(".ie") || page.contains(".TH gwtrace 1"),
@@ -312,7 +303,7 @@ fn completions_are_valid_shell_and_know_serve() {
     );
     assert!(page.contains("EXIT STATUS") && page.contains("RUST_LOG"));
     // The hidden generators stay out of --help.
-    let help = Command::new(gwtrace())
+    let help = Command::new(gwtrace_bin!())
         .arg("--help")
         .output()
         .expect("help");

@@ -1,5 +1,6 @@
 //! Events as userspace sees them: decoded once from the kernel's [`RawEvent`] bytes into typed
 //! values, serialised as the `gwtrace record` JSON lines (schema in docs/events.md).
+use nix::{errno::Errno, sys::signal::Signal};
 use probe_common::{
     AF_INET, AF_INET6, AF_UNIX, KIND_ACCEPT_FAILED, KIND_CONNECT_FAILED, KIND_EXEC,
     KIND_EXEC_FAILED, KIND_OOM_KILL, KIND_PROCESS_EXIT, KIND_SIGNAL, RawEvent, SOURCE_SYSCALL,
@@ -7,7 +8,7 @@ use probe_common::{
 };
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::facts::FactsUpdate;
 use crate::origin::Origin;
@@ -351,61 +352,96 @@ impl Decoder {
     }
 }
 
-/// Symbolic name of an errno (Linux `x86_64` values).
+/// Symbolic name of an errno (`ECONNREFUSED`, as the C headers spell it), or `E?` for a number
+/// this platform has no name for.
 #[must_use]
 pub fn errno_name(errno: i32) -> &'static str {
-    match errno {
-        1 => "EPERM",
-        2 => "ENOENT",
-        4 => "EINTR",
-        11 => "EAGAIN",
-        12 => "ENOMEM",
-        13 => "EACCES",
-        20 => "ENOTDIR",
-        22 => "EINVAL",
-        23 => "ENFILE",
-        24 => "EMFILE",
-        36 => "ENAMETOOLONG",
-        40 => "ELOOP",
-        91 => "EPROTOTYPE",
-        97 => "EAFNOSUPPORT",
-        98 => "EADDRINUSE",
-        99 => "EADDRNOTAVAIL",
-        100 => "ENETDOWN",
-        101 => "ENETUNREACH",
-        103 => "ECONNABORTED",
-        104 => "ECONNRESET",
-        105 => "ENOBUFS",
-        110 => "ETIMEDOUT",
-        111 => "ECONNREFUSED",
-        113 => "EHOSTUNREACH",
-        _ => "E?",
-    }
+    /// Every Linux errno is below this (EHWPOISON is 133).
+    const END: i32 = 256;
+    static NAMES: OnceLock<Vec<String>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        (0..END)
+            .map(|n| match Errno::from_raw(n) {
+                Errno::UnknownErrno => String::new(),
+                e => format!("{e:?}"),
+            })
+            .collect()
+    });
+    usize::try_from(errno)
+        .ok()
+        .and_then(|i| names.get(i))
+        .map(String::as_str)
+        .filter(|n| !n.is_empty())
+        .unwrap_or("E?")
 }
 
-/// Symbolic name of a signal.
+/// Symbolic name of a signal (`SIGKILL`), or `SIG?` for a number that is not a standard signal
+/// (real-time signals included).
 #[must_use]
 pub fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        11 => "SIGSEGV",
-        13 => "SIGPIPE",
-        15 => "SIGTERM",
-        31 => "SIGSYS",
-        _ => "SIG?",
-    }
+    Signal::try_from(sig).map_or("SIG?", Signal::as_str)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names gwtrace printed from its own table before it took them from nix: unchanged.
+    #[test]
+    fn errno_and_signal_names_are_the_c_headers_names() {
+        for (n, name) in [
+            (1, "EPERM"),
+            (2, "ENOENT"),
+            (4, "EINTR"),
+            (11, "EAGAIN"),
+            (12, "ENOMEM"),
+            (13, "EACCES"),
+            (20, "ENOTDIR"),
+            (22, "EINVAL"),
+            (23, "ENFILE"),
+            (24, "EMFILE"),
+            (36, "ENAMETOOLONG"),
+            (40, "ELOOP"),
+            (91, "EPROTOTYPE"),
+            (97, "EAFNOSUPPORT"),
+            (98, "EADDRINUSE"),
+            (99, "EADDRNOTAVAIL"),
+            (100, "ENETDOWN"),
+            (101, "ENETUNREACH"),
+            (103, "ECONNABORTED"),
+            (104, "ECONNRESET"),
+            (105, "ENOBUFS"),
+            (110, "ETIMEDOUT"),
+            (111, "ECONNREFUSED"),
+            (113, "EHOSTUNREACH"),
+        ] {
+            assert_eq!(errno_name(n), name, "errno {n}");
+        }
+        // Names the old table lacked now come from the headers too.
+        assert_eq!(errno_name(32), "EPIPE");
+        for unknown in [0, -1, 150, 256, i32::MAX, i32::MIN] {
+            assert_eq!(errno_name(unknown), "E?", "errno {unknown}");
+        }
+        for (n, name) in [
+            (1, "SIGHUP"),
+            (2, "SIGINT"),
+            (3, "SIGQUIT"),
+            (4, "SIGILL"),
+            (6, "SIGABRT"),
+            (7, "SIGBUS"),
+            (8, "SIGFPE"),
+            (9, "SIGKILL"),
+            (11, "SIGSEGV"),
+            (13, "SIGPIPE"),
+            (15, "SIGTERM"),
+            (31, "SIGSYS"),
+        ] {
+            assert_eq!(signal_name(n), name, "signal {n}");
+        }
+        for unknown in [0, -9, 34, 64, 65, i32::MAX] {
+            assert_eq!(signal_name(unknown), "SIG?", "signal {unknown}");
+        }
+    }
 
     #[test]
     fn targets_format_like_nginx() {

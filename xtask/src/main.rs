@@ -1,19 +1,13 @@
 //! Build, setup, test, demo, lab and bench orchestration for gwtrace. No product logic here: the
-//! lab scenarios live in tests/lab (shared with the test suite), the benchmarks in bench/.
+//! lab scenarios live in tests/lab (the gwtrace-lab crate, shared with the test suite), the benchmarks in bench/.
 mod bench;
 mod setup;
-
-#[path = "../../tests/lab/mod.rs"]
-#[expect(
-    dead_code,
-    reason = "the lab module is shared with the test suite, which uses more of it"
-)]
-mod lab;
 
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use gwtrace_lab as lab;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "gwtrace development tasks")]
@@ -120,9 +114,17 @@ fn real_main() -> anyhow::Result<()> {
                 cargo(&["fmt", "--all", "--", "--check"])?;
                 cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
             }
-            // Unit tests, then root tests against the real kernel and real nginx/gunicorn. Tests
-            // that share kernel-wide state (the lab's nginx, cgroups) serialise themselves.
-            cargo(&["test", "--no-fail-fast", "--", "--test-threads=2"])?;
+            // Unit tests, then root tests against the real kernel and real nginx/gunicorn: those
+            // are `#[ignore = "needs root: ..."]` so a plain `cargo test` lists them as ignored;
+            // here they run, and fail loudly without root. Tests that share kernel-wide state
+            // (the lab's nginx, cgroups) serialise themselves.
+            cargo(&[
+                "test",
+                "--no-fail-fast",
+                "--",
+                "--include-ignored",
+                "--test-threads=2",
+            ])?;
             println!("xtask: all tests passed");
             Ok(())
         }

@@ -25,6 +25,9 @@ const PACKAGES: &[&str] = &[
     // The tested collector example (docs/collectors.md) tails the event file with it.
     "rsyslog",
     "time",
+    // The packaging tests: `systemd-analyze verify` of the unit, PyYAML for the DaemonSet.
+    "systemd",
+    "python3-yaml",
 ];
 /// bpf-linker, pinned: 0.13 against Debian's LLVM 22 (its default wants LLVM 23).
 const BPF_LINKER_VERSION: &str = "0.13.0";

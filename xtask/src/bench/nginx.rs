@@ -10,15 +10,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::tracer::signal;
+use gwtrace_lab::support::free_port;
 
-/// A TCP port nothing listens on right now (bound and released).
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("picking a free port")?
-        .port())
-}
+use super::tracer::signal;
 
 /// The bench's own nginx.
 pub struct Nginx {
@@ -37,8 +31,8 @@ impl Nginx {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("tmp"))
             .with_context(|| format!("creating {}", dir.display()))?;
-        let port = free_port()?;
-        let upstream_port = free_port()?;
+        let port = free_port().context("picking a free port")?;
+        let upstream_port = free_port().context("picking a free port")?;
         let upstream_sock = dir.join("upstream.sock");
         let d = dir.display();
         let conf = format!(

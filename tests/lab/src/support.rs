@@ -1,11 +1,21 @@
-//! Helpers for the root capture tests: a capture session that waits for the event a provocation
-//! must produce, children that are killed and reaped even when a test fails, and guards that remove
-//! the network namespaces and memory cgroups the tests create.
+//! Helpers every end-to-end test shares: who runs the tests (root or not), where the built
+//! `gwtrace` binary is, free ports, unique names, children that are killed and reaped even when a
+//! test fails, and guards that remove the network namespaces and memory cgroups tests create.
+//!
+//! Tests that need root are `#[ignore = "needs root: run by cargo xtask test"]`: a plain
+//! `cargo test` lists them as ignored with that reason, `cargo xtask test` runs them with
+//! `--include-ignored`, and each calls [`require_root`] first, so one run without root fails
+//! loudly instead of passing without testing anything.
+//!
+//! Every helper here fails the calling test by panicking, with what went wrong.
+#![expect(
+    clippy::missing_panics_doc,
+    reason = "test helpers: a panic is how they fail the test, said once above"
+)]
 use std::{
-    fmt::Write as _,
     fs::File,
     io::{BufRead as _, BufReader, Read as _},
-    net::{IpAddr, TcpListener},
+    net::{IpAddr, Ipv4Addr, TcpListener},
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio},
@@ -13,21 +23,41 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gwtrace::{
-    capture::{Capture, Hooks},
-    event::{Body, Event},
-};
-
 /// Debian's interpreter: no pyenv shim in between, so the spawned pid is the python process.
 pub const PYTHON: &str = "/usr/bin/python3";
-/// How often the session drains the ring buffer while waiting.
-pub const POLL: Duration = Duration::from_millis(20);
-/// How long the session waits for an expected event by default.
-pub const TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a provocation may run before it is killed and the test fails.
 pub const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A name part unique within this test process: `<test pid>-<counter>`.
+/// The path of the `gwtrace` binary cargo built for this test target (`CARGO_BIN_EXE_gwtrace`,
+/// read where the macro is used: only probe-user's integration tests have it).
+#[macro_export]
+macro_rules! gwtrace_bin {
+    () => {
+        ::std::path::PathBuf::from(env!("CARGO_BIN_EXE_gwtrace"))
+    };
+}
+
+/// Whether this process runs as root (effective uid 0).
+#[must_use]
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Fails the calling test unless it runs as root: tests marked `#[ignore = "needs root: ..."]`
+/// call this first, so `--include-ignored` without root fails loudly rather than passing.
+///
+/// # Panics
+/// When not root.
+pub fn require_root(what: &str) {
+    assert!(
+        is_root(),
+        "{what} needs root (it loads eBPF programs or drives real nginx, cgroups and network \
+         namespaces): run it with `cargo xtask test`, or as root with `--include-ignored`"
+    );
+}
+
+/// A name part unique within this test process: `<tag>-<test pid>-<counter>`.
 pub fn unique(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     format!(
@@ -37,139 +67,16 @@ pub fn unique(tag: &str) -> String {
     )
 }
 
-/// A running capture and every event drained from it so far.
-pub struct Session {
-    cap: Capture,
-    seen: Vec<Event>,
+/// A TCP port nothing listens on, on `ip`: bound then released (the kernel hands out ephemeral
+/// ports round-robin, so it is not reused at once).
+pub fn free_port_on(ip: IpAddr) -> std::io::Result<u16> {
+    let l = TcpListener::bind((ip, 0))?;
+    Ok(l.local_addr()?.port())
 }
 
-impl Session {
-    /// Starts a capture with every hook. Without root, prints why the test is skipped and returns
-    /// `None` (every test of this file then passes vacuously).
-    pub fn start(test: &str) -> Option<Self> {
-        // SAFETY: no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!(
-                "SKIPPED {test}: the capture tests load eBPF programs and provoke real failures; \
-                 they need root (run `sudo -E cargo test -p probe-user --test capture`)"
-            );
-            return None;
-        }
-        let cap =
-            Capture::start(Hooks::Full).unwrap_or_else(|e| panic!("starting the capture: {e}"));
-        Some(Self {
-            cap,
-            seen: Vec::new(),
-        })
-    }
-
-    /// Moves every waiting event into `seen`.
-    fn drain(&mut self) {
-        let seen = &mut self.seen;
-        self.cap.drain(|e| seen.push(e));
-    }
-
-    /// Runs a provocation that returns the pid whose event is expected (and anything else the
-    /// test needs), then waits for an event matching `pred(pid, event)` ([`Session::expect`]).
-    /// On timeout the panic shows what the provocation returned (a child's output) too.
-    pub fn provoke<T: std::fmt::Debug>(
-        &mut self,
-        what: &str,
-        provocation: impl FnOnce() -> (u32, T),
-        pred: impl Fn(u32, &Event) -> bool,
-    ) -> (u32, T, Event) {
-        let (pid, out) = provocation();
-        let ev = self.wait(TIMEOUT, what, &[pid], &format!("{out:?}"), |e| pred(pid, e));
-        (pid, out, ev)
-    }
-
-    /// Drains every [`POLL`] until an event matching `pred` arrives, for up to [`TIMEOUT`].
-    /// Panics listing the events seen from `pids` when none does.
-    pub fn expect(&mut self, what: &str, pids: &[u32], pred: impl Fn(&Event) -> bool) -> Event {
-        self.expect_within(TIMEOUT, what, pids, pred)
-    }
-
-    /// [`Session::expect`] with another timeout.
-    pub fn expect_within(
-        &mut self,
-        timeout: Duration,
-        what: &str,
-        pids: &[u32],
-        pred: impl Fn(&Event) -> bool,
-    ) -> Event {
-        self.wait(timeout, what, pids, "", pred)
-    }
-
-    fn wait(
-        &mut self,
-        timeout: Duration,
-        what: &str,
-        pids: &[u32],
-        provoked: &str,
-        pred: impl Fn(&Event) -> bool,
-    ) -> Event {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.drain();
-            if let Some(e) = self.seen.iter().find(|e| pred(e)) {
-                return e.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no event for {what} within {timeout:?}; events seen involving pids {pids:?}:\n{}\n\
-                 kernel counters: {:?}\nprovocation: {provoked}",
-                self.describe(pids),
-                self.cap.counters().counters,
-            );
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// Keeps draining for `d`: lets late or duplicate events arrive before a negative assertion.
-    pub fn settle(&mut self, d: Duration) {
-        let deadline = Instant::now() + d;
-        while Instant::now() < deadline {
-            self.drain();
-            std::thread::sleep(POLL);
-        }
-        self.drain();
-    }
-
-    /// Every event drained so far that involves `pid`: done by it, or aimed at it (signal target,
-    /// OOM victim).
-    pub fn involving(&self, pid: u32) -> Vec<&Event> {
-        self.seen.iter().filter(|e| involves(e, pid)).collect()
-    }
-
-    /// One JSON line per event involving any of `pids`.
-    pub fn describe(&self, pids: &[u32]) -> String {
-        let mut out = String::new();
-        for e in self
-            .seen
-            .iter()
-            .filter(|e| pids.iter().any(|&p| involves(e, p)))
-        {
-            let _ = writeln!(out, "  {}", serde_json::to_string(e).unwrap_or_default());
-        }
-        if out.is_empty() {
-            out.push_str("  (none)\n");
-        }
-        out
-    }
-
-    /// The capture's kernel counters, indexed by `probe_common::CNT_*`.
-    pub fn counters(&self) -> Vec<u64> {
-        self.cap.counters().counters
-    }
-}
-
-fn involves(e: &Event, pid: u32) -> bool {
-    e.pid == pid
-        || match &e.body {
-            Body::Signal { target_pid, .. } => *target_pid == pid,
-            Body::OomKill { victim_pid, .. } => *victim_pid == pid,
-            _ => false,
-        }
+/// A TCP port nothing listens on, on 127.0.0.1 ([`free_port_on`]).
+pub fn free_port() -> std::io::Result<u16> {
+    free_port_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 /// What a finished child left.
@@ -215,6 +122,7 @@ impl Proc {
         (p.pid(), out)
     }
 
+    #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -289,17 +197,11 @@ impl Drop for Proc {
 }
 
 /// `python3 -I -c script args...`.
+#[must_use]
 pub fn python(script: &str, args: &[&str]) -> Command {
     let mut c = Command::new(PYTHON);
     c.arg("-I").arg("-c").arg(script).args(args);
     c
-}
-
-/// A TCP port nothing listens on: bound to `ip` then released (the kernel hands out ephemeral
-/// ports round-robin, so it is not reused at once).
-pub fn free_port(ip: IpAddr) -> std::io::Result<u16> {
-    let l = TcpListener::bind((ip, 0))?;
-    Ok(l.local_addr()?.port())
 }
 
 /// Runs a command to completion, panicking with its output unless it succeeds.
@@ -315,7 +217,8 @@ pub fn sh(cmd: &mut Command) {
     );
 }
 
-/// A network namespace of our own (`ip netns add gwt-...`), deleted when dropped.
+/// A network namespace of our own (`ip netns add gwt-...`), deleted when dropped (declare it
+/// before a lab stack so the stack's processes are killed first).
 pub struct Netns {
     pub name: String,
     handle: Option<File>,
@@ -323,6 +226,7 @@ pub struct Netns {
 
 impl Netns {
     /// Creates the namespace; only its `lo` exists, down.
+    #[must_use]
     pub fn create() -> Self {
         let name = unique("gwt");
         sh(Command::new("ip").args(["netns", "add", &name]));
@@ -335,6 +239,13 @@ impl Netns {
     /// Brings the namespace's loopback up.
     pub fn lo_up(&self) {
         sh(Command::new("ip").args(["-n", &self.name, "link", "set", "lo", "up"]));
+    }
+
+    /// `ip netns exec NS program`: the program execs in place (same pid, same process group).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
     }
 
     /// Makes `cmd` run inside the namespace (`setns` between fork and exec: same pid).
@@ -378,6 +289,7 @@ impl MemCgroup {
     pub const ROOT: &str = "/sys/fs/cgroup/memory";
 
     /// Creates `gwtest-...` with `limit` bytes of memory (and memory+swap, when accounted).
+    #[must_use]
     pub fn create(limit: u64) -> Self {
         let path = Path::new(Self::ROOT).join(unique("gwtest"));
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));

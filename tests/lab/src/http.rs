@@ -1,0 +1,33 @@
+//! The lab's HTTP client: bounded HTTP/1.0 GETs, nothing more (a status code or no answer).
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    time::{Duration, Instant},
+};
+
+/// One HTTP answer (or none) and when it came.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: Option<u16>,
+    pub at: Instant,
+}
+
+/// A bounded HTTP/1.0 GET; the status code, or None when the connection failed or timed out.
+#[must_use]
+pub fn http_get(port: u16, path: &str, timeout: Duration) -> Option<u16> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: lab\r\n\r\n").ok()?;
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while got < 12 {
+        match s.read(&mut buf[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    let head = String::from_utf8_lossy(&buf[..got]);
+    head.split_whitespace().nth(1)?.parse().ok()
+}

@@ -1,0 +1,564 @@
+//! Every scenario of the lab: how its stack is built, the fault injected once gwtrace is ready,
+//! the requests that drive it, and what nginx and gwtrace must say.
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    process::Command,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    http::{Response, http_get},
+    stack::{Stack, in_mount_namespace, wait_for, wait_unix_listed},
+    support::free_port,
+};
+
+/// One scenario of the lab.
+pub struct Scenario {
+    pub name: &'static str,
+    /// The cause gwtrace must name (and no other); `None` = no verdict at all.
+    pub expect: Option<&'static str>,
+    /// What nginx must write to its error.log (ground truth), or "" for nothing.
+    pub nginx_log: &'static str,
+    /// The status nginx must answer with at least once.
+    pub status: u16,
+    pub about: &'static str,
+    /// How long gwtrace traces.
+    pub secs: u64,
+    pub(crate) build: fn(&mut Stack) -> anyhow::Result<()>,
+    /// Fault injected after gwtrace is ready, before the requests.
+    pub(crate) fault: Option<fn(&mut Stack) -> anyhow::Result<()>>,
+    pub(crate) drive: fn(&Stack) -> Vec<Response>,
+}
+
+fn sequential(
+    path: &'static str,
+    n: usize,
+    gap_ms: u64,
+    timeout: Duration,
+) -> impl Fn(&Stack) -> Vec<Response> {
+    move |s| {
+        (0..n)
+            .map(|_| {
+                let r = s.get(path, timeout);
+                std::thread::sleep(Duration::from_millis(gap_ms));
+                r
+            })
+            .collect()
+    }
+}
+
+fn five_gets(s: &Stack) -> Vec<Response> {
+    sequential("/", 5, 200, Duration::from_secs(5))(s)
+}
+
+fn slow_get(s: &Stack) -> Vec<Response> {
+    vec![s.get("/slow", Duration::from_secs(20))]
+}
+
+fn oom_get(s: &Stack) -> Vec<Response> {
+    vec![s.get("/oom", Duration::from_secs(20))]
+}
+
+fn crash_get(s: &Stack) -> Vec<Response> {
+    vec![s.get("/crash", Duration::from_secs(10))]
+}
+
+fn burst(s: &Stack) -> Vec<Response> {
+    let port = s.port;
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..24)
+        .map(|_| {
+            let out = Arc::clone(&out);
+            std::thread::spawn(move || {
+                let r = Response {
+                    status: http_get(port, "/slow", Duration::from_secs(20)),
+                    at: Instant::now(),
+                };
+                if let Ok(mut o) = out.lock() {
+                    o.push(r);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    Arc::try_unwrap(out)
+        .map(|m| m.into_inner().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+fn healthy_with_noise(s: &Stack) -> Vec<Response> {
+    // Unrelated processes failing connects (not proxies): must not become a verdict.
+    let noise = format!(
+        "import socket,time\nfor i in range(20):\n  \
+         s=socket.socket(socket.AF_UNIX)\n  \n  try: s.connect('{}/nope.sock')\n  except OSError: pass\n  \
+         t=socket.socket()\n  \n  try: t.connect(('127.0.0.1',{}))\n  except OSError: pass\n  time.sleep(0.05)\n",
+        s.dir.display(),
+        free_port().unwrap_or(1)
+    );
+    let mut child = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(noise)
+        .spawn()
+        .ok();
+    let r = sequential("/", 20, 50, Duration::from_secs(5))(s);
+    if let Some(c) = child.as_mut() {
+        let _ = c.wait();
+    }
+    r
+}
+
+fn unix_sock(s: &mut Stack) -> String {
+    format!("unix:{}", s.path("app.sock").display())
+}
+
+/// Steady requests (one every 100 ms for 7 s); after 1.5 s the app is told to restart
+/// (the `restart` file its supervisor script waits for).
+fn restart_drive(s: &Stack) -> Vec<Response> {
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    let mut triggered = false;
+    while t0.elapsed() < Duration::from_secs(7) {
+        if !triggered && t0.elapsed() >= Duration::from_millis(1500) {
+            let _ = std::fs::write(s.path("restart"), b"now\n");
+            triggered = true;
+        }
+        out.push(s.get("/", Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    out
+}
+
+/// Every scenario, in the issue's order.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one table of scenarios reads better than many functions"
+)]
+#[must_use]
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "socket-missing",
+            expect: Some("socket-missing"),
+            nginx_log: "(2: No such file or directory)",
+            status: 502,
+            about: "gunicorn stopped, unix socket gone",
+            secs: 5,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                Ok(())
+            },
+            fault: None,
+            drive: five_gets,
+        },
+        Scenario {
+            name: "tcp-refused",
+            expect: Some("upstream-not-listening"),
+            nginx_log: "(111: Connection refused)",
+            status: 502,
+            about: "gunicorn stopped, TCP upstream",
+            secs: 5,
+            build: |s| {
+                s.upstream = format!("127.0.0.1:{}", free_port()?);
+                Ok(())
+            },
+            fault: None,
+            drive: five_gets,
+        },
+        Scenario {
+            name: "stale-socket",
+            expect: Some("stale-socket"),
+            nginx_log: "(111: Connection refused)",
+            status: 502,
+            about: "gunicorn killed -9, socket file left behind",
+            secs: 6,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let bind = s.upstream.clone();
+                s.gunicorn(&bind, &[], &[])?;
+                s.wait_listening(&bind)
+            },
+            fault: Some(|s| {
+                if let Some(pid) = s.app_pid() {
+                    s.kill_group(pid, libc::SIGKILL);
+                }
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(())
+            }),
+            drive: five_gets,
+        },
+        Scenario {
+            name: "wrong-target",
+            expect: Some("wrong-target"),
+            nginx_log: "(2: No such file or directory)",
+            status: 502,
+            about: "gunicorn binds another path than nginx's proxy_pass",
+            secs: 5,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                std::fs::create_dir_all(s.path("gunicorn"))?;
+                let real = format!("unix:{}", s.path("gunicorn/app.sock").display());
+                s.gunicorn(&real, &[], &[])?;
+                s.wait_listening(&real)
+            },
+            fault: None,
+            drive: five_gets,
+        },
+        Scenario {
+            name: "socket-permission",
+            expect: Some("socket-permission"),
+            nginx_log: "(13: Permission denied)",
+            status: 502,
+            about: "socket owned by the app user, mode 0660, nginx worker not in the group",
+            secs: 5,
+            build: |s| {
+                std::fs::create_dir_all(s.path("run"))?;
+                s.upstream = format!("unix:{}", s.path("run/app.sock").display());
+                let bind = s.upstream.clone();
+                // umask 0o117: the socket is srw-rw---- gwapp:gwapp.
+                s.gunicorn(&bind, &["--umask", "0o117"], &[])?;
+                let path = s.path("run/app.sock");
+                wait_for("the app socket", Duration::from_secs(15), || path.exists())?;
+                std::thread::sleep(Duration::from_millis(500));
+                Ok(())
+            },
+            fault: None,
+            drive: five_gets,
+        },
+        Scenario {
+            name: "crash-on-boot",
+            expect: Some("crash-on-boot"),
+            nginx_log: "connect() to unix:",
+            status: 502,
+            about: "SECRET_KEY missing: gunicorn exits 3, restarted by a supervisor loop",
+            secs: 6,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let script = format!(
+                    "while true; do GWLAB_REQUIRE_SECRET=1 gunicorn --bind {} --workers 1 --user gwapp --group gwapp app:app; sleep 0.5; done",
+                    s.upstream
+                );
+                s.spawn(Command::new("sh").arg("-c").arg(script))?;
+                Ok(())
+            },
+            fault: None,
+            drive: |s| sequential("/", 8, 400, Duration::from_secs(5))(s),
+        },
+        Scenario {
+            name: "bad-release",
+            expect: Some("crash-on-boot"),
+            nginx_log: "connect() to unix:",
+            status: 502,
+            about: "import error at app load: gunicorn exits 4, restarted by a supervisor loop",
+            secs: 6,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let script = format!(
+                    "while true; do gunicorn --bind {} --workers 1 --user gwapp --group gwapp release_42:app; sleep 0.5; done",
+                    s.upstream
+                );
+                s.spawn(Command::new("sh").arg("-c").arg(script))?;
+                Ok(())
+            },
+            fault: None,
+            drive: |s| sequential("/", 8, 400, Duration::from_secs(5))(s),
+        },
+        Scenario {
+            name: "worker-timeout",
+            expect: Some("worker-timeout"),
+            nginx_log: "upstream prematurely closed connection",
+            status: 502,
+            about: "a view sleeps past gunicorn --timeout: WORKER TIMEOUT, SIGABRT",
+            secs: 8,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let bind = s.upstream.clone();
+                s.gunicorn(&bind, &["--timeout", "2"], &[("GWLAB_SLOW", "15")])?;
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: slow_get,
+        },
+        Scenario {
+            name: "worker-oom",
+            expect: Some("worker-oom-killed"),
+            nginx_log: "upstream prematurely closed connection",
+            status: 502,
+            about: "a request allocates past the worker's memory cgroup limit",
+            secs: 8,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let cg = s.memcg(200)?;
+                let script = format!(
+                    "echo $$ > {}/cgroup.procs && exec gunicorn --bind {} --workers 1 --user gwapp --group gwapp app:app",
+                    cg.display(),
+                    s.upstream
+                );
+                s.spawn(
+                    Command::new("sh")
+                        .arg("-c")
+                        .arg(script)
+                        .env("GWLAB_OOM_MB", "1024"),
+                )?;
+                let bind = s.upstream.clone();
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: oom_get,
+        },
+        Scenario {
+            name: "worker-crash",
+            expect: Some("worker-crashed"),
+            nginx_log: "upstream prematurely closed connection",
+            status: 502,
+            about: "a request segfaults the worker",
+            secs: 6,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let bind = s.upstream.clone();
+                s.gunicorn(&bind, &[], &[])?;
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: crash_get,
+        },
+        Scenario {
+            name: "backlog-full",
+            expect: Some("backlog-full"),
+            nginx_log: "(11: Resource temporarily unavailable)",
+            status: 502,
+            about: "one slow sync worker, --backlog 1, a burst",
+            secs: 8,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let bind = s.upstream.clone();
+                s.gunicorn(
+                    &bind,
+                    &["--backlog", "1", "--timeout", "60"],
+                    &[("GWLAB_SLOW", "2")],
+                )?;
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: burst,
+        },
+        Scenario {
+            name: "uvicorn-socket-missing",
+            expect: Some("socket-missing"),
+            nginx_log: "(2: No such file or directory)",
+            status: 502,
+            about: "uvicorn stopped, its unix socket removed",
+            secs: 5,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let path = s.path("app.sock");
+                let pid = s.spawn(
+                    Command::new("/usr/bin/python3")
+                        .args(["-m", "uvicorn", "--uds"])
+                        .arg(&path)
+                        .args(["--lifespan", "off", "asgi:app"]),
+                )?;
+                let bind = s.upstream.clone();
+                s.wait_listening(&bind)?;
+                s.kill_group(pid, libc::SIGTERM);
+                std::thread::sleep(Duration::from_millis(800));
+                let _ = std::fs::remove_file(&path);
+                Ok(())
+            },
+            fault: None,
+            drive: five_gets,
+        },
+        Scenario {
+            name: "uvicorn-worker-timeout",
+            expect: Some("worker-timeout"),
+            nginx_log: "upstream prematurely closed connection",
+            status: 502,
+            about: "gunicorn with uvicorn workers: a blocking async view passes --timeout",
+            secs: 9,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let bind = s.upstream.clone();
+                s.gunicorn(
+                    &bind,
+                    &[
+                        "--timeout",
+                        "2",
+                        "-k",
+                        "uvicorn.workers.UvicornWorker",
+                        "asgi:app",
+                    ],
+                    &[("GWLAB_SLOW", "15")],
+                )?;
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: slow_get,
+        },
+        Scenario {
+            name: "read-timeout-504",
+            expect: None,
+            nginx_log: "upstream timed out (110: Connection timed out) while reading response header",
+            status: 504,
+            about: "proxy_read_timeout shorter than a slow view: a 504, not a 502 cause",
+            secs: 6,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                s.nginx_extra = "proxy_read_timeout 1s;".into();
+                let bind = s.upstream.clone();
+                s.gunicorn(&bind, &["--timeout", "30"], &[("GWLAB_SLOW", "3")])?;
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: slow_get,
+        },
+        Scenario {
+            name: "restart-window",
+            expect: Some("upstream-restarting"),
+            nginx_log: "connect() to unix:",
+            status: 502,
+            about: "non-graceful restart under steady traffic: gunicorn stopped, no socket for 1.5 s, a new one binds",
+            secs: 10,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let g = format!(
+                    "gunicorn --bind {} --workers 1 --user gwapp --group gwapp app:app",
+                    s.upstream
+                );
+                // The supervisor (systemctl restart without ExecReload=): run the app, stop it
+                // when told (SIGTERM: it removes its socket), wait 1.5 s, start a new one (a new
+                // process that execs gunicorn) on the same socket.
+                let script = format!(
+                    "{g} & pid=$!; while [ ! -e {t} ]; do sleep 0.05; done; kill -TERM $pid; wait $pid; \
+                     sleep 1.5; {g}",
+                    t = s.path("restart").display()
+                );
+                s.spawn(Command::new("sh").arg("-c").arg(script))?;
+                let bind = s.upstream.clone();
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: restart_drive,
+        },
+        Scenario {
+            name: "failed-execstart",
+            expect: Some("crash-on-boot"),
+            nginx_log: "(2: No such file or directory)",
+            status: 502,
+            about: "ExecStart names a virtualenv that does not exist: exec fails (ENOENT, exit 127, systemd 203/EXEC), restarted in a loop",
+            secs: 6,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let script = format!(
+                    "while true; do {}/venv/bin/gunicorn --bind {} --workers 1 app:app; sleep 0.5; done",
+                    s.dir.display(),
+                    s.upstream
+                );
+                s.spawn(Command::new("sh").arg("-c").arg(script))?;
+                Ok(())
+            },
+            fault: None,
+            drive: |s| sequential("/", 8, 400, Duration::from_secs(5))(s),
+        },
+        Scenario {
+            name: "failed-workdir",
+            expect: Some("crash-on-boot"),
+            nginx_log: "(2: No such file or directory)",
+            status: 502,
+            about: "WorkingDirectory= does not exist: systemd's child exits 200/CHDIR before exec, restarted",
+            secs: 6,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let workdir = s.path("releases/current");
+                s.spawn(
+                    Command::new("/usr/bin/python3")
+                        .arg(s.path("supervise.py"))
+                        .arg("myapp")
+                        .arg(workdir)
+                        .args(["/usr/bin/gunicorn", "--bind", &s.upstream, "app:app"]),
+                )?;
+                Ok(())
+            },
+            fault: None,
+            drive: |s| sequential("/", 8, 400, Duration::from_secs(5))(s),
+        },
+        Scenario {
+            name: "runtime-dir-missing",
+            expect: Some("socket-missing"),
+            nginx_log: "(2: No such file or directory)",
+            status: 502,
+            about: "after a reboot: the socket's directory under run/ is gone (no RuntimeDirectory=)",
+            secs: 5,
+            build: |s| {
+                // <dir>/run stands for /run (a fresh tmpfs after boot): myapp/ is not there.
+                std::fs::create_dir_all(s.path("run"))?;
+                s.upstream = format!("unix:{}", s.path("run/myapp/app.sock").display());
+                Ok(())
+            },
+            fault: None,
+            drive: five_gets,
+        },
+        Scenario {
+            name: "app-mount-namespace",
+            expect: Some("socket-missing"),
+            nginx_log: "(2: No such file or directory)",
+            status: 502,
+            about: "gunicorn binds its socket in its own mount namespace (a container volume): nginx cannot see it",
+            secs: 5,
+            build: |s| {
+                let dir = s.path("sock");
+                std::fs::create_dir_all(&dir)?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+                s.upstream = format!("unix:{}", s.path("sock/app.sock").display());
+                let mut cmd = in_mount_namespace(&dir);
+                cmd.arg(format!(
+                    "exec gunicorn --bind {} --workers 1 --user gwapp --group gwapp app:app",
+                    s.upstream
+                ));
+                s.spawn(&mut cmd)?;
+                wait_unix_listed(&s.path("sock/app.sock"))
+            },
+            fault: None,
+            drive: five_gets,
+        },
+        Scenario {
+            name: "proxy-private-tmp",
+            expect: Some("socket-missing"),
+            nginx_log: "(2: No such file or directory)",
+            status: 502,
+            about: "nginx runs in its own mount namespace (PrivateTmp=): the app's socket directory is empty there",
+            secs: 5,
+            build: |s| {
+                let dir = s.path("sock");
+                std::fs::create_dir_all(&dir)?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+                s.upstream = format!("unix:{}", s.path("sock/app.sock").display());
+                let bind = s.upstream.clone();
+                s.gunicorn(&bind, &[], &[])?;
+                s.wait_listening(&bind)?;
+                s.nginx_private_dir = Some(dir);
+                Ok(())
+            },
+            fault: None,
+            drive: five_gets,
+        },
+        Scenario {
+            name: "healthy-with-noise",
+            expect: None,
+            nginx_log: "",
+            status: 200,
+            about: "healthy traffic while unrelated processes fail connects",
+            secs: 5,
+            build: |s| {
+                let port = free_port()?;
+                s.upstream = format!("127.0.0.1:{port}");
+                let bind = s.upstream.clone();
+                s.gunicorn(&bind, &[], &[])?;
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: healthy_with_noise,
+        },
+    ]
+}

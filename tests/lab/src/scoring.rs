@@ -1,0 +1,313 @@
+//! Scoring a run against the ground truth: gwtrace's verdict lines read back, compared with the
+//! cause the scenario expects, nginx's own error.log and the statuses it answered.
+use std::{fmt::Write as _, time::Instant};
+
+use crate::{http::Response, scenarios::Scenario};
+
+/// What a scenario run produced.
+#[derive(Debug)]
+pub struct LabResult {
+    pub name: String,
+    pub expect: Option<String>,
+    pub nginx_line: String,
+    pub statuses: Vec<Option<u16>>,
+    /// Causes gwtrace named (deduplicated, in order of appearance).
+    pub causes: Vec<String>,
+    /// Verdict JSON objects (last version of each).
+    pub verdicts: Vec<serde_json::Value>,
+    pub secs_to_verdict: Option<f64>,
+    pub ok: bool,
+    pub why: String,
+}
+
+/// gwtrace's JSON verdict lines about the stack's nginx (`proxy`, its master): the causes named
+/// (in order of appearance), the last version of each (cause, target), and when the expected
+/// cause first appeared; of a run that ended well, only its final answer. Verdicts about other
+/// proxies on the host (another test's nginx) are not the scenario's.
+fn read_verdicts(
+    lines: &[(Instant, String)],
+    expect: Option<&str>,
+    ended_well: bool,
+    proxy: Option<u32>,
+) -> (Vec<String>, Vec<serde_json::Value>, Option<Instant>) {
+    let mut causes: Vec<String> = Vec::new();
+    let mut verdicts: Vec<serde_json::Value> = Vec::new();
+    let mut first_verdict_at = None;
+    for (at, line) in lines {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let about = v.get("proxy_pid").and_then(serde_json::Value::as_u64);
+        if let (Some(ours), Some(pid)) = (proxy, about)
+            && pid != 0
+            && pid != u64::from(ours)
+        {
+            eprintln!("    [lab] not about this stack's nginx (pid {ours}), ignored: {line}");
+            continue;
+        }
+        let Some(cause) = v.get("cause").and_then(|c| c.as_str()).map(str::to_owned) else {
+            continue;
+        };
+        if Some(cause.as_str()) == expect && first_verdict_at.is_none() {
+            first_verdict_at = Some(*at);
+        }
+        if !causes.contains(&cause) {
+            causes.push(cause.clone());
+        }
+        verdicts.retain(|o| o.get("cause") != v.get("cause") || o.get("target") != v.get("target"));
+        verdicts.push(v);
+    }
+    // gwtrace repeats the verdicts still standing at the end with "final": true: those are its
+    // answer (a cause it replaced while evidence accumulated is not).
+    let finals: Vec<serde_json::Value> = verdicts
+        .iter()
+        .filter(|v| v.get("final").is_some())
+        .cloned()
+        .collect();
+    if !finals.is_empty() || ended_well {
+        causes.retain(|c| {
+            finals
+                .iter()
+                .any(|v| v.get("cause").and_then(|x| x.as_str()) == Some(c.as_str()))
+        });
+        verdicts = finals;
+    }
+    (causes, verdicts, first_verdict_at)
+}
+
+/// The lab table: scenario, nginx's error, expected cause, gwtrace's causes, seconds, OK.
+#[must_use]
+pub fn table(results: &[LabResult]) -> String {
+    let mut t = format!(
+        "{:<24} {:<44} {:<20} {:<28} {:>6}  {}\n",
+        "SCENARIO", "NGINX ERROR.LOG", "EXPECTED", "GWTRACE", "SECS", "OK"
+    );
+    for r in results {
+        let nginx = r
+            .nginx_line
+            .split("] ")
+            .last()
+            .unwrap_or("")
+            .chars()
+            .take(44)
+            .collect::<String>();
+        let _ = writeln!(
+            t,
+            "{:<24} {:<44} {:<20} {:<28} {:>6}  {}",
+            r.name,
+            nginx,
+            r.expect.as_deref().unwrap_or("(none)"),
+            if r.causes.is_empty() {
+                "(none)".to_owned()
+            } else {
+                r.causes.join(",")
+            },
+            r.secs_to_verdict
+                .map_or_else(|| "-".to_owned(), |s| format!("{s:.1}")),
+            if r.ok { "OK" } else { "FAIL" }
+        );
+    }
+    t
+}
+
+/// What one run left to score: gwtrace's exit, the answers the client got, nginx's error.log
+/// lines about upstreams, gwtrace's stdout lines, and which upstream and nginx the stack had.
+pub struct Run<'a> {
+    /// gwtrace's exit status when it was not success.
+    pub failed_exit: Option<String>,
+    pub responses: &'a [Response],
+    pub nginx_errors: &'a [String],
+    pub lines: &'a [(Instant, String)],
+    /// nginx's `proxy_pass` target as gwtrace prints it.
+    pub upstream: &'a str,
+    pub nginx_pid: Option<u32>,
+}
+
+/// Scores a run against the scenario's ground truth: the expected cause and no other, nginx's
+/// status and error.log line, and (for connect causes) the verdict's target being the upstream.
+#[must_use]
+pub fn score(sc: &Scenario, run: &Run<'_>) -> LabResult {
+    let (causes, verdicts, first_verdict_at) = read_verdicts(
+        run.lines,
+        sc.expect,
+        run.failed_exit.is_none(),
+        run.nginx_pid,
+    );
+    let first_bad = run
+        .responses
+        .iter()
+        .find(|r| r.status.is_some_and(|s| s >= 500))
+        .map(|r| r.at);
+    let secs_to_verdict = match (first_bad, first_verdict_at) {
+        (Some(b), Some(v)) => Some(v.saturating_duration_since(b).as_secs_f64()),
+        _ => None,
+    };
+    let statuses: Vec<Option<u16>> = run.responses.iter().map(|r| r.status).collect();
+    let mut why = Vec::new();
+    if let Some(exit) = &run.failed_exit {
+        why.push(format!("gwtrace exited {exit}"));
+    }
+    if !statuses.contains(&Some(sc.status)) {
+        why.push(format!(
+            "nginx never answered {} (got {statuses:?})",
+            sc.status
+        ));
+    }
+    let nginx_line = if sc.nginx_log.is_empty() {
+        if !run.nginx_errors.is_empty() {
+            why.push(format!(
+                "nginx logged upstream errors: {:?}",
+                run.nginx_errors.first()
+            ));
+        }
+        String::new()
+    } else if let Some(l) = run.nginx_errors.iter().find(|l| l.contains(sc.nginx_log)) {
+        l.clone()
+    } else {
+        why.push(format!(
+            "nginx's error.log lacks {:?} (has {:?})",
+            sc.nginx_log,
+            run.nginx_errors.first()
+        ));
+        String::new()
+    };
+    match sc.expect {
+        Some(cause) => {
+            if !causes.iter().any(|c| c == cause) {
+                why.push(format!("expected verdict {cause}, got {causes:?}"));
+            }
+            if let Some(other) = causes.iter().find(|c| *c != cause) {
+                why.push(format!("false verdict {other}"));
+            }
+            let connect_cause = !matches!(
+                cause,
+                "worker-timeout" | "worker-oom-killed" | "worker-crashed" | "crash-on-boot"
+            );
+            if connect_cause
+                && let Some(v) = verdicts
+                    .iter()
+                    .find(|v| v.get("cause").and_then(|c| c.as_str()) == Some(cause))
+                && v.get("target").and_then(|t| t.as_str()) != Some(run.upstream)
+            {
+                why.push(format!(
+                    "verdict target {:?} is not nginx's upstream {}",
+                    v.get("target"),
+                    run.upstream
+                ));
+            }
+        }
+        None => {
+            if !causes.is_empty() {
+                why.push(format!("expected no verdict, got {causes:?}"));
+            }
+        }
+    }
+    LabResult {
+        name: sc.name.to_owned(),
+        expect: sc.expect.map(str::to_owned),
+        nginx_line,
+        statuses,
+        causes,
+        verdicts,
+        secs_to_verdict,
+        ok: why.is_empty(),
+        why: why.join("; "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{Run, score};
+    use crate::{http::Response, scenarios::scenarios};
+
+    const UPSTREAM: &str = "127.0.0.1:8000";
+    const NGINX_LOG: &str = "2026/11/25 19:47:19 [error] 7#7: *1 connect() failed (111: Connection refused) while connecting to upstream";
+
+    fn verdict(cause: &str, target: &str, proxy: u32, last: bool) -> String {
+        let fin = if last { r#","final":true"# } else { "" };
+        format!(r#"{{"cause":"{cause}","target":"{target}","proxy_pid":{proxy}{fin}}}"#)
+    }
+
+    /// Scores the tcp-refused scenario: one 502 answer, nginx's refused line, these stdout lines.
+    fn scored(lines: &[String]) -> crate::LabResult {
+        let all = scenarios();
+        let sc = all
+            .iter()
+            .find(|s| s.name == "tcp-refused")
+            .expect("scenario");
+        let t0 = Instant::now();
+        let responses = [Response {
+            status: Some(502),
+            at: t0,
+        }];
+        let lines: Vec<(Instant, String)> = lines
+            .iter()
+            .map(|l| (t0 + Duration::from_millis(300), l.clone()))
+            .collect();
+        score(
+            sc,
+            &Run {
+                failed_exit: None,
+                responses: &responses,
+                nginx_errors: &[NGINX_LOG.to_owned()],
+                lines: &lines,
+                upstream: UPSTREAM,
+                nginx_pid: Some(7),
+            },
+        )
+    }
+
+    #[test]
+    fn the_expected_final_verdict_on_the_upstream_scores_ok() {
+        let cause = "upstream-not-listening";
+        let r = scored(&[
+            "not json".to_owned(),
+            verdict(cause, UPSTREAM, 7, false),
+            verdict(cause, UPSTREAM, 7, true),
+        ]);
+        assert!(r.ok, "{}", r.why);
+        assert_eq!(r.causes, [cause]);
+        assert_eq!(r.verdicts.len(), 1);
+        assert!(r.nginx_line.contains("111: Connection refused"));
+        assert!(r.secs_to_verdict.is_some_and(|s| (0.2..0.5).contains(&s)));
+    }
+
+    #[test]
+    fn a_false_or_missing_verdict_or_a_wrong_target_fails() {
+        let wrong = scored(&[verdict("socket-missing", UPSTREAM, 7, true)]);
+        assert!(!wrong.ok);
+        assert!(
+            wrong
+                .why
+                .contains("expected verdict upstream-not-listening"),
+            "{}",
+            wrong.why
+        );
+        assert!(
+            wrong.why.contains("false verdict socket-missing"),
+            "{}",
+            wrong.why
+        );
+        let none = scored(&[]);
+        assert!(
+            !none.ok && none.why.contains("expected verdict"),
+            "{}",
+            none.why
+        );
+        let elsewhere = scored(&[verdict("upstream-not-listening", "127.0.0.1:9", 7, true)]);
+        assert!(
+            !elsewhere.ok && elsewhere.why.contains("not nginx's upstream"),
+            "{}",
+            elsewhere.why
+        );
+    }
+
+    #[test]
+    fn verdicts_about_another_nginx_are_not_the_scenarios() {
+        let r = scored(&[verdict("upstream-not-listening", UPSTREAM, 4242, true)]);
+        assert!(r.causes.is_empty(), "{:?}", r.causes);
+        assert!(!r.ok);
+    }
+}

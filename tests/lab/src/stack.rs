@@ -1,0 +1,395 @@
+//! A running stack: a temp dir with the apps, the processes started in it (each in its own
+//! process group, killed by that group's id on drop), the cgroups it made, the nginx in front.
+use std::{
+    net::TcpStream,
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    http::{Response, http_get},
+    support::free_port,
+};
+
+/// The apps, embedded so a scenario can write them where its app user can read them.
+const WSGI_APP: &str = include_str!("../apps/app.py");
+const ASGI_APP: &str = include_str!("../apps/asgi.py");
+/// A systemd stand-in (fork, `(unit)` name, chdir, exec; exit 200/203 like systemd's child).
+const SUPERVISE: &str = include_str!("../apps/supervise.py");
+
+/// A running stack: a temp dir, the processes started in it, the nginx in front.
+pub struct Stack {
+    pub name: String,
+    pub dir: PathBuf,
+    /// nginx's listen port.
+    pub port: u16,
+    /// `proxy_pass` target, as gwtrace prints it: `unix:/path` or `127.0.0.1:PORT`.
+    pub upstream: String,
+    /// Extra nginx `location` directives.
+    pub nginx_extra: String,
+    /// Run nginx in its own mount namespace with an empty tmpfs over this directory (systemd
+    /// `PrivateTmp=`, a container without the app's volume).
+    pub nginx_private_dir: Option<PathBuf>,
+    children: Vec<Child>,
+    pub nginx_pid: Option<u32>,
+    cgroup: Option<PathBuf>,
+    netns: Vec<String>,
+    /// Programs started inside a cgroup: (program name, cgroup directory).
+    placements: Vec<(String, PathBuf)>,
+    /// cgroup directories this stack created, removed deepest first.
+    made_cgroups: Vec<PathBuf>,
+    /// Where gwtrace keeps the raw events of the run (`--record`), if anywhere.
+    pub record: Option<PathBuf>,
+}
+
+/// gunicorn's flags as the lab runs it: one worker, as the unprivileged app user.
+#[must_use]
+pub fn gunicorn_args(bind: &str) -> [&str; 8] {
+    [
+        "--bind",
+        bind,
+        "--workers",
+        "1",
+        "--user",
+        "gwapp",
+        "--group",
+        "gwapp",
+    ]
+}
+
+pub(crate) fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if f() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("timed out waiting for {what}")
+}
+
+impl Stack {
+    /// A fresh stack directory (world-traversable, as /run dirs are).
+    pub fn new(name: &str) -> anyhow::Result<Self> {
+        let dir = PathBuf::from(format!("/tmp/gwlab-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("tmp")).context("creating the lab dir")?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o777))?;
+        std::fs::write(dir.join("app.py"), WSGI_APP)?;
+        std::fs::write(dir.join("asgi.py"), ASGI_APP)?;
+        std::fs::write(dir.join("supervise.py"), SUPERVISE)?;
+        Ok(Self {
+            name: name.to_owned(),
+            dir,
+            port: free_port().context("a free port for nginx")?,
+            upstream: String::new(),
+            nginx_extra: String::new(),
+            nginx_private_dir: None,
+            children: Vec::new(),
+            nginx_pid: None,
+            cgroup: None,
+            netns: Vec::new(),
+            placements: Vec::new(),
+            made_cgroups: Vec::new(),
+            record: None,
+        })
+    }
+
+    /// Path inside the stack dir.
+    #[must_use]
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+
+    /// Creates a cgroup (path relative to the cgroup v2 root, else systemd's v1 hierarchy) that
+    /// the stack removes when it ends.
+    pub fn make_cgroup(&mut self, rel: &str) -> anyhow::Result<PathBuf> {
+        let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+        let root = mounts
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+            })
+            .or_else(|| {
+                mounts.lines().find_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    (f.get(2) == Some(&"cgroup")
+                        && f.get(3).is_some_and(|o| o.contains("name=systemd")))
+                    .then(|| PathBuf::from(f[1]))
+                })
+            })
+            .context("no cgroup2 mount and no systemd cgroup v1 hierarchy")?;
+        let mut dir = root;
+        for comp in rel.split('/').filter(|c| !c.is_empty()) {
+            dir.push(comp);
+            if !dir.exists() {
+                std::fs::create_dir(&dir)
+                    .with_context(|| format!("creating cgroup {}", dir.display()))?;
+                self.made_cgroups.push(dir.clone());
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Starts every later `program` inside cgroup `dir` (the shell moves itself, then execs it:
+    /// the pid and its children are in the cgroup from the first instruction).
+    pub fn place(&mut self, program: &str, dir: PathBuf) {
+        self.placements.push((program.to_owned(), dir));
+    }
+
+    /// Starts a command in its own process group (so the whole tree can be ended by pgid).
+    pub fn spawn(&mut self, cmd: &mut Command) -> anyhow::Result<u32> {
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        if let Some((_, dir)) = self.placements.iter().find(|(p, _)| *p == program) {
+            let mut w = Command::new("sh");
+            w.arg("-c")
+                .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+                .arg(dir)
+                .arg(&program)
+                .args(cmd.get_args());
+            for (k, v) in cmd.get_envs() {
+                match v {
+                    Some(v) => w.env(k, v),
+                    None => w.env_remove(k),
+                };
+            }
+            return self.spawn_direct(&mut w);
+        }
+        self.spawn_direct(cmd)
+    }
+
+    fn spawn_direct(&mut self, cmd: &mut Command) -> anyhow::Result<u32> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("app.log"))?;
+        let child = cmd
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok(pid)
+    }
+
+    /// gunicorn serving app.py (or `module`), bound to `bind`, with extra flags.
+    pub fn gunicorn(
+        &mut self,
+        bind: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<u32> {
+        let mut cmd = Command::new("gunicorn");
+        cmd.args(gunicorn_args(bind))
+            .args(extra)
+            .envs(env.iter().copied());
+        if !extra.iter().any(|a| a.contains(':')) {
+            cmd.arg("app:app");
+        }
+        self.spawn(&mut cmd)
+    }
+
+    /// Waits until a unix socket path or TCP port accepts connections.
+    pub fn wait_listening(&self, target: &str) -> anyhow::Result<()> {
+        wait_for(
+            &format!("{target} to listen (see {}/app.log)", self.dir.display()),
+            Duration::from_secs(15),
+            || {
+                target.strip_prefix("unix:").map_or_else(
+                    || TcpStream::connect(target).is_ok(),
+                    |p| std::os::unix::net::UnixStream::connect(p).is_ok(),
+                )
+            },
+        )
+    }
+
+    /// Writes nginx.conf and starts nginx (master root, workers www-data) in front of `upstream`.
+    pub fn start_nginx(&mut self) -> anyhow::Result<()> {
+        let d = self.dir.display();
+        let pass = self.upstream.strip_prefix("unix:").map_or_else(
+            || format!("http://{}", self.upstream),
+            |p| format!("http://unix:{p}:"),
+        );
+        let conf = format!(
+            "daemon off;\nmaster_process on;\nworker_processes 1;\nuser www-data;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log error;\nevents {{ worker_connections 512; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n\
+               fastcgi_temp_path {d}/tmp/fcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
+               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass {pass};\n      {extra}\n    }}\n  }}\n}}\n",
+            port = self.port,
+            extra = self.nginx_extra,
+        );
+        std::fs::write(self.path("nginx.conf"), conf)?;
+        let conf_path = self.path("nginx.conf");
+        let mut cmd = if let Some(private) = &self.nginx_private_dir {
+            // unshare execs (no fork), then sh execs nginx: the pid stays nginx's master.
+            let mut c = in_mount_namespace(private);
+            c.arg(format!(
+                "exec nginx -c {} -e {}",
+                conf_path.display(),
+                self.path("error.log").display()
+            ));
+            c
+        } else {
+            let mut c = Command::new("nginx");
+            c.arg("-c")
+                .arg(&conf_path)
+                .arg("-e")
+                .arg(self.path("error.log"));
+            c
+        };
+        let pid = self.spawn(&mut cmd)?;
+        self.nginx_pid = Some(pid);
+        let port = self.port;
+        wait_for("nginx to listen", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+    }
+
+    /// Sends a signal to every process of the groups this stack started.
+    pub fn kill_all(&mut self, sig: i32) {
+        for c in &self.children {
+            let pgid = i32::try_from(c.id()).unwrap_or(0);
+            if pgid > 0 {
+                // SAFETY: kill(2) on a process group this stack created; no memory involved.
+                unsafe { libc::kill(-pgid, sig) };
+            }
+        }
+    }
+
+    /// Sends a signal to the process group started as `pid` (one of ours).
+    pub fn kill_group(&self, pid: u32, sig: i32) {
+        if self.children.iter().any(|c| c.id() == pid) {
+            // SAFETY: as above.
+            unsafe { libc::kill(-i32::try_from(pid).unwrap_or(0), sig) };
+        }
+    }
+
+    /// A memory cgroup (v1) with a limit, for the OOM scenario.
+    pub fn memcg(&mut self, limit_mb: u64) -> anyhow::Result<PathBuf> {
+        let cg = PathBuf::from(format!(
+            "/sys/fs/cgroup/memory/gwlab-{}-{}",
+            self.name,
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&cg)
+            .context("creating a memory cgroup (cgroup v1 memory controller)")?;
+        std::fs::write(
+            cg.join("memory.limit_in_bytes"),
+            format!("{}", limit_mb << 20),
+        )?;
+        let _ = std::fs::write(
+            cg.join("memory.memsw.limit_in_bytes"),
+            format!("{}", limit_mb << 20),
+        );
+        self.cgroup = Some(cg.clone());
+        Ok(cg)
+    }
+
+    /// nginx's error.log lines about upstreams.
+    pub fn nginx_errors(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("error.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("upstream") || l.contains("connect()"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// One GET through nginx.
+    #[must_use]
+    pub fn get(&self, path: &str, timeout: Duration) -> Response {
+        Response {
+            status: http_get(self.port, path, timeout),
+            at: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.kill_all(libc::SIGKILL);
+        for c in &mut self.children {
+            let _ = c.wait();
+        }
+        if let Some(cg) = &self.cgroup {
+            for _ in 0..50 {
+                if std::fs::remove_dir(cg).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        for ns in &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        for cg in self.made_cgroups.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(cg).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs DIR && chmod 755 DIR && ...'`:
+/// the command appended as the last argument runs in a new mount namespace where `dir` is an
+/// empty tmpfs of its own (what Docker volumes or systemd `PrivateTmp=` do), invisible outside.
+pub(crate) fn in_mount_namespace(dir: &Path) -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c"]);
+    let prefix = format!(
+        "mount -t tmpfs tmpfs {d} && chmod 755 {d} && ",
+        d = dir.display()
+    );
+    // `sh -c PREFIX` + the caller's command: joined by a wrapper that takes the rest as $1.
+    c.arg(format!("{prefix}eval \"$1\"")).arg("sh");
+    c
+}
+
+/// Waits until /proc/net/unix lists a listening socket bound to `path` (in any mount namespace:
+/// the path may not exist in ours).
+pub(crate) fn wait_unix_listed(path: &Path) -> anyhow::Result<()> {
+    let want = path.display().to_string();
+    wait_for(
+        &format!("a listener on {want} in /proc/net/unix"),
+        Duration::from_secs(15),
+        || {
+            std::fs::read_to_string("/proc/net/unix").is_ok_and(|t| {
+                t.lines().skip(1).any(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    cols.len() >= 8
+                        && u32::from_str_radix(cols[3], 16).is_ok_and(|f| f & 0x10000 != 0)
+                        && cols[7..].join(" ") == want
+                })
+            })
+        },
+    )
+}
+
+impl Stack {
+    /// The first non-nginx process this stack started.
+    pub(crate) fn app_pid(&self) -> Option<u32> {
+        self.children
+            .iter()
+            .map(Child::id)
+            .find(|&p| Some(p) != self.nginx_pid)
+    }
+}
