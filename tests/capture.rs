@@ -13,7 +13,10 @@ use std::{
     time::Duration,
 };
 
-use gwtrace::event::{Body, Event};
+use gwtrace::{
+    event::{Body, Event},
+    host::SystemFacts,
+};
 use probe_common::{CNT_CONNECT_OK, CNT_TCP_ESTABLISHED};
 use support::{Finished, MemCgroup, Netns, Proc, Session, free_port, python, unique};
 
@@ -937,15 +940,41 @@ print('survived')
     let Some(mut s) = Session::start("oom_kill_in_a_memory_cgroup") else {
         return;
     };
-    if !std::path::Path::new(MemCgroup::ROOT)
-        .join("memory.limit_in_bytes")
-        .exists()
-    {
-        eprintln!("SKIPPED oom_kill_in_a_memory_cgroup: no cgroup v1 memory controller here");
+    if MemCgroup::root().is_none() {
+        eprintln!(
+            "SKIPPED oom_kill_in_a_memory_cgroup: no memory controller in either cgroup layout here"
+        );
         return;
     }
     // Declared before the child: dropped after it, once the child is reaped.
     let cg = MemCgroup::create(64 << 20);
+    // The facts an OOM verdict gets name this limit, whichever layout the host has.
+    let mut sleeper = Proc::spawn(Command::new("sh").args([
+        "-c",
+        &format!(
+            "echo $$ > {}/cgroup.procs && exec sleep 30",
+            path_str(&cg.path)
+        ),
+    ]));
+    let name = cg
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{}/cgroup", sleeper.pid()))
+        .is_ok_and(|c| c.contains(&name))
+        && t0.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let memcg = gwtrace::facts::FactSource::memcg(&mut SystemFacts::new(), sleeper.pid());
+    sleeper.signal(9);
+    sleeper.finish();
+    let memcg = memcg.expect("the sleeper's memory cgroup");
+    assert_eq!(memcg.limit_bytes, Some(64 << 20), "{memcg:?}");
+    assert!(memcg.cgroup.ends_with(&name), "{memcg:?}");
     let mut child = Proc::spawn(&mut python(SCRIPT, &[path_str(&cg.path)]));
     let pid = child.pid();
     let oom = s.expect_within(

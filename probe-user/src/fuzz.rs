@@ -7,7 +7,7 @@ use crate::{
     capture::{btf::KernelBtf, tracefs::Format},
     engine::{Engine, EngineConfig},
     event::{Clock, Decoder, Event},
-    sysfacts::{parse_proc_net_tcp, parse_proc_net_unix},
+    host::procfs::{parse_proc_net_tcp, parse_proc_net_unix},
 };
 
 /// xorshift64*: tiny, deterministic, good enough to shake parsers.
@@ -114,8 +114,7 @@ fn proc_and_tracefs_text_never_panics() {
         let u = String::from_utf8_lossy(&rng.mutate(unix.as_bytes())).into_owned();
         let _ = parse_proc_net_unix(&u);
         let t = String::from_utf8_lossy(&rng.mutate(tcp.as_bytes())).into_owned();
-        let _ = parse_proc_net_tcp(&t, false);
-        let _ = parse_proc_net_tcp(&t, true);
+        let _ = parse_proc_net_tcp(&t);
         let f = String::from_utf8_lossy(&rng.mutate(fmt.as_bytes())).into_owned();
         let _ = Format::parse("x", &f).optional("skaddr");
     }

@@ -7,7 +7,6 @@ pub mod enrich;
 pub mod event;
 pub mod facts;
 mod fuzz;
+pub mod host;
 pub mod metrics;
 pub mod origin;
-pub mod sockdiag;
-pub mod sysfacts;

@@ -7,7 +7,7 @@ use std::{
     io::{BufRead as _, BufReader, Read as _},
     net::{IpAddr, TcpListener},
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
@@ -374,19 +374,44 @@ pub struct MemCgroup {
 }
 
 impl MemCgroup {
-    /// The v1 memory controller's root, when mounted.
-    pub const ROOT: &str = "/sys/fs/cgroup/memory";
+    /// Where a memory cgroup can be made here, whatever the layout: the v1 memory controller's
+    /// root (hybrid and legacy hosts), else the cgroup2 root when it hands the memory
+    /// controller to its children (v2-only hosts). `None` when neither accounts memory.
+    pub fn root() -> Option<(PathBuf, bool)> {
+        let mounts = gwtrace::host::cgroup::Mounts::system();
+        if let Some(v1) = &mounts.v1_memory {
+            return Some((v1.clone(), false));
+        }
+        let v2 = mounts.v2.as_ref()?;
+        std::fs::read_to_string(v2.join("cgroup.subtree_control"))
+            .ok()?
+            .split_whitespace()
+            .any(|c| c == "memory")
+            .then(|| (v2.clone(), true))
+    }
 
-    /// Creates `gwtest-...` with `limit` bytes of memory (and memory+swap, when accounted).
+    /// Creates `gwtest-...` with `limit` bytes of memory and no swap to absorb it, in the
+    /// hierarchy [`MemCgroup::root`] finds.
     pub fn create(limit: u64) -> Self {
-        let path = Path::new(Self::ROOT).join(unique("gwtest"));
+        let (root, v2) =
+            Self::root().expect("no memory cgroup hierarchy (check MemCgroup::root first)");
+        let path = root.join(unique("gwtest"));
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
         let cg = Self { path };
         let limit = limit.to_string();
-        let file = cg.path.join("memory.limit_in_bytes");
+        let (file, swap, swap_value) = if v2 {
+            ("memory.max", "memory.swap.max", "0")
+        } else {
+            // Without swap accounting the memsw file does not exist.
+            (
+                "memory.limit_in_bytes",
+                "memory.memsw.limit_in_bytes",
+                limit.as_str(),
+            )
+        };
+        let file = cg.path.join(file);
         std::fs::write(&file, &limit).unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
-        // Without swap accounting this file does not exist; with it, swap must not absorb the test.
-        let _ = std::fs::write(cg.path.join("memory.memsw.limit_in_bytes"), &limit);
+        let _ = std::fs::write(cg.path.join(swap), swap_value);
         cg
     }
 

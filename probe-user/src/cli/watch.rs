@@ -5,7 +5,7 @@ use gwtrace::{
     engine::{Engine, EngineConfig},
     enrich::PROXY_NAMES,
     facts::FactSource as _,
-    sysfacts::SystemFacts,
+    host::SystemFacts,
 };
 
 use super::{UsageError, WatchArgs, output::VerdictPrinter, session};
