@@ -15,6 +15,7 @@ use std::{
 use gwtrace::{
     capture::{Capture, Hooks},
     event::{Body, Event},
+    host::SystemFacts,
 };
 use gwtrace_lab::support::{
     Finished, MemCgroup, Netns, Proc, free_port_on as free_port, python, require_root, sh, unique,
@@ -1025,6 +1026,22 @@ fn sigsegv_from_a_fault() {
     );
 }
 
+/// Where a memory cgroup can be made here, whatever the layout: the v1 memory controller's root
+/// (hybrid and legacy hosts), else the cgroup2 root when it hands the memory controller to its
+/// children (v2-only hosts); with whether it is cgroup2. `None` when neither accounts memory.
+fn memcg_root() -> Option<(std::path::PathBuf, bool)> {
+    let mounts = gwtrace::host::cgroup::Mounts::system();
+    if let Some(v1) = &mounts.v1_memory {
+        return Some((v1.clone(), false));
+    }
+    let v2 = mounts.v2.as_ref()?;
+    std::fs::read_to_string(v2.join("cgroup.subtree_control"))
+        .ok()?
+        .split_whitespace()
+        .any(|c| c == "memory")
+        .then(|| (v2.clone(), true))
+}
+
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn oom_kill_in_a_memory_cgroup() {
@@ -1038,15 +1055,38 @@ for i in range(0, len(b), 4096):
 print('survived')
 ";
     let mut s = Session::start("oom_kill_in_a_memory_cgroup");
-    assert!(
-        std::path::Path::new(MemCgroup::ROOT)
-            .join("memory.limit_in_bytes")
-            .exists(),
-        "no cgroup v1 memory controller at {}: this test needs one to provoke a real OOM kill",
-        MemCgroup::ROOT
+    let (root, v2) = memcg_root().expect(
+        "no memory controller in either cgroup layout here: this test needs one to provoke a real OOM kill",
     );
     // Declared before the child: dropped after it, once the child is reaped.
-    let cg = MemCgroup::create(64 << 20);
+    let cg = MemCgroup::create(&root, v2, 64 << 20);
+    // The facts an OOM verdict gets name this limit, whichever layout the host has.
+    let mut sleeper = Proc::spawn(Command::new("sh").args([
+        "-c",
+        &format!(
+            "echo $$ > {}/cgroup.procs && exec sleep 30",
+            path_str(&cg.path)
+        ),
+    ]));
+    let name = cg
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{}/cgroup", sleeper.pid()))
+        .is_ok_and(|c| c.contains(&name))
+        && t0.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let memcg = gwtrace::facts::FactSource::memcg(&mut SystemFacts::new(), sleeper.pid());
+    sleeper.signal(9);
+    sleeper.finish();
+    let memcg = memcg.expect("the sleeper's memory cgroup");
+    assert_eq!(memcg.limit_bytes, Some(64 << 20), "{memcg:?}");
+    assert!(memcg.cgroup.ends_with(&name), "{memcg:?}");
     let mut child = Proc::spawn(&mut python(SCRIPT, &[path_str(&cg.path)]));
     let pid = child.pid();
     let oom = s.expect_within(

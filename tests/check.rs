@@ -84,13 +84,13 @@ fn wait_listening(pid: u32, bind: &str) {
     let listed = || {
         if let Some(path) = bind.strip_prefix("unix:") {
             return std::fs::read_to_string(format!("/proc/{pid}/net/unix")).is_ok_and(|t| {
-                gwtrace::sysfacts::parse_proc_net_unix(&t)
+                gwtrace::host::procfs::parse_proc_net_unix(&t)
                     .iter()
                     .any(|(l, _)| l == &format!("unix:{path}"))
             });
         }
         std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).is_ok_and(|t| {
-            gwtrace::sysfacts::parse_proc_net_tcp(&t, false)
+            gwtrace::host::procfs::parse_proc_net_tcp(&t)
                 .iter()
                 .any(|(l, _)| l == bind)
         })

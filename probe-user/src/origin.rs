@@ -1,18 +1,9 @@
 //! Attribution: which workload an event belongs to, from its cgroup path: the systemd unit,
 //! the container (docker, containerd, cri-o, podman) and the Kubernetes pod.
 //!
-//! [`Origin::from_path`] is pure (the engine and replay use it); [`Resolver`] finds the path of
-//! a live event: `/proc/PID/cgroup` while the process exists, else the cgroup v2 id the kernel
-//! put in the event (mapped through the cgroup2 mount), which outlives the process.
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
-
+//! Pure: [`Origin::from_path`] and [`best_path`] read strings only (the engine and replay use
+//! them). Finding the path of a live event is [`crate::host::cgroup::Resolver`]'s job.
 use serde::{Deserialize, Serialize};
-
-use crate::facts::ProcInfo;
 
 /// Where a process runs: its cgroup and what that cgroup says about the workload.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -172,130 +163,6 @@ pub fn best_path(text: &str) -> &str {
         .unwrap_or("/")
 }
 
-/// Bound on cached pids and cgroup ids.
-const MAX_CACHED: usize = 65_536;
-/// Re-walk the cgroup2 tree for an unknown id at most this often.
-const REWALK_NS: u64 = 1_000_000_000;
-
-/// Finds the origin of live events, caching by pid and by cgroup v2 id.
-pub struct Resolver {
-    proc_root: PathBuf,
-    cgroup2: Option<PathBuf>,
-    by_pid: HashMap<u32, Arc<Origin>>,
-    by_id: HashMap<u64, Arc<Origin>>,
-    last_walk_ns: Option<u64>,
-}
-
-impl Resolver {
-    /// A resolver over the host's `/proc` and its cgroup2 mount (found in `/proc/self/mounts`).
-    #[must_use]
-    pub fn system() -> Self {
-        let cgroup2 = std::fs::read_to_string("/proc/self/mounts")
-            .ok()
-            .and_then(|m| {
-                m.lines().find_map(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-                })
-            });
-        Self::new(PathBuf::from("/proc"), cgroup2)
-    }
-
-    /// A resolver over any proc and cgroup2 roots (tests use temporary trees).
-    #[must_use]
-    pub fn new(proc_root: PathBuf, cgroup2: Option<PathBuf>) -> Self {
-        Self {
-            proc_root,
-            cgroup2,
-            by_pid: HashMap::new(),
-            by_id: HashMap::new(),
-            last_walk_ns: None,
-        }
-    }
-
-    /// The origin of an event by `pid` whose task was in cgroup v2 `cgroup_id`, at `now_ns`.
-    pub fn resolve(&mut self, pid: u32, cgroup_id: u64, now_ns: u64) -> Option<Arc<Origin>> {
-        if pid == 0 {
-            return None;
-        }
-        if let Some(o) = self.by_pid.get(&pid) {
-            return Some(o.clone());
-        }
-        let from_proc = std::fs::read_to_string(self.proc_root.join(format!("{pid}/cgroup")))
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(|t| Arc::new(Origin::from_proc_cgroup(&t)));
-        let o = match from_proc {
-            Some(o) => o,
-            None => self.by_cgroup_id(cgroup_id, now_ns)?,
-        };
-        if self.by_pid.len() >= MAX_CACHED {
-            self.by_pid.clear();
-        }
-        self.by_pid.insert(pid, o.clone());
-        Some(o)
-    }
-
-    /// Takes the cgroups of processes read from /proc anyway (`ProcInfo::cgroup` is the same
-    /// [`best_path`]), so their events need no read of their own.
-    pub fn learn(&mut self, procs: &[ProcInfo]) {
-        for p in procs.iter().filter(|p| !p.cgroup.is_empty()) {
-            if self.by_pid.len() >= MAX_CACHED {
-                self.by_pid.clear();
-            }
-            self.by_pid
-                .insert(p.pid, Arc::new(Origin::from_path(&p.cgroup)));
-        }
-    }
-
-    /// Forgets a pid (it exited: the number may be reused by another process).
-    pub fn forget(&mut self, pid: u32) {
-        self.by_pid.remove(&pid);
-    }
-
-    /// The path of a cgroup v2 id: the inode number of its directory in the cgroup2 mount.
-    fn by_cgroup_id(&mut self, id: u64, now_ns: u64) -> Option<Arc<Origin>> {
-        if id == 0 {
-            return None;
-        }
-        if let Some(o) = self.by_id.get(&id) {
-            return Some(o.clone());
-        }
-        let root = self.cgroup2.clone()?;
-        if self
-            .last_walk_ns
-            .is_some_and(|t| now_ns < t.saturating_add(REWALK_NS))
-        {
-            return None;
-        }
-        self.last_walk_ns = Some(now_ns);
-        self.by_id.clear();
-        walk(&root, &root, &mut self.by_id, 0);
-        self.by_id.get(&id).cloned()
-    }
-}
-
-/// Maps every directory's inode under `root` to its origin (bounded depth and count).
-fn walk(root: &Path, dir: &Path, into: &mut HashMap<u64, Arc<Origin>>, depth: u32) {
-    use std::os::unix::fs::MetadataExt as _;
-    if depth > 16 || into.len() >= MAX_CACHED {
-        return;
-    }
-    if let Ok(md) = std::fs::metadata(dir) {
-        let rel = dir.strip_prefix(root).unwrap_or(dir);
-        let path = format!("/{}", rel.display());
-        into.insert(md.ino(), Arc::new(Origin::from_path(&path)));
-    }
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            walk(root, &e.path(), into, depth + 1);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,44 +240,5 @@ mod tests {
         assert_eq!(best_path("4:memory:/m\n1:cpu,cpuacct:/\n0::/\n"), "/m");
         assert_eq!(best_path("2:cpu:/\n0::/\n"), "/");
         assert_eq!(best_path(""), "/");
-    }
-
-    #[test]
-    fn resolves_live_pids_then_dead_ones_by_cgroup_id() {
-        use std::os::unix::fs::MetadataExt as _;
-        let proc_root = tempfile::tempdir().unwrap();
-        let cg = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(proc_root.path().join("42")).unwrap();
-        std::fs::write(
-            proc_root.path().join("42/cgroup"),
-            "0::/system.slice/app.service\n",
-        )
-        .unwrap();
-        let dead = cg.path().join(format!("system.slice/docker-{ID}.scope"));
-        std::fs::create_dir_all(&dead).unwrap();
-        let ino = std::fs::metadata(&dead).unwrap().ino();
-        let mut r = Resolver::new(proc_root.path().to_owned(), Some(cg.path().to_owned()));
-        let o = r.resolve(42, 0, 1).unwrap();
-        assert_eq!(o.unit.as_deref(), Some("app.service"));
-        // Gone from /proc: the kernel's cgroup id still names it.
-        let o = r.resolve(43, ino, 2).unwrap();
-        assert_eq!(o.container_id.as_deref(), Some(ID));
-        assert_eq!(o.cgroup, format!("/system.slice/docker-{ID}.scope"));
-        // Unknown id: no answer, and no second walk within a second.
-        assert!(r.resolve(44, ino + 1_000_000, 3).is_none());
-        assert!(r.resolve(0, ino, 4).is_none());
-        r.forget(42);
-        std::fs::remove_dir_all(proc_root.path().join("42")).unwrap();
-        assert!(r.resolve(42, 0, 5).is_none());
-        // A process the enricher read: no /proc read of its own (there is none to read).
-        r.learn(&[ProcInfo {
-            pid: 45,
-            cgroup: "/system.slice/web.service".into(),
-            ..ProcInfo::default()
-        }]);
-        assert_eq!(
-            r.resolve(45, 0, 6).and_then(|o| o.unit.clone()).as_deref(),
-            Some("web.service")
-        );
     }
 }

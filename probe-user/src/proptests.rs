@@ -13,7 +13,7 @@ use crate::{
     check::nginx::{Dump, analyze, parse_dump},
     engine::{Engine, EngineConfig},
     event::{Clock, Decoder, Event},
-    sysfacts::{parse_proc_net_tcp, parse_proc_net_unix},
+    host::procfs::{parse_proc_net_tcp, parse_proc_net_unix},
 };
 
 /// Valid record lines, one of each common kind.
@@ -156,8 +156,7 @@ proptest! {
         tcp in text_like(&[PROC_NET_TCP]),
     ) {
         let _ = parse_proc_net_unix(&unix);
-        let _ = parse_proc_net_tcp(&tcp, false);
-        let _ = parse_proc_net_tcp(&tcp, true);
+        let _ = parse_proc_net_tcp(&tcp);
     }
 
     #[test]

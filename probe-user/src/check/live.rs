@@ -23,7 +23,10 @@ use crate::catalog::{
 use crate::engine::{Target, covers, parse_target};
 use crate::event::monotonic_ns;
 use crate::facts::{FactSource as _, Listener, ProcInfo};
-use crate::sysfacts::{SystemFacts, parse_proc_net_tcp, parse_proc_net_unix};
+use crate::host::{
+    SystemFacts,
+    procfs::{listening_sockets, socket_inodes},
+};
 
 /// How long gwtrace's own connect to a remote TCP upstream waits.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
@@ -787,23 +790,6 @@ fn tmpfiles() -> Option<Vec<String>> {
     any.then_some(dirs)
 }
 
-/// Socket inodes a process holds (its /proc/PID/fd links `socket:[N]`).
-fn socket_inodes(pid: u32) -> Vec<u64> {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
-    };
-    fds.flatten()
-        .filter_map(|fd| {
-            let link = std::fs::read_link(fd.path()).ok()?;
-            link.to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
-        })
-        .collect()
-}
-
 /// Records which listening sockets a process holds (the first holder seen wins).
 fn record_owners<'p>(
     p: &'p ProcInfo,
@@ -825,16 +811,7 @@ fn record_owners<'p>(
 /// and the rest only until each target's listener has its owner (lowest pid first: the
 /// master of a forked family).
 fn listeners(procs: &[ProcInfo], targets: &BTreeSet<String>) -> Vec<Listener> {
-    let mut sockets: Vec<(String, u64)> = Vec::new();
-    if let Ok(t) = std::fs::read_to_string("/proc/net/unix") {
-        sockets.extend(parse_proc_net_unix(&t));
-    }
-    if let Ok(t) = std::fs::read_to_string("/proc/net/tcp") {
-        sockets.extend(parse_proc_net_tcp(&t, false));
-    }
-    if let Ok(t) = std::fs::read_to_string("/proc/net/tcp6") {
-        sockets.extend(parse_proc_net_tcp(&t, true));
-    }
+    let sockets = listening_sockets();
     let listening: BTreeSet<u64> = sockets.iter().map(|(_, i)| *i).collect();
     let mut wanted: BTreeSet<u64> = sockets
         .iter()

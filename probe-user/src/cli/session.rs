@@ -14,8 +14,7 @@ use gwtrace::{
     capture::{Capture, Counters, Hooks},
     enrich::Enricher,
     event::{Body, Event, monotonic_ns},
-    origin::Resolver,
-    sysfacts::SystemFacts,
+    host::{SystemFacts, cgroup::Resolver},
 };
 use tokio::signal::unix::{SignalKind, signal};
 

@@ -5,7 +5,7 @@ use gwtrace::{
     catalog::PROXY_NAMES,
     engine::{Engine, EngineConfig},
     facts::FactSource as _,
-    sysfacts::SystemFacts,
+    host::SystemFacts,
 };
 
 use super::{UsageError, WatchArgs, output::VerdictPrinter, session};

@@ -17,7 +17,7 @@ use std::{
     io::{BufRead as _, BufReader, Read as _},
     net::{IpAddr, Ipv4Addr, TcpListener},
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
@@ -279,26 +279,35 @@ impl Drop for Netns {
     }
 }
 
-/// A cgroup v1 memory cgroup of our own, removed when dropped (after its processes are gone).
+/// A memory cgroup of our own (v1 or v2), removed when dropped (after its processes are gone).
 pub struct MemCgroup {
     pub path: PathBuf,
 }
 
 impl MemCgroup {
-    /// The v1 memory controller's root, when mounted.
-    pub const ROOT: &str = "/sys/fs/cgroup/memory";
-
-    /// Creates `gwtest-...` with `limit` bytes of memory (and memory+swap, when accounted).
+    /// Creates `gwtest-...` under `root` with `limit` bytes of memory and no swap to absorb it;
+    /// `v2` says whether `root` is a cgroup2 hierarchy (`memory.max`) or the v1 memory
+    /// controller (`memory.limit_in_bytes`). The caller finds the root (the lab crate does not
+    /// read the host's cgroup layout itself: gwtrace's host module does).
     #[must_use]
-    pub fn create(limit: u64) -> Self {
-        let path = Path::new(Self::ROOT).join(unique("gwtest"));
+    pub fn create(root: &std::path::Path, v2: bool, limit: u64) -> Self {
+        let path = root.join(unique("gwtest"));
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
         let cg = Self { path };
         let limit = limit.to_string();
-        let file = cg.path.join("memory.limit_in_bytes");
+        let (file, swap, swap_value) = if v2 {
+            ("memory.max", "memory.swap.max", "0")
+        } else {
+            // Without swap accounting the memsw file does not exist.
+            (
+                "memory.limit_in_bytes",
+                "memory.memsw.limit_in_bytes",
+                limit.as_str(),
+            )
+        };
+        let file = cg.path.join(file);
         std::fs::write(&file, &limit).unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
-        // Without swap accounting this file does not exist; with it, swap must not absorb the test.
-        let _ = std::fs::write(cg.path.join("memory.memsw.limit_in_bytes"), &limit);
+        let _ = std::fs::write(cg.path.join(swap), swap_value);
         cg
     }
 

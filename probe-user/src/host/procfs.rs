@@ -1,10 +1,19 @@
-//! The live [`FactSource`]: /proc and the filesystem, as root sees them.
+//! The live [`FactSource`]: /proc and the filesystem, as root sees them, and the socket
+//! tables and per-process socket inodes that `check` shares with it.
+//!
+//! The `procfs` crate reads /proc/net/tcp{,6} here. Hand code remains where it is slower or
+//! lacks the field: /proc/net/unix (procfs drops the flags column, and `__SO_ACCEPTCON` is
+//! what tells a listener from a bound client), fd links (procfs opens, readlinks and stats
+//! every fd, four syscalls where one readlink does), /proc/PID/status (procfs parses every
+//! field into a map; five are needed, for every process on every scan) and /proc/PID/stat
+//! (`Process::new` opens and stats /proc/PID first; one field is needed).
 use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt as _,
     path::{Component, Path, PathBuf},
 };
 
+use super::cgroup::Mounts;
 use crate::facts::{FactSource, Listener, MemcgInfo, Netstat, PathComponent, PathInfo, ProcInfo};
 
 /// Reads facts from the running system.
@@ -34,27 +43,56 @@ impl SystemFacts {
             let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
-            let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
-                continue;
-            };
-            for fd in fds.flatten() {
-                if let Ok(link) = std::fs::read_link(fd.path())
-                    && let Some(inode) = link
-                        .to_str()
-                        .and_then(|l| l.strip_prefix("socket:["))
-                        .and_then(|l| l.strip_suffix(']'))
-                        .and_then(|l| l.parse::<u64>().ok())
-                {
-                    // The lowest pid (the master, usually) wins for shared sockets.
-                    owners
-                        .entry(inode)
-                        .and_modify(|o: &mut u32| *o = (*o).min(pid))
-                        .or_insert(pid);
-                }
+            for inode in socket_inodes(pid) {
+                // The lowest pid (the master, usually) wins for shared sockets.
+                owners
+                    .entry(inode)
+                    .and_modify(|o: &mut u32| *o = (*o).min(pid))
+                    .or_insert(pid);
             }
         }
         owners
     }
+}
+
+/// Socket inodes a process holds (its /proc/PID/fd links `socket:[N]`).
+#[must_use]
+pub fn socket_inodes(pid: u32) -> Vec<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| {
+            let link = std::fs::read_link(fd.path()).ok()?;
+            link.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Every listening socket of gwtrace's network namespace as (target, inode): unix sockets from
+/// /proc/net/unix, TCP from `sock_diag` (filtered in the kernel), /proc/net/tcp{,6} when
+/// netlink is unusable.
+#[must_use]
+pub fn listening_sockets() -> Vec<(String, u64)> {
+    let mut sockets = Vec::new();
+    if let Ok(t) = std::fs::read_to_string("/proc/net/unix") {
+        sockets.extend(parse_proc_net_unix(&t));
+    }
+    if let (Ok(v4), Ok(v6)) = (
+        super::sockdiag::tcp_listeners(2),
+        super::sockdiag::tcp_listeners(10),
+    ) {
+        sockets.extend(v4.into_iter().chain(v6).map(|l| (l.target, l.inode)));
+    } else {
+        for table in [procfs::net::tcp(), procfs::net::tcp6()] {
+            sockets.extend(table.map(listen_targets).unwrap_or_default());
+        }
+    }
+    sockets
 }
 
 impl SystemFacts {
@@ -194,40 +232,23 @@ pub fn parse_proc_net_unix(text: &str) -> Vec<(String, u64)> {
     out
 }
 
-/// Parses /proc/net/tcp or tcp6: sockets in LISTEN (state 0A), as (`addr:port`, inode, backlog).
+/// Parses /proc/net/tcp or tcp6 text: sockets in LISTEN, as (`addr:port`, inode). The whole
+/// table is refused (empty) when a line is malformed.
 #[must_use]
-pub fn parse_proc_net_tcp(text: &str, v6: bool) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    for line in text.lines().skip(1) {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.len() < 10 || cols[3] != "0A" {
-            continue;
-        }
-        let Some((addr_hex, port_hex)) = cols[1].split_once(':') else {
-            continue;
-        };
-        let Ok(port) = u16::from_str_radix(port_hex, 16) else {
-            continue;
-        };
-        let inode = cols[9].parse::<u64>().unwrap_or(0);
-        let target = if v6 {
-            // Four native-endian 32-bit words.
-            let mut bytes = [0u8; 16];
-            for (i, chunk) in bytes.chunks_mut(4).enumerate() {
-                let word = addr_hex
-                    .get(i * 8..i * 8 + 8)
-                    .and_then(|w| u32::from_str_radix(w, 16).ok())
-                    .unwrap_or(0);
-                chunk.copy_from_slice(&word.to_le_bytes());
-            }
-            format!("[{}]:{port}", std::net::Ipv6Addr::from(bytes))
-        } else {
-            let word = u32::from_str_radix(addr_hex, 16).unwrap_or(0);
-            format!("{}:{port}", std::net::Ipv4Addr::from(word.to_le_bytes()))
-        };
-        out.push((target, inode));
-    }
-    out
+pub fn parse_proc_net_tcp(text: &str) -> Vec<(String, u64)> {
+    use procfs::FromBufReadSI as _;
+    procfs::net::TcpNetEntries::from_buf_read(text.as_bytes(), procfs::current_system_info())
+        .map(|t| listen_targets(t.0))
+        .unwrap_or_default()
+}
+
+/// The listeners of a TCP table, as (`addr:port`, inode).
+fn listen_targets(table: Vec<procfs::net::TcpNetEntry>) -> Vec<(String, u64)> {
+    table
+        .into_iter()
+        .filter(|e| e.state == procfs::net::TcpState::Listen)
+        .map(|e| (e.local_address.to_string(), e.inode))
+        .collect()
 }
 
 impl SystemFacts {
@@ -291,24 +312,7 @@ impl SystemFacts {
 impl FactSource for SystemFacts {
     fn listeners(&mut self) -> Vec<Listener> {
         let owners = Self::socket_owners();
-        let mut sockets = Vec::new();
-        if let Ok(t) = std::fs::read_to_string("/proc/net/unix") {
-            sockets.extend(parse_proc_net_unix(&t));
-        }
-        // TCP listeners from sock_diag (filtered in the kernel); /proc/net/tcp{,6} as a fallback.
-        if let (Ok(v4), Ok(v6)) = (
-            crate::sockdiag::tcp_listeners(2),
-            crate::sockdiag::tcp_listeners(10),
-        ) {
-            sockets.extend(v4.into_iter().chain(v6).map(|l| (l.target, l.inode)));
-        } else {
-            if let Ok(t) = std::fs::read_to_string("/proc/net/tcp") {
-                sockets.extend(parse_proc_net_tcp(&t, false));
-            }
-            if let Ok(t) = std::fs::read_to_string("/proc/net/tcp6") {
-                sockets.extend(parse_proc_net_tcp(&t, true));
-            }
-        }
+        let sockets = listening_sockets();
         sockets
             .into_iter()
             .map(|(target, inode)| {
@@ -385,32 +389,7 @@ impl FactSource for SystemFacts {
 
     fn memcg(&mut self, pid: u32) -> Option<MemcgInfo> {
         let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        for line in cgroup.lines() {
-            let mut parts = line.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            let v1 = controllers.split(',').any(|c| c == "memory");
-            let v2 = controllers.is_empty();
-            let file = if v1 {
-                format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
-            } else if v2 {
-                format!("/sys/fs/cgroup/unified{path}/memory.max")
-            } else {
-                continue;
-            };
-            let limit = std::fs::read_to_string(&file)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok());
-            // v1 reports "no limit" as a huge number.
-            let limit = limit.filter(|&l| l < (1 << 60));
-            if v1 || limit.is_some() {
-                return Some(MemcgInfo {
-                    pid,
-                    cgroup: path.to_owned(),
-                    limit_bytes: limit,
-                });
-            }
-        }
-        None
+        Mounts::system().memcg(pid, &cgroup)
     }
 
     fn netstat(&mut self) -> Option<Netstat> {
@@ -519,13 +498,10 @@ mod tests {
            0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5555 1 0 100 0 0 10 0\n\
            1: 0100007F:1F41 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 5556 1 0 100 0 0 10 0\n";
         assert_eq!(
-            parse_proc_net_tcp(text, false),
+            parse_proc_net_tcp(text),
             vec![("127.0.0.1:8000".into(), 5555)]
         );
         let t6 = "hdr\n   0: 00000000000000000000000001000000:1F40 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 7777 1\n";
-        assert_eq!(
-            parse_proc_net_tcp(t6, true),
-            vec![("[::1]:8000".into(), 7777)]
-        );
+        assert_eq!(parse_proc_net_tcp(t6), vec![("[::1]:8000".into(), 7777)]);
     }
 }
