@@ -1,5 +1,6 @@
 //! gwtrace: why does my reverse proxy answer 502? Wire decoding, kernel capture, procfs facts and
-//! the correlation engine; the `gwtrace` binary is a thin CLI over these.
+//! the correlation engine, and the pipeline joining them to their outputs; the `gwtrace` binary is
+//! a thin CLI over these.
 pub mod capture;
 pub mod check;
 pub mod engine;
@@ -9,5 +10,6 @@ pub mod facts;
 mod fuzz;
 pub mod metrics;
 pub mod origin;
+pub mod pipeline;
 pub mod sockdiag;
 pub mod sysfacts;

@@ -27,7 +27,7 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-pub use render::render_human;
+pub use render::{Role, Span, render_human, render_spans};
 pub use view::APP_SERVERS;
 
 pub(crate) use predict::{Probe, Reach};

@@ -224,7 +224,7 @@ fn run(events: &[Event]) -> Vec<Verdict> {
     let vs = e.verdicts(now);
     if std::env::var_os("GW_PRINT").is_some() {
         for v in &vs {
-            println!("{}\n", render_human(v, false));
+            println!("{}\n", render_human(v));
         }
     }
     vs
@@ -1668,7 +1668,7 @@ fn exec_failure_of_app_is_evidence() {
 #[test]
 fn render_human_has_headline_evidence_fix() {
     let vs = run(&permission_stream(&[33]));
-    let text = render_human(&vs[0], false);
+    let text = render_human(&vs[0]);
     let mut lines = text.lines();
     let head = lines.next().unwrap_or_default();
     assert!(
@@ -1682,8 +1682,26 @@ fn render_human_has_headline_evidence_fix() {
             .last()
             .is_some_and(|l| l.starts_with("  fix: "))
     );
-    let colored = render_human(&vs[0], true);
-    assert!(colored.starts_with("\x1b[1;31m502 socket-permission\x1b[0m"));
+    // No terminal codes from the engine: the status and cause come as their own span for an
+    // output to style (the human verdict sink's colour is tested there).
+    assert!(!text.contains('\x1b'), "{text:?}");
+    let spans = render_spans(&vs[0]);
+    assert_eq!(
+        spans.first(),
+        Some(&Span {
+            role: Role::Failure,
+            text: "502 socket-permission".to_owned()
+        })
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.role == Role::Fix && s.text == "fix:")
+    );
+    assert_eq!(
+        spans.iter().map(|s| s.text.as_str()).collect::<String>(),
+        text
+    );
 }
 
 // ---- golden replay ------------------------------------------------------------------------
@@ -1737,7 +1755,7 @@ fn golden_socket_permission_replay() {
         "{}",
         v.fix
     );
-    let text = render_human(v, false);
+    let text = render_human(v);
     assert!(
         text.starts_with("502 socket-permission proxy nginx[4100] -> unix:/run/gunicorn/app.sock"),
         "{text}"
@@ -1996,7 +2014,7 @@ fn verdicts_name_the_proxys_unit_and_the_upstreams_pod() {
     // known for it (facts without a cgroup), so none is made up.
     assert_eq!(refused.upstream_pid, Some(200));
     assert_eq!(refused.upstream_origin, None);
-    let text = render_human(v, false);
+    let text = render_human(v);
     assert!(
         text.contains("where: proxy in unit nginx.service; upstream pid 201 in container 4f3c2b1a0011 (containerd), pod 0b5e8a3c"),
         "{text}"
