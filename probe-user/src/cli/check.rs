@@ -1,15 +1,10 @@
 //! `gwtrace check`: reads the proxies' configuration, checks every upstream target now the way
 //! a worker would connect, prints the verdicts (same lines as `gwtrace`) and the warnings.
 //! No eBPF, no root needed (it says what it could not see without).
-use std::{
-    fmt::Write as _,
-    io::{IsTerminal as _, Write as _},
-    path::PathBuf,
-    process::ExitCode,
-};
+use std::{fmt::Write as _, io::Write as _, path::PathBuf, process::ExitCode};
 
 use gwtrace::check::{self, Report, Severity};
-use gwtrace::engine::render_human;
+use gwtrace::pipeline::sinks::verdicts::{self, use_color};
 
 use super::{EXIT_FAILURE, UsageError};
 
@@ -39,7 +34,7 @@ pub fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
         config: a.config.clone(),
     })
     .map_err(|e| UsageError::Usage(e.to_string()))?;
-    let color = !a.json && std::io::stdout().is_terminal();
+    let color = !a.json && use_color(&std::io::stdout());
     let mut out = std::io::stdout().lock();
     if a.json {
         for f in report.findings() {
@@ -134,7 +129,7 @@ fn human(r: &Report, color: bool) -> String {
         if f.severity == Severity::Warn {
             s.push_str("warning: ");
         }
-        s.push_str(&render_human(&f.verdict, color));
+        s.push_str(&verdicts::render(&f.verdict, color));
         s.push('\n');
     }
     s.push('\n');

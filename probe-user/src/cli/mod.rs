@@ -2,8 +2,7 @@
 mod check;
 mod explain;
 mod generate;
-mod output;
-mod rotate;
+mod record;
 mod serve;
 mod session;
 mod watch;
@@ -132,7 +131,7 @@ struct ExplainArgs {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Some(Command::Record(a)) => session::record(&a),
+        Some(Command::Record(a)) => record::record(&a),
         Some(Command::Explain(a)) => explain::explain(&a),
         Some(Command::Serve(a)) => serve::serve(&a),
         Some(Command::Completions(a)) => generate::completions(&a),
@@ -144,7 +143,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// The exit code for an error that reached the top.
 pub fn exit_code_for(e: &anyhow::Error) -> u8 {
-    if let Some(c) = e.downcast_ref::<CaptureError>() {
+    // The cause may sit under a pipeline error: look through the whole chain.
+    if let Some(c) = e.chain().find_map(|c| c.downcast_ref::<CaptureError>()) {
         return match c {
             CaptureError::NotRoot => EXIT_PRIVILEGE,
             CaptureError::Load(msg) | CaptureError::Attach(_, msg)
@@ -158,7 +158,7 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
             | CaptureError::Load(_) => EXIT_KERNEL,
         };
     }
-    if e.downcast_ref::<UsageError>().is_some() {
+    if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
         return EXIT_USAGE;
     }
     EXIT_FAILURE

@@ -2,11 +2,9 @@
 //! (to the journal under systemd), keeps them current and serves Prometheus metrics on
 //! `/metrics` (library: [`gwtrace::metrics`]).
 use std::{
-    cell::RefCell,
-    io::Write as _,
     net::{SocketAddr, TcpListener},
+    process::ExitCode,
     sync::Arc,
-    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -14,9 +12,13 @@ use clap::Args;
 use gwtrace::{
     engine::{Engine, EngineConfig},
     metrics::{CONTENT_TYPE, Exporter, Metrics, MetricsConfig},
+    pipeline::{
+        Pipeline, Sink,
+        sinks::{MetricsSink, RecordSink, VerdictSink, verdicts::use_color},
+    },
 };
 
-use super::{UsageError, WatchArgs, output::VerdictPrinter, rotate::RotatingFile, session, watch};
+use super::{UsageError, WatchArgs, session};
 
 /// Where metrics are served unless `--metrics` says otherwise (loopback: put a proxy or a
 /// firewall in front before exposing it).
@@ -40,59 +42,6 @@ pub struct ServeArgs {
     /// Rotated --record files to keep (FILE.1 .. FILE.N).
     #[arg(long, value_name = "N", default_value_t = 5)]
     rotate_keep: u32,
-}
-
-/// Where the daemon's event lines go: stdout (`-`) or an appended, rotated file.
-enum Sink {
-    Stdout(std::io::BufWriter<std::io::Stdout>),
-    File(RotatingFile),
-}
-
-impl Sink {
-    fn open(a: &ServeArgs) -> Result<Option<Self>, UsageError> {
-        let Some(path) = &a.watch.record else {
-            return Ok(None);
-        };
-        if path.as_os_str() == "-" {
-            return Ok(Some(Self::Stdout(std::io::BufWriter::new(
-                std::io::stdout(),
-            ))));
-        }
-        let limit = a.rotate_mb.map(|mb| mb.saturating_mul(1 << 20));
-        RotatingFile::open(path, a.watch.force, limit, a.rotate_keep)
-            .map(|f| Some(Self::File(f)))
-            .map_err(|e| {
-                let hint = match e.kind() {
-                    std::io::ErrorKind::PermissionDenied => {
-                        " (permission denied: pick a writable path)"
-                    }
-                    _ if e.raw_os_error() == Some(libc::ELOOP) => {
-                        " (it is a symlink: gwtrace never follows one)"
-                    }
-                    _ => "",
-                };
-                UsageError::Usage(format!("cannot open {}: {e}{hint}", path.display()))
-            })
-    }
-
-    fn write_event(&mut self, ev: &gwtrace::event::Event) -> anyhow::Result<()> {
-        let line = serde_json::to_vec(ev)?;
-        match self {
-            Self::Stdout(w) => {
-                w.write_all(&line)?;
-                w.write_all(b"\n")?;
-            }
-            Self::File(f) => f.write_line(&line)?,
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Self::Stdout(w) => w.flush(),
-            Self::File(f) => f.flush(),
-        }
-    }
 }
 
 /// Binds the metrics address: a port already taken is a usage error (exit code 2), said in
@@ -180,68 +129,52 @@ impl Drop for HttpServer {
 }
 
 /// Runs the daemon.
-pub fn serve(a: &ServeArgs) -> anyhow::Result<std::process::ExitCode> {
+pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
     // Bind first: a taken port fails in a line, before any program is loaded.
     let listener = bind(a.metrics)?;
     let w = &a.watch;
-    let (proxy_names, proxy_pids) = watch::resolve_proxies(&w.proxy)?;
-    let recorder = RefCell::new(Sink::open(a)?);
-    let engine = RefCell::new(Engine::new(EngineConfig {
+    let (proxy_names, proxy_pids) = session::resolve_proxies(&w.proxy)?;
+    let mut recorder = match &w.record {
+        Some(path) => Some(
+            RecordSink::append(
+                path,
+                w.force,
+                a.rotate_mb.map(|mb| mb.saturating_mul(1 << 20)),
+                a.rotate_keep,
+            )
+            .map_err(|e| UsageError::Usage(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let engine = Engine::new(EngineConfig {
         proxy_names: proxy_names.clone(),
         proxy_pids: proxy_pids.clone(),
-    }));
-    let metrics = RefCell::new(Metrics::new(MetricsConfig {
+    });
+    let mut metrics = MetricsSink::new(Metrics::new(MetricsConfig {
         proxy_names: proxy_names.clone(),
         proxy_pids: proxy_pids.clone(),
         max_targets: a.max_targets,
         ..MetricsConfig::default()
     }));
-    let http = HttpServer::start(listener, metrics.borrow().exporter())?;
-    let opts = session::SessionOpts {
-        duration: w.capture.duration.map(Duration::from_secs_f64),
-        hooks: w.capture.hooks.into(),
-        proxy_names,
-        proxy_pids,
-    };
-    let printer = RefCell::new(VerdictPrinter::new(w.json));
-    let mut on_counters = |c: &gwtrace::capture::Counters| {
-        metrics.borrow_mut().set_counters(c);
-        Ok(())
-    };
+    let http = HttpServer::start(listener, metrics.metrics().exporter())?;
+    let stdout = std::io::stdout();
+    let color = !w.json && use_color(&stdout);
+    let mut printer = VerdictSink::new(stdout, std::io::stderr(), w.json, color);
+    let mut sinks: Vec<&mut dyn Sink> = vec![&mut metrics, &mut printer];
+    if let Some(r) = recorder.as_mut() {
+        sinks.push(r);
+    }
     let ready = format!(
         "tracing; metrics on http://{}/metrics; verdicts appear as causes are established",
         a.metrics
     );
-    let stats = session::run_with_counters(
-        &opts,
+    session::run_live(
+        &w.capture,
+        proxy_names,
+        proxy_pids,
         &ready,
-        |ev| {
-            engine.borrow_mut().feed(ev);
-            metrics.borrow_mut().observe(ev);
-            if let Some(r) = recorder.borrow_mut().as_mut() {
-                r.write_event(ev)?;
-            }
-            Ok(())
-        },
-        |now| {
-            let engine = engine.borrow();
-            let verdicts = engine.verdicts(now);
-            let mut m = metrics.borrow_mut();
-            m.set_verdicts(&verdicts, now);
-            m.settle_deaths(|pids| engine.upstreams(pids));
-            printer.borrow_mut().update(&verdicts)?;
-            if let Some(r) = recorder.borrow_mut().as_mut() {
-                r.flush().context("writing the --record file")?;
-            }
-            Ok(())
-        },
-        Some(&mut on_counters),
+        &mut Pipeline::new(Some(engine), sinks),
     )?;
     drop(http);
-    if let Some(mut r) = recorder.into_inner() {
-        r.flush()?;
-    }
-    printer.borrow_mut().summary()?;
-    eprintln!("{}", stats.render());
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(ExitCode::SUCCESS)
 }

@@ -28,7 +28,7 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-pub use render::render_human;
+pub use render::{Role, Span, render_human, render_spans};
 
 pub(crate) use predict::{Probe, Reach};
 pub(crate) use state::Creds;

@@ -1,16 +1,48 @@
 //! The human form of a verdict: one headline an operator can act on, the evidence, the fix.
-use std::fmt::Write as _;
-
+//!
+//! Rendering is plain text cut into [`Span`]s, each tagged with what it is ([`Role`]); the engine
+//! emits no terminal codes. A sink that prints to a terminal styles the roles (the human verdict
+//! sink, `gwtrace check`); everything else joins the spans ([`render_human`]).
 use super::Verdict;
 use super::text::{fmt_ns, secs};
 
-const BOLD_RED: &str = "\x1b[1;31m";
-const BOLD_YELLOW: &str = "\x1b[1;33m";
-const DIM: &str = "\x1b[2m";
-const GREEN: &str = "\x1b[32m";
-const RESET: &str = "\x1b[0m";
+/// What a piece of a rendered verdict is, so an output can style it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Ordinary text.
+    Text,
+    /// The status and cause of a 502-class verdict (`502 socket-permission`).
+    Failure,
+    /// The status and cause of a 504-class verdict (`504 connect-timeout`).
+    Timeout,
+    /// A line label: `where:`, `evidence:`.
+    Label,
+    /// The `fix:` label.
+    Fix,
+}
 
-/// Renders a verdict as lines of text:
+/// A piece of rendered text and its role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub role: Role,
+    pub text: String,
+}
+
+/// Accumulates spans, merging neighbours of the same role.
+#[derive(Default)]
+struct Spans(Vec<Span>);
+
+impl Spans {
+    fn push(&mut self, role: Role, text: impl Into<String>) {
+        let text = text.into();
+        match self.0.last_mut() {
+            Some(last) if last.role == role => last.text.push_str(&text),
+            _ => self.0.push(Span { role, text }),
+        }
+    }
+}
+
+/// Renders a verdict as lines of text, cut into styled spans:
 ///
 /// ```text
 /// 502 socket-permission proxy nginx[1234] -> unix:/run/app/app.sock: <summary> (17×, 3.4/s, first t=…s, last t=…s)
@@ -18,23 +50,10 @@ const RESET: &str = "\x1b[0m";
 ///   fix: ...
 /// ```
 ///
-/// `color` adds ANSI colours (status and cause in red, yellow for 504s; the fix in green).
+/// The status and cause are [`Role::Failure`] ([`Role::Timeout`] for 504s), the `where:` and
+/// `evidence:` labels [`Role::Label`], the `fix:` label [`Role::Fix`].
 #[must_use]
-pub fn render_human(v: &Verdict, color: bool) -> String {
-    let (head, dim, fix, reset) = if color {
-        (
-            if v.status == 504 {
-                BOLD_YELLOW
-            } else {
-                BOLD_RED
-            },
-            DIM,
-            GREEN,
-            RESET,
-        )
-    } else {
-        ("", "", "", "")
-    };
+pub fn render_spans(v: &Verdict) -> Vec<Span> {
     let proxy = match (v.proxy_comm.as_str(), v.proxy_pid) {
         ("", 0) => "?".to_owned(),
         ("", pid) => format!("[{pid}]"),
@@ -60,9 +79,19 @@ pub fn render_human(v: &Verdict, color: bool) -> String {
     } else {
         format!("{}×", v.count)
     };
-    let mut out = format!(
-        "{head}{} {}{reset} proxy {proxy} -> {}: {} ({count}{span})",
-        v.status, v.cause, v.target, v.summary
+    let mut out = Spans::default();
+    let head = if v.status == 504 {
+        Role::Timeout
+    } else {
+        Role::Failure
+    };
+    out.push(head, format!("{} {}", v.status, v.cause));
+    out.push(
+        Role::Text,
+        format!(
+            " proxy {proxy} -> {}: {} ({count}{span})",
+            v.target, v.summary
+        ),
     );
     let mut runs = Vec::new();
     if let Some(o) = v.proxy_origin.as_ref().filter(|o| !o.is_root()) {
@@ -76,13 +105,25 @@ pub fn render_human(v: &Verdict, color: bool) -> String {
         runs.push(format!("upstream{pid} in {}", o.label()));
     }
     if !runs.is_empty() {
-        let _ = write!(out, "\n  {dim}where:{reset} {}", runs.join("; "));
+        out.push(Role::Text, "\n  ");
+        out.push(Role::Label, "where:");
+        out.push(Role::Text, format!(" {}", runs.join("; ")));
     }
     for e in &v.evidence {
-        let _ = write!(out, "\n  {dim}evidence:{reset} {e}");
+        out.push(Role::Text, "\n  ");
+        out.push(Role::Label, "evidence:");
+        out.push(Role::Text, format!(" {e}"));
     }
     if !v.fix.is_empty() {
-        let _ = write!(out, "\n  {fix}fix:{reset} {}", v.fix);
+        out.push(Role::Text, "\n  ");
+        out.push(Role::Fix, "fix:");
+        out.push(Role::Text, format!(" {}", v.fix));
     }
-    out
+    out.0
+}
+
+/// [`render_spans`] as plain text (no terminal codes).
+#[must_use]
+pub fn render_human(v: &Verdict) -> String {
+    render_spans(v).into_iter().map(|s| s.text).collect()
 }

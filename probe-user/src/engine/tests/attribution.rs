@@ -53,7 +53,7 @@ fn verdicts_name_the_proxys_unit_and_the_upstreams_pod() {
     // known for it (facts without a cgroup), so none is made up.
     assert_eq!(refused.upstream_pid, Some(200));
     assert_eq!(refused.upstream_origin, None);
-    let text = render_human(v, false);
+    let text = render_human(v);
     assert!(
         text.contains("where: proxy in unit nginx.service; upstream pid 201 in container 4f3c2b1a0011 (containerd), pod 0b5e8a3c"),
         "{text}"

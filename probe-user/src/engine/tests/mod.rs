@@ -233,7 +233,7 @@ fn run(events: &[Event]) -> Vec<Verdict> {
     let vs = e.verdicts(now);
     if std::env::var_os("GW_PRINT").is_some() {
         for v in &vs {
-            println!("{}\n", render_human(v, false));
+            println!("{}\n", render_human(v));
         }
     }
     vs

@@ -50,7 +50,7 @@ fn golden_socket_permission_replay() {
         "{}",
         v.fix
     );
-    let text = render_human(v, false);
+    let text = render_human(v);
     assert!(
         text.starts_with("502 socket-permission proxy nginx[4100] -> unix:/run/gunicorn/app.sock"),
         "{text}"

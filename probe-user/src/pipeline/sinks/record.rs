@@ -1,13 +1,143 @@
-//! The daemon's event file: appended to (a restarted daemon goes on where it stopped), created
-//! 0600, never through a symlink, and rotated by size: `FILE` is renamed `FILE.1` (`FILE.1` to
-//! `FILE.2`, ...; the oldest beyond `keep` is deleted) once it would grow past the limit. Lines are
-//! never split across files, so a collector tailing `FILE` (docs/collectors.md) sees whole lines.
+//! The record file: every event as one JSON line (docs/events.md), to stdout, a new file, or the
+//! daemon's appended file rotated by size.
+//!
+//! Every file is created 0600 and never through a symlink. The daemon's file is appended to (a
+//! restarted daemon goes on where it stopped) and rotated by size: `FILE` is renamed `FILE.1`
+//! (`FILE.1` to `FILE.2`, ...; the oldest beyond `keep` is deleted) once it would grow past the
+//! limit. Lines are never split across files, so a collector tailing `FILE`
+//! (docs/collectors.md) sees whole lines.
 use std::{
     fs::{File, OpenOptions},
     io::{self, BufWriter, Write},
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
 };
+
+use super::super::{Sink, SinkError, Stats, Tick};
+use crate::event::Event;
+
+const WHAT: &str = "the record file";
+
+/// A record file that cannot be opened; says why and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {verb} {}: {err}{hint}", path.display())]
+pub struct OpenError {
+    verb: &'static str,
+    path: PathBuf,
+    err: io::Error,
+    hint: &'static str,
+}
+
+impl OpenError {
+    fn new(verb: &'static str, path: &Path, err: io::Error) -> Self {
+        let hint = match err.kind() {
+            io::ErrorKind::AlreadyExists => " (it exists: pass --force to overwrite)",
+            io::ErrorKind::PermissionDenied => " (permission denied: pick a writable path)",
+            _ if err.raw_os_error() == Some(libc::ELOOP) => {
+                " (it is a symlink: gwtrace never follows one)"
+            }
+            _ => "",
+        };
+        Self {
+            verb,
+            path: path.to_owned(),
+            err,
+            hint,
+        }
+    }
+}
+
+/// Where the lines go.
+enum Target {
+    Stdout(BufWriter<io::Stdout>),
+    File(BufWriter<File>),
+    Rotating(RotatingFile),
+}
+
+/// Writes every event as a JSON line; flushed every tick and at the end.
+pub struct RecordSink {
+    target: Target,
+    line: Vec<u8>,
+}
+
+impl RecordSink {
+    fn with(target: Target) -> Self {
+        Self {
+            target,
+            line: Vec::new(),
+        }
+    }
+
+    /// Lines to stdout.
+    #[must_use]
+    pub fn stdout() -> Self {
+        Self::with(Target::Stdout(BufWriter::new(io::stdout())))
+    }
+
+    /// A new file (`-`: stdout), never over an existing one unless `force`.
+    pub fn create(path: &Path, force: bool) -> Result<Self, OpenError> {
+        if path == Path::new("-") {
+            return Ok(Self::stdout());
+        }
+        let mut o = OpenOptions::new();
+        o.write(true).mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        if force {
+            o.create(true).truncate(true);
+        } else {
+            o.create_new(true);
+        }
+        let f = o
+            .open(path)
+            .map_err(|e| OpenError::new("create", path, e))?;
+        Ok(Self::with(Target::File(BufWriter::new(f))))
+    }
+
+    /// The daemon's file (`-`: stdout): appended to (`truncate`: started empty), rotated past
+    /// `limit_bytes` keeping `keep` old files (see [`RotatingFile`]).
+    pub fn append(
+        path: &Path,
+        truncate: bool,
+        limit_bytes: Option<u64>,
+        keep: u32,
+    ) -> Result<Self, OpenError> {
+        if path == Path::new("-") {
+            return Ok(Self::stdout());
+        }
+        RotatingFile::open(path, truncate, limit_bytes, keep)
+            .map(|f| Self::with(Target::Rotating(f)))
+            .map_err(|e| OpenError::new("open", path, e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.target {
+            Target::Stdout(w) => w.flush(),
+            Target::File(w) => w.flush(),
+            Target::Rotating(f) => f.flush(),
+        }
+    }
+}
+
+impl Sink for RecordSink {
+    fn event(&mut self, ev: &Event) -> Result<(), SinkError> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, ev).map_err(SinkError::json(WHAT))?;
+        let line = &self.line;
+        match &mut self.target {
+            Target::Stdout(w) => w.write_all(line).and_then(|()| w.write_all(b"\n")),
+            Target::File(w) => w.write_all(line).and_then(|()| w.write_all(b"\n")),
+            Target::Rotating(f) => f.write_line(line),
+        }
+        .map_err(SinkError::io(WHAT))
+    }
+
+    fn tick(&mut self, _tick: &Tick<'_>) -> Result<(), SinkError> {
+        self.flush().map_err(SinkError::io(WHAT))
+    }
+
+    fn finish(&mut self, _stats: &Stats) -> Result<(), SinkError> {
+        self.flush().map_err(SinkError::io(WHAT))
+    }
+}
 
 /// An append-only line writer that rotates by size.
 pub struct RotatingFile {

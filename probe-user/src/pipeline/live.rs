@@ -1,0 +1,137 @@
+//! The live source: the kernel capture (decode and fold happen there), enriched with `/proc`
+//! facts and attributed to cgroups, units and containers before anything else sees the events.
+use super::{Source, SourceError};
+use crate::{
+    capture::{Capture, Counters, Hooks},
+    enrich::Enricher,
+    event::{Body, Clock, Event, monotonic_ns},
+    facts::FactsUpdate,
+    host::SystemFacts,
+    host::cgroup::Resolver,
+};
+
+/// What to capture and whom to enrich for.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    pub hooks: Hooks,
+    /// Proxy process names (the enricher reads their facts).
+    pub proxy_names: Vec<String>,
+    /// Proxy pids named on the command line.
+    pub proxy_pids: Vec<u32>,
+}
+
+/// A running capture with its enricher and origin resolver.
+pub struct Live {
+    /// None once finished: dropping the capture detaches every program, frees every map.
+    capture: Option<Capture>,
+    clock: Clock,
+    enricher: Enricher<SystemFacts>,
+    origins: Resolver,
+    /// The first snapshot of the host, handed over with the first drain.
+    pending: Vec<Event>,
+    raw: Vec<Event>,
+}
+
+impl Live {
+    /// Attaches every program and takes the first snapshot of the host's facts.
+    pub fn start(opts: &LiveOptions) -> Result<Self, crate::capture::CaptureError> {
+        let capture = Capture::start(opts.hooks)?;
+        let clock = capture.clock();
+        let mut enricher = Enricher::new(SystemFacts::new(), opts.proxy_names.clone());
+        let mut origins = Resolver::system();
+        let now = monotonic_ns();
+        let snapshot = enricher.snapshot(&opts.proxy_pids);
+        origins.learn(&snapshot.processes);
+        Ok(Self {
+            capture: Some(capture),
+            clock,
+            enricher,
+            origins,
+            pending: vec![facts_event(&clock, now, snapshot)],
+            raw: Vec::new(),
+        })
+    }
+
+    /// Enriches, attributes and hands on the drained events, in order.
+    fn enrich(&mut self, out: &mut Vec<Event>) {
+        for mut ev in self.raw.drain(..) {
+            let up = self.enricher.before(&ev);
+            // The processes the enricher just read carry their cgroup: attribution reuses them
+            // rather than reading /proc/PID/cgroup a second time.
+            if let Some(up) = &up {
+                self.origins.learn(&up.processes);
+            }
+            // An exiting process is attributed now: its pid may be reused once it is gone.
+            ev.origin = self.origins.resolve(ev.pid, ev.cgroup_id, ev.mono_ns);
+            if matches!(ev.body, Body::ProcessExit { .. }) {
+                self.origins.forget(ev.pid);
+            }
+            if let Some(up) = up {
+                if let Body::Exec { cmdline, .. } = &mut ev.body {
+                    *cmdline = up
+                        .processes
+                        .iter()
+                        .find(|p| p.pid == ev.pid)
+                        .map(|p| p.cmdline.clone());
+                }
+                out.push(facts_event(&self.clock, ev.mono_ns, up));
+            }
+            out.push(ev);
+        }
+    }
+}
+
+impl Source for Live {
+    fn drain(&mut self, out: &mut Vec<Event>) -> Result<Option<usize>, SourceError> {
+        out.append(&mut self.pending);
+        let Some(capture) = self.capture.as_mut() else {
+            return Ok(None);
+        };
+        let raw = &mut self.raw;
+        let n = capture.drain(|ev| raw.push(ev));
+        self.enrich(out);
+        Ok(Some(n))
+    }
+
+    fn tick(&mut self, now_ns: u64, out: &mut Vec<Event>) -> Result<(), SourceError> {
+        if let Some(up) = self.enricher.periodic() {
+            self.origins.learn(&up.processes);
+            out.push(facts_event(&self.clock, now_ns, up));
+        }
+        if let Some(c) = self.capture.as_mut() {
+            out.extend(c.loss_events(now_ns));
+        }
+        Ok(())
+    }
+
+    fn counters(&mut self) -> Option<Counters> {
+        self.capture.as_ref().map(Capture::counters)
+    }
+
+    fn finish(
+        &mut self,
+        now_ns: u64,
+        out: &mut Vec<Event>,
+    ) -> Result<Option<Counters>, SourceError> {
+        out.append(&mut self.pending);
+        let Some(mut capture) = self.capture.take() else {
+            return Ok(None);
+        };
+        // Final drain: nothing the kernel delivered or counted is left behind.
+        let raw = &mut self.raw;
+        capture.flush(|ev| raw.push(ev));
+        self.enrich(out);
+        out.extend(capture.loss_events(now_ns));
+        let counters = capture.counters();
+        drop(capture); // detaches every program, frees every map
+        Ok(Some(counters))
+    }
+
+    fn now_ns(&self) -> u64 {
+        monotonic_ns()
+    }
+}
+
+fn facts_event(clock: &Clock, mono_ns: u64, up: FactsUpdate) -> Event {
+    Event::facts(clock.rfc3339(mono_ns), mono_ns, up)
+}

@@ -1,0 +1,284 @@
+//! The whole pipeline driven from a recorded file through the real sinks: the record file with
+//! rotation, the JSON verdict printer, the Prometheus metrics. No root, no binary.
+use std::path::{Path, PathBuf};
+
+use super::{
+    END_OF_INPUT, Pipeline, PipelineError, Sink, SourceError, Stop,
+    replay::{Replay, ReplayError},
+    sinks::{MetricsSink, RecordSink, VerdictSink, verdicts},
+};
+use crate::{
+    engine::{Engine, EngineConfig, Verdict, render_human},
+    event::Event,
+    metrics::{Metrics, MetricsConfig},
+};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+/// The fixture's events, parsed on their own (not through the pipeline).
+fn events(path: &Path) -> Vec<Event> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn engine() -> Engine {
+    Engine::new(EngineConfig::default())
+}
+
+/// The verdicts an engine fed directly gives at the last event.
+fn direct_verdicts(evs: &[Event]) -> Vec<Verdict> {
+    let mut e = engine();
+    for ev in evs {
+        e.feed(ev);
+    }
+    e.verdicts(evs.iter().map(|e| e.mono_ns).max().unwrap_or(0))
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .map(|t| t.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// `FILE.keep` .. `FILE.1`, `FILE`: every line the record sink wrote, oldest first.
+fn rotated_lines(p: &Path, keep: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in (1..=keep).rev() {
+        out.extend(lines(Path::new(&format!("{}.{n}", p.display()))));
+    }
+    out.extend(lines(p));
+    out
+}
+
+/// The sample value of a series in the Prometheus text.
+fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.rsplit_once(' ').filter(|(s, _)| *s == series))
+        .map(|(_, v)| v)
+}
+
+#[test]
+fn a_recording_runs_through_every_sink() {
+    let path = fixture("socket_permission.jsonl");
+    let evs = events(&path);
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("events.jsonl");
+    // Lines of 200-500 bytes and one facts line of ~1.5 kB: a 1 kB limit rotates several times,
+    // and the facts line goes out whole in a file of its own.
+    let limit = 1024;
+    let keep = 20;
+    let mut rec = RecordSink::append(&record, false, Some(limit), keep).unwrap();
+    let mut json = VerdictSink::new(Vec::new(), Vec::new(), true, false);
+    let mut metrics = MetricsSink::new(Metrics::new(MetricsConfig::default()));
+    let stats = {
+        let sinks: Vec<&mut dyn Sink> = vec![&mut metrics, &mut json, &mut rec];
+        let mut p = Pipeline::new(Some(engine()), sinks);
+        p.replay(&mut Replay::open(&path).unwrap()).unwrap()
+    };
+    assert_eq!(stats.stopped_by, END_OF_INPUT);
+    assert_eq!(stats.by_kind.values().sum::<u64>(), evs.len() as u64);
+    assert_eq!(stats.by_kind.get("connect_failed"), Some(&4));
+    assert_eq!(stats.failures, 4);
+
+    // Record file: every event once, in order, whole lines, rotated by size.
+    let expected: Vec<String> = evs
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    assert_eq!(rotated_lines(&record, keep), expected);
+    assert!(
+        Path::new(&format!("{}.2", record.display())).exists(),
+        "rotated at least twice"
+    );
+    for n in 1..=keep {
+        let f = PathBuf::from(format!("{}.{n}", record.display()));
+        if let Ok(m) = std::fs::metadata(&f) {
+            assert!(
+                m.len() <= limit || lines(&f).len() == 1,
+                "{} is {} bytes",
+                f.display(),
+                m.len()
+            );
+        }
+    }
+
+    // JSON verdicts: the verdicts at the end, then the same ones with "final": true; the table
+    // on the other stream.
+    let (out, err) = json.into_inner();
+    let out = String::from_utf8(out).unwrap();
+    let printed: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let direct = direct_verdicts(&evs);
+    assert_eq!(direct.len(), 1, "{direct:#?}");
+    let v = serde_json::to_value(&direct[0]).unwrap();
+    let mut fin = v.clone();
+    fin.as_object_mut()
+        .unwrap()
+        .insert("final".into(), serde_json::Value::Bool(true));
+    assert_eq!(printed, [v, fin]);
+    assert_eq!(printed[0]["cause"], "socket-permission");
+    assert_eq!(printed[0]["count"], 3);
+    let err = String::from_utf8(err).unwrap();
+    assert!(
+        err.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("socket-permission") && l.contains("nginx[4100]")),
+        "{err}"
+    );
+
+    // Metrics: the proxy's failures by target and errno (the non-proxy's bus connect is not a
+    // target series), the verdict by cause.
+    let text = metrics.metrics().encode().unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            r#"gwtrace_connect_failures_total{proxy="nginx",target="unix:/run/gunicorn/app.sock",errno="EACCES"}"#
+        ),
+        Some("3"),
+        "{text}"
+    );
+    assert!(!text.contains("unix:/run/user/1000/bus"), "{text}");
+    assert_eq!(
+        sample(&text, r#"gwtrace_verdicts{cause="socket-permission"}"#),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"gwtrace_events_total{kind="facts"}"#),
+        Some("3"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_paced_run_ticks_and_ends_with_its_source() {
+    let path = fixture("socket_permission.jsonl");
+    let evs = events(&path);
+    let mut printer = VerdictSink::new(Vec::new(), Vec::new(), false, false);
+    let stats = {
+        let mut p = Pipeline::new(Some(engine()), vec![&mut printer]);
+        let stop = Stop::new(None, false).unwrap();
+        p.run(&mut Replay::open(&path).unwrap(), stop).unwrap()
+    };
+    assert_eq!(stats.stopped_by, END_OF_INPUT);
+    assert_eq!(stats.by_kind.values().sum::<u64>(), evs.len() as u64);
+    let (out, _) = printer.into_inner();
+    let out = String::from_utf8(out).unwrap();
+    // The first drain takes the whole (small) file and ticks: the verdict is printed once in
+    // full, then the table (human form, on the same stream).
+    let v = &direct_verdicts(&evs)[0];
+    let table = out.find("CAUSE ").unwrap();
+    assert_eq!(&out[..table], format!("{}\n", render_human(v)));
+    assert!(
+        out[table..]
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("socket-permission")
+    );
+}
+
+#[test]
+fn without_an_engine_events_still_reach_the_sinks() {
+    let path = fixture("socket_permission.jsonl");
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.jsonl");
+    let mut rec = RecordSink::create(&record, false).unwrap();
+    let mut p = Pipeline::new(None, vec![&mut rec]);
+    p.replay(&mut Replay::open(&path).unwrap()).unwrap();
+    drop(p);
+    assert_eq!(lines(&record).len(), events(&path).len());
+    // An existing file is never overwritten without force.
+    let again = RecordSink::create(&record, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(again.contains("--force"), "{again}");
+}
+
+#[test]
+fn replay_errors_name_the_line_and_stop_before_any_output() {
+    let good = std::fs::read_to_string(fixture("socket_permission.jsonl")).unwrap();
+    let first = good.lines().next().unwrap();
+    let cases: [(&str, String, &str); 3] = [
+        ("empty", String::new(), "empty: empty file"),
+        (
+            "cut",
+            format!("{first}\n\n{}", &first[..40]),
+            "cut:3: not a JSON line",
+        ),
+        (
+            "new",
+            first.replace("\"v\":1", "\"v\":99"),
+            "new:1: schema version 99",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let mut printer = VerdictSink::new(Vec::new(), Vec::new(), false, false);
+        let result = {
+            let mut p = Pipeline::new(Some(engine()), vec![&mut printer]);
+            p.replay(&mut Replay::new(Path::new(name), text.as_bytes()))
+        };
+        let Err(PipelineError::Source(SourceError::Replay(e))) = result else {
+            panic!("{name}: {result:?}");
+        };
+        assert!(e.is_usage());
+        assert!(e.to_string().starts_with(want), "{name}: {e}");
+        let (out, err) = printer.into_inner();
+        assert!(
+            out.is_empty() && err.is_empty(),
+            "{name}: printed before the error"
+        );
+    }
+    let missing = Replay::open(Path::new("/nonexistent/gwtrace.jsonl"))
+        .err()
+        .unwrap();
+    assert!(matches!(missing, ReplayError::Open { .. }), "{missing}");
+    assert!(
+        missing
+            .to_string()
+            .starts_with("cannot open /nonexistent/gwtrace.jsonl: ")
+    );
+}
+
+#[test]
+fn the_human_sink_colours_what_the_engine_tags() {
+    let v = &direct_verdicts(&events(&fixture("socket_permission.jsonl")))[0];
+    let plain = render_human(v);
+    assert_eq!(verdicts::render(v, false), plain);
+    let colored = verdicts::render(v, true);
+    let red = verdicts::style(crate::engine::Role::Failure);
+    assert!(
+        colored.starts_with(&format!("{red}502 socket-permission{red:#}")),
+        "{colored:?}"
+    );
+    // Bold red, then a reset: the codes a terminal reads.
+    assert!(
+        colored.starts_with("\x1b[1m\x1b[31m502 socket-permission\x1b[0m"),
+        "{colored:?}"
+    );
+    let fix = verdicts::style(crate::engine::Role::Fix);
+    assert!(
+        colored.contains(&format!("\n  {fix}fix:{fix:#} ")),
+        "{colored:?}"
+    );
+    // Colour adds codes and nothing else.
+    assert_eq!(anstream::adapter::strip_str(&colored).to_string(), plain);
+    // A 504 is yellow.
+    let mut t = v.clone();
+    t.status = 504;
+    let yellow = verdicts::style(crate::engine::Role::Timeout);
+    assert!(
+        verdicts::render(&t, true).starts_with(&format!("{yellow}504 socket-permission{yellow:#}"))
+    );
+}
