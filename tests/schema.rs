@@ -282,6 +282,10 @@ fn every_kind() -> Vec<Event> {
         "map_full",
         "tcp_owner_unknown",
         "user_read_failed",
+        "context_read_failed",
+        "kernel_read_failed",
+        "scratch_missing",
+        "syscall_entry_missing",
         "tracepoint_recursion",
     ] {
         events.push(loss_event(&clock, 6_000_000_000, reason, 3));

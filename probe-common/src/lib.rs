@@ -5,6 +5,11 @@
 //! unknown value is never undefined behaviour.
 #![no_std]
 
+// Names the loader asks the object for. The eBPF side names each map and program after its
+// static or function, so these are the same names spelled once more; the loader's unit test
+// `object_has_every_name_the_loader_asks_for` fails when the two drift apart (kernel object
+// names are limited to 15 characters).
+
 /// Ring buffer carrying [`RawEvent`]s to userspace.
 pub const MAP_EVENTS: &str = "GW_EVENTS";
 /// Per-CPU counters, indexed by the `CNT_*` constants.
@@ -12,20 +17,93 @@ pub const MAP_COUNTERS: &str = "GW_COUNTERS";
 /// Per-CPU counters per errno: `[0, ERRNO_SLOTS)` for connects, `[ERRNO_SLOTS, 2*ERRNO_SLOTS)` for
 /// accepts. Slot 0 counts successes.
 pub const MAP_ERRNO: &str = "GW_ERRNO";
-/// In-flight `connect()` calls by thread id (arguments saved at syscall entry). A plain hash,
-/// not an LRU: an LRU update or delete takes a shared lock and cost ~3x as much per connect; an
-/// entry left by a thread killed inside `connect()` is overwritten when its tid is reused.
-pub const MAP_CONNECTS: &str = "GW_CONNECTS";
-/// In-flight `execve()` filename pointers by thread id.
-pub const MAP_EXECS: &str = "GW_EXECS";
-/// The last failed exec of each thread that has not exec'd successfully since ([`ExecFail`]).
-pub const MAP_EXEC_FAIL: &str = "GW_EXEC_FAIL";
-/// Owner of each TCP socket in `SYN_SENT`, keyed by the kernel socket address.
-pub const MAP_TCP_OWNER: &str = "GW_TCP_OWNER";
+/// Per-CPU counters of the [`ProbeError`]s program bodies returned, indexed by the error.
+pub const MAP_ERRORS: &str = "GW_ERRORS";
 /// Identical failed connects folded in the kernel: [`FoldKey`] -> [`FoldVal`].
 pub const MAP_FOLD: &str = "GW_FOLD";
 /// Load-time global holding the tracepoint field offsets ([`Offsets`]).
 pub const GLOBAL_OFFSETS: &str = "GW_OFFSETS";
+
+/// Programs the loader attaches (function names in the object).
+pub const PROG_SYS_ENTER_CONNECT: &str = "sys_enter_connect";
+pub const PROG_SYS_EXIT_CONNECT: &str = "sys_exit_connect";
+pub const PROG_SYS_EXIT_ACCEPT: &str = "sys_exit_accept";
+pub const PROG_SYS_EXIT_ACCEPT4: &str = "sys_exit_accept4";
+pub const PROG_SYS_ENTER_EXECVE: &str = "sys_enter_execve";
+pub const PROG_SYS_EXIT_EXECVE: &str = "sys_exit_execve";
+pub const PROG_SYS_ENTER_EXECVEAT: &str = "sys_enter_execveat";
+pub const PROG_SYS_EXIT_EXECVEAT: &str = "sys_exit_execveat";
+/// `sock:inet_sock_set_state`, classic tracepoint (fallback of [`PROG_SOCK_STATE_RAW`]).
+pub const PROG_SOCK_STATE: &str = "inet_sock_set_state";
+/// `inet_sock_set_state`, raw tracepoint (preferred: no record built per state change).
+pub const PROG_SOCK_STATE_RAW: &str = "inet_sock_set_state_raw";
+pub const PROG_SCHED_PROCESS_EXIT: &str = "sched_process_exit";
+pub const PROG_SCHED_PROCESS_EXEC: &str = "sched_process_exec";
+pub const PROG_SIGNAL_GENERATE: &str = "signal_generate";
+pub const PROG_MARK_VICTIM: &str = "mark_victim";
+
+/// Why a program body gave up before its end (the `Err` of its fallible body). aya's
+/// tracepoint macros discard a program's return value, so the entry point counts each error
+/// in [`MAP_ERRORS`] at index `error as u32`, and the loader reports every one as a `loss`
+/// reason ([`ProbeError::reason`]): no failure path vanishes.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeError {
+    /// A tracepoint record field could not be read.
+    ContextRead = 0,
+    /// A kernel-memory read (a `struct sock` field) failed.
+    KernelRead = 1,
+    /// A user-memory read of a connect address failed.
+    UserRead = 2,
+    /// An in-flight state map had no room.
+    MapFull = 3,
+    /// The per-CPU scratch slot could not be looked up.
+    ScratchMissing = 4,
+    /// A syscall exit found no arguments saved by its entry (evicted, or attached mid-call).
+    EntryMissing = 5,
+}
+
+impl ProbeError {
+    /// Every error, in index order.
+    pub const ALL: [Self; 6] = [
+        Self::ContextRead,
+        Self::KernelRead,
+        Self::UserRead,
+        Self::MapFull,
+        Self::ScratchMissing,
+        Self::EntryMissing,
+    ];
+
+    /// Its `loss` reason. A user read or a full map that ends a program is the same loss as
+    /// one counted on the way (`CNT_LOST_READ`, `CNT_LOST_MAP_FULL`), under the same name.
+    #[must_use]
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::ContextRead => "context_read_failed",
+            Self::KernelRead => "kernel_read_failed",
+            Self::UserRead => "user_read_failed",
+            Self::MapFull => "map_full",
+            Self::ScratchMissing => "scratch_missing",
+            Self::EntryMissing => "syscall_entry_missing",
+        }
+    }
+}
+
+/// Number of [`ProbeError`]s (slots of [`MAP_ERRORS`]).
+#[expect(clippy::cast_possible_truncation, reason = "a handful of variants")]
+pub const NUM_PROBE_ERRORS: u32 = ProbeError::ALL.len() as u32;
+
+/// `ConnectArgs::tcp_seen`, written by the sock-state program and read by the connect one:
+/// the socket of this `connect()` call entered `SYN_SENT` (a failure from there on is the state
+/// machine's to report).
+pub const TCP_SEEN_SYN_SENT: u32 = 1;
+/// `ConnectArgs::tcp_seen`: the socket closed again inside the call without a socket error
+/// (no free local port, no route for the chosen port): only the syscall knows the errno.
+pub const TCP_SEEN_CLOSED_IN_CALL: u32 = 2;
+
+/// Errno values both the connect and the sock-state programs test.
+pub const ECONNREFUSED: u32 = 111;
+pub const ETIMEDOUT: u32 = 110;
 
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const RING_BYTES: u32 = 4 << 20;
@@ -162,7 +240,10 @@ pub const SYSCALL_RET: u32 = 16;
 // SAFETY: `Offsets` is `repr(C)`, made only of `u32`s, so it has no padding and every bit pattern is valid.
 unsafe impl aya::Pod for Offsets {}
 
-/// Arguments of an in-flight `connect()`, saved at syscall entry (value of [`MAP_CONNECTS`]).
+/// Arguments of an in-flight `connect()`, saved at syscall entry (value of the `GW_CONNECTS`
+/// hash, keyed by thread id). A plain hash, not an LRU: an LRU update or delete takes a shared
+/// lock and cost ~3x as much per connect; an entry left by a thread killed inside `connect()`
+/// is overwritten when its tid is reused.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnectArgs {
@@ -170,8 +251,8 @@ pub struct ConnectArgs {
     pub addrlen: u32,
     pub fd: u32,
     /// What the TCP state machine saw of this call's socket: 0 nothing (`connect()` failed before
-    /// the handshake started), 1 it entered `SYN_SENT`, 2 it closed again inside the call without
-    /// a socket error. Written in place by the sock-state program (no second map).
+    /// the handshake started), [`TCP_SEEN_SYN_SENT`] or [`TCP_SEEN_CLOSED_IN_CALL`]. Written in
+    /// place by the sock-state program (no second map).
     pub tcp_seen: u32,
     pub pad: u32,
 }
@@ -189,7 +270,8 @@ pub struct ExecFail {
 
 const _: () = assert!(core::mem::size_of::<ExecFail>() == 136);
 
-/// Who started a TCP connect (value of [`MAP_TCP_OWNER`]), captured in process context.
+/// Who started a TCP connect (value of the `GW_TCP_OWNER` LRU, keyed by the kernel socket
+/// address), captured in process context.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Owner {

@@ -2,31 +2,27 @@
 //! (EMFILE, ENFILE, ENOBUFS, ...) reported.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use probe_common::{
-    CNT_ACCEPT_FAILED, CNT_ACCEPT_OK, ERRNO_SLOTS, KIND_ACCEPT_FAILED, SYSCALL_RET,
+    CNT_ACCEPT_FAILED, CNT_ACCEPT_OK, ERRNO_SLOTS, KIND_ACCEPT_FAILED, ProbeError, SYSCALL_RET,
 };
 
-use crate::common::{count, count_errno, current_is_self, current_owner, emit, off, sys_field};
+use crate::common::{
+    count, count_errno, current_is_self, current_owner, emit, finish, off, sys_field,
+};
 
 const EAGAIN: u32 = 11;
 const EINTR: u32 = 4;
 
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    match try_accept_exit(&ctx, off!(exit_accept_ret)) {
-        Ok(()) => 0,
-        Err(()) => 1,
-    }
+    finish(try_accept_exit(&ctx, off!(exit_accept_ret)))
 }
 
 #[tracepoint]
 pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    match try_accept_exit(&ctx, off!(exit_accept4_ret)) {
-        Ok(()) => 0,
-        Err(()) => 1,
-    }
+    finish(try_accept_exit(&ctx, off!(exit_accept4_ret)))
 }
 
-fn try_accept_exit(ctx: &TracePointContext, ret_off: usize) -> Result<(), ()> {
+fn try_accept_exit(ctx: &TracePointContext, ret_off: usize) -> Result<(), ProbeError> {
     let ret = sys_field::<{ SYSCALL_RET as usize }>(ctx, ret_off)? as i64;
     if ret >= 0 {
         count(CNT_ACCEPT_OK);
@@ -43,7 +39,7 @@ fn try_accept_exit(ctx: &TracePointContext, ret_off: usize) -> Result<(), ()> {
         return Ok(());
     }
     emit(KIND_ACCEPT_FAILED, &current_owner(), |ev| {
-        ev.errno = errno as i32
+        ev.errno = errno as i32;
     });
     Ok(())
 }

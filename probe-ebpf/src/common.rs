@@ -1,6 +1,7 @@
 //! Maps, load-time globals and helpers shared by every hook.
 use aya_ebpf::{
     EbpfContext as _,
+    bindings::BPF_RB_NO_WAKEUP,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_ktime_get_ns,
@@ -10,20 +11,20 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use probe_common::{
-    CNT_LOST_RINGBUF, CONNECTS_MAX, ConnectArgs, ERRNO_SLOTS, EXECS_MAX, ExecFail, FoldKey,
-    KIND_CONNECT_FAILED, NUM_COUNTERS, Offsets, Owner, RING_BYTES, RawEvent, TCP_OWNER_MAX,
-    UNIX_PATH_MAX,
+    CNT_LOST_RINGBUF, CONNECTS_MAX, ConnectArgs, ERRNO_SLOTS, EXECS_MAX, ExecFail, NUM_COUNTERS,
+    NUM_PROBE_ERRORS, Offsets, Owner, ProbeError, RING_BYTES, RawEvent, TCP_OWNER_MAX,
 };
 
-use crate::fold::fold;
-
-// Map names are the statics' names; they equal the `MAP_*` consts of probe-common.
+// Map names are the statics' names; those the loader opens are the `MAP_*` consts of
+// probe-common (its unit test checks them against the built object).
 #[map]
 pub static GW_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
 pub static GW_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 #[map]
 pub static GW_ERRNO: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * ERRNO_SLOTS, 0);
+#[map]
+pub static GW_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_PROBE_ERRORS, 0);
 #[map]
 pub static GW_CONNECTS: HashMap<u32, ConnectArgs> = HashMap::with_max_entries(CONNECTS_MAX, 0);
 #[map]
@@ -61,19 +62,47 @@ pub(crate) use off;
 pub fn sys_field<const FIXED: usize>(
     ctx: &TracePointContext,
     tracefs_off: usize,
-) -> Result<u64, ()> {
+) -> Result<u64, ProbeError> {
     if off!(syscall_layout_fixed) != 0 {
+        #[expect(
+            clippy::cast_ptr_alignment,
+            reason = "FIXED is 8-aligned in the record (SYSCALL_ARG0/RET) and the verifier rejects a misaligned context load"
+        )]
+        let field = ctx.as_ptr().cast::<u8>().wrapping_add(FIXED).cast::<u64>();
         // SAFETY: the loader checked that tracefs puts this field at FIXED; the verifier checks
         // the context access itself (constant offset, in bounds, aligned).
-        Ok(unsafe { *(ctx.as_ptr().cast::<u8>().add(FIXED).cast::<u64>()) })
+        Ok(unsafe { *field })
     } else {
         // SAFETY: offset from tracefs; fallible helper read.
-        unsafe { ctx.read_at::<u64>(tracefs_off) }.map_err(|_| ())
+        unsafe { ctx.read_at::<u64>(tracefs_off) }.map_err(|_| ProbeError::ContextRead)
     }
 }
 
-/// Do not wake the reader: userspace drains the ring buffer on a timer.
-pub const BPF_RB_NO_WAKEUP: u64 = 1;
+/// Reads a field of a tracepoint record at an offset tracefs gave.
+///
+/// # Safety
+/// `T` must be the field's type (any bit pattern valid), `off` its offset in this record.
+#[inline(always)]
+pub unsafe fn ctx_read<T>(ctx: &TracePointContext, off: usize) -> Result<T, ProbeError> {
+    // SAFETY: per the contract; the helper read fails cleanly outside the record.
+    unsafe { ctx.read_at::<T>(off) }.map_err(|_| ProbeError::ContextRead)
+}
+
+/// A program's return value from its body's result; an error is counted in [`GW_ERRORS`],
+/// where the loader reads it as a loss reason (the tracepoint macros discard return values).
+#[inline(always)]
+pub fn finish(result: Result<(), ProbeError>) -> u32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            if let Some(p) = GW_ERRORS.get_ptr_mut(e as u32) {
+                // SAFETY: as in `count`.
+                unsafe { *p += 1 };
+            }
+            1
+        }
+    }
+}
 
 /// Adds one to a per-CPU counter.
 #[inline(always)]
@@ -124,7 +153,8 @@ pub fn current_owner() -> Owner {
 }
 
 /// Reserves a zeroed event in the ring buffer, fills its header from `owner` and lets `fill` write
-/// the rest. A full ring buffer is counted as loss, never silent.
+/// the rest. A full ring buffer is counted as loss, never silent. `BPF_RB_NO_WAKEUP`: the
+/// reader is not woken, userspace drains the ring buffer on a timer.
 #[inline(always)]
 pub fn emit(kind: u32, owner: &Owner, fill: impl FnOnce(&mut RawEvent)) {
     let Some(mut entry) = GW_EVENTS.reserve::<RawEvent>(0) else {
@@ -147,29 +177,5 @@ pub fn emit(kind: u32, owner: &Owner, fill: impl FnOnce(&mut RawEvent)) {
     ev.gid = owner.gid;
     ev.comm = owner.comm;
     fill(ev);
-    entry.submit(BPF_RB_NO_WAKEUP);
-}
-
-/// Reports a failed connect unless it folds into its key's current window (see `fold`): the
-/// event is the key's copy, with the key's running count in `aux[1]` and `aux0` in `aux[0]`.
-#[inline(always)]
-pub fn emit_failure(key: &FoldKey, owner: &Owner, aux0: u64) {
-    let Some(total) = fold(key, owner.ktime_ns) else {
-        return;
-    };
-    emit(KIND_CONNECT_FAILED, owner, |ev| {
-        ev.errno = key.errno;
-        ev.family = key.family;
-        ev.port = key.port;
-        ev.source = key.source;
-        ev.addr = key.addr;
-        ev.data_len = u16::from(key.path_len);
-        // SAFETY: both arrays are at least UNIX_PATH_MAX bytes and do not overlap (one is in the
-        // ring buffer, the other in the per-CPU scratch map).
-        unsafe {
-            core::ptr::copy_nonoverlapping(key.path.as_ptr(), ev.data.as_mut_ptr(), UNIX_PATH_MAX);
-        }
-        ev.aux[0] = aux0;
-        ev.aux[1] = total;
-    });
+    entry.submit(u64::from(BPF_RB_NO_WAKEUP));
 }

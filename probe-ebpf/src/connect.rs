@@ -8,40 +8,27 @@ use aya_ebpf::{
 };
 use probe_common::{
     AF_INET, AF_INET6, AF_UNIX, CNT_CONNECT_FAILED, CNT_CONNECT_INPROGRESS, CNT_CONNECT_OK,
-    CNT_LOST_MAP_FULL, CNT_LOST_READ, ConnectArgs, SOURCE_SYSCALL, SYSCALL_ARG0, SYSCALL_RET,
-    UNIX_PATH_MAX,
+    CNT_LOST_READ, ConnectArgs, ECONNREFUSED, ETIMEDOUT, ProbeError, SOURCE_SYSCALL, SYSCALL_ARG0,
+    SYSCALL_RET, TCP_SEEN_SYN_SENT, UNIX_PATH_MAX,
 };
 
 use crate::{
     common::{
-        GW_CONNECTS, count, count_errno, current_is_self, current_owner, emit_failure, off,
-        sys_field,
+        GW_CONNECTS, count, count_errno, current_is_self, current_owner, finish, off, sys_field,
     },
-    fold::scratch_key,
+    fold::{emit_failure, scratch_key},
 };
 
 const EINPROGRESS: u32 = 115;
 const EALREADY: u32 = 114;
 const EISCONN: u32 = 106;
-const ECONNREFUSED: u32 = 111;
-const ETIMEDOUT: u32 = 110;
-
-/// `ConnectArgs::tcp_seen`: the handshake started: a failure from here on is the state
-/// machine's to report.
-pub const SEEN_SYN_SENT: u32 = 1;
-/// connect() failed after entering SYN_SENT but before sending anything (no free local port,
-/// no route for the chosen port): only the syscall knows the errno.
-pub const SEEN_CLOSED_IN_CALL: u32 = 2;
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    match try_sys_enter_connect(&ctx) {
-        Ok(()) => 0,
-        Err(()) => 1,
-    }
+    finish(try_sys_enter_connect(&ctx))
 }
 
-fn try_sys_enter_connect(ctx: &TracePointContext) -> Result<(), ()> {
+fn try_sys_enter_connect(ctx: &TracePointContext) -> Result<(), ProbeError> {
     const ARG0: usize = SYSCALL_ARG0 as usize;
     let fd = sys_field::<ARG0>(ctx, off!(enter_connect_fd))?;
     let uaddr = sys_field::<{ ARG0 + 8 }>(ctx, off!(enter_connect_addr))?;
@@ -54,22 +41,17 @@ fn try_sys_enter_connect(ctx: &TracePointContext) -> Result<(), ()> {
         tcp_seen: 0,
         pad: 0,
     };
-    if GW_CONNECTS.insert(&tid, &args, 0).is_err() {
-        count(CNT_LOST_MAP_FULL);
-        return Err(());
-    }
-    Ok(())
+    GW_CONNECTS
+        .insert(&tid, &args, 0)
+        .map_err(|_| ProbeError::MapFull)
 }
 
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    match try_sys_exit_connect(&ctx) {
-        Ok(()) => 0,
-        Err(()) => 1,
-    }
+    finish(try_sys_exit_connect(&ctx))
 }
 
-fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), ()> {
+fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), ProbeError> {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: the value is copied out before the entry is removed.
     let args = unsafe { GW_CONNECTS.get(&tid) }.copied();
@@ -90,21 +72,19 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), ()> {
     }
     count(CNT_CONNECT_FAILED);
     count_errno(0, errno);
-    let Some(args) = args else { return Err(()) };
+    let args = args.ok_or(ProbeError::EntryMissing)?;
     if current_is_self() {
         return Ok(());
     }
     let uaddr = args.uaddr as *const u8;
     // SAFETY: user pointer given to connect(); the helper fails cleanly on a bad address.
-    let Ok(family) = (unsafe { bpf_probe_read_user::<u16>(uaddr.cast()) }) else {
-        count(CNT_LOST_READ);
-        return Err(());
-    };
+    let family =
+        unsafe { bpf_probe_read_user::<u16>(uaddr.cast()) }.map_err(|_| ProbeError::UserRead)?;
     let tcp_like = family == AF_INET || family == AF_INET6;
     let reported_by_sock_state = match args.tcp_seen {
         // The handshake started and failed (RST, timeout, ICMP): sock_state reported it, with the
         // same errno, or the connect goes on in the background (EINTR).
-        SEEN_SYN_SENT => true,
+        TCP_SEEN_SYN_SENT => true,
         // No handshake in this call. ECONNREFUSED/ETIMEDOUT then come from connect() called again
         // on a socket whose failure sock_state already reported; anything else (EHOSTUNREACH from
         // an `unreachable` route, ENETUNREACH, ...) failed in routing, before the handshake.
@@ -115,26 +95,26 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     let owner = current_owner();
-    let Some(key) = scratch_key() else {
-        return Err(());
-    };
+    let key = scratch_key()?;
     key.tgid = owner.pid;
     key.errno = errno as i32;
     key.family = family;
     key.source = SOURCE_SYSCALL;
-    // SAFETY (all reads below): user memory read through the fallible helper, into fixed-size
-    // destinations inside the key.
     if family == AF_INET {
+        // SAFETY: user memory read through the fallible helper; the pointer is only offset.
         if let Ok(port) = unsafe { bpf_probe_read_user::<u16>(uaddr.add(2).cast()) } {
             key.port = u16::from_be(port);
         }
+        // SAFETY: as above, into a fixed-size destination inside the key.
         if unsafe { bpf_probe_read_user_buf(uaddr.add(4), &mut key.addr[..4]) }.is_err() {
             count(CNT_LOST_READ);
         }
     } else if family == AF_INET6 {
+        // SAFETY: as above.
         if let Ok(port) = unsafe { bpf_probe_read_user::<u16>(uaddr.add(2).cast()) } {
             key.port = u16::from_be(port);
         }
+        // SAFETY: as above, into a fixed-size destination inside the key.
         if unsafe { bpf_probe_read_user_buf(uaddr.add(8), &mut key.addr) }.is_err() {
             count(CNT_LOST_READ);
         }
@@ -143,6 +123,7 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), ()> {
         let len = len.min(UNIX_PATH_MAX);
         // Only the `addrlen` bytes the caller passed: an address sized to its path (SUN_LEN)
         // can end right before an unmapped page.
+        // SAFETY: as above, at most UNIX_PATH_MAX bytes into the key's path.
         if unsafe { bpf_probe_read_user_buf(uaddr.add(2), &mut key.path[..len]) }.is_ok() {
             key.path_len = len as u8;
         } else {

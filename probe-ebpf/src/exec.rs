@@ -3,22 +3,19 @@
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel_str_bytes, macros::tracepoint, programs::TracePointContext,
 };
-use probe_common::{CNT_EXECS, KIND_EXEC};
+use probe_common::{CNT_EXECS, KIND_EXEC, ProbeError};
 
-use crate::common::{count, current_owner, emit, off};
+use crate::common::{count, ctx_read, current_owner, emit, finish, off};
 
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    match try_sched_process_exec(&ctx) {
-        Ok(()) => 0,
-        Err(()) => 1,
-    }
+    finish(try_sched_process_exec(&ctx))
 }
 
-fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), ()> {
+fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), ProbeError> {
     count(CNT_EXECS);
-    // SAFETY: offset from tracefs.
-    let loc = unsafe { ctx.read_at::<u32>(off!(exec_filename)) }.map_err(|_| ())?;
+    // SAFETY: offset from tracefs; a `__data_loc` field is a u32.
+    let loc = unsafe { ctx_read::<u32>(ctx, off!(exec_filename)) }?;
     let ctx_ptr = aya_ebpf::EbpfContext::as_ptr(ctx) as usize;
     emit(KIND_EXEC, &current_owner(), |ev| {
         let src = (ctx_ptr + (loc & 0xffff) as usize) as *const u8;
@@ -39,58 +36,52 @@ mod failed {
         macros::tracepoint,
         programs::TracePointContext,
     };
-    use probe_common::{CNT_EXEC_FAILED, CNT_LOST_MAP_FULL, DATA_LEN, ExecFail};
+    use probe_common::{CNT_EXEC_FAILED, CNT_LOST_MAP_FULL, DATA_LEN, ExecFail, ProbeError};
 
-    use crate::common::{GW_EXEC_FAIL, GW_EXECS, count, off};
+    use crate::common::{GW_EXEC_FAIL, GW_EXECS, count, ctx_read, finish, off};
 
     #[tracepoint]
     pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
-        save(&ctx, off!(enter_execve_filename))
+        finish(save(&ctx, off!(enter_execve_filename)))
     }
 
     #[tracepoint]
     pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
-        save(&ctx, off!(enter_execveat_filename))
+        finish(save(&ctx, off!(enter_execveat_filename)))
     }
 
     #[tracepoint]
     pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
-        remember(&ctx, off!(exit_execve_ret))
+        finish(remember(&ctx, off!(exit_execve_ret)))
     }
 
     #[tracepoint]
     pub fn sys_exit_execveat(ctx: TracePointContext) -> u32 {
-        remember(&ctx, off!(exit_execveat_ret))
+        finish(remember(&ctx, off!(exit_execveat_ret)))
     }
 
-    fn save(ctx: &TracePointContext, filename_off: usize) -> u32 {
-        // SAFETY: offset from tracefs; fallible read.
-        let Ok(ptr) = (unsafe { ctx.read_at::<u64>(filename_off) }) else {
-            return 1;
-        };
+    fn save(ctx: &TracePointContext, filename_off: usize) -> Result<(), ProbeError> {
+        // SAFETY: offset from tracefs; the field is a pointer.
+        let ptr = unsafe { ctx_read::<u64>(ctx, filename_off) }?;
         let tid = bpf_get_current_pid_tgid() as u32;
-        if GW_EXECS.insert(&tid, &ptr, 0).is_err() {
-            count(CNT_LOST_MAP_FULL);
-            return 1;
-        }
-        0
+        GW_EXECS
+            .insert(&tid, &ptr, 0)
+            .map_err(|_| ProbeError::MapFull)
     }
 
-    fn remember(ctx: &TracePointContext, ret_off: usize) -> u32 {
+    fn remember(ctx: &TracePointContext, ret_off: usize) -> Result<(), ProbeError> {
         let tid = bpf_get_current_pid_tgid() as u32;
         // SAFETY: value copied before removal.
         let ptr = unsafe { GW_EXECS.get(&tid) }.copied();
         let _ = GW_EXECS.remove(&tid);
-        // SAFETY: offset from tracefs.
-        let Ok(ret) = (unsafe { ctx.read_at::<i64>(ret_off) }) else {
-            return 1;
-        };
+        // SAFETY: offset from tracefs; the field is a long.
+        let ret = unsafe { ctx_read::<i64>(ctx, ret_off) }?;
         if ret >= 0 {
             let _ = GW_EXEC_FAIL.remove(&tid);
-            return 0;
+            return Ok(());
         }
         count(CNT_EXEC_FAILED);
-        let Some(ptr) = ptr else { return 1 };
+        let ptr = ptr.ok_or(ProbeError::EntryMissing)?;
         let mut fail = ExecFail {
             errno: (-ret) as i32,
             len: 0,
@@ -104,6 +95,6 @@ mod failed {
         if GW_EXEC_FAIL.insert(&tid, &fail, 0).is_err() {
             count(CNT_LOST_MAP_FULL);
         }
-        0
+        Ok(())
     }
 }

@@ -6,23 +6,20 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use probe_common::{CNT_EXITS, KIND_EXEC_FAILED, KIND_PROCESS_EXIT};
+use probe_common::{CNT_EXITS, KIND_EXEC_FAILED, KIND_PROCESS_EXIT, ProbeError};
 
-use crate::common::{GW_EXEC_FAIL, count, current_owner, emit, off};
+use crate::common::{GW_EXEC_FAIL, count, ctx_read, current_owner, emit, finish, off};
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
-    match try_sched_process_exit(&ctx) {
-        Ok(()) => 0,
-        Err(()) => 1,
-    }
+    finish(try_sched_process_exit(&ctx))
 }
 
-fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), ()> {
+fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), ProbeError> {
     let group_dead_off = off!(exit_group_dead);
     if group_dead_off != u32::MAX as usize {
-        // SAFETY: offset from tracefs.
-        let group_dead = unsafe { ctx.read_at::<u8>(group_dead_off) }.map_err(|_| ())?;
+        // SAFETY: offset from tracefs; the field is a bool.
+        let group_dead = unsafe { ctx_read::<u8>(ctx, group_dead_off) }?;
         if group_dead == 0 {
             return Ok(());
         }

@@ -6,9 +6,12 @@ use aya_ebpf::{
     macros::map,
     maps::{LruHashMap, PerCpuArray},
 };
-use probe_common::{CNT_LOST_MAP_FULL, FOLD_MAX, FOLD_WINDOW_NS, FoldKey, FoldVal};
+use probe_common::{
+    CNT_LOST_MAP_FULL, FOLD_MAX, FOLD_WINDOW_NS, FoldKey, FoldVal, KIND_CONNECT_FAILED, Owner,
+    ProbeError, UNIX_PATH_MAX,
+};
 
-use crate::common::count;
+use crate::common::{count, emit};
 
 #[map]
 pub static GW_FOLD: LruHashMap<FoldKey, FoldVal> = LruHashMap::with_max_entries(FOLD_MAX, 0);
@@ -18,13 +21,15 @@ static GW_FOLD_SCRATCH: PerCpuArray<FoldKey> = PerCpuArray::with_max_entries(1, 
 
 /// This CPU's scratch key, zeroed.
 #[inline(always)]
-pub fn scratch_key() -> Option<&'static mut FoldKey> {
-    let p = GW_FOLD_SCRATCH.get_ptr_mut(0)?;
+pub fn scratch_key() -> Result<&'static mut FoldKey, ProbeError> {
+    let p = GW_FOLD_SCRATCH
+        .get_ptr_mut(0)
+        .ok_or(ProbeError::ScratchMissing)?;
     // SAFETY: a per-CPU slot that only the program running on this CPU uses (tracepoint programs
     // are not preempted); zeroing it makes every byte of the plain-integer struct initialised.
     unsafe {
         core::ptr::write_bytes(p, 0, 1);
-        Some(&mut *p)
+        Ok(&mut *p)
     }
 }
 
@@ -76,4 +81,28 @@ pub fn fold(key: &FoldKey, now: u64) -> Option<u64> {
     // Not stored at all: report it unfolded (count 0 tells the loader it carries just itself).
     count(CNT_LOST_MAP_FULL);
     Some(0)
+}
+
+/// Reports a failed connect unless it folds into its key's current window: the event is the
+/// key's copy, with the key's running count in `aux[1]` and `aux0` in `aux[0]`.
+#[inline(always)]
+pub fn emit_failure(key: &FoldKey, owner: &Owner, aux0: u64) {
+    let Some(total) = fold(key, owner.ktime_ns) else {
+        return;
+    };
+    emit(KIND_CONNECT_FAILED, owner, |ev| {
+        ev.errno = key.errno;
+        ev.family = key.family;
+        ev.port = key.port;
+        ev.source = key.source;
+        ev.addr = key.addr;
+        ev.data_len = u16::from(key.path_len);
+        // SAFETY: both arrays are at least UNIX_PATH_MAX bytes and do not overlap (one is in the
+        // ring buffer, the other in the per-CPU scratch map).
+        unsafe {
+            core::ptr::copy_nonoverlapping(key.path.as_ptr(), ev.data.as_mut_ptr(), UNIX_PATH_MAX);
+        }
+        ev.aux[0] = aux0;
+        ev.aux[1] = total;
+    });
 }

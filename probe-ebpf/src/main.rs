@@ -4,6 +4,21 @@
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]
+// What the BPF target and aya's macros force on this crate (the workspace lints hold otherwise):
+#![expect(
+    clippy::inline_always,
+    reason = "the verifier checks each program as one body: helpers are inlined, not BPF-to-BPF calls (which cap arguments at 5 and share the 512-byte stack)"
+)]
+#![expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's #[tracepoint]/#[raw_tracepoint] macros hand the context to the program by value"
+)]
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    reason = "kernel ABI: tracepoint fields, helper results and syscall values arrive as 64-bit registers and are narrowed to their C types (pid_t, errno, ports, lengths); Rust's checked conversions add branches the verifier must follow"
+)]
 
 mod accept;
 mod common;

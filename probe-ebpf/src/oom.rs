@@ -3,24 +3,21 @@
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel_str_bytes, macros::tracepoint, programs::TracePointContext,
 };
-use probe_common::{CNT_OOM, KIND_OOM_KILL};
+use probe_common::{CNT_OOM, KIND_OOM_KILL, ProbeError};
 
-use crate::common::{count, current_owner, emit, off};
+use crate::common::{count, ctx_read, current_owner, emit, finish, off};
 
 #[tracepoint]
 pub fn mark_victim(ctx: TracePointContext) -> u32 {
-    match try_mark_victim(&ctx) {
-        Ok(()) => 0,
-        Err(()) => 1,
-    }
+    finish(try_mark_victim(&ctx))
 }
 
-fn try_mark_victim(ctx: &TracePointContext) -> Result<(), ()> {
+fn try_mark_victim(ctx: &TracePointContext) -> Result<(), ProbeError> {
     count(CNT_OOM);
     // SAFETY: offsets from tracefs; fallible kernel reads.
     let (pid, total_vm, anon, file, shmem, comm_loc) = unsafe {
         (
-            ctx.read_at::<i32>(off!(oom_pid)).map_err(|_| ())?,
+            ctx_read::<i32>(ctx, off!(oom_pid))?,
             ctx.read_at::<u64>(off!(oom_total_vm)).unwrap_or(0),
             ctx.read_at::<u64>(off!(oom_anon_rss)).unwrap_or(0),
             ctx.read_at::<u64>(off!(oom_file_rss)).unwrap_or(0),

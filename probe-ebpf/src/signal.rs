@@ -1,9 +1,9 @@
 //! Signals that end or stop workers (`signal:signal_generate`): the sender is the current task (the
 //! kernel itself for faults and OOM kills), the target is in the tracepoint record.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use probe_common::{CNT_SIGNALS, KIND_SIGNAL};
+use probe_common::{CNT_SIGNALS, KIND_SIGNAL, ProbeError};
 
-use crate::common::{count, current_owner, emit, off};
+use crate::common::{count, ctx_read, current_owner, emit, finish, off};
 
 /// SIGHUP, SIGINT, SIGQUIT, SIGILL, SIGABRT, SIGBUS, SIGFPE, SIGKILL, SIGSEGV, SIGTERM, SIGSYS.
 const WATCHED: u64 = (1 << 1)
@@ -20,15 +20,12 @@ const WATCHED: u64 = (1 << 1)
 
 #[tracepoint]
 pub fn signal_generate(ctx: TracePointContext) -> u32 {
-    match try_signal_generate(&ctx) {
-        Ok(()) => 0,
-        Err(()) => 1,
-    }
+    finish(try_signal_generate(&ctx))
 }
 
-fn try_signal_generate(ctx: &TracePointContext) -> Result<(), ()> {
-    // SAFETY: offset from tracefs.
-    let sig = unsafe { ctx.read_at::<i32>(off!(sig_sig)) }.map_err(|_| ())?;
+fn try_signal_generate(ctx: &TracePointContext) -> Result<(), ProbeError> {
+    // SAFETY: offset from tracefs; the field is an int.
+    let sig = unsafe { ctx_read::<i32>(ctx, off!(sig_sig)) }?;
     if !(1..64).contains(&sig) || WATCHED & (1u64 << sig) == 0 {
         return Ok(());
     }

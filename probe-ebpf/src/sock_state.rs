@@ -14,24 +14,23 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use probe_common::{
-    AF_INET, CNT_LOST_MAP_FULL, CNT_LOST_READ, CNT_LOST_TCP_OWNER, CNT_TCP_ABANDONED,
-    CNT_TCP_ESTABLISHED, CNT_TCP_FAILED, Owner, SOURCE_TCP_ABANDONED, SOURCE_TCP_STATE,
+    AF_INET, CNT_LOST_MAP_FULL, CNT_LOST_TCP_OWNER, CNT_TCP_ABANDONED, CNT_TCP_ESTABLISHED,
+    CNT_TCP_FAILED, ETIMEDOUT, Owner, ProbeError, SOURCE_TCP_ABANDONED, SOURCE_TCP_STATE,
+    TCP_SEEN_CLOSED_IN_CALL, TCP_SEEN_SYN_SENT,
 };
 
 use crate::{
     common::{
-        GW_CONNECTS, GW_TCP_OWNER, count, count_errno, current_is_self, current_owner,
-        emit_failure, off,
+        GW_CONNECTS, GW_TCP_OWNER, count, count_errno, ctx_read, current_is_self, current_owner,
+        finish, off,
     },
-    connect::{SEEN_CLOSED_IN_CALL, SEEN_SYN_SENT},
-    fold::scratch_key,
+    fold::{emit_failure, scratch_key},
 };
 
 const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
-const ETIMEDOUT: i32 = 110;
 
 /// Where the failed connect went, read only when it failed.
 struct Peer {
@@ -51,21 +50,20 @@ fn interesting(old: i32, new: i32) -> bool {
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state_raw(ctx: RawTracePointContext) -> i32 {
-    match try_raw(&ctx) {
-        Ok(()) => 0,
-        Err(()) => 1,
-    }
+    // 0 or 1: the cast cannot wrap.
+    finish(try_raw(&ctx)) as i32
 }
 
 /// Reads a field of the socket at `sk + offset`.
 #[inline(always)]
-fn sk_read<T>(sk: u64, offset: usize) -> Result<T, ()> {
+fn sk_read<T>(sk: u64, offset: usize) -> Result<T, ProbeError> {
     // SAFETY: `sk` is the live `struct sock` the tracepoint passes; the offset comes from this
     // kernel's BTF; the read is the fallible helper.
-    unsafe { bpf_probe_read_kernel::<T>((sk as usize + offset) as *const T) }.map_err(|_| ())
+    unsafe { bpf_probe_read_kernel::<T>((sk as usize + offset) as *const T) }
+        .map_err(|_| ProbeError::KernelRead)
 }
 
-fn try_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
+fn try_raw(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
     let sk: u64 = ctx.arg(0);
     let old = ctx.arg::<u64>(1) as i32;
@@ -95,40 +93,37 @@ fn try_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    match try_classic(&ctx) {
-        Ok(()) => 0,
-        Err(()) => 1,
-    }
+    finish(try_classic(&ctx))
 }
 
-fn try_classic(ctx: &TracePointContext) -> Result<(), ()> {
-    // SAFETY: offsets from tracefs; fallible reads of the record.
+fn try_classic(ctx: &TracePointContext) -> Result<(), ProbeError> {
+    // SAFETY: offsets and types from tracefs; fallible reads of the record.
     let (protocol, old, new) = unsafe {
         (
-            ctx.read_at::<u16>(off!(ss_protocol)).map_err(|_| ())?,
-            ctx.read_at::<i32>(off!(ss_oldstate)).map_err(|_| ())?,
-            ctx.read_at::<i32>(off!(ss_newstate)).map_err(|_| ())?,
+            ctx_read::<u16>(ctx, off!(ss_protocol))?,
+            ctx_read::<i32>(ctx, off!(ss_oldstate))?,
+            ctx_read::<i32>(ctx, off!(ss_newstate))?,
         )
     };
     if protocol != IPPROTO_TCP || !interesting(old, new) {
         return Ok(());
     }
     // SAFETY: as above.
-    let skaddr = unsafe { ctx.read_at::<u64>(off!(ss_skaddr)) }.map_err(|_| ())?;
+    let skaddr = unsafe { ctx_read::<u64>(ctx, off!(ss_skaddr)) }?;
     on_transition(skaddr, old, new, || {
         // SAFETY: as above; fixed-size reads.
         unsafe {
-            let family = ctx.read_at::<u16>(off!(ss_family)).map_err(|_| ())?;
+            let family = ctx_read::<u16>(ctx, off!(ss_family))?;
             let mut addr = [0u8; 16];
             if family == AF_INET {
-                addr[..4].copy_from_slice(&ctx.read_at::<[u8; 4]>(off!(ss_daddr)).map_err(|_| ())?);
+                addr[..4].copy_from_slice(&ctx_read::<[u8; 4]>(ctx, off!(ss_daddr))?);
             } else {
-                addr = ctx.read_at::<[u8; 16]>(off!(ss_daddr_v6)).map_err(|_| ())?;
+                addr = ctx_read::<[u8; 16]>(ctx, off!(ss_daddr_v6))?;
             }
             Ok(Peer {
                 family,
-                sport: ctx.read_at::<u16>(off!(ss_sport)).map_err(|_| ())?,
-                dport: ctx.read_at::<u16>(off!(ss_dport)).map_err(|_| ())?,
+                sport: ctx_read::<u16>(ctx, off!(ss_sport))?,
+                dport: ctx_read::<u16>(ctx, off!(ss_dport))?,
                 addr,
             })
         }
@@ -141,8 +136,8 @@ fn on_transition(
     skaddr: u64,
     old: i32,
     new: i32,
-    peer: impl FnOnce() -> Result<Peer, ()>,
-) -> Result<(), ()> {
+    peer: impl FnOnce() -> Result<Peer, ProbeError>,
+) -> Result<(), ProbeError> {
     if old == TCP_CLOSE {
         if current_is_self() {
             return Ok(());
@@ -154,7 +149,7 @@ fn on_transition(
         let tid = bpf_get_current_pid_tgid() as u32;
         if let Some(args) = GW_CONNECTS.get_ptr_mut(&tid) {
             // SAFETY: a live value of the map; only this thread's programs touch its entry.
-            unsafe { (*args).tcp_seen = SEEN_SYN_SENT };
+            unsafe { (*args).tcp_seen = TCP_SEEN_SYN_SENT };
         }
         return Ok(());
     }
@@ -186,17 +181,14 @@ fn on_transition(
         {
             // SAFETY: the map value lives while we hold the pointer (no deletion in between).
             unsafe {
-                if (*args).tcp_seen == SEEN_SYN_SENT {
-                    (*args).tcp_seen = SEEN_CLOSED_IN_CALL;
+                if (*args).tcp_seen == TCP_SEEN_SYN_SENT {
+                    (*args).tcp_seen = TCP_SEEN_CLOSED_IN_CALL;
                     return Ok(());
                 }
             }
         }
     }
-    let Ok(peer) = peer() else {
-        count(CNT_LOST_READ);
-        return Err(());
-    };
+    let peer = peer()?;
     if sk_err == 0 && peer.sport == 0 {
         // No local port was ever bound: connect() failed before the handshake (EADDRNOTAVAIL),
         // and the syscall hook reports it.
@@ -211,12 +203,10 @@ fn on_transition(
         (sk_err, SOURCE_TCP_STATE)
     } else {
         count(CNT_TCP_ABANDONED);
-        (ETIMEDOUT, SOURCE_TCP_ABANDONED)
+        (ETIMEDOUT as i32, SOURCE_TCP_ABANDONED)
     };
     count_errno(0, errno as u32);
-    let Some(key) = scratch_key() else {
-        return Err(());
-    };
+    let key = scratch_key()?;
     key.tgid = owner.pid;
     key.errno = errno;
     key.family = peer.family;

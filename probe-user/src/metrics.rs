@@ -42,6 +42,10 @@ pub const LOSS_REASONS: &[&str] = &[
     "map_full",
     "tcp_owner_unknown",
     "user_read_failed",
+    "context_read_failed",
+    "kernel_read_failed",
+    "scratch_missing",
+    "syscall_entry_missing",
     "tracepoint_recursion",
 ];
 /// Deaths waiting for [`Metrics::settle_deaths`] beyond this are dropped (oldest first).

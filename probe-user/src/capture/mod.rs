@@ -13,8 +13,12 @@ use aya::{
 };
 use probe_common::{
     CNT_LOST_MAP_FULL, CNT_LOST_READ, CNT_LOST_RINGBUF, CNT_LOST_TCP_OWNER, ERRNO_SLOTS, FoldKey,
-    FoldVal, GLOBAL_OFFSETS, KIND_CONNECT_FAILED, MAP_COUNTERS, MAP_ERRNO, MAP_EVENTS, MAP_FOLD,
-    NUM_COUNTERS, Offsets, RawEvent,
+    FoldVal, GLOBAL_OFFSETS, KIND_CONNECT_FAILED, MAP_COUNTERS, MAP_ERRNO, MAP_ERRORS, MAP_EVENTS,
+    MAP_FOLD, NUM_COUNTERS, Offsets, PROG_MARK_VICTIM, PROG_SCHED_PROCESS_EXEC,
+    PROG_SCHED_PROCESS_EXIT, PROG_SIGNAL_GENERATE, PROG_SOCK_STATE, PROG_SOCK_STATE_RAW,
+    PROG_SYS_ENTER_CONNECT, PROG_SYS_ENTER_EXECVE, PROG_SYS_ENTER_EXECVEAT, PROG_SYS_EXIT_ACCEPT,
+    PROG_SYS_EXIT_ACCEPT4, PROG_SYS_EXIT_CONNECT, PROG_SYS_EXIT_EXECVE, PROG_SYS_EXIT_EXECVEAT,
+    ProbeError, RawEvent,
 };
 
 use crate::event::{Body, Clock, Decoder, Event, monotonic_ns};
@@ -53,19 +57,44 @@ pub enum Hooks {
 
 /// One program: (function name in the object, tracepoint category, tracepoint name, syscall hook).
 const PROGRAMS: &[(&str, &str, &str, bool)] = &[
-    ("sys_enter_connect", "syscalls", "sys_enter_connect", true),
-    ("sys_exit_connect", "syscalls", "sys_exit_connect", true),
-    ("sys_exit_accept", "syscalls", "sys_exit_accept", true),
-    ("sys_exit_accept4", "syscalls", "sys_exit_accept4", true),
-    ("sys_enter_execve", "syscalls", "sys_enter_execve", true),
-    ("sys_exit_execve", "syscalls", "sys_exit_execve", true),
-    ("sys_enter_execveat", "syscalls", "sys_enter_execveat", true),
-    ("sys_exit_execveat", "syscalls", "sys_exit_execveat", true),
-    ("inet_sock_set_state", "sock", "inet_sock_set_state", false),
-    ("sched_process_exit", "sched", "sched_process_exit", false),
-    ("sched_process_exec", "sched", "sched_process_exec", false),
-    ("signal_generate", "signal", "signal_generate", false),
-    ("mark_victim", "oom", "mark_victim", false),
+    (
+        PROG_SYS_ENTER_CONNECT,
+        "syscalls",
+        "sys_enter_connect",
+        true,
+    ),
+    (PROG_SYS_EXIT_CONNECT, "syscalls", "sys_exit_connect", true),
+    (PROG_SYS_EXIT_ACCEPT, "syscalls", "sys_exit_accept", true),
+    (PROG_SYS_EXIT_ACCEPT4, "syscalls", "sys_exit_accept4", true),
+    (PROG_SYS_ENTER_EXECVE, "syscalls", "sys_enter_execve", true),
+    (PROG_SYS_EXIT_EXECVE, "syscalls", "sys_exit_execve", true),
+    (
+        PROG_SYS_ENTER_EXECVEAT,
+        "syscalls",
+        "sys_enter_execveat",
+        true,
+    ),
+    (
+        PROG_SYS_EXIT_EXECVEAT,
+        "syscalls",
+        "sys_exit_execveat",
+        true,
+    ),
+    (PROG_SOCK_STATE, "sock", "inet_sock_set_state", false),
+    (
+        PROG_SCHED_PROCESS_EXIT,
+        "sched",
+        "sched_process_exit",
+        false,
+    ),
+    (
+        PROG_SCHED_PROCESS_EXEC,
+        "sched",
+        "sched_process_exec",
+        false,
+    ),
+    (PROG_SIGNAL_GENERATE, "signal", "signal_generate", false),
+    (PROG_MARK_VICTIM, "oom", "mark_victim", false),
 ];
 
 /// Whether the hot syscall fields sit at the layout the programs can load directly (a direct
@@ -87,9 +116,9 @@ fn syscall_layout_fixed(o: &Offsets) -> bool {
 }
 
 /// The raw tracepoint twin of the classic `inet_sock_set_state` program.
-const RAW_SOCK_STATE: &str = "inet_sock_set_state_raw";
+const RAW_SOCK_STATE: &str = PROG_SOCK_STATE_RAW;
 /// The classic program it replaces.
-const CLASSIC_SOCK_STATE: &str = "inet_sock_set_state";
+const CLASSIC_SOCK_STATE: &str = PROG_SOCK_STATE;
 
 /// Loads and attaches a raw tracepoint program.
 fn attach_raw(ebpf: &mut Ebpf, prog: &str, tracepoint: &str) -> Result<(), String> {
@@ -116,7 +145,9 @@ pub struct Counters {
     pub recursion_misses: u64,
 }
 
-/// Loss reasons reported as `loss` events, with the counter each one comes from.
+/// Loss reasons counted on the way (a program goes on after them), with their counter. The
+/// errors that end a program ([`ProbeError`], counted in `MAP_ERRORS`) are loss reasons too,
+/// some under the same name ([`ProbeError::reason`]): `loss` events sum both.
 const LOSS_COUNTERS: &[(&str, u32)] = &[
     ("ringbuf_full", CNT_LOST_RINGBUF),
     ("map_full", CNT_LOST_MAP_FULL),
@@ -124,18 +155,35 @@ const LOSS_COUNTERS: &[(&str, u32)] = &[
     ("user_read_failed", CNT_LOST_READ),
 ];
 
+/// Every loss reason, in report order: the counters', the errors' not named yet, then
+/// tracepoint recursion misses (read from the kernel's program info).
+fn loss_reasons() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = LOSS_COUNTERS.iter().map(|&(r, _)| r).collect();
+    for e in ProbeError::ALL {
+        if !out.contains(&e.reason()) {
+            out.push(e.reason());
+        }
+    }
+    out.push(RECURSION);
+    out
+}
+
+/// The loss reason of runs the kernel skipped (a program already running on that CPU).
+const RECURSION: &str = "tracepoint_recursion";
+
 /// A running capture. Dropping it detaches every program and frees every map.
 pub struct Capture {
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
     errnos: PerCpuArray<MapData, u64>,
+    errors: PerCpuArray<MapData, u64>,
     fold_map: BpfHashMap<MapData, FoldKey, FoldVal>,
     folds: fold::Folds,
     clock: Clock,
     hooks: Hooks,
-    /// Loss already reported, per reason (same order as `LOSS_COUNTERS`, then recursion misses).
-    reported_loss: Vec<u64>,
+    /// Loss already reported, per reason (in `loss_reasons()` order).
+    reported_loss: Vec<(&'static str, u64)>,
 }
 
 fn is_root() -> bool {
@@ -258,6 +306,8 @@ impl Capture {
             .map_err(|e| CaptureError::Load(e.to_string()))?;
         let errnos = PerCpuArray::try_from(take(&mut ebpf, MAP_ERRNO)?)
             .map_err(|e| CaptureError::Load(e.to_string()))?;
+        let errors = PerCpuArray::try_from(take(&mut ebpf, MAP_ERRORS)?)
+            .map_err(|e| CaptureError::Load(e.to_string()))?;
         let fold_map = BpfHashMap::try_from(take(&mut ebpf, MAP_FOLD)?)
             .map_err(|e| CaptureError::Load(e.to_string()))?;
         Ok(Self {
@@ -265,11 +315,12 @@ impl Capture {
             ring,
             counters,
             errnos,
+            errors,
             fold_map,
             folds: fold::Folds::default(),
             clock: Clock::now(),
             hooks,
-            reported_loss: vec![0; LOSS_COUNTERS.len() + 1],
+            reported_loss: loss_reasons().into_iter().map(|r| (r, 0)).collect(),
         })
     }
 
@@ -361,21 +412,24 @@ impl Capture {
     /// `loss` events for every loss counter that grew since the last call (reads just those
     /// counters: a few syscalls, not one per counter and errno slot).
     pub fn loss_events(&mut self, now_mono_ns: u64) -> Vec<Event> {
-        let mut out = Vec::new();
-        let current: Vec<u64> = LOSS_COUNTERS
+        let mut current: Vec<(&str, u64)> = LOSS_COUNTERS
             .iter()
-            .map(|&(_, idx)| self.counter(idx))
-            .chain(std::iter::once(self.recursion_misses()))
+            .map(|&(r, idx)| (r, self.counter(idx)))
             .collect();
-        for (i, (&now, prev)) in current
-            .iter()
-            .zip(self.reported_loss.iter_mut())
-            .enumerate()
-        {
+        current.extend(
+            ProbeError::ALL
+                .iter()
+                .map(|&e| (e.reason(), sum_cpus(&self.errors, e as u32))),
+        );
+        current.push((RECURSION, self.recursion_misses()));
+        let mut out = Vec::new();
+        for (reason, prev) in &mut self.reported_loss {
+            let now: u64 = current
+                .iter()
+                .filter(|(r, _)| r == reason)
+                .map(|&(_, n)| n)
+                .sum();
             if now > *prev {
-                let reason = LOSS_COUNTERS
-                    .get(i)
-                    .map_or("tracepoint_recursion", |&(r, _)| r);
                 out.push(loss_event(&self.clock, now_mono_ns, reason, now - *prev));
                 *prev = now;
             }
@@ -420,38 +474,103 @@ pub fn loss_event(clock: &Clock, mono_ns: u64, reason: &str, count: u64) -> Even
     ev
 }
 
-/// `bpf_prog_info.recursion_misses` of a program, via `BPF_OBJ_GET_INFO_BY_FD` (aya does not
-/// expose it). 0 when the kernel does not report it.
+/// `bpf_prog_info.recursion_misses` of a program, via `BPF_OBJ_GET_INFO_BY_FD` (aya's
+/// `ProgramInfo` does not expose it). The struct is aya-obj's binding of the kernel UAPI; the
+/// kernel fills as much of it as it knows and says how much in `info_len`. 0 when the kernel
+/// does not report it.
 fn prog_recursion_misses(fd: i32) -> u64 {
-    /// `offsetof(struct bpf_prog_info, recursion_misses)` in the kernel UAPI (stable ABI).
-    const RECURSION_MISSES_OFF: usize = 208;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    use aya_obj::generated::{bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, bpf_prog_info};
     #[repr(C)]
     struct InfoAttr {
         bpf_fd: u32,
         info_len: u32,
         info: u64,
     }
-    let mut info = [0u8; 256];
+    // SAFETY: `bpf_prog_info` is a C struct of integers (and pointers carried as u64): all-zero
+    // is a valid value, and the kernel expects unused fields zeroed.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
     let mut attr = InfoAttr {
         bpf_fd: u32::try_from(fd).unwrap_or(0),
-        info_len: u32::try_from(info.len()).unwrap_or(0),
-        info: info.as_mut_ptr() as u64,
+        info_len: u32::try_from(size_of::<bpf_prog_info>()).unwrap_or(0),
+        info: (&raw mut info) as u64,
     };
     // SAFETY: attr points to a valid bpf_attr prefix for this command, `info` outlives the call and
     // `info_len` bounds what the kernel writes.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
+            BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
             &raw mut attr,
             size_of::<InfoAttr>(),
         )
     };
-    if rc != 0 || (attr.info_len as usize) < RECURSION_MISSES_OFF + 8 {
+    let wanted = std::mem::offset_of!(bpf_prog_info, recursion_misses) + size_of::<u64>();
+    if rc != 0 || (attr.info_len as usize) < wanted {
         return 0;
     }
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&info[RECURSION_MISSES_OFF..RECURSION_MISSES_OFF + 8]);
-    u64::from_ne_bytes(b)
+    info.recursion_misses
+}
+
+#[cfg(test)]
+mod tests {
+    use object::{Object as _, ObjectSymbol as _};
+
+    use super::*;
+
+    /// Every program and map the loader asks for is in the object it embeds, under the name it
+    /// uses (no root needed: the object is parsed, not loaded), and the loader asks for every
+    /// program the object has.
+    #[test]
+    fn object_has_every_name_the_loader_asks_for() {
+        let obj = aya_obj::Object::parse(EBPF_OBJECT).expect("the embedded object parses");
+        let mut wanted: Vec<&str> = PROGRAMS.iter().map(|&(p, ..)| p).collect();
+        wanted.push(RAW_SOCK_STATE);
+        for prog in &wanted {
+            assert!(
+                obj.programs.contains_key(*prog),
+                "program {prog} missing from the object"
+            );
+        }
+        let mut extra: Vec<&String> = obj
+            .programs
+            .keys()
+            .filter(|p| !wanted.contains(&p.as_str()))
+            .collect();
+        extra.sort();
+        assert!(
+            extra.is_empty(),
+            "programs the loader never attaches: {extra:?}"
+        );
+        // The maps `Capture::start` takes.
+        for map in [MAP_EVENTS, MAP_COUNTERS, MAP_ERRNO, MAP_ERRORS, MAP_FOLD] {
+            assert!(
+                obj.maps.contains_key(map),
+                "map {map} missing from the object"
+            );
+        }
+        // The load-time global is a symbol of the object (EbpfLoader::override_global finds it
+        // by name).
+        let elf = object::File::parse(EBPF_OBJECT).expect("ELF");
+        assert!(
+            elf.symbols().any(|s| s.name() == Ok(GLOBAL_OFFSETS)),
+            "global {GLOBAL_OFFSETS} missing from the object"
+        );
+    }
+
+    /// The error counters are as many as the errors, and each has a loss reason.
+    #[test]
+    fn every_probe_error_is_a_loss_reason() {
+        let obj = aya_obj::Object::parse(EBPF_OBJECT).expect("the embedded object parses");
+        let errors = &obj.maps[MAP_ERRORS];
+        assert_eq!(errors.max_entries(), probe_common::NUM_PROBE_ERRORS);
+        let reasons = loss_reasons();
+        for (i, e) in ProbeError::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i, "ALL is in index order");
+            assert!(reasons.contains(&e.reason()), "{e:?}");
+        }
+        let mut unique = reasons.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), reasons.len(), "{reasons:?}");
+    }
 }
