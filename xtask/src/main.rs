@@ -1,6 +1,7 @@
 //! Build, setup, test, demo, lab and bench orchestration for gwtrace. No product logic here: the
 //! lab scenarios live in tests/lab (the gwtrace-lab crate, shared with the test suite), the benchmarks in bench/.
 mod bench;
+mod dist;
 mod setup;
 
 use std::{path::PathBuf, process::Command};
@@ -56,6 +57,16 @@ enum Cmd {
         /// Only workloads whose name contains this (tcp-loop, unix-loop, nginx-tcp, nginx-unix,
         /// null-syscall, storm).
         filter: Option<String>,
+    },
+    /// Release artifacts: `dist/gwtrace-VERSION-ARCH-linux.tar.gz` and `dist/gwtrace_VERSION_ARCH.deb`
+    /// (binary, systemd unit, man pages, completions), for machines without a Rust toolchain.
+    Dist {
+        /// Package this gwtrace binary instead of building the release one.
+        #[arg(long, value_name = "FILE")]
+        binary: Option<PathBuf>,
+        /// Write the artifacts here (default: dist/ at the workspace root).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
     /// A benchmark workload process (started by `cargo xtask bench`, so strace can attach to it).
     #[command(hide = true)]
@@ -169,6 +180,7 @@ fn real_main() -> anyhow::Result<()> {
             let opts = bench::Opts::new(quick, rounds, storm_secs, filter);
             bench::bench(&bin, &opts)
         }
+        Cmd::Dist { binary, out_dir } => dist::dist(&dist::Opts { binary, out_dir }),
         Cmd::BenchWorker(args) => bench::worker::run(&args),
     }
 }

@@ -25,10 +25,21 @@ const PACKAGES: &[&str] = &[
     // The tested collector example (docs/collectors.md) tails the event file with it.
     "rsyslog",
     "time",
-    // The packaging tests: `systemd-analyze verify` of the unit, PyYAML for the DaemonSet.
+    // The packaging tests: `systemd-analyze verify` of the unit, PyYAML for the DaemonSet;
+    // `cargo xtask dist` (dpkg-deb, dpkg-shlibdeps, strip) and the package test (man for the
+    // unit's Documentation=); python3-venv holds kubernetes-validate.
     "systemd",
     "python3-yaml",
+    "dpkg-dev",
+    "binutils",
+    "man-db",
+    "python3-venv",
 ];
+/// `kubernetes-validate` (from `PyPI`), pinned: it bundles the Kubernetes API schemas the `DaemonSet` test
+/// validates against offline. A venv of its own (Debian's python refuses system-wide pip).
+pub const KUBERNETES_VALIDATE: &str = "1.37.0";
+/// Where setup installs it (the test looks here, then on PATH).
+pub const KUBERNETES_VALIDATE_VENV: &str = "/usr/local/lib/gwtrace-dev/kubernetes-validate";
 /// bpf-linker, pinned: 0.13 against Debian's LLVM 22 (its default wants LLVM 23).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -109,6 +120,7 @@ pub fn setup() -> anyhow::Result<()> {
             .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
             .args(["--no-default-features", "--features", "llvm-22"]))?;
     }
+    kubernetes_validate()?;
     // The lab runs the app as its own user, like a real deployment.
     if Command::new("id")
         .arg("gwapp")
@@ -126,4 +138,32 @@ pub fn setup() -> anyhow::Result<()> {
     }
     step("done");
     Ok(())
+}
+
+/// kubernetes-validate in its venv, linked into /usr/local/bin.
+fn kubernetes_validate() -> anyhow::Result<()> {
+    let venv = std::path::Path::new(KUBERNETES_VALIDATE_VENV);
+    let tool = venv.join("bin/kubernetes-validate");
+    let present = Command::new(&tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(KUBERNETES_VALIDATE));
+    if present {
+        step(&format!(
+            "kubernetes-validate {KUBERNETES_VALIDATE} present"
+        ));
+        return Ok(());
+    }
+    step(&format!(
+        "installing kubernetes-validate {KUBERNETES_VALIDATE} into {KUBERNETES_VALIDATE_VENV}"
+    ));
+    run(Command::new("/usr/bin/python3")
+        .args(["-m", "venv"])
+        .arg(venv))?;
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE}")))?;
+    let link = std::path::Path::new("/usr/local/bin/kubernetes-validate");
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(&tool, link).context("linking /usr/local/bin/kubernetes-validate")
 }
