@@ -8,7 +8,7 @@ use super::view::{ProxyId, ProxyKey};
 use crate::catalog::Cause;
 
 /// Evidence lines kept per verdict: enough to prove, short enough to read.
-const MAX_EVIDENCE: usize = 12;
+pub(crate) const MAX_EVIDENCE: usize = 12;
 /// A verdict whose last symptom is this recent sorts before older ones.
 const ACTIVE_NS: u64 = 60_000_000_000;
 
