@@ -43,7 +43,7 @@ fn restart_supersedes_socket_missing_then_resolves() {
         .expect("socket-missing during the outage");
     let missing = find(first, Cause::SocketMissing).expect("socket-missing");
     assert_eq!(state(missing), Some(VerdictState::Open));
-    assert!(!missing.life.id.is_empty());
+    assert_ne!(missing.life.id, "");
     // ...and superseded by upstream-restarting once the new listener is seen, in the same tick.
     let (t, gone) = all
         .iter()
