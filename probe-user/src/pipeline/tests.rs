@@ -466,6 +466,25 @@ fn the_stream_and_metrics_follow_the_verdict_lifecycle() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // Every line, the superseded and final ones included, is what docs/verdicts.schema.json says.
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/verdicts.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for line in &printed {
+        let errors: Vec<String> = validator.iter_errors(line).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?} in {line:#}");
+    }
+    let mut bad = printed[0].clone();
+    bad["superseded_by"] = "v9".into();
+    assert!(
+        !validator.is_valid(&bad),
+        "superseded_by only on superseded lines"
+    );
     let first = &printed[0];
     assert_eq!(
         (&first["cause"], &first["state"]),
