@@ -26,7 +26,7 @@ use prometheus_client::{
 use crate::{
     capture::Counters,
     catalog::{Cause, ProcNames, ProxyRule, default_proxy_names},
-    engine::Verdict,
+    engine::{Verdict, VerdictState},
     event::{Body, Event, errno_name},
 };
 
@@ -587,7 +587,10 @@ impl Metrics {
         for v in verdicts {
             let e = all.entry(v.cause).or_default();
             e.0 += 1;
-            if now_mono_ns.saturating_sub(v.last_seen_ns) <= ACTIVE_NS {
+            // Resolved and superseded verdicts no longer stand (a verdict with no state comes
+            // from outside a tracked run and stands).
+            let standing = v.life.state.is_none_or(VerdictState::is_active);
+            if standing && now_mono_ns.saturating_sub(v.last_seen_ns) <= ACTIVE_NS {
                 e.1 += 1;
             }
         }
@@ -932,6 +935,7 @@ mod tests {
             proxy_origin: None,
             upstream_pid: None,
             upstream_origin: None,
+            life: crate::engine::Life::default(),
         }
     }
 

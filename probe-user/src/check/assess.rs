@@ -304,6 +304,7 @@ fn warning(proxy: &Proxy, world: &World, cause: Cause, target: &str) -> Verdict 
         proxy_origin: None,
         upstream_pid: None,
         upstream_origin: None,
+        life: crate::engine::Life::default(),
     }
 }
 

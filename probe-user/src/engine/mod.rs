@@ -15,6 +15,7 @@ use crate::origin::Origin;
 
 mod connect;
 mod deaths;
+mod ledger;
 mod lifecycle;
 mod perm;
 mod predict;
@@ -28,6 +29,7 @@ mod view;
 #[cfg(test)]
 mod tests;
 
+pub use ledger::{Advance, Life, VerdictState};
 pub use render::{Role, Span, render_human, render_spans};
 
 pub(crate) use predict::{Probe, Reach};
@@ -58,6 +60,7 @@ impl Default for EngineConfig {
 pub struct Engine {
     cfg: EngineConfig,
     state: state::State,
+    ledger: ledger::Ledger,
 }
 
 impl Engine {
@@ -67,6 +70,7 @@ impl Engine {
         Self {
             cfg,
             state: state::State::default(),
+            ledger: ledger::Ledger::default(),
         }
     }
 
@@ -158,4 +162,8 @@ pub struct Verdict {
     /// Where that upstream process runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_origin: Option<Origin>,
+    /// Its id and state across a run (empty from [`Engine::verdicts`]; [`Engine::advance`] fills
+    /// it in).
+    #[serde(flatten, default)]
+    pub life: Life,
 }

@@ -117,6 +117,7 @@ pub(crate) fn merge(
                 proxy_origin: None,
                 upstream_pid: p.upstream_pid,
                 upstream_origin: None,
+                life: super::Life::default(),
             }
         })
         .collect();

@@ -21,7 +21,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     capture::{CaptureError, Counters},
-    engine::{Engine, Verdict},
+    engine::{Advance, Engine, Verdict},
     event::Event,
 };
 pub use pace::Pace;
@@ -107,8 +107,11 @@ pub trait Source {
 pub struct Tick<'a> {
     /// Now, on the events' time axis (monotonic ns).
     pub now_ns: u64,
-    /// The engine's verdicts now (empty without an engine).
+    /// The engine's verdicts now (empty without an engine), each with its id and state: `open`,
+    /// `updated` or `resolved` ([`Engine::advance`]).
     pub verdicts: &'a [Verdict],
+    /// The verdicts superseded since the previous tick (state `superseded`).
+    pub superseded: &'a [Verdict],
     /// The engine, for sinks that ask it more (which pids are upstream workers).
     pub engine: Option<&'a Engine>,
     /// The kernel counters now, when the source has them.
@@ -316,14 +319,18 @@ impl<'a> Pipeline<'a> {
     }
 
     fn tick(&mut self, now_ns: u64, counters: Option<&Counters>) -> Result<(), SinkError> {
-        let verdicts = self
+        let Advance {
+            verdicts,
+            superseded,
+        } = self
             .engine
-            .as_ref()
-            .map(|e| e.verdicts(now_ns))
+            .as_mut()
+            .map(|e| e.advance(now_ns))
             .unwrap_or_default();
         let tick = Tick {
             now_ns,
             verdicts: &verdicts,
+            superseded: &superseded,
             engine: self.engine.as_ref(),
             counters,
         };

@@ -8,7 +8,7 @@ use super::{
     sinks::{MetricsSink, RecordSink, VerdictSink, verdicts},
 };
 use crate::{
-    engine::{Engine, EngineConfig, Verdict, render_human},
+    engine::{Engine, EngineConfig, Life, Verdict, VerdictState, render_human},
     event::Event,
     metrics::{Metrics, MetricsConfig},
 };
@@ -120,7 +120,14 @@ fn a_recording_runs_through_every_sink() {
         .collect();
     let direct = direct_verdicts(&evs);
     assert_eq!(direct.len(), 1, "{direct:#?}");
-    let v = serde_json::to_value(&direct[0]).unwrap();
+    // The run's one tick opened it: the first id, state open, in the stream and the summary.
+    let mut tracked = direct[0].clone();
+    tracked.life = Life {
+        id: "v1".into(),
+        state: Some(VerdictState::Open),
+        superseded_by: None,
+    };
+    let v = serde_json::to_value(&tracked).unwrap();
     let mut fin = v.clone();
     fin.as_object_mut()
         .unwrap()
@@ -128,6 +135,10 @@ fn a_recording_runs_through_every_sink() {
     assert_eq!(printed, [v, fin]);
     assert_eq!(printed[0]["cause"], "socket-permission");
     assert_eq!(printed[0]["count"], 3);
+    assert_eq!(
+        (&printed[1]["id"], &printed[1]["state"]),
+        (&"v1".into(), &"open".into())
+    );
     let err = String::from_utf8(err).unwrap();
     assert!(
         err.lines()
@@ -281,4 +292,227 @@ fn the_human_sink_colours_what_the_engine_tags() {
     assert!(
         verdicts::render(&t, true).starts_with(&format!("{yellow}504 socket-permission{yellow:#}"))
     );
+}
+
+/// A TCP app restart: gunicorn 200 (worker 201) on 127.0.0.1:8000 stopped by SIGTERM at 10 s,
+/// nginx (100, worker 101) refused 5 times from 11 s, a new gunicorn 400 listening at 14 s.
+#[expect(clippy::too_many_lines, reason = "one scenario's events, spelled out")]
+fn restart_events() -> Vec<Event> {
+    use crate::event::{Body, errno_name, signal_name};
+    use crate::facts::{FactsUpdate, Listener, ProcInfo};
+    const S: u64 = 1_000_000_000;
+    let t0 = 1000 * S;
+    let cmd = "gunicorn --bind 127.0.0.1:8000 app:app";
+    let at = |t: u64, pid: u32, comm: &str, body: Body| {
+        Event::of_task(String::new(), t, pid, comm, body)
+    };
+    let proc = |pid: u32, ppid: u32, comm: &str, cmdline: &str, uid: u32| ProcInfo {
+        pid,
+        ppid,
+        comm: comm.into(),
+        cmdline: cmdline.into(),
+        uid,
+        gid: uid,
+        groups: vec![uid],
+        cgroup: String::new(),
+        start_ns: 0,
+    };
+    let listen = |target: &str, pid: u32, comm: &str| Listener {
+        target: target.into(),
+        pid: Some(pid),
+        comm: Some(comm.into()),
+        backlog: None,
+    };
+    let exit = |t: u64, pid: u32| {
+        at(
+            t,
+            pid,
+            "gunicorn",
+            Body::ProcessExit {
+                exit_code: Some(0),
+                signal: None,
+                signal_name: None,
+                core_dumped: false,
+            },
+        )
+    };
+    let mut es = vec![
+        at(
+            t0,
+            0,
+            "",
+            Body::Facts(FactsUpdate {
+                processes: vec![
+                    proc(100, 1, "nginx", "nginx: master process", 0),
+                    proc(101, 100, "nginx", "nginx: worker process", 33),
+                    proc(200, 1, "gunicorn", cmd, 999),
+                    proc(201, 200, "gunicorn", cmd, 999),
+                ],
+                listeners: Some(vec![
+                    listen("0.0.0.0:80", 100, "nginx"),
+                    listen("127.0.0.1:8000", 200, "gunicorn"),
+                ]),
+                ..FactsUpdate::default()
+            }),
+        ),
+        at(
+            t0 + 10 * S,
+            1,
+            "systemd",
+            Body::Signal {
+                signal: 15,
+                signal_name: signal_name(15).into(),
+                sender_pid: 1,
+                target_pid: 200,
+                target_comm: "gunicorn".into(),
+                code: 0,
+                result: 0,
+            },
+        ),
+        exit(t0 + 10 * S + 300_000_000, 201),
+        exit(t0 + 10 * S + 400_000_000, 200),
+    ];
+    for i in 0..5 {
+        let mut e = at(
+            t0 + 11 * S + i * 100_000_000,
+            101,
+            "nginx",
+            Body::ConnectFailed {
+                target: "127.0.0.1:8000".into(),
+                errno: 111,
+                errno_name: errno_name(111).into(),
+                source: "syscall".into(),
+                count: 1,
+            },
+        );
+        e.uid = 33;
+        e.gid = 33;
+        es.push(e);
+    }
+    es.push(at(
+        t0 + 13 * S,
+        400,
+        "gunicorn",
+        Body::Exec {
+            filename: "/usr/bin/gunicorn".into(),
+            cmdline: Some(cmd.into()),
+        },
+    ));
+    es.push(at(
+        t0 + 14 * S,
+        0,
+        "",
+        Body::Facts(FactsUpdate {
+            processes: vec![proc(400, 1, "gunicorn", cmd, 999)],
+            listeners: Some(vec![
+                listen("0.0.0.0:80", 100, "nginx"),
+                listen("127.0.0.1:8000", 400, "gunicorn"),
+            ]),
+            ..FactsUpdate::default()
+        }),
+    ));
+    es
+}
+
+/// The JSON printer and the metrics fed tick by tick as [`Pipeline`] feeds them (the engine's
+/// `advance` once a second): the stream says the first verdict was superseded and by which id,
+/// ends with the standing verdict marked final with its state, and the active gauge follows.
+#[test]
+fn the_stream_and_metrics_follow_the_verdict_lifecycle() {
+    const S: u64 = 1_000_000_000;
+    let evs = restart_events();
+    let mut e = engine();
+    let mut json = VerdictSink::new(Vec::new(), Vec::new(), true, false);
+    let mut metrics = MetricsSink::new(Metrics::new(MetricsConfig::default()));
+    let active = |m: &MetricsSink, cause: &str| {
+        let text = m.metrics().encode().unwrap();
+        sample(
+            &text,
+            &format!("gwtrace_verdicts_active{{cause=\"{cause}\"}}"),
+        )
+        .map(str::to_owned)
+    };
+    let mut gauges = Vec::new();
+    let mut rest = evs.as_slice();
+    for now in (1001..=1020).map(|s| s * S) {
+        let n = rest.iter().take_while(|x| x.mono_ns <= now).count();
+        let (batch, later) = rest.split_at(n);
+        rest = later;
+        for ev in batch {
+            e.feed(ev);
+            json.event(ev).unwrap();
+            metrics.event(ev).unwrap();
+        }
+        let a = e.advance(now);
+        let tick = super::Tick {
+            now_ns: now,
+            verdicts: &a.verdicts,
+            superseded: &a.superseded,
+            engine: Some(&e),
+            counters: None,
+        };
+        json.tick(&tick).unwrap();
+        metrics.tick(&tick).unwrap();
+        gauges.push((
+            now / S,
+            active(&metrics, "upstream-not-listening"),
+            active(&metrics, "upstream-restarting"),
+        ));
+    }
+    json.finish(&super::Stats::default()).unwrap();
+    let (out, _) = json.into_inner();
+    let printed: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Every line, the superseded and final ones included, is what docs/verdicts.schema.json says.
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/verdicts.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for line in &printed {
+        let errors: Vec<String> = validator.iter_errors(line).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?} in {line:#}");
+    }
+    let mut bad = printed[0].clone();
+    bad["superseded_by"] = "v9".into();
+    assert!(
+        !validator.is_valid(&bad),
+        "superseded_by only on superseded lines"
+    );
+    let first = &printed[0];
+    assert_eq!(
+        (&first["cause"], &first["state"]),
+        (&"upstream-not-listening".into(), &"open".into()),
+        "{printed:#?}"
+    );
+    let gone = printed
+        .iter()
+        .find(|v| v["state"] == "superseded")
+        .expect("a superseded line");
+    assert_eq!(gone["id"], first["id"]);
+    let by = printed
+        .iter()
+        .find(|v| v["cause"] == "upstream-restarting")
+        .expect("upstream-restarting");
+    assert_eq!(gone["superseded_by"], by["id"]);
+    let finals: Vec<&serde_json::Value> = printed.iter().filter(|v| v["final"] == true).collect();
+    assert_eq!(finals.len(), 1, "{printed:#?}");
+    assert_eq!(
+        (&finals[0]["id"], &finals[0]["state"]),
+        (&by["id"], &"resolved".into()),
+        "quiet since 11.4 s and listened on again at 14 s: {printed:#?}"
+    );
+    // The refused verdict counts while it stands, never after it is superseded; the restart
+    // counts until it is resolved.
+    let at = |s: u64| gauges.iter().find(|g| g.0 == s).cloned().unwrap();
+    assert_eq!(at(1012).1.as_deref(), Some("1"), "{gauges:?}");
+    assert_eq!(at(1015).1.as_deref(), Some("0"), "{gauges:?}");
+    assert_eq!(at(1015).2.as_deref(), Some("1"), "{gauges:?}");
+    assert_eq!(at(1020).2.as_deref(), Some("0"), "{gauges:?}");
 }

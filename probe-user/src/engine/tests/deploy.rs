@@ -40,7 +40,7 @@ fn started(mut p: ProcInfo, start_ns: u64) -> ProcInfo {
 /// gunicorn execs (pid 310, or the shell itself when `by_exec`) and listens at about 13.5 s;
 /// nginx fails every 100 ms from 10.15 s to 13.55 s (35 connects). The collector lags: the
 /// listener facts explaining the failure at 12.05 s were read at 13.6 s.
-fn unix_restart_stream(comes_back: bool, by_exec: bool) -> Vec<Event> {
+pub(super) fn unix_restart_stream(comes_back: bool, by_exec: bool) -> Vec<Event> {
     let new_pid = if by_exec { 300 } else { 310 };
     let mut es = vec![
         nginx_facts(T0),

@@ -16,6 +16,7 @@ mod attribution;
 mod connect;
 mod deaths;
 mod deploy;
+mod ledger;
 mod lifecycle;
 mod near_misses;
 mod proxies;

@@ -10,7 +10,7 @@ use anstyle::{AnsiColor, Effects, Style};
 
 use super::super::{Sink, SinkError, Stats, Tick};
 use crate::{
-    engine::{Role, Verdict, render_spans},
+    engine::{Role, Verdict, VerdictState, render_spans},
     event::Event,
 };
 
@@ -59,6 +59,23 @@ pub fn render(v: &Verdict, color: bool) -> String {
     out
 }
 
+/// What a printed verdict looked like.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Printed {
+    count: u64,
+    state: Option<VerdictState>,
+    evidence: Vec<String>,
+}
+
+/// The verdict's id, or for one from outside a tracked run its (cause, proxy, target).
+fn printed_key(v: &Verdict) -> String {
+    if v.life.id.is_empty() {
+        format!("{} {} {}", v.cause, v.proxy_pid, v.target)
+    } else {
+        v.life.id.clone()
+    }
+}
+
 /// Prints verdicts as they appear and change: to `out` (stdout); the JSON run's closing table
 /// goes to `err` (stderr), so `out` stays machine-readable.
 pub struct VerdictSink<W, E> {
@@ -67,8 +84,8 @@ pub struct VerdictSink<W, E> {
     json: bool,
     color: bool,
     summary: bool,
-    /// Last printed count per (cause, proxy, target).
-    printed: HashMap<(String, u32, String), u64>,
+    /// What was last printed per verdict: its id, or (cause, proxy, target) for untracked ones.
+    printed: HashMap<String, Printed>,
     last: Vec<Verdict>,
 }
 
@@ -98,22 +115,74 @@ impl<W: Write, E: Write> VerdictSink<W, E> {
         (self.out, self.err)
     }
 
-    /// Prints new verdicts and those whose count changed.
-    pub fn update(&mut self, verdicts: &[Verdict]) -> Result<(), SinkError> {
+    /// Prints new verdicts, those whose state, count or evidence changed (JSON; the human lines
+    /// follow only the count and the `resolved` transition), and, once each, those superseded
+    /// since (one short line on a terminal).
+    pub fn update(
+        &mut self,
+        verdicts: &[Verdict],
+        superseded: &[Verdict],
+    ) -> Result<(), SinkError> {
         let io = SinkError::io;
-        for v in verdicts {
-            let key = (v.cause.to_string(), v.proxy_pid, v.target.clone());
-            if self.printed.get(&key) == Some(&v.count) {
+        for v in superseded {
+            let key = printed_key(v);
+            if self.printed.remove(&key).is_none() {
+                // Never printed: nothing to take back.
                 continue;
             }
-            let first = !self.printed.contains_key(&key);
-            self.printed.insert(key, v.count);
             if self.json {
-                serde_json::to_writer(&mut self.out, v).map_err(SinkError::json(WHAT))?;
-                writeln!(self.out).map_err(io(WHAT))?;
-            } else if first {
-                writeln!(self.out, "{}", render(v, self.color)).map_err(io(WHAT))?;
+                self.json_line(v)?;
             } else {
+                let by = v
+                    .life
+                    .superseded_by
+                    .as_deref()
+                    .and_then(|id| verdicts.iter().find(|n| n.life.id == id));
+                let by = by.map_or_else(
+                    || "no verdict stands for these failures any more".to_owned(),
+                    |n| format!("superseded by {} ({} -> {})", n.cause, v.life.id, n.life.id),
+                );
+                writeln!(
+                    self.out,
+                    "  ~ {} {} -> {}: {by}",
+                    v.cause, v.proxy_comm, v.target
+                )
+                .map_err(io(WHAT))?;
+            }
+        }
+        for v in verdicts {
+            let key = printed_key(v);
+            let now = Printed {
+                count: v.count,
+                state: v.life.state,
+                evidence: v.evidence.clone(),
+            };
+            let before = self.printed.insert(key, now.clone());
+            if before.as_ref() == Some(&now) {
+                continue;
+            }
+            let resolved = v.life.state == Some(VerdictState::Resolved);
+            if self.json {
+                self.json_line(v)?;
+            } else if before.is_none() {
+                writeln!(self.out, "{}", render(v, self.color)).map_err(io(WHAT))?;
+            } else if resolved {
+                if before.as_ref().is_some_and(|b| b.state == now.state) {
+                    continue;
+                }
+                let why = v
+                    .evidence
+                    .iter()
+                    .rev()
+                    .find_map(|e| e.strip_prefix("resolved: "))
+                    .unwrap_or("the target works again");
+                writeln!(
+                    self.out,
+                    "  + {} {} -> {}: resolved: {why}",
+                    v.cause, v.proxy_comm, v.target
+                )
+                .map_err(io(WHAT))?;
+            } else if before.as_ref().is_some_and(|b| b.count != now.count) {
                 writeln!(
                     self.out,
                     "  ... {} {} -> {}: now {} times ({:.1}/s)",
@@ -127,9 +196,15 @@ impl<W: Write, E: Write> VerdictSink<W, E> {
         Ok(())
     }
 
+    fn json_line(&mut self, v: &Verdict) -> Result<(), SinkError> {
+        serde_json::to_writer(&mut self.out, v).map_err(SinkError::json(WHAT))?;
+        writeln!(self.out).map_err(SinkError::io(WHAT))
+    }
+
     /// The closing summary: for JSON, every verdict still standing at the end, once more, with
-    /// `"final": true` (a verdict the engine replaced, e.g. `socket-missing` that turned out to be a
-    /// crash loop, is not among them); then the table (on `err` for JSON runs).
+    /// `"final": true` and its state (`open`, `updated` or `resolved`; a verdict the engine
+    /// replaced, e.g. `socket-missing` that turned out to be a crash loop, was printed as
+    /// `superseded` and is not among them); then the table (on `err` for JSON runs).
     pub fn summary(&mut self) -> Result<(), SinkError> {
         let io = SinkError::io;
         if self.json {
@@ -153,9 +228,14 @@ impl<W: Write, E: Write> VerdictSink<W, E> {
                 "CAUSE", "STATUS", "COUNT", "PROXY"
             );
             for v in &self.last {
+                let resolved = if v.life.state == Some(VerdictState::Resolved) {
+                    " (resolved)"
+                } else {
+                    ""
+                };
                 let _ = writeln!(
                     text,
-                    "{:<24} {:>6} {:>8}  {:<18} {}",
+                    "{:<24} {:>6} {:>8}  {:<18} {}{resolved}",
                     v.cause,
                     v.status,
                     v.count,
@@ -180,7 +260,7 @@ impl<W: Write, E: Write> Sink for VerdictSink<W, E> {
     }
 
     fn tick(&mut self, tick: &Tick<'_>) -> Result<(), SinkError> {
-        self.update(tick.verdicts)
+        self.update(tick.verdicts, tick.superseded)
     }
 
     fn finish(&mut self, _stats: &Stats) -> Result<(), SinkError> {
