@@ -9,6 +9,8 @@
 //! socket inode ([`OwnerCache`]), and every tick's /proc reads fit one [`Budget`].
 pub mod owners;
 pub mod proctable;
+#[cfg(test)]
+mod scale_tests;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
