@@ -2,13 +2,26 @@
 //! path's permission walk, the OOM victim's memory cgroup, the exiting worker's parent) and reads
 //! them once, from a [`FactSource`]. The output is `facts` lines that precede the events they
 //! explain, in the live stream and in record files alike.
-use std::collections::{HashMap, HashSet};
+//!
+//! Its cost does not grow with the host: processes live in a [`ProcTable`] kept from the
+//! kernel's exec and exit events (one full /proc read at start, a reconciliation once a minute),
+//! listener owners are looked up for the failing targets and the app servers only, cached by
+//! socket inode ([`OwnerCache`]), and every tick's /proc reads fit one [`Budget`].
+pub mod owners;
+pub mod proctable;
+#[cfg(test)]
+mod scale_tests;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::{
     catalog::APP_SERVERS,
+    engine::covers,
     event::{Body, Event},
     facts::{FactSource, FactsUpdate, Listener, MountNs, Netstat, ProcInfo},
 };
+use owners::{Budget, OwnerCache};
+use proctable::ProcTable;
 
 /// Whether a process looks like a proxy or an app server worth remembering.
 fn interesting(p: &ProcInfo, proxy_names: &[String]) -> bool {
@@ -28,8 +41,15 @@ fn interesting(p: &ProcInfo, proxy_names: &[String]) -> bool {
 
 /// Bound on remembered pids and paths (memory stays flat on busy hosts).
 const MAX_KNOWN: usize = 65_536;
+/// Bound on the failing targets whose listeners' owners are looked up.
+const MAX_TARGETS: usize = 4096;
+/// Bound on pids waiting to be read (new processes beyond the tick's budget).
+const MAX_PENDING: usize = 65_536;
 /// Re-read a socket path at most this often (ns).
 const PATH_REFRESH_NS: u64 = 1_000_000_000;
+/// Path walks per tick (a handful of `stat`s each): with many distinct failing targets, the
+/// rest wait for their next failure in a later second.
+const WALKS_PER_TICK: u32 = 64;
 
 /// Stateful enricher over a fact source.
 pub struct Enricher<S: FactSource> {
@@ -42,20 +62,34 @@ pub struct Enricher<S: FactSource> {
     listeners: Option<Vec<Listener>>,
     netstat: Option<Netstat>,
     /// Periodic ticks since the last anomaly (failure, death, signal, OOM): listeners are only
-    /// re-read around anomalies, since reading them walks every socket on the host.
+    /// re-read around anomalies.
     quiet_ticks: u32,
     ticks: u64,
-    /// Pids the periodic process scan has already looked at (only new pids are read).
-    scanned: HashSet<u32>,
     /// Proxies, app servers, listener owners and their children: the processes whose
     /// anomalies matter (other processes on a host fail connects and exit all the time).
     relevant: HashSet<u32>,
+    /// Every live process of the host, as last read.
+    table: ProcTable,
+    /// Listener owners by socket inode.
+    owners: OwnerCache,
+    /// Targets relevant processes failed to connect to: their listeners' owners are wanted.
+    targets: BTreeSet<String>,
+    /// /proc reads left until the next tick.
+    budget: Budget,
+    /// Listeners were read since the last tick (at most once per tick).
+    listeners_read: bool,
+    walks: u32,
+    /// New pids to read, beyond the budget of their tick.
+    pending: VecDeque<u32>,
 }
 
 /// Keep re-reading listeners for this many ticks after an anomaly (a restart that comes back).
 const LISTENER_TICKS_AFTER_ANOMALY: u32 = 15;
-/// Look for new processes every this many ticks.
-const PROCESS_SCAN_EVERY: u64 = 5;
+/// Look for new children of proxies and app servers every this many ticks (forks are not
+/// traced: a master's new worker is found in the master's `children` file).
+const CHILDREN_SCAN_EVERY: u64 = 5;
+/// Reconcile the process table with the list of /proc every this many ticks.
+const RECONCILE_EVERY: u64 = 60;
 
 impl<S: FactSource> Enricher<S> {
     pub fn new(src: S, proxy_names: Vec<String>) -> Self {
@@ -70,9 +104,27 @@ impl<S: FactSource> Enricher<S> {
             // The start-up snapshot has just read the listeners.
             quiet_ticks: LISTENER_TICKS_AFTER_ANOMALY,
             ticks: 0,
-            scanned: HashSet::new(),
             relevant: HashSet::new(),
+            table: ProcTable::default(),
+            owners: OwnerCache::default(),
+            targets: BTreeSet::new(),
+            budget: Budget::tick(),
+            listeners_read: false,
+            walks: 0,
+            pending: VecDeque::new(),
         }
+    }
+
+    /// The process table (for tests and diagnostics).
+    #[must_use]
+    pub fn table(&self) -> &ProcTable {
+        &self.table
+    }
+
+    /// The fact source (for tests and diagnostics).
+    #[must_use]
+    pub fn source(&self) -> &S {
+        &self.src
     }
 
     fn remember(&mut self, p: ProcInfo, out: &mut Vec<ProcInfo>) {
@@ -90,6 +142,25 @@ impl<S: FactSource> Enricher<S> {
         }
     }
 
+    /// Reads a process from /proc into the table (a new process: a candidate listener owner).
+    fn read_process(&mut self, pid: u32) -> Option<ProcInfo> {
+        let _ = self.budget.take();
+        let p = self.src.process(pid)?;
+        if !self.table.contains(pid) {
+            self.owners.appeared(pid);
+        }
+        self.table.insert(p.clone());
+        Some(p)
+    }
+
+    /// A process from the table, or read once from /proc.
+    fn process(&mut self, pid: u32) -> Option<ProcInfo> {
+        match self.table.get(pid) {
+            Some(p) => Some(p.clone()),
+            None => self.read_process(pid),
+        }
+    }
+
     /// Sends a process's mount namespace once (a socket bound in one is invisible in another).
     fn note_ns(&mut self, pid: u32, out: &mut Vec<MountNs>) {
         if pid == 0 || self.ns_known.contains(&pid) {
@@ -104,15 +175,17 @@ impl<S: FactSource> Enricher<S> {
         }
     }
 
-    /// Walks a path as `pid` sees it, at most once per [`PATH_REFRESH_NS`].
+    /// Walks a path as `pid` sees it, at most once per [`PATH_REFRESH_NS`] and
+    /// [`WALKS_PER_TICK`] walks a tick.
     fn walk(&mut self, pid: u32, path: &str, ns: u64, up: &mut FactsUpdate) -> bool {
         let fresh = self
             .paths
             .get(path)
             .is_some_and(|&t| ns < t + PATH_REFRESH_NS);
-        if fresh {
+        if fresh || self.walks >= WALKS_PER_TICK {
             return false;
         }
+        self.walks += 1;
         if self.paths.len() >= MAX_KNOWN {
             self.paths.clear();
         }
@@ -128,10 +201,57 @@ impl<S: FactSource> Enricher<S> {
         }
     }
 
+    /// The listeners now, with the owners that matter: every proxy's and app server's, and the
+    /// failing targets' (searched over the table, most likely owners first, within the budget).
+    /// With `all`, every listener's owner is wanted (once, at start).
+    fn read_listeners(&mut self, all: bool) -> Vec<Listener> {
+        self.listeners_read = true;
+        let sockets = self.src.sockets();
+        let listening: BTreeSet<u64> = sockets.iter().map(|(_, i)| *i).collect();
+        let wanted: BTreeSet<u64> = if all {
+            listening.clone()
+        } else {
+            sockets
+                .iter()
+                .filter(|(t, _)| self.targets.iter().any(|x| covers(t, x)))
+                .map(|(_, i)| *i)
+                .collect()
+        };
+        let likely = self.table.likely_owners(&self.proxy_names);
+        let table = &self.table;
+        self.owners.refresh(
+            &mut self.src,
+            &listening,
+            &wanted,
+            &likely,
+            || table.search_order(&likely),
+            &mut self.budget,
+        );
+        sockets
+            .into_iter()
+            .map(|(target, inode)| {
+                let pid = self.owners.owner(inode);
+                let comm = pid.and_then(|p| self.process(p)).map(|p| p.comm);
+                Listener {
+                    target,
+                    pid,
+                    comm,
+                    backlog: None,
+                }
+            })
+            .collect()
+    }
+
     /// Everything worth knowing now: proxies, app servers, listener owners and their children.
     pub fn snapshot(&mut self, proxies: &[u32]) -> FactsUpdate {
+        // The one full read of /proc: from now on the kernel's events keep the table.
         let all = self.src.processes();
-        let listeners = self.src.listeners();
+        self.table = ProcTable::load(&all);
+        // Start-up may read every process's fds, once: each listener's owner is then cached
+        // until it exits.
+        self.budget = Budget::unlimited();
+        let listeners = self.read_listeners(true);
+        self.budget = Budget::tick();
         let mut keep: HashSet<u32> = listeners.iter().filter_map(|l| l.pid).collect();
         keep.extend(proxies);
         for p in &all {
@@ -168,7 +288,6 @@ impl<S: FactSource> Enricher<S> {
         up
     }
 
-    /// Facts the event needs that have not been sent yet.
     /// Whether an event concerns a proxy or an upstream (the engine ignores the rest).
     fn relevant(&self, ev: &Event) -> bool {
         let by_name = self.proxy_names.contains(&ev.comm)
@@ -182,6 +301,7 @@ impl<S: FactSource> Enricher<S> {
             }
     }
 
+    /// Facts the event needs that have not been sent yet.
     pub fn before(&mut self, ev: &Event) -> Option<FactsUpdate> {
         let relevant = self.relevant(ev);
         if relevant
@@ -203,16 +323,19 @@ impl<S: FactSource> Enricher<S> {
         match &ev.body {
             Body::ConnectFailed { target, .. } => {
                 want.push(ev.pid);
+                if relevant && self.targets.len() < MAX_TARGETS {
+                    self.targets.insert(target.clone());
+                }
                 if !relevant {
-                    // Not a proxy: no path walk, no listener re-read (they cost a walk of every
-                    // socket on the host).
+                    // Not a proxy: no path walk, no listener re-read.
                 } else if let Some(path) =
                     target.strip_prefix("unix:").filter(|p| p.starts_with('/'))
                 {
                     // The path as the proxy sees it: in its own mount namespace.
                     self.note_ns(ev.pid, &mut up.mount_ns);
-                    if self.walk(ev.pid, path, ev.mono_ns, &mut up) {
-                        // Who listens may have changed too.
+                    if self.walk(ev.pid, path, ev.mono_ns, &mut up) && !self.listeners_read {
+                        // Who listens may have changed too (at most once a tick: the
+                        // periodic refresh follows anomalies).
                         self.refresh_listeners(&mut up);
                     }
                 }
@@ -236,11 +359,21 @@ impl<S: FactSource> Enricher<S> {
                     up.memcgs.push(m);
                 }
             }
-            Body::Exec { .. } => {
-                // A new program under the same pid (maybe in a namespace of its own): read it again.
+            Body::Exec { filename, .. } => {
+                // A new program under the same pid (maybe in a namespace of its own): read it
+                // again, now if the budget allows or it looks like a proxy or an app server,
+                // else at the next tick.
                 self.known.remove(&ev.pid);
                 self.ns_known.remove(&ev.pid);
-                want.push(ev.pid);
+                self.owners.exited(ev.pid);
+                self.table.remove(ev.pid);
+                let notable = self.proxy_names.contains(&ev.comm)
+                    || owners::is_app_server(&ev.comm, filename);
+                if notable || self.budget.left() > 0 {
+                    want.push(ev.pid);
+                } else if self.pending.len() < MAX_PENDING {
+                    self.pending.push_back(ev.pid);
+                }
             }
             Body::ProcessExit { .. } | Body::AcceptFailed { .. } => {
                 want.push(ev.pid);
@@ -248,24 +381,38 @@ impl<S: FactSource> Enricher<S> {
             Body::Loss { .. } | Body::Facts(_) => {}
         }
         for pid in want {
-            if pid != 0
-                && !self.known.contains(&pid)
-                && let Some(p) = self.src.process(pid)
-            {
+            if pid == 0 || self.known.contains(&pid) {
+                continue;
+            }
+            // The table's copy, unless the event shows other credentials (a worker that
+            // dropped privileges after the table read it).
+            let stale = pid == ev.pid
+                && !matches!(ev.body, Body::Facts(_) | Body::Loss { .. })
+                && self.table.get(pid).is_some_and(|p| p.uid != ev.uid);
+            let p = if stale {
+                self.read_process(pid)
+            } else {
+                self.process(pid)
+            };
+            if let Some(p) = p {
                 self.remember(p, &mut up.processes);
             }
+        }
+        if matches!(ev.body, Body::ProcessExit { .. }) {
+            self.table.remove(ev.pid);
+            self.owners.exited(ev.pid);
         }
         self.stamp(&mut up);
         (!up.is_empty()).then_some(up)
     }
 
     fn refresh_listeners(&mut self, up: &mut FactsUpdate) {
-        let now = self.src.listeners();
+        let now = self.read_listeners(false);
         if self.listeners.as_ref() != Some(&now) {
             // Owners of new listeners are upstream candidates: make sure their ProcInfo is known.
             for pid in now.iter().filter_map(|l| l.pid) {
                 if !self.known.contains(&pid)
-                    && let Some(p) = self.src.process(pid)
+                    && let Some(p) = self.process(pid)
                 {
                     self.remember(p, &mut up.processes);
                 }
@@ -276,13 +423,62 @@ impl<S: FactSource> Enricher<S> {
         }
     }
 
+    /// New children of proxies and app servers (their workers), from the masters' `children`
+    /// files: forks are not traced.
+    fn scan_children(&mut self) {
+        let masters = self.table.likely_owners(&self.proxy_names);
+        for pid in masters {
+            if !self.budget.take() {
+                break;
+            }
+            for child in self.src.children(pid) {
+                if !self.table.contains(child) && self.pending.len() < MAX_PENDING {
+                    self.pending.push_back(child);
+                }
+            }
+        }
+    }
+
+    /// Reads pending new processes within the budget; sends the ones that matter.
+    fn read_pending(&mut self, up: &mut FactsUpdate) {
+        while self.budget.left() > 0 {
+            let Some(pid) = self.pending.pop_front() else {
+                break;
+            };
+            if self.table.contains(pid) || self.known.contains(&pid) {
+                continue;
+            }
+            if let Some(p) = self.read_process(pid)
+                && (interesting(&p, &self.proxy_names) || self.known.contains(&p.ppid))
+            {
+                self.remember(p, &mut up.processes);
+            }
+        }
+    }
+
     /// Periodic refresh: listeners, listen-queue counters, new interesting processes.
     pub fn periodic(&mut self) -> Option<FactsUpdate> {
         let mut up = FactsUpdate::default();
         self.ticks += 1;
         self.quiet_ticks = self.quiet_ticks.saturating_add(1);
-        // On a healthy host nothing here costs more than a readdir of /proc every few seconds:
-        // listeners (every socket of the host) only around anomalies, processes only when new.
+        self.budget = Budget::tick();
+        self.listeners_read = false;
+        self.walks = 0;
+        if self.ticks.is_multiple_of(RECONCILE_EVERY) {
+            // Lost exits and untraced forks: the only walk of /proc (its pids), once a minute.
+            let pids = self.src.pids();
+            for pid in self.table.reconcile(&pids) {
+                if self.pending.len() < MAX_PENDING {
+                    self.pending.push_back(pid);
+                }
+            }
+            self.owners.reconcile();
+        }
+        if self.ticks % CHILDREN_SCAN_EVERY == 1 {
+            self.scan_children();
+        }
+        self.read_pending(&mut up);
+        // Listeners only around anomalies.
         if self.quiet_ticks <= LISTENER_TICKS_AFTER_ANOMALY {
             self.refresh_listeners(&mut up);
         }
@@ -290,23 +486,6 @@ impl<S: FactSource> Enricher<S> {
         if ns != self.netstat {
             self.netstat = ns;
             up.netstat = ns;
-        }
-        if self.ticks % PROCESS_SCAN_EVERY == 1 {
-            let pids = self.src.pids();
-            if self.scanned.len() > MAX_KNOWN {
-                let live: HashSet<u32> = pids.iter().copied().collect();
-                self.scanned.retain(|p| live.contains(p));
-            }
-            for pid in pids {
-                if !self.scanned.insert(pid) || self.known.contains(&pid) {
-                    continue;
-                }
-                if let Some(p) = self.src.process(pid)
-                    && (interesting(&p, &self.proxy_names) || self.known.contains(&p.ppid))
-                {
-                    self.remember(p, &mut up.processes);
-                }
-            }
         }
         self.stamp(&mut up);
         (!up.is_empty()).then_some(up)
@@ -341,7 +520,10 @@ mod tests {
             })
         }
         fn processes(&mut self) -> Vec<ProcInfo> {
-            Vec::new()
+            [100, 101, 200]
+                .into_iter()
+                .filter_map(|p| self.process(p))
+                .collect()
         }
         fn path(&mut self, path: &str) -> PathInfo {
             self.path_of(0, path)

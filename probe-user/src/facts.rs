@@ -148,6 +148,31 @@ pub struct Netstat {
 pub trait FactSource {
     /// Every listening socket (TCP, TCP6, unix) with owners where visible.
     fn listeners(&mut self) -> Vec<Listener>;
+    /// Every listening socket as (target, socket inode), without owners: what `sock_diag` and
+    /// /proc/net/unix tell without reading any process's fds. By default, [`FactSource::listeners`]
+    /// numbered in order (fixtures have no inodes).
+    fn sockets(&mut self) -> Vec<(String, u64)> {
+        self.listeners()
+            .into_iter()
+            .zip(1..)
+            .map(|(l, i)| (l.target, i))
+            .collect()
+    }
+    /// The socket inodes process `pid` holds (its fds). By default, the numbers
+    /// [`FactSource::sockets`] gives the listeners it owns.
+    fn socket_inodes(&mut self, pid: u32) -> Vec<u64> {
+        self.listeners()
+            .into_iter()
+            .zip(1..)
+            .filter(|(l, _)| l.pid == Some(pid))
+            .map(|(_, i)| i)
+            .collect()
+    }
+    /// The children of a process (forks are not traced: this finds a master's new workers
+    /// without listing every process on the host).
+    fn children(&mut self, _pid: u32) -> Vec<u32> {
+        Vec::new()
+    }
     /// One process, if it still exists.
     fn process(&mut self, pid: u32) -> Option<ProcInfo>;
     /// All processes.

@@ -21,12 +21,10 @@ use crate::catalog::{
     uvicorn_settings, uwsgi_ini_arg, uwsgi_settings,
 };
 use crate::engine::{Target, covers, parse_target};
+use crate::enrich::owners::{self, Budget, is_app_server};
 use crate::event::monotonic_ns;
 use crate::facts::{FactSource as _, Listener, ProcInfo};
-use crate::host::{
-    SystemFacts,
-    procfs::{listening_sockets, socket_inodes},
-};
+use crate::host::{SystemFacts, procfs::listening_sockets};
 
 /// How long gwtrace's own connect to a remote TCP upstream waits.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
@@ -790,21 +788,6 @@ fn tmpfiles() -> Option<Vec<String>> {
     any.then_some(dirs)
 }
 
-/// Records which listening sockets a process holds (the first holder seen wins).
-fn record_owners<'p>(
-    p: &'p ProcInfo,
-    listening: &BTreeSet<u64>,
-    owners: &mut HashMap<u64, &'p ProcInfo>,
-    wanted: &mut BTreeSet<u64>,
-) {
-    for inode in socket_inodes(p.pid) {
-        if listening.contains(&inode) && !owners.contains_key(&inode) {
-            wanted.remove(&inode);
-            owners.insert(inode, p);
-        }
-    }
-}
-
 /// Every listening socket, with the owners that matter: app servers' sockets (the
 /// wrong-target candidates) and whoever serves the targets. Scanning every process's file
 /// descriptors is the slow part of a check on a busy host, so app servers are scanned first
@@ -820,19 +803,36 @@ fn listeners(procs: &[ProcInfo], targets: &BTreeSet<String>) -> Vec<Listener> {
         .collect();
     let mut order: Vec<&ProcInfo> = procs.iter().collect();
     order.sort_by_key(|p| p.pid);
-    let (apps, others): (Vec<&ProcInfo>, Vec<&ProcInfo>) = order.into_iter().partition(|p| {
-        app_server_in_cmdline(&p.cmdline).is_some() || app_server_in_cmdline(&p.comm).is_some()
-    });
-    let mut owners: HashMap<u64, &ProcInfo> = HashMap::new();
-    for p in apps {
-        record_owners(p, &listening, &mut owners, &mut wanted);
-    }
-    for p in others {
-        if wanted.is_empty() {
-            break;
-        }
-        record_owners(p, &listening, &mut owners, &mut wanted);
-    }
+    let (apps, others): (Vec<&ProcInfo>, Vec<&ProcInfo>) = order
+        .into_iter()
+        .partition(|p| is_app_server(&p.comm, &p.cmdline));
+    let pids = |ps: &[&ProcInfo]| ps.iter().map(|p| p.pid).collect::<Vec<u32>>();
+    let mut src = SystemFacts::new();
+    let mut by_inode: HashMap<u64, u32> = HashMap::new();
+    let mut budget = Budget::unlimited();
+    owners::scan(
+        &mut src,
+        &pids(&apps),
+        &listening,
+        &mut by_inode,
+        &mut wanted,
+        false,
+        &mut budget,
+    );
+    owners::scan(
+        &mut src,
+        &pids(&others),
+        &listening,
+        &mut by_inode,
+        &mut wanted,
+        true,
+        &mut budget,
+    );
+    let by_pid: HashMap<u32, &ProcInfo> = procs.iter().map(|p| (p.pid, p)).collect();
+    let owners: HashMap<u64, &ProcInfo> = by_inode
+        .into_iter()
+        .filter_map(|(i, pid)| by_pid.get(&pid).map(|p| (i, *p)))
+        .collect();
     sockets
         .into_iter()
         .map(|(target, inode)| {

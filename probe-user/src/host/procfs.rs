@@ -32,27 +32,6 @@ impl SystemFacts {
             ticks: u64::try_from(ticks).unwrap_or(100).max(1),
         }
     }
-
-    /// Socket inode -> owning pid, from /proc/*/fd links.
-    fn socket_owners() -> HashMap<u64, u32> {
-        let mut owners = HashMap::new();
-        let Ok(procs) = std::fs::read_dir("/proc") else {
-            return owners;
-        };
-        for p in procs.flatten() {
-            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            for inode in socket_inodes(pid) {
-                // The lowest pid (the master, usually) wins for shared sockets.
-                owners
-                    .entry(inode)
-                    .and_modify(|o: &mut u32| *o = (*o).min(pid))
-                    .or_insert(pid);
-            }
-        }
-        owners
-    }
 }
 
 /// Socket inodes a process holds (its /proc/PID/fd links `socket:[N]`).
@@ -310,9 +289,24 @@ impl SystemFacts {
 }
 
 impl FactSource for SystemFacts {
+    /// Every listener with its owner: the fds of every process, lowest pid first (the master
+    /// of a forked family wins). The live enricher does not use it: it looks owners up only for
+    /// the sockets that matter ([`crate::enrich::owners`]).
     fn listeners(&mut self) -> Vec<Listener> {
-        let owners = Self::socket_owners();
         let sockets = listening_sockets();
+        let listening = sockets.iter().map(|(_, i)| *i).collect();
+        let mut pids = self.pids();
+        pids.sort_unstable();
+        let mut owners = HashMap::new();
+        crate::enrich::owners::scan(
+            self,
+            &pids,
+            &listening,
+            &mut owners,
+            &mut std::collections::BTreeSet::new(),
+            false,
+            &mut crate::enrich::owners::Budget::unlimited(),
+        );
         sockets
             .into_iter()
             .map(|(target, inode)| {
@@ -325,6 +319,24 @@ impl FactSource for SystemFacts {
                 }
             })
             .collect()
+    }
+
+    fn sockets(&mut self) -> Vec<(String, u64)> {
+        listening_sockets()
+    }
+
+    fn socket_inodes(&mut self, pid: u32) -> Vec<u64> {
+        socket_inodes(pid)
+    }
+
+    fn children(&mut self, pid: u32) -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .map(|s| {
+                s.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn process(&mut self, pid: u32) -> Option<ProcInfo> {
