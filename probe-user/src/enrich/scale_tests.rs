@@ -159,7 +159,7 @@ fn reads_per_tick_do_not_grow_with_the_host_or_the_failures() {
             .count();
         assert_eq!(reread, 0, "{n}: idle processes re-read");
         assert!(e.src.reads() > start, "the search did run");
-        if n > PROC_READS_PER_TICK as u32 {
+        if usize::try_from(n).is_ok_and(|n| n > PROC_READS_PER_TICK) {
             // The budget, not the host, stopped the search's ticks.
             assert!(worst >= PROC_READS_PER_TICK, "{n}: {worst}");
         }
