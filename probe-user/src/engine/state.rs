@@ -24,6 +24,7 @@ pub(crate) const MAX_EXITS: usize = 4096;
 pub(crate) const MAX_SIGNALS: usize = 4096;
 pub(crate) const MAX_OOMS: usize = 1024;
 pub(crate) const MAX_EXEC_FAILURES: usize = 1024;
+pub(crate) const MAX_NETFILTER_DROPS: usize = 1024;
 /// Socket paths, memory cgroups, listener targets with owner history.
 pub(crate) const MAX_PATHS: usize = 4096;
 pub(crate) const MAX_MEMCGS: usize = 4096;
@@ -87,6 +88,15 @@ pub(crate) struct ExitRecord {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub core_dumped: bool,
+}
+
+/// A SYN of a process's connect that a netfilter rule dropped (`netfilter_drop` event).
+#[derive(Clone, Debug)]
+pub(crate) struct NetfilterDropRecord {
+    pub ns: u64,
+    pub pid: u32,
+    pub target: String,
+    pub count: u64,
 }
 
 /// A signal generated for a process.
@@ -190,6 +200,7 @@ pub(crate) struct State {
     pub signals: VecDeque<SignalRecord>,
     pub ooms: VecDeque<OomRecord>,
     pub exec_failures: VecDeque<ExecFailRecord>,
+    pub netfilter_drops: VecDeque<NetfilterDropRecord>,
     /// Events lost by the kernel or the collector, and why.
     pub lost: u64,
     pub loss_reasons: Vec<String>,
@@ -289,6 +300,16 @@ impl State {
                     errno: *errno,
                 };
                 push_capped(&mut self.exec_failures, rec, MAX_EXEC_FAILURES);
+            }
+            Body::NetfilterDrop { target, count, .. } => {
+                self.touch(ev);
+                let rec = NetfilterDropRecord {
+                    ns,
+                    pid: ev.pid,
+                    target: target.clone(),
+                    count: *count,
+                };
+                push_capped(&mut self.netfilter_drops, rec, MAX_NETFILTER_DROPS);
             }
             Body::Loss { reason, count } => {
                 self.lost = self.lost.saturating_add(*count);
