@@ -363,9 +363,9 @@ fn netfilter_drop_of(pid: u32, e: &Event) -> bool {
 }
 
 /// A `reject with tcp reset` rule in the proxy's network namespace refuses a connect while a
-/// process listens there: the kernel's NETFILTER_DROP of the SYN arrives as a `netfilter_drop`
+/// process listens there: the kernel's `NETFILTER_DROP` of the SYN arrives as a `netfilter_drop`
 /// event of the connecting process, beside its ECONNREFUSED. Without the rule, a connect to a
-/// port nobody listens on (NO_SOCKET) gives no such event.
+/// port nobody listens on (`NO_SOCKET`) gives no such event.
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn firewall_reject_in_a_netns_is_a_netfilter_drop() {

@@ -238,7 +238,7 @@ pub struct Offsets {
     /// [`SYSCALL_RET`] say: the programs then load them directly instead of through a helper.
     pub syscall_layout_fixed: u32,
     /// Value of `SKB_DROP_REASON_NETFILTER_DROP` on this kernel (from the `skb:kfree_skb`
-    /// format's symbol table); `u32::MAX`: unknown, the kfree_skb program reports nothing.
+    /// format's symbol table); `u32::MAX`: unknown, the `kfree_skb` program reports nothing.
     pub netfilter_drop: u32,
     /// Offsets in `struct sk_buff` (BTF) read for a netfilter drop only.
     pub skb_head: u32,

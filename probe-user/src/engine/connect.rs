@@ -760,7 +760,7 @@ fn netfilter_drops(v: &View<'_>, a: &Agg) -> Option<Drops> {
     out
 }
 
-/// "the kernel freed 3 SYN(s) of nginx to 127.0.0.1:8000 with drop reason NETFILTER_DROP ...".
+/// "the kernel freed 3 SYN(s) of nginx to 127.0.0.1:8000 with drop reason `NETFILTER_DROP` ...".
 fn drops_line(a: &Agg, d: &Drops) -> String {
     format!(
         "the kernel freed {} SYN(s) of {} to {} with drop reason NETFILTER_DROP (skb:kfree_skb) from {} to {}: \
@@ -789,9 +789,9 @@ fn ruleset_cmd(a: &Agg) -> String {
 
 /// ECONNREFUSED with the SYN dropped by netfilter: a `reject` rule answered, not a missing
 /// listener.
-fn firewall_reject(v: &View<'_>, a: &Agg, d: &Drops) -> Part {
+fn firewall_reject(v: &View<'_>, a: &Agg, drops: &Drops) -> Part {
     let mut p = part(Cause::FirewallReject, a);
-    p.evidence.push(drops_line(a, d));
+    p.evidence.push(drops_line(a, drops));
     let listener = covering(v, &a.target).next();
     match listener {
         Some(l) => p.evidence.push(format!(

@@ -207,6 +207,31 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// A `netfilter_drop` event: kept for the connect failures it explains.
+    fn record_drop(&mut self, ev: &Event, target: &str, count: u64) {
+        self.touch(ev);
+        let rec = NetfilterDropRecord {
+            ns: ev.mono_ns,
+            pid: ev.pid,
+            target: target.to_owned(),
+            count,
+        };
+        push_capped(&mut self.netfilter_drops, rec, MAX_NETFILTER_DROPS);
+    }
+
+    /// An `exec_failed` event.
+    fn record_exec_failure(&mut self, ev: &Event, filename: &str, errno: i32) {
+        self.touch(ev);
+        let rec = ExecFailRecord {
+            ns: ev.mono_ns,
+            pid: ev.pid,
+            comm: ev.comm.clone(),
+            filename: filename.to_owned(),
+            errno,
+        };
+        push_capped(&mut self.exec_failures, rec, MAX_EXEC_FAILURES);
+    }
+
     /// Takes one event into the state.
     pub(crate) fn feed(&mut self, ev: &Event, cfg: &EngineConfig) {
         let ns = ev.mono_ns;
@@ -290,27 +315,8 @@ impl State {
             Body::Exec { filename, cmdline } => self.record_exec(ev, filename, cmdline.as_deref()),
             Body::ExecFailed {
                 filename, errno, ..
-            } => {
-                self.touch(ev);
-                let rec = ExecFailRecord {
-                    ns,
-                    pid: ev.pid,
-                    comm: ev.comm.clone(),
-                    filename: filename.clone(),
-                    errno: *errno,
-                };
-                push_capped(&mut self.exec_failures, rec, MAX_EXEC_FAILURES);
-            }
-            Body::NetfilterDrop { target, count, .. } => {
-                self.touch(ev);
-                let rec = NetfilterDropRecord {
-                    ns,
-                    pid: ev.pid,
-                    target: target.clone(),
-                    count: *count,
-                };
-                push_capped(&mut self.netfilter_drops, rec, MAX_NETFILTER_DROPS);
-            }
+            } => self.record_exec_failure(ev, filename, *errno),
+            Body::NetfilterDrop { target, count, .. } => self.record_drop(ev, target, *count),
             Body::Loss { reason, count } => {
                 self.lost = self.lost.saturating_add(*count);
                 if !self.loss_reasons.contains(reason) && self.loss_reasons.len() < 8 {
