@@ -347,6 +347,81 @@ fn tcp6_refused() {
     assert_reported_once(&mut s, pid);
 }
 
+/// Listens on 127.0.0.1:PORT (unless the second argument is `none`) and connects to it;
+/// prints the connect's errno (0 = connected).
+const LISTEN_AND_CONNECT: &str = r"
+import socket, sys
+port = int(sys.argv[1])
+if sys.argv[2] != 'none':
+    l = socket.socket(); l.bind(('127.0.0.1', port)); l.listen(8)
+c = socket.socket()
+print(c.connect_ex(('127.0.0.1', port)), flush=True)
+";
+
+fn netfilter_drop_of(pid: u32, e: &Event) -> bool {
+    e.pid == pid && matches!(e.body, Body::NetfilterDrop { .. })
+}
+
+/// A `reject with tcp reset` rule in the proxy's network namespace refuses a connect while a
+/// process listens there: the kernel's `NETFILTER_DROP` of the SYN arrives as a `netfilter_drop`
+/// event of the connecting process, beside its ECONNREFUSED. Without the rule, a connect to a
+/// port nobody listens on (`NO_SOCKET`) gives no such event.
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn firewall_reject_in_a_netns_is_a_netfilter_drop() {
+    let mut s = Session::start("firewall_reject_in_a_netns_is_a_netfilter_drop");
+    let ns = Netns::create();
+    ns.lo_up();
+    let port = "8471";
+    sh(ns.command("nft").args([&format!(
+        "add table inet gwt; add chain inet gwt input {{ type filter hook input priority 0; }}; \
+             add rule inet gwt input tcp dport {port} reject with tcp reset"
+    )]));
+    let (pid, out, ev) = s.provoke(
+        "a connect a netfilter rule rejects while a listener is up",
+        || Proc::run(ns.enter_on_exec(&mut python(LISTEN_AND_CONNECT, &[port, "listen"]))),
+        netfilter_drop_of,
+    );
+    assert_child_said(&out, "111");
+    match &ev.body {
+        Body::NetfilterDrop {
+            target,
+            source_addr,
+            reason,
+            count,
+        } => {
+            assert_eq!(target, &format!("127.0.0.1:{port}"));
+            assert!(source_addr.starts_with("127.0.0.1:"), "{source_addr}");
+            assert_eq!(reason, "NETFILTER_DROP");
+            assert_eq!(*count, 1);
+        }
+        other => panic!("not a netfilter drop: {other:?}"),
+    }
+    s.expect("the refused connect itself", &[pid], |e| {
+        e.pid == pid
+            && e.body
+                == connect_failed(
+                    &format!("127.0.0.1:{port}"),
+                    111,
+                    "ECONNREFUSED",
+                    "tcp_state",
+                )
+    });
+    // Another port, no rule, no listener: refused by the kernel itself, no netfilter drop.
+    let (pid2, out2, _) = s.provoke(
+        "a connect nothing listens for",
+        || Proc::run(ns.enter_on_exec(&mut python(LISTEN_AND_CONNECT, &["8472", "none"]))),
+        is_connect_failed,
+    );
+    assert_child_said(&out2, "111");
+    std::thread::sleep(POLL * 5);
+    s.drain();
+    assert!(
+        !s.seen.iter().any(|e| netfilter_drop_of(pid2, e)),
+        "a refusal without a rule is no netfilter drop"
+    );
+}
+
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn network_unreachable_in_netns_without_loopback() {

@@ -41,6 +41,8 @@ pub const PROG_SCHED_PROCESS_EXIT: &str = "sched_process_exit";
 pub const PROG_SCHED_PROCESS_EXEC: &str = "sched_process_exec";
 pub const PROG_SIGNAL_GENERATE: &str = "signal_generate";
 pub const PROG_MARK_VICTIM: &str = "mark_victim";
+/// `skb:kfree_skb`, raw tracepoint: packets a netfilter rule dropped or rejected.
+pub const PROG_KFREE_SKB: &str = "kfree_skb";
 
 /// Why a program body gave up before its end (the `Err` of its fallible body). aya's
 /// tracepoint macros discard a program's return value, so the entry point counts each error
@@ -115,6 +117,8 @@ pub const CONNECTS_MAX: u32 = 8192;
 pub const EXECS_MAX: u32 = 2048;
 /// Bound of the TCP owner map.
 pub const TCP_OWNER_MAX: u32 = 8192;
+/// Bound of the netfilter-drop fold map (distinct (process, target) keys kept).
+pub const NF_FOLD_MAX: u32 = 1024;
 /// Bound of the fold map (distinct failing (process, target, errno, source) keys kept).
 pub const FOLD_MAX: u32 = 2048;
 /// A failing key is reported at most once per window; the failures in between are only counted,
@@ -135,6 +139,9 @@ pub const KIND_OOM_KILL: u32 = 5;
 pub const KIND_EXEC: u32 = 6;
 /// An `execve`/`execveat` that failed (a supervisor could not start the app).
 pub const KIND_EXEC_FAILED: u32 = 7;
+/// A TCP SYN of a local connect freed by netfilter (`skb:kfree_skb` reason `NETFILTER_DROP`):
+/// a `reject` or `drop` rule, seen in the connecting task's context.
+pub const KIND_NETFILTER_DROP: u32 = 8;
 
 /// Where a connect failure was seen (`RawEvent::source`).
 pub const SOURCE_SYSCALL: u8 = 0;
@@ -166,8 +173,10 @@ pub const CNT_LOST_READ: u32 = 14;
 /// A `SYN_SENT -> CLOSE` without a socket error: the connecting process gave up (its own timeout).
 pub const CNT_TCP_ABANDONED: u32 = 15;
 pub const CNT_EXEC_FAILED: u32 = 16;
+/// SYNs of local connects that netfilter dropped (before folding).
+pub const CNT_NETFILTER_DROP: u32 = 17;
 /// Number of counters.
-pub const NUM_COUNTERS: u32 = 17;
+pub const NUM_COUNTERS: u32 = 18;
 
 /// Tracepoint field offsets, read from tracefs `format` files at load time (no CO-RE in Rust eBPF).
 ///
@@ -228,6 +237,17 @@ pub struct Offsets {
     /// 1 when tracefs puts the connect/accept syscall fields where [`SYSCALL_ARG0`] and
     /// [`SYSCALL_RET`] say: the programs then load them directly instead of through a helper.
     pub syscall_layout_fixed: u32,
+    /// Value of `SKB_DROP_REASON_NETFILTER_DROP` on this kernel (from the `skb:kfree_skb`
+    /// format's symbol table); `u32::MAX`: unknown, the `kfree_skb` program reports nothing.
+    pub netfilter_drop: u32,
+    /// Offsets in `struct sk_buff` (BTF) read for a netfilter drop only.
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    pub skb_sk: u32,
+    pub skb_dev: u32,
+    /// `net_device.ifindex` (BTF): the loopback device is always ifindex 1.
+    pub netdev_ifindex: u32,
 }
 
 /// Where every kernel since 4.x puts a syscall tracepoint's first argument (`sys_enter_*`; the
@@ -390,7 +410,9 @@ pub struct RawEvent {
     pub pad1: u32,
     /// Kind-specific extras. Signal: `code`, `group`, `result`. OOM: `total_vm`, `anon_rss`,
     /// `file_rss`, `shmem_rss` (kB). Connect: the socket fd in `aux[0]` (syscall source), the
-    /// key's cumulative failure count ([`FoldVal::total`]) in `aux[1]`.
+    /// key's cumulative failure count ([`FoldVal::total`]) in `aux[1]`. Netfilter drop: the drop
+    /// reason in `aux[0]`, the SYN's source port in `aux[1]`, drops folded into this one in
+    /// `aux[2]`.
     pub aux: [u64; 4],
     /// Signal target's or OOM victim's comm.
     pub target_comm: [u8; 16],

@@ -28,6 +28,7 @@ mod exit;
 mod fold;
 mod oom;
 mod signal;
+mod skb_drop;
 mod sock_state;
 
 #[cfg(not(test))]

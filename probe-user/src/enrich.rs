@@ -378,6 +378,13 @@ impl<S: FactSource> Enricher<S> {
             Body::ProcessExit { .. } | Body::AcceptFailed { .. } => {
                 want.push(ev.pid);
             }
+            Body::NetfilterDrop { .. } => {
+                want.push(ev.pid);
+                if relevant {
+                    // The listener the rule hides is the evidence.
+                    self.refresh_listeners(&mut up);
+                }
+            }
             Body::Loss { .. } | Body::Facts(_) => {}
         }
         for pid in want {

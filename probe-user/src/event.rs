@@ -3,8 +3,8 @@
 use nix::{errno::Errno, sys::signal::Signal};
 use probe_common::{
     AF_INET, AF_INET6, AF_UNIX, KIND_ACCEPT_FAILED, KIND_CONNECT_FAILED, KIND_EXEC,
-    KIND_EXEC_FAILED, KIND_OOM_KILL, KIND_PROCESS_EXIT, KIND_SIGNAL, RawEvent, SOURCE_SYSCALL,
-    SOURCE_TCP_ABANDONED, SOURCE_TCP_STATE,
+    KIND_EXEC_FAILED, KIND_NETFILTER_DROP, KIND_OOM_KILL, KIND_PROCESS_EXIT, KIND_SIGNAL, RawEvent,
+    SOURCE_SYSCALL, SOURCE_TCP_ABANDONED, SOURCE_TCP_STATE,
 };
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -125,6 +125,20 @@ pub enum Body {
         errno: i32,
         errno_name: String,
     },
+    /// A netfilter rule dropped the SYN of a connect this task made (`skb:kfree_skb` with reason
+    /// `NETFILTER_DROP` in its context): a `reject` rule (the connect is refused although a
+    /// process may listen) or a `drop` rule (the connect times out).
+    NetfilterDrop {
+        /// Where the SYN went, same format as connect targets (`127.0.0.1:8000`).
+        target: String,
+        /// The SYN's source (`127.0.0.1:40312`).
+        source_addr: String,
+        /// The kernel's drop reason (`NETFILTER_DROP`).
+        reason: String,
+        /// Identical drops (same process and target) this line stands for. Absent = 1.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        count: u64,
+    },
     /// Events the kernel or gwtrace could not deliver, since the previous loss line.
     Loss { reason: String, count: u64 },
     /// Facts read from /proc (listeners, processes, paths) that the engine used: replay
@@ -169,6 +183,7 @@ impl Event {
             Body::OomKill { .. } => "oom_kill",
             Body::Exec { .. } => "exec",
             Body::ExecFailed { .. } => "exec_failed",
+            Body::NetfilterDrop { .. } => "netfilter_drop",
             Body::Loss { .. } => "loss",
             Body::Facts(_) => "facts",
         }
@@ -334,6 +349,22 @@ impl Decoder {
                 errno: raw.errno,
                 errno_name: errno_name(raw.errno).to_owned(),
             },
+            KIND_NETFILTER_DROP => {
+                let mut saddr = [0u8; 16];
+                saddr.copy_from_slice(&raw.data[..16]);
+                Body::NetfilterDrop {
+                    target: format_target(raw.family, &raw.addr, raw.port, &[]),
+                    source_addr: format_target(
+                        raw.family,
+                        &saddr,
+                        u16::try_from(raw.aux[1]).unwrap_or(0),
+                        &[],
+                    ),
+                    // The program reports this one reason only (its value is read at load).
+                    reason: "NETFILTER_DROP".to_owned(),
+                    count: raw.aux[2].saturating_add(1),
+                }
+            }
             k => return Err(DecodeError::Kind(k)),
         };
         Ok(Event {

@@ -17,6 +17,8 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "strace",
     "iproute2",
+    // Firewall rules in the lab's network namespaces (firewall-reject, netfilter drops).
+    "nftables",
     "util-linux",
     "procps",
     "curl",

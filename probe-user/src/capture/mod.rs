@@ -14,7 +14,7 @@ use aya::{
 use probe_common::{
     CNT_LOST_MAP_FULL, CNT_LOST_READ, CNT_LOST_RINGBUF, CNT_LOST_TCP_OWNER, ERRNO_SLOTS, FoldKey,
     FoldVal, GLOBAL_OFFSETS, KIND_CONNECT_FAILED, MAP_COUNTERS, MAP_ERRNO, MAP_ERRORS, MAP_EVENTS,
-    MAP_FOLD, NUM_COUNTERS, Offsets, PROG_MARK_VICTIM, PROG_SCHED_PROCESS_EXEC,
+    MAP_FOLD, NUM_COUNTERS, Offsets, PROG_KFREE_SKB, PROG_MARK_VICTIM, PROG_SCHED_PROCESS_EXEC,
     PROG_SCHED_PROCESS_EXIT, PROG_SIGNAL_GENERATE, PROG_SOCK_STATE, PROG_SOCK_STATE_RAW,
     PROG_SYS_ENTER_CONNECT, PROG_SYS_ENTER_EXECVE, PROG_SYS_ENTER_EXECVEAT, PROG_SYS_EXIT_ACCEPT,
     PROG_SYS_EXIT_ACCEPT4, PROG_SYS_EXIT_CONNECT, PROG_SYS_EXIT_EXECVE, PROG_SYS_EXIT_EXECVEAT,
@@ -256,7 +256,41 @@ pub fn offsets(hooks: Hooks) -> Result<Offsets, CaptureError> {
     o.sk_daddr = sk_common("skc_daddr")?;
     o.sk_v6_daddr = sk_common("skc_v6_daddr")?;
     o.sock_sk_err = kbtf.member_offset("sock", "sk_err")?;
+    netfilter_offsets(&tfs, &kbtf, &mut o);
     Ok(o)
+}
+
+/// The drop reason and `sk_buff` offsets of the netfilter-drop program. Optional: a kernel
+/// without the `skb:kfree_skb` reason (or its BTF members) leaves `netfilter_drop` at
+/// `u32::MAX`, and the program is not attached ([`Capture::start`]).
+fn netfilter_offsets(tfs: &std::path::Path, kbtf: &btf::KernelBtf, o: &mut Offsets) {
+    o.netfilter_drop = u32::MAX;
+    let reason = tracefs::Format::read(tfs, "skb", "kfree_skb")
+        .ok()
+        .and_then(|f| f.symbol("NETFILTER_DROP"))
+        .and_then(|v| u32::try_from(v).ok());
+    let skb = |m: &str| kbtf.member_offset("sk_buff", m).ok();
+    let (Some(reason), Some(head), Some(nh), Some(th), Some(sk), Some(dev), Some(ifindex)) = (
+        reason,
+        skb("head"),
+        skb("network_header"),
+        skb("transport_header"),
+        skb("sk"),
+        skb("dev"),
+        kbtf.member_offset("net_device", "ifindex").ok(),
+    ) else {
+        log::info!(
+            "skb:kfree_skb has no NETFILTER_DROP reason here: firewall rejects are not told apart"
+        );
+        return;
+    };
+    o.netfilter_drop = reason;
+    o.skb_head = head;
+    o.skb_network_header = nh;
+    o.skb_transport_header = th;
+    o.skb_sk = sk;
+    o.skb_dev = dev;
+    o.netdev_ifindex = ifindex;
 }
 
 impl Capture {
@@ -277,6 +311,13 @@ impl Capture {
         if let Err(e) = &raw_sock_state {
             log::info!(
                 "raw tracepoint inet_sock_set_state unavailable ({e}): using the classic tracepoint"
+            );
+        }
+        if offsets.netfilter_drop != u32::MAX
+            && let Err(e) = attach_raw(&mut ebpf, PROG_KFREE_SKB, "kfree_skb")
+        {
+            log::warn!(
+                "raw tracepoint kfree_skb unavailable ({e}): firewall rejects are not told apart"
             );
         }
         for &(prog, category, name, syscall) in PROGRAMS {
@@ -525,6 +566,7 @@ mod tests {
         let obj = aya_obj::Object::parse(EBPF_OBJECT).expect("the embedded object parses");
         let mut wanted: Vec<&str> = PROGRAMS.iter().map(|&(p, ..)| p).collect();
         wanted.push(RAW_SOCK_STATE);
+        wanted.push(PROG_KFREE_SKB);
         for prog in &wanted {
             assert!(
                 obj.programs.contains_key(*prog),

@@ -50,6 +50,9 @@ pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
 pub struct Format {
     name: String,
     fields: HashMap<String, u32>,
+    /// The `{ value, "NAME" }` pairs of the print format's `__print_symbolic` tables (enum
+    /// values such as `skb_drop_reason`, which differ between kernels).
+    symbols: HashMap<String, u64>,
 }
 
 impl Format {
@@ -101,7 +104,14 @@ impl Format {
         Self {
             name: name.to_owned(),
             fields,
+            symbols: parse_symbols(text),
         }
+    }
+
+    /// The value a `__print_symbolic` table of the print format gives `symbol`, if any.
+    #[must_use]
+    pub fn symbol(&self, symbol: &str) -> Option<u64> {
+        self.symbols.get(symbol).copied()
     }
 
     /// Offset of a field that must exist.
@@ -119,6 +129,34 @@ impl Format {
     }
 }
 
+/// `{ 12, "NETFILTER_DROP" }` pairs of the `print fmt:` line (hex or decimal values).
+fn parse_symbols(text: &str) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    let Some(fmt) = text.lines().find(|l| l.starts_with("print fmt:")) else {
+        return out;
+    };
+    for chunk in fmt.split('{').skip(1) {
+        let Some((pair, _)) = chunk.split_once('}') else {
+            continue;
+        };
+        let Some((value, name)) = pair.split_once(',') else {
+            continue;
+        };
+        let value = value.trim();
+        let value = match value.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => value.parse::<u64>().ok(),
+        };
+        let name = name.trim().trim_matches('"');
+        if let Some(v) = value
+            && !name.is_empty()
+        {
+            out.insert(name.to_owned(), v);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +172,20 @@ mod tests {
         assert_eq!(f.offset("common_pid").unwrap(), 4);
         assert!(f.offset("nope").is_err());
         assert_eq!(f.optional("nope"), u32::MAX);
+    }
+
+    #[test]
+    fn reads_drop_reasons_from_the_print_format() {
+        let text = include_str!("../../../tests/fixtures/kfree_skb.format");
+        let f = Format::parse("skb:kfree_skb", text);
+        assert_eq!(f.offset("reason").unwrap(), 36);
+        assert_eq!(f.symbol("NETFILTER_DROP"), Some(12));
+        assert_eq!(f.symbol("NO_SOCKET"), Some(3));
+        assert_eq!(f.symbol("NOT_A_REASON"), None);
+        // A format without a symbol table has no symbols, and garbage does not panic.
+        assert_eq!(
+            Format::parse("x", "print fmt: \"%d\", { zz, }").symbol("zz"),
+            None
+        );
     }
 }

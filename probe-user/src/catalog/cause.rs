@@ -17,6 +17,9 @@ pub enum Cause {
     StaleSocket,
     /// Nothing listens on the TCP target (ECONNREFUSED).
     UpstreamNotListening,
+    /// A netfilter rule refuses the connect while a process may listen there (ECONNREFUSED
+    /// with a `NETFILTER_DROP` of the SYN).
+    FirewallReject,
     /// Nothing at the target, but the app listens close by (another path or port).
     WrongTarget,
     /// A path component denies the proxy worker (EACCES).
@@ -53,10 +56,11 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, the engine's first (in README's order), then `gwtrace check`'s warnings.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::SocketMissing,
         Self::StaleSocket,
         Self::UpstreamNotListening,
+        Self::FirewallReject,
         Self::WrongTarget,
         Self::SocketPermission,
         Self::BacklogFull,
@@ -77,8 +81,8 @@ impl Cause {
 
     /// The causes the engine establishes from kernel events (the metrics' `cause` series,
     /// README's cause table).
-    pub const OBSERVED: [Self; 15] = {
-        let mut out = [Self::SocketMissing; 15];
+    pub const OBSERVED: [Self; 16] = {
+        let mut out = [Self::SocketMissing; 16];
         let mut i = 0;
         while i < out.len() {
             out[i] = Self::ALL[i];
@@ -103,6 +107,7 @@ impl Cause {
             Self::SocketMissing => "socket-missing",
             Self::StaleSocket => "stale-socket",
             Self::UpstreamNotListening => "upstream-not-listening",
+            Self::FirewallReject => "firewall-reject",
             Self::WrongTarget => "wrong-target",
             Self::SocketPermission => "socket-permission",
             Self::BacklogFull => "backlog-full",
@@ -152,6 +157,7 @@ impl Cause {
             Self::SocketMissing => "the upstream's unix socket file does not exist",
             Self::StaleSocket => "the unix socket file exists but nothing listens on it",
             Self::UpstreamNotListening => "nothing listens on the upstream's TCP address",
+            Self::FirewallReject => "a netfilter rule refuses the proxy's connect",
             Self::WrongTarget => "the proxy connects to the wrong place: the app listens close by",
             Self::SocketPermission => "the socket's path denies the proxy's worker",
             Self::BacklogFull => "the upstream's accept queue is full",

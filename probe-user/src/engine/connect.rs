@@ -156,6 +156,12 @@ pub(crate) fn classify(v: &View<'_>, loops: &[CrashLoop<'_>], a: &Agg) -> Vec<Pa
     if a.abandoned || a.errno == ETIMEDOUT {
         return vec![timeout(v, a)];
     }
+    if a.errno == ECONNREFUSED
+        && matches!(t, Target::Inet(..))
+        && let Some(d) = netfilter_drops(v, a)
+    {
+        return vec![firewall_reject(v, a, &d)];
+    }
     match (a.errno, t) {
         (ENOENT | ENOTDIR, Target::UnixPath(_) | Target::UnixAbstract(_))
         | (ECONNREFUSED, Target::UnixAbstract(_) | Target::Inet(..)) => {
@@ -717,6 +723,113 @@ fn scan_app_servers(v: &View<'_>) -> Option<String> {
     }
 }
 
+/// Netfilter drops of the group's SYNs: by one of its workers, to its target, while it failed.
+struct Drops {
+    count: u64,
+    first_ns: u64,
+    last_ns: u64,
+}
+
+/// How far a drop may lie from the failures it explains: the SYN is dropped inside `connect()`,
+/// the failure is reported at once (refused) or after the SYN retries (timeout, ~2 min).
+const DROP_SLACK_NS: u64 = 1_000_000_000;
+const DROP_TIMEOUT_SLACK_NS: u64 = 180_000_000_000;
+
+fn netfilter_drops(v: &View<'_>, a: &Agg) -> Option<Drops> {
+    let lo = a.first_ns.saturating_sub(if a.errno == ECONNREFUSED {
+        DROP_SLACK_NS
+    } else {
+        DROP_TIMEOUT_SLACK_NS
+    });
+    let hi = a.last_ns.saturating_add(DROP_SLACK_NS);
+    let mut out: Option<Drops> = None;
+    for d in
+        v.st.netfilter_drops.iter().filter(|d| {
+            a.workers.contains(&d.pid) && d.target == a.target && (lo..=hi).contains(&d.ns)
+        })
+    {
+        let o = out.get_or_insert(Drops {
+            count: 0,
+            first_ns: d.ns,
+            last_ns: d.ns,
+        });
+        o.count += d.count;
+        o.first_ns = o.first_ns.min(d.ns);
+        o.last_ns = o.last_ns.max(d.ns);
+    }
+    out
+}
+
+/// "the kernel freed 3 SYN(s) of nginx to 127.0.0.1:8000 with drop reason `NETFILTER_DROP` ...".
+fn drops_line(a: &Agg, d: &Drops) -> String {
+    format!(
+        "the kernel freed {} SYN(s) of {} to {} with drop reason NETFILTER_DROP (skb:kfree_skb) from {} to {}: \
+         a netfilter rule",
+        d.count,
+        a.worker_comm,
+        a.target,
+        fmt_ns(d.first_ns),
+        fmt_ns(d.last_ns)
+    )
+}
+
+/// The commands that show the rules, in the proxy's network namespace.
+fn ruleset_cmd(a: &Agg) -> String {
+    if a.worker == 0 {
+        "nft list ruleset (or iptables -S), in the proxy's network namespace".to_owned()
+    } else {
+        format!(
+            "nsenter -t {pid} -n nft list ruleset (or nsenter -t {pid} -n iptables -S): the rules of {}'s network \
+             namespace",
+            a.worker_comm,
+            pid = a.worker
+        )
+    }
+}
+
+/// ECONNREFUSED with the SYN dropped by netfilter: a `reject` rule answered, not a missing
+/// listener.
+fn firewall_reject(v: &View<'_>, a: &Agg, drops: &Drops) -> Part {
+    let mut p = part(Cause::FirewallReject, a);
+    p.evidence.push(drops_line(a, drops));
+    let listener = covering(v, &a.target).next();
+    match listener {
+        Some(l) => p.evidence.push(format!(
+            "{} listens on {}: the connection never reached it",
+            owner_label(v, l),
+            l.target
+        )),
+        None => p.evidence.push(format!(
+            "no listener on {} in the listener facts (it may listen in another network namespace): the refusal \
+             came from the rule, not from a missing listener",
+            a.target
+        )),
+    }
+    p.summary = match listener {
+        Some(l) => format!(
+            "a netfilter rule rejects connects to {} while {} listens there",
+            a.target,
+            owner_label(v, l)
+        ),
+        None => format!("a netfilter rule rejects connects to {}", a.target),
+    };
+    p.fix = format!(
+        "find the rule that rejects tcp dport {} ({}: look for `reject` / `REJECT`) and allow the proxy's \
+         connects to it; do not restart the app, it is not the problem",
+        port_of(&a.target),
+        ruleset_cmd(a)
+    );
+    p
+}
+
+/// The port of an inet target (`127.0.0.1:8000` -> `8000`).
+fn port_of(target: &str) -> String {
+    match parse(target) {
+        Target::Inet(_, port) => port.to_string(),
+        _ => target.to_owned(),
+    }
+}
+
 fn not_listening(v: &View<'_>, a: &Agg) -> Part {
     let mut p = part(Cause::UpstreamNotListening, a);
     let local =
@@ -993,6 +1106,22 @@ fn timeout(v: &View<'_>, a: &Agg) -> Part {
         "connecting to {} timed out: a 504 (gateway timeout) class, not a 502",
         a.target
     );
+    if let Some(d) = netfilter_drops(v, a) {
+        p.evidence.push(format!(
+            "dropped by a netfilter rule: {}",
+            drops_line(a, &d)
+        ));
+        p.summary = format!(
+            "connecting to {} timed out: a netfilter rule drops its SYNs (a 504 class, not a 502)",
+            a.target
+        );
+        p.fix = format!(
+            "find the rule that drops tcp dport {} ({}: look for `drop` / `DROP`) and allow the proxy's connects",
+            port_of(&a.target),
+            ruleset_cmd(a)
+        );
+        return p;
+    }
     if let Some(ms) = a.check.as_ref().and_then(|c| c.probe_timeout_ms) {
         p.evidence.push(format!(
             "gwtrace check's own connect to {} got no answer within {ms} ms",

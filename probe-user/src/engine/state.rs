@@ -24,6 +24,7 @@ pub(crate) const MAX_EXITS: usize = 4096;
 pub(crate) const MAX_SIGNALS: usize = 4096;
 pub(crate) const MAX_OOMS: usize = 1024;
 pub(crate) const MAX_EXEC_FAILURES: usize = 1024;
+pub(crate) const MAX_NETFILTER_DROPS: usize = 1024;
 /// Socket paths, memory cgroups, listener targets with owner history.
 pub(crate) const MAX_PATHS: usize = 4096;
 pub(crate) const MAX_MEMCGS: usize = 4096;
@@ -87,6 +88,15 @@ pub(crate) struct ExitRecord {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub core_dumped: bool,
+}
+
+/// A SYN of a process's connect that a netfilter rule dropped (`netfilter_drop` event).
+#[derive(Clone, Debug)]
+pub(crate) struct NetfilterDropRecord {
+    pub ns: u64,
+    pub pid: u32,
+    pub target: String,
+    pub count: u64,
 }
 
 /// A signal generated for a process.
@@ -190,12 +200,38 @@ pub(crate) struct State {
     pub signals: VecDeque<SignalRecord>,
     pub ooms: VecDeque<OomRecord>,
     pub exec_failures: VecDeque<ExecFailRecord>,
+    pub netfilter_drops: VecDeque<NetfilterDropRecord>,
     /// Events lost by the kernel or the collector, and why.
     pub lost: u64,
     pub loss_reasons: Vec<String>,
 }
 
 impl State {
+    /// A `netfilter_drop` event: kept for the connect failures it explains.
+    fn record_drop(&mut self, ev: &Event, target: &str, count: u64) {
+        self.touch(ev);
+        let rec = NetfilterDropRecord {
+            ns: ev.mono_ns,
+            pid: ev.pid,
+            target: target.to_owned(),
+            count,
+        };
+        push_capped(&mut self.netfilter_drops, rec, MAX_NETFILTER_DROPS);
+    }
+
+    /// An `exec_failed` event.
+    fn record_exec_failure(&mut self, ev: &Event, filename: &str, errno: i32) {
+        self.touch(ev);
+        let rec = ExecFailRecord {
+            ns: ev.mono_ns,
+            pid: ev.pid,
+            comm: ev.comm.clone(),
+            filename: filename.to_owned(),
+            errno,
+        };
+        push_capped(&mut self.exec_failures, rec, MAX_EXEC_FAILURES);
+    }
+
     /// Takes one event into the state.
     pub(crate) fn feed(&mut self, ev: &Event, cfg: &EngineConfig) {
         let ns = ev.mono_ns;
@@ -279,17 +315,8 @@ impl State {
             Body::Exec { filename, cmdline } => self.record_exec(ev, filename, cmdline.as_deref()),
             Body::ExecFailed {
                 filename, errno, ..
-            } => {
-                self.touch(ev);
-                let rec = ExecFailRecord {
-                    ns,
-                    pid: ev.pid,
-                    comm: ev.comm.clone(),
-                    filename: filename.clone(),
-                    errno: *errno,
-                };
-                push_capped(&mut self.exec_failures, rec, MAX_EXEC_FAILURES);
-            }
+            } => self.record_exec_failure(ev, filename, *errno),
+            Body::NetfilterDrop { target, count, .. } => self.record_drop(ev, target, *count),
             Body::Loss { reason, count } => {
                 self.lost = self.lost.saturating_add(*count);
                 if !self.loss_reasons.contains(reason) && self.loss_reasons.len() < 8 {

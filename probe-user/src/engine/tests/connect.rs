@@ -363,3 +363,82 @@ fn simple_errnos_map_to_their_causes() {
         }
     }
 }
+
+fn nf_drop(t: u64, pid: u32, target: &str) -> Event {
+    ev(
+        t,
+        pid,
+        "nginx",
+        Body::NetfilterDrop {
+            target: target.to_owned(),
+            source_addr: "127.0.0.1:40000".to_owned(),
+            reason: "NETFILTER_DROP".to_owned(),
+            count: 1,
+        },
+    )
+}
+
+/// Refused while gunicorn listens, and the kernel saw netfilter drop the SYNs: a rule rejects,
+/// nothing is missing.
+#[test]
+fn refused_with_netfilter_drops_is_firewall_reject_naming_the_listener() {
+    let t = "127.0.0.1:8000";
+    let mut es = vec![
+        nginx_facts(T0),
+        gunicorn_facts(
+            T0,
+            "gunicorn --bind 127.0.0.1:8000 app:app",
+            vec![
+                listener("0.0.0.0:80", 100, "nginx"),
+                listener(t, 200, "gunicorn"),
+            ],
+        ),
+    ];
+    for i in 0..3 {
+        es.push(nf_drop(T0 + S + i * 100 * MS, 101, t));
+    }
+    failures(&mut es, T0 + S, 3, 101, t, 111);
+    let vs = run(&es);
+    assert_eq!(causes(&vs), [Cause::FirewallReject], "{vs:#?}");
+    let v = only(&vs, Cause::FirewallReject);
+    assert_eq!((v.status, v.count), (502, 3));
+    assert!(has(v, "NETFILTER_DROP"), "{v:#?}");
+    assert!(
+        has(v, "gunicorn pid 200 listens on 127.0.0.1:8000"),
+        "{v:#?}"
+    );
+    assert!(v.fix.contains("nft list ruleset"), "{}", v.fix);
+    assert!(v.fix.contains("nsenter -t 101 -n"), "{}", v.fix);
+}
+
+/// A drop by another process, or to another target, explains nothing: still nothing listens.
+#[test]
+fn netfilter_drops_of_others_leave_upstream_not_listening() {
+    let t = "127.0.0.1:8000";
+    let mut es = vec![nginx_facts(T0)];
+    es.push(nf_drop(T0 + S, 555, t));
+    es.push(nf_drop(T0 + S, 101, "127.0.0.1:9000"));
+    failures(&mut es, T0 + S, 2, 101, t, 111);
+    let vs = run(&es);
+    assert_eq!(causes(&vs), [Cause::UpstreamNotListening], "{vs:#?}");
+}
+
+/// A `drop` rule: the SYNs vanish, the connect times out, and the evidence says who dropped them.
+#[test]
+fn timeout_with_netfilter_drops_says_dropped_by_a_rule() {
+    let t = "127.0.0.1:8000";
+    let mut es = vec![nginx_facts(T0), nf_drop(T0 + S, 101, t)];
+    es.push(connect_src(
+        T0 + 4 * S,
+        101,
+        "nginx",
+        t,
+        110,
+        "tcp_abandoned",
+    ));
+    let vs = run(&es);
+    let v = only(&vs, Cause::ConnectTimeout);
+    assert_eq!(v.status, 504);
+    assert!(has(v, "dropped by a netfilter rule"), "{v:#?}");
+    assert!(v.fix.contains("nft list ruleset"), "{}", v.fix);
+}
