@@ -5,6 +5,8 @@
 //! configuration rotates per round), so slow drift of a shared, noisy box spreads over all
 //! configurations; only ratios to the baseline measured in the same run are compared. Each tracer
 //! is started fresh for each run, waited for until really attached, and stopped with SIGINT after.
+mod hostsize;
+pub use hostsize::idle_pool;
 pub mod nginx;
 mod report;
 pub mod tracer;
@@ -60,6 +62,16 @@ impl Opts {
             quick,
             filter,
         }
+    }
+
+    /// Rounds of the host-size workload (each round: 3 sizes x 4 loads): 3, 1 with `quick`.
+    const fn host_rounds(&self) -> usize {
+        if self.quick { 1 } else { 3 }
+    }
+
+    /// Seconds of each host-size cell: 10, 5 with `quick`.
+    const fn host_secs(&self) -> f64 {
+        if self.quick { 5.0 } else { 10.0 }
     }
 
     /// A complete run (all workloads, ≥ 7 rounds, 60 s storm): the one `latest.md` shows.
@@ -186,17 +198,18 @@ pub fn bench(bin: &Path, opts: &Opts) -> anyhow::Result<()> {
         .filter(|w| selected(w.name()))
         .collect();
     let storm = selected(STORM);
-    if workloads.is_empty() && !storm {
+    let host_size = selected(hostsize::HOST_SIZE);
+    if workloads.is_empty() && !storm && !host_size {
         bail!(
-            "no workload matches {:?} (workloads: tcp-loop unix-loop nginx-tcp nginx-unix null-syscall storm)",
+            "no workload matches {:?} (workloads: tcp-loop unix-loop nginx-tcp nginx-unix null-syscall storm host-size)",
             opts.filter
         );
     }
     let env = report::environment(bin, opts);
     let started = Instant::now();
     let exe = std::env::current_exe().context("locating the xtask binary")?;
-    let nginx = if workloads.iter().any(|w| w.worker().is_none()) {
-        Some(Nginx::start()?)
+    let nginx = if host_size || workloads.iter().any(|w| w.worker().is_none()) {
+        Some(Nginx::start(hostsize::TARGETS)?)
     } else {
         None
     };
@@ -206,7 +219,7 @@ pub fn bench(bin: &Path, opts: &Opts) -> anyhow::Result<()> {
         opts,
         nginx,
     };
-    print_plan(opts, &workloads, storm);
+    print_plan(opts, &workloads, storm, host_size);
     let mut runs = Vec::new();
     let configs = Config::OVERHEAD;
     for round in 0..opts.rounds {
@@ -225,6 +238,9 @@ pub fn bench(bin: &Path, opts: &Opts) -> anyhow::Result<()> {
             progress(&run, 1);
             runs.push(run);
         }
+    }
+    if host_size {
+        hostsize::run(&ctx, opts.host_rounds(), opts.host_secs(), &mut runs);
     }
     drop(ctx.nginx.take());
     let elapsed = started.elapsed();
@@ -303,7 +319,7 @@ fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
-fn print_plan(opts: &Opts, workloads: &[Workload], storm: bool) {
+fn print_plan(opts: &Opts, workloads: &[Workload], storm: bool, host_size: bool) {
     // Starting and stopping the tracers of one round of one workload: gwtrace ~1.5 s (x2),
     // bpftrace ~5 s (it compiles the script), strace and the workload process ~0.5 s.
     const SETUP_S: f64 = 9.0;
@@ -317,9 +333,16 @@ fn print_plan(opts: &Opts, workloads: &[Workload], storm: bool) {
     } else {
         0.0
     };
-    let total = per_round * f(opts.rounds as u64) + storm_s;
+    // Each host-size cell: its window plus gwtrace's start (a full /proc read) and stop.
+    let cells = hostsize::SIZES.len() * hostsize::LOADS.len() * opts.host_rounds();
+    let host_s = if host_size {
+        f(cells as u64) * (opts.host_secs() + 3.0)
+    } else {
+        0.0
+    };
+    let total = per_round * f(opts.rounds as u64) + storm_s + host_s;
     println!(
-        "bench: {} workloads x {} configurations x {} rounds{}; about {:.0} min",
+        "bench: {} workloads x {} configurations x {} rounds{}{}; about {:.0} min",
         workloads.len(),
         Config::OVERHEAD.len(),
         opts.rounds,
@@ -329,6 +352,11 @@ fn print_plan(opts: &Opts, workloads: &[Workload], storm: bool) {
                 opts.storm_secs,
                 Config::STORM.len()
             )
+        } else {
+            String::new()
+        },
+        if host_size {
+            format!(", then {cells} host-size cells of {} s", opts.host_secs())
         } else {
             String::new()
         },
@@ -388,7 +416,7 @@ fn traced(
     config: Config,
     targets: &[u32],
     max_secs: u64,
-    body: impl FnOnce() -> anyhow::Result<Measured>,
+    body: impl FnOnce(Option<u32>) -> anyhow::Result<Measured>,
 ) -> anyhow::Result<(Measured, Option<TracerRun>)> {
     let mut tracer = Tracer::start(config, ctx.bin, targets, max_secs)?;
     let (startup, ready) = match tracer.as_mut() {
@@ -399,7 +427,7 @@ fn traced(
         None => (None, None),
     };
     let t0 = Instant::now();
-    let measured = body();
+    let measured = body(tracer.as_ref().map(|t| t.pid));
     let window_s = t0.elapsed().as_secs_f64();
     let end = tracer.as_ref().and_then(|t| t.sample().ok());
     let finished = tracer.as_mut().map(|t| t.stop(STOP_GRACE)).transpose()?;
@@ -570,7 +598,7 @@ fn run_worker(
     }
     let pid = proc.child.id();
     let max = secs_bound(secs);
-    traced(ctx, config, &[pid], max, || {
+    traced(ctx, config, &[pid], max, |_| {
         proc.go()?;
         let line = proc.line(Duration::from_secs_f64(secs + 60.0))?;
         let raw: Value =
@@ -623,7 +651,7 @@ fn run_nginx(
     let secs = ctx.opts.wrk_secs;
     #[expect(clippy::cast_precision_loss, reason = "seconds")]
     let max = secs_bound(secs as f64);
-    traced(ctx, config, &workers, max, || {
+    traced(ctx, config, &workers, max, |_| {
         let r = nginx::wrk(&url, secs)?;
         if r.non_2xx > 0 || r.socket_errors > 0 {
             bail!(

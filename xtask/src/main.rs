@@ -55,7 +55,7 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
         /// Only workloads whose name contains this (tcp-loop, unix-loop, nginx-tcp, nginx-unix,
-        /// null-syscall, storm).
+        /// null-syscall, storm, host-size).
         filter: Option<String>,
     },
     /// Release artifacts: `dist/gwtrace-VERSION-ARCH-linux.tar.gz` and `dist/gwtrace_VERSION_ARCH.deb`
@@ -71,6 +71,12 @@ enum Cmd {
     /// A benchmark workload process (started by `cargo xtask bench`, so strace can attach to it).
     #[command(hide = true)]
     BenchWorker(bench::worker::WorkerArgs),
+    /// Idle processes for the host-size workload (started by `cargo xtask bench`).
+    #[command(hide = true)]
+    BenchIdle {
+        #[arg(long)]
+        count: usize,
+    },
 }
 
 /// The workspace root.
@@ -182,5 +188,6 @@ fn real_main() -> anyhow::Result<()> {
         }
         Cmd::Dist { binary, out_dir } => dist::dist(&dist::Opts { binary, out_dir }),
         Cmd::BenchWorker(args) => bench::worker::run(&args),
+        Cmd::BenchIdle { count } => bench::idle_pool(count),
     }
 }

@@ -8,6 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::fmt::Write as _;
+
 use anyhow::{Context as _, bail};
 
 use gwtrace_lab::support::free_port;
@@ -25,8 +27,9 @@ pub struct Nginx {
 
 impl Nginx {
     /// Writes the config and starts nginx (one worker, so the proxy is one process strace can
-    /// follow and the two cores are split between nginx and wrk).
-    pub fn start() -> anyhow::Result<Self> {
+    /// follow and the two cores are split between nginx and wrk). `/fail/0` .. `/fail/N-1` proxy
+    /// to `failing` distinct unix sockets that do not exist (502 with ENOENT).
+    pub fn start(failing: usize) -> anyhow::Result<Self> {
         let dir = PathBuf::from(format!("/tmp/gwbench-nginx-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("tmp"))
@@ -35,6 +38,13 @@ impl Nginx {
         let upstream_port = free_port().context("picking a free port")?;
         let upstream_sock = dir.join("upstream.sock");
         let d = dir.display();
+        let mut fail = String::new();
+        for k in 0..failing {
+            let _ = writeln!(
+                fail,
+                "    location = /fail/{k} {{ proxy_pass http://unix:{d}/missing-{k}.sock:; }}"
+            );
+        }
         let conf = format!(
             "daemon off;\nmaster_process on;\nworker_processes 1;\nuser root;\npid {d}/nginx.pid;\n\
              error_log {d}/error.log error;\nevents {{ worker_connections 1024; }}\n\
@@ -42,7 +52,7 @@ impl Nginx {
              \x20 fastcgi_temp_path {d}/tmp/fcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
              \x20 server {{\n    listen 127.0.0.1:{port};\n\
              \x20   location /tcp {{ proxy_pass http://127.0.0.1:{upstream_port}; }}\n\
-             \x20   location /unix {{ proxy_pass http://unix:{sock}:; }}\n  }}\n\
+             \x20   location /unix {{ proxy_pass http://unix:{sock}:; }}\n{fail}  }}\n\
              \x20 server {{\n    listen 127.0.0.1:{upstream_port};\n    listen unix:{sock};\n\
              \x20   location / {{ return 200 \"ok\"; }}\n  }}\n}}\n",
             sock = upstream_sock.display(),

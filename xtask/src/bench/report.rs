@@ -360,7 +360,70 @@ pub fn summarise(runs: &[Run], workloads: &[Workload], storm: bool) -> Vec<Row> 
     if storm {
         rows.extend(storm_rows(runs));
     }
+    rows.extend(host_size_rows(runs));
     rows.extend(tracer_rows(runs));
+    rows
+}
+
+/// Agent CPU per second at each host size and failure load (issue #20): at most 10 ms/s at one
+/// failure a second, and at 5,000 processes at most 1.5x the figure at 100 for the same load.
+fn host_size_rows(runs: &[Run]) -> Vec<Row> {
+    use super::hostsize::{HOST_SIZE, LOADS, SIZES};
+    const ONE_FAILURE_MS: f64 = 10.0;
+    const GROWTH: f64 = 1.5;
+    let cells: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.workload == HOST_SIZE && r.error.is_none())
+        .collect();
+    #[expect(clippy::cast_precision_loss, reason = "small counts")]
+    let cpu = |size: usize, load: super::hostsize::Load| -> Vec<f64> {
+        cells
+            .iter()
+            .filter(|r| {
+                r.metrics.get("procs") == Some(&(size as f64))
+                    && r.metrics.get("rate") == Some(&f64::from(load.rate))
+                    && r.metrics.get("targets") == Some(&(load.targets as f64))
+            })
+            .filter_map(|r| r.metrics.get("agent cpu ms/s").copied())
+            .collect()
+    };
+    let mut rows = Vec::new();
+    for load in LOADS {
+        let small = median(cpu(SIZES[0], load));
+        for size in SIZES {
+            let metric = format!("agent CPU ms/s, +{size} procs, {}", load.label());
+            let Some(mut r) = row(HOST_SIZE, &metric, Config::Gwtrace, cpu(size, load)) else {
+                continue;
+            };
+            r.tracer_cpu_ms_per_s = Some(r.median);
+            let mut targets = Vec::new();
+            let mut met = Vec::new();
+            if load.rate == 1 {
+                targets.push(Target::AtMost(ONE_FAILURE_MS).text());
+                met.push(r.median <= ONE_FAILURE_MS);
+            }
+            if size == SIZES[SIZES.len() - 1] {
+                r.ratio = small.map(|b| r.median / b.max(1e-3));
+                targets.push(format!("<= {:.0}% of +{} procs", GROWTH * 100.0, SIZES[0]));
+                met.push(r.ratio.is_some_and(|x| x <= GROWTH));
+                r.note = format!(
+                    "{} ms/s = {} of the {} at +{} procs",
+                    num(r.median),
+                    r.ratio
+                        .map_or_else(|| "-".to_owned(), |x| format!("{:.0}%", x * 100.0)),
+                    small.map_or_else(|| "-".to_owned(), num),
+                    SIZES[0]
+                );
+            }
+            if targets.is_empty() {
+                "report".clone_into(&mut r.target);
+            } else {
+                r.target = targets.join(", ");
+                r.met = Some(met.iter().all(|m| *m));
+            }
+            rows.push(r);
+        }
+    }
     rows
 }
 
