@@ -95,6 +95,7 @@ impl<S: FactSource> Enricher<S> {
     pub fn new(src: S, proxy_names: Vec<String>) -> Self {
         Self {
             src,
+            table: ProcTable::new(&proxy_names),
             proxy_names,
             known: HashSet::new(),
             ns_known: HashSet::new(),
@@ -105,7 +106,6 @@ impl<S: FactSource> Enricher<S> {
             quiet_ticks: LISTENER_TICKS_AFTER_ANOMALY,
             ticks: 0,
             relevant: HashSet::new(),
-            table: ProcTable::default(),
             owners: OwnerCache::default(),
             targets: BTreeSet::new(),
             budget: Budget::tick(),
@@ -217,7 +217,7 @@ impl<S: FactSource> Enricher<S> {
                 .map(|(_, i)| *i)
                 .collect()
         };
-        let likely = self.table.likely_owners(&self.proxy_names);
+        let likely = self.table.likely_owners();
         let table = &self.table;
         self.owners.refresh(
             &mut self.src,
@@ -246,7 +246,7 @@ impl<S: FactSource> Enricher<S> {
     pub fn snapshot(&mut self, proxies: &[u32]) -> FactsUpdate {
         // The one full read of /proc: from now on the kernel's events keep the table.
         let all = self.src.processes();
-        self.table = ProcTable::load(&all);
+        self.table = ProcTable::load(&self.proxy_names, &all);
         // Start-up may read every process's fds, once: each listener's owner is then cached
         // until it exits.
         self.budget = Budget::unlimited();
@@ -433,7 +433,7 @@ impl<S: FactSource> Enricher<S> {
     /// New children of proxies and app servers (their workers), from the masters' `children`
     /// files: forks are not traced.
     fn scan_children(&mut self) {
-        let masters = self.table.likely_owners(&self.proxy_names);
+        let masters = self.table.likely_owners();
         for pid in masters {
             if !self.budget.take() {
                 break;

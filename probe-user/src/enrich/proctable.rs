@@ -12,17 +12,40 @@ use crate::facts::ProcInfo;
 /// live processes than this loses the newest from the table, not memory).
 pub const MAX_PROCS: usize = 65_536;
 
-/// Every known live process, by pid.
+/// Every known live process, by pid, with the proxies and app servers among them kept apart
+/// (classified once, when a process is inserted: the refreshes that ask for them run while
+/// failures flow, and must not walk the whole host).
 #[derive(Debug, Default)]
 pub struct ProcTable {
     procs: HashMap<u32, ProcInfo>,
+    /// Pids of proxies and app servers (by name or command line).
+    notable: HashSet<u32>,
+    proxy_names: Vec<String>,
+}
+
+/// A proxy (by name, or `nginx: worker process`) or an app server (by name or command line).
+fn is_notable(p: &ProcInfo, proxy_names: &[String]) -> bool {
+    proxy_names.iter().any(|n| {
+        p.comm
+            .strip_prefix(n.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+    }) || is_app_server(&p.comm, &p.cmdline)
 }
 
 impl ProcTable {
+    /// An empty table; `proxy_names` are the proxies' process names.
+    #[must_use]
+    pub fn new(proxy_names: &[String]) -> Self {
+        Self {
+            proxy_names: proxy_names.to_vec(),
+            ..Self::default()
+        }
+    }
+
     /// The table of a full /proc read.
     #[must_use]
-    pub fn load(all: &[ProcInfo]) -> Self {
-        let mut t = Self::default();
+    pub fn load(proxy_names: &[String], all: &[ProcInfo]) -> Self {
+        let mut t = Self::new(proxy_names);
         for p in all {
             t.insert(p.clone());
         }
@@ -57,12 +80,18 @@ impl ProcTable {
         if self.procs.len() >= MAX_PROCS && !self.procs.contains_key(&p.pid) {
             return false;
         }
+        if is_notable(&p, &self.proxy_names) {
+            self.notable.insert(p.pid);
+        } else {
+            self.notable.remove(&p.pid);
+        }
         self.procs.insert(p.pid, p);
         true
     }
 
     /// A process exited.
     pub fn remove(&mut self, pid: u32) -> Option<ProcInfo> {
+        self.notable.remove(&pid);
         self.procs.remove(&pid)
     }
 
@@ -72,6 +101,7 @@ impl ProcTable {
     pub fn reconcile(&mut self, live: &[u32]) -> Vec<u32> {
         let live_set: HashSet<u32> = live.iter().copied().collect();
         self.procs.retain(|pid, _| live_set.contains(pid));
+        self.notable.retain(|pid| live_set.contains(pid));
         let mut new: Vec<u32> = live
             .iter()
             .copied()
@@ -85,21 +115,12 @@ impl ProcTable {
     /// Proxies and app servers (by name or command line), masters before their workers, then by
     /// pid: the processes most likely to own the listeners that matter.
     #[must_use]
-    pub fn likely_owners(&self, proxy_names: &[String]) -> Vec<u32> {
-        let notable = |p: &ProcInfo| {
-            is_app_server(&p.comm, &p.cmdline)
-                || proxy_names
-                    .iter()
-                    .any(|n| p.comm == *n || p.comm.starts_with(&format!("{n}:")))
-        };
+    pub fn likely_owners(&self) -> Vec<u32> {
         let mut found: Vec<(bool, u32)> = self
-            .procs
-            .values()
-            .filter(|p| notable(p))
-            .map(|p| {
-                let worker = self.procs.get(&p.ppid).is_some_and(notable);
-                (worker, p.pid)
-            })
+            .notable
+            .iter()
+            .filter_map(|pid| self.procs.get(pid))
+            .map(|p| (self.notable.contains(&p.ppid), p.pid))
             .collect();
         found.sort_unstable();
         found.into_iter().map(|(_, pid)| pid).collect()
@@ -137,35 +158,55 @@ mod tests {
 
     #[test]
     fn likely_owners_are_app_servers_and_proxies_masters_first() {
-        let t = ProcTable::load(&[
-            proc(1, 0, "systemd", "/sbin/init"),
-            proc(
-                30,
-                1,
-                "python3",
-                "/venv/bin/python3 /venv/bin/gunicorn app:app",
-            ),
-            proc(
-                31,
-                30,
-                "python3",
-                "/venv/bin/python3 /venv/bin/gunicorn app:app",
-            ),
-            proc(40, 1, "nginx", "nginx: master process nginx"),
-            proc(41, 40, "nginx", "nginx: worker process"),
-            proc(50, 1, "sleep", "sleep 600"),
-        ]);
-        assert_eq!(t.likely_owners(&["nginx".into()]), [30, 40, 31, 41]);
+        let t = ProcTable::load(
+            &["nginx".into()],
+            &[
+                proc(1, 0, "systemd", "/sbin/init"),
+                proc(
+                    30,
+                    1,
+                    "python3",
+                    "/venv/bin/python3 /venv/bin/gunicorn app:app",
+                ),
+                proc(
+                    31,
+                    30,
+                    "python3",
+                    "/venv/bin/python3 /venv/bin/gunicorn app:app",
+                ),
+                proc(40, 1, "nginx", "nginx: master process nginx"),
+                proc(41, 40, "nginx", "nginx: worker process"),
+                proc(50, 1, "sleep", "sleep 600"),
+            ],
+        );
+        assert_eq!(t.likely_owners(), [30, 40, 31, 41]);
         assert_eq!(t.search_order(&[40, 30]), [40, 30, 1, 31, 41, 50]);
     }
 
     #[test]
     fn reconcile_drops_the_dead_and_names_the_unknown() {
-        let mut t = ProcTable::load(&[proc(1, 0, "init", ""), proc(7, 1, "a", "")]);
+        let mut t = ProcTable::load(&[], &[proc(1, 0, "init", ""), proc(7, 1, "a", "")]);
         assert_eq!(t.reconcile(&[1, 9, 8, 9]), [8, 9]);
         assert!(!t.contains(7), "its exit was lost");
         assert!(t.contains(1));
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn notable_processes_follow_exec_exit_and_reconciliation() {
+        let names = ["nginx".to_owned()];
+        let mut t = ProcTable::load(&names, &[proc(1, 0, "init", ""), proc(9, 1, "nginxd", "")]);
+        assert!(t.likely_owners().is_empty(), "nginxd is not nginx");
+        t.insert(proc(5, 1, "python3", "python3 -m gunicorn app:app"));
+        t.insert(proc(6, 5, "python3", "python3 -m gunicorn app:app"));
+        assert_eq!(t.likely_owners(), [5, 6]);
+        // 6 execs something else, 5 exits, and a reconciliation finds 7 gone.
+        t.insert(proc(6, 5, "sh", "sh -c true"));
+        t.remove(5);
+        t.insert(proc(7, 1, "nginx", "nginx: master process"));
+        assert_eq!(t.likely_owners(), [7]);
+        t.reconcile(&[1, 6, 9]);
+        assert!(t.likely_owners().is_empty());
     }
 
     #[test]
