@@ -11,6 +11,7 @@ use gwtrace::{
     event::{Body, Clock, Decoder, Event},
     facts::{
         FactsUpdate, Listener, MemcgInfo, MountNs, Netstat, PathComponent, PathInfo, ProcInfo,
+        ProxyConfig,
     },
 };
 use probe_common::{
@@ -229,6 +230,13 @@ fn full_facts() -> FactsUpdate {
         mount_ns: vec![MountNs {
             pid: 4101,
             mnt_ns: 4_026_531_841,
+        }],
+        proxy_configs: vec![ProxyConfig {
+            pid: 4100,
+            kind: "nginx".into(),
+            source: "/usr/sbin/nginx -T -c /etc/nginx/nginx.conf".into(),
+            targets: vec!["127.0.0.1:8000".into(), "unix:/run/app/app.sock".into()],
+            partial: true,
         }],
         read_ns: Some(7_100_000_000),
     }

@@ -26,6 +26,11 @@ pub struct FactsUpdate {
     /// invisible in another (containers, systemd `PrivateTmp=`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mount_ns: Vec<MountNs>,
+    /// The upstreams each proxy master is configured for (read from its configuration when it
+    /// starts or reloads): only connects to them are symptoms. Each replaces that master's
+    /// previous one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_configs: Vec<ProxyConfig>,
     /// When /proc was read (`CLOCK_MONOTONIC` ns). The line's `mono_ns` is the event the facts
     /// explain; the collector reads them later, by as much as it lags behind the kernel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,7 +48,26 @@ impl FactsUpdate {
             && self.netstat.is_none()
             && self.proxies.is_empty()
             && self.mount_ns.is_empty()
+            && self.proxy_configs.is_empty()
     }
+}
+
+/// The upstream targets one proxy master's configuration names, as connect targets
+/// (`127.0.0.1:8000`, `unix:/run/app.sock`; host names already resolved to their addresses).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyConfig {
+    /// The master's pid (its workers are its children).
+    pub pid: u32,
+    /// Which proxy (`nginx`).
+    pub kind: String,
+    /// How the configuration was read (`/usr/sbin/nginx -T -c /etc/nginx/nginx.conf`).
+    pub source: String,
+    /// Every upstream target, sorted.
+    pub targets: Vec<String>,
+    /// Some upstreams could not be known (a `$variable` in a `*_pass`, a name that did not
+    /// resolve): a connect elsewhere may still be an upstream connect.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 /// The mount namespace a process lives in (the inode of `/proc/PID/ns/mnt`, `mnt:[4026531841]`).

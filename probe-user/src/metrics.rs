@@ -25,7 +25,7 @@ use prometheus_client::{
 
 use crate::{
     capture::Counters,
-    catalog::{Cause, ProcNames, ProxyRule, default_proxy_names},
+    catalog::{Cause, ProcNames, ProxyRule, default_proxy_names, system_socket},
     engine::{Verdict, VerdictState},
     event::{Body, Event, errno_name},
 };
@@ -430,7 +430,7 @@ impl Metrics {
                 errno,
                 count,
                 ..
-            } if self.is_proxy(ev) => {
+            } if self.is_proxy(ev) && system_socket(target).is_none() => {
                 let labels = ConnectLabels {
                     proxy: self.comms.label(&ev.comm),
                     target: self.targets.label(target),

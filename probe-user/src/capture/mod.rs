@@ -13,12 +13,12 @@ use aya::{
 };
 use probe_common::{
     CNT_LOST_MAP_FULL, CNT_LOST_READ, CNT_LOST_RINGBUF, CNT_LOST_TCP_OWNER, ERRNO_SLOTS, FoldKey,
-    FoldVal, GLOBAL_OFFSETS, KIND_CONNECT_FAILED, MAP_COUNTERS, MAP_ERRNO, MAP_ERRORS, MAP_EVENTS,
-    MAP_FOLD, NUM_COUNTERS, Offsets, PROG_KFREE_SKB, PROG_MARK_VICTIM, PROG_SCHED_PROCESS_EXEC,
-    PROG_SCHED_PROCESS_EXIT, PROG_SIGNAL_GENERATE, PROG_SOCK_STATE, PROG_SOCK_STATE_RAW,
-    PROG_SYS_ENTER_CONNECT, PROG_SYS_ENTER_EXECVE, PROG_SYS_ENTER_EXECVEAT, PROG_SYS_EXIT_ACCEPT,
-    PROG_SYS_EXIT_ACCEPT4, PROG_SYS_EXIT_CONNECT, PROG_SYS_EXIT_EXECVE, PROG_SYS_EXIT_EXECVEAT,
-    ProbeError, RawEvent,
+    FoldVal, GLOBAL_OFFSETS, KIND_ACCEPT_FAILED, KIND_CONNECT_FAILED, MAP_COUNTERS, MAP_ERRNO,
+    MAP_ERRORS, MAP_EVENTS, MAP_FOLD, NUM_COUNTERS, Offsets, PROG_KFREE_SKB, PROG_MARK_VICTIM,
+    PROG_SCHED_PROCESS_EXEC, PROG_SCHED_PROCESS_EXIT, PROG_SIGNAL_GENERATE, PROG_SOCK_STATE,
+    PROG_SOCK_STATE_RAW, PROG_SYS_ENTER_CONNECT, PROG_SYS_ENTER_EXECVE, PROG_SYS_ENTER_EXECVEAT,
+    PROG_SYS_EXIT_ACCEPT, PROG_SYS_EXIT_ACCEPT4, PROG_SYS_EXIT_CONNECT, PROG_SYS_EXIT_EXECVE,
+    PROG_SYS_EXIT_EXECVEAT, ProbeError, RawEvent,
 };
 
 use crate::event::{Body, Clock, Decoder, Event, monotonic_ns};
@@ -402,6 +402,9 @@ impl Capture {
                 }
             };
             drop(item);
+            if kernel_restart(&raw) {
+                continue;
+            }
             let count = if raw.kind == KIND_CONNECT_FAILED {
                 self.folds.count(&raw)
             } else {
@@ -482,6 +485,18 @@ impl Capture {
 /// One slot of a per-CPU counter array, summed over CPUs (0 if unreadable).
 fn sum_cpus(map: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {
     map.get(&idx, 0).map_or(0, |v| v.iter().sum())
+}
+
+/// The kernel's internal restart codes (ERESTARTSYS 512, ERESTARTNOINTR 513, ERESTARTNOHAND
+/// 514, ENOIOCTLCMD 515, `ERESTART_RESTARTBLOCK` 516): seen at syscall exit when a signal
+/// interrupts a blocking accept or connect, they never reach the program (the call is
+/// restarted, or it gets EINTR). Not failures: dropped before anything counts them.
+const KERNEL_RESTART_CODES: std::ops::RangeInclusive<i32> = 512..=516;
+
+/// Is this record a failed accept/connect that only the kernel's restart machinery saw?
+fn kernel_restart(raw: &RawEvent) -> bool {
+    (raw.kind == KIND_ACCEPT_FAILED || raw.kind == KIND_CONNECT_FAILED)
+        && KERNEL_RESTART_CODES.contains(&raw.errno)
 }
 
 /// Decodes a record and hands it on, a failed connect with the number of failures it stands for.
@@ -597,6 +612,29 @@ mod tests {
             elf.symbols().any(|s| s.name() == Ok(GLOBAL_OFFSETS)),
             "global {GLOBAL_OFFSETS} missing from the object"
         );
+    }
+
+    /// An accept interrupted by a signal (nginx's workers get SIGIO/SIGCHLD, gunicorn's
+    /// SIGWINCH) exits with ERESTARTSYS and is restarted: not an `accept_failed` event, and
+    /// neither is a connect's; real errnos still are.
+    #[test]
+    fn kernel_restart_codes_are_not_failures() {
+        // SAFETY: RawEvent is plain integers and byte arrays; all zeroes is a valid value.
+        let mut r: RawEvent = unsafe { std::mem::zeroed() };
+        for kind in [KIND_ACCEPT_FAILED, KIND_CONNECT_FAILED] {
+            r.kind = kind;
+            for errno in 512..=516 {
+                r.errno = errno;
+                assert!(kernel_restart(&r), "kind {kind} errno {errno}");
+            }
+            for errno in [2, 11, 24, 23, 111, 511, 517] {
+                r.errno = errno;
+                assert!(!kernel_restart(&r), "kind {kind} errno {errno}");
+            }
+        }
+        r.kind = probe_common::KIND_PROCESS_EXIT;
+        r.errno = 512;
+        assert!(!kernel_restart(&r), "only accept and connect failures");
     }
 
     /// The error counters are as many as the errors, and each has a loss reason.

@@ -102,7 +102,7 @@ impl Agg {
 pub(crate) fn aggregate(v: &View<'_>) -> Vec<Agg> {
     let mut out: BTreeMap<(ProxyKey, String, i32, bool), Agg> = BTreeMap::new();
     for (k, g) in &v.st.failures {
-        if !v.is_proxy(k.pid, &g.comm) {
+        if !v.symptom(k.pid, &g.comm, &k.target) {
             continue;
         }
         let proxy = v.proxy_id(k.pid, &g.comm);

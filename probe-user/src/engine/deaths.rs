@@ -31,7 +31,7 @@ fn who(v: &View<'_>, pid: u32, comm: &str) -> (ProxyId, String) {
         let proxy =
             v.st.failures
                 .iter()
-                .filter(|(k, g)| covers(t, &k.target) && v.is_proxy(k.pid, &g.comm))
+                .filter(|(k, g)| covers(t, &k.target) && v.symptom(k.pid, &g.comm, &k.target))
                 .max_by_key(|(_, g)| g.last_ns)
                 .map(|(k, g)| v.proxy_id(k.pid, &g.comm));
         return (proxy.unwrap_or_else(|| v.any_proxy()), (*t).to_owned());

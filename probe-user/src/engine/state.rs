@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use super::EngineConfig;
 use crate::catalog::{ProcNames, ProxyRule};
 use crate::event::{Body, Event};
-use crate::facts::{FactsUpdate, Listener, MemcgInfo, Netstat, PathInfo, ProcInfo};
+use crate::facts::{FactsUpdate, Listener, MemcgInfo, Netstat, PathInfo, ProcInfo, ProxyConfig};
 
 /// Processes remembered (alive or exited).
 pub(crate) const MAX_PROCS: usize = 16_384;
@@ -35,6 +35,8 @@ pub(crate) const OWNERS_PER_TARGET: usize = 8;
 pub(crate) const NETSTAT_SAMPLES: usize = 64;
 /// Proxy pids learnt from facts.
 pub(crate) const MAX_PROXY_PIDS: usize = 1024;
+/// Proxy masters whose configuration is remembered.
+pub(crate) const MAX_PROXY_CONFIGS: usize = 256;
 
 /// Signals worth remembering: the terminating ones, plus reload/upgrade signals for evidence.
 const KEPT_SIGNALS: [i32; 13] = [1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 15, 31];
@@ -195,6 +197,9 @@ pub(crate) struct State {
     pub memcgs: HashMap<u32, (u64, MemcgInfo)>,
     pub netstat: VecDeque<NetstatSample>,
     pub fact_proxies: HashSet<u32>,
+    /// The upstreams each proxy master is configured for, by master pid (forgotten when that
+    /// pid execs or exits: another program's, or the next instance's, configuration).
+    pub proxy_configs: HashMap<u32, ProxyConfig>,
     pub failures: HashMap<FailKey, FailGroup>,
     pub exits: VecDeque<ExitRecord>,
     pub signals: VecDeque<SignalRecord>,
@@ -255,6 +260,7 @@ impl State {
                 ..
             } => {
                 self.touch(ev);
+                self.proxy_configs.remove(&ev.pid);
                 self.record_exit(ev, *exit_code, *signal, *core_dumped);
             }
             Body::Signal {
@@ -312,7 +318,10 @@ impl State {
                     MAX_OOMS,
                 );
             }
-            Body::Exec { filename, cmdline } => self.record_exec(ev, filename, cmdline.as_deref()),
+            Body::Exec { filename, cmdline } => {
+                self.proxy_configs.remove(&ev.pid);
+                self.record_exec(ev, filename, cmdline.as_deref());
+            }
             Body::ExecFailed {
                 filename, errno, ..
             } => self.record_exec_failure(ev, filename, *errno),
@@ -467,6 +476,13 @@ impl State {
         for &pid in &f.proxies {
             if self.fact_proxies.len() < MAX_PROXY_PIDS {
                 self.fact_proxies.insert(pid);
+            }
+        }
+        for c in &f.proxy_configs {
+            if self.proxy_configs.len() < MAX_PROXY_CONFIGS
+                || self.proxy_configs.contains_key(&c.pid)
+            {
+                self.proxy_configs.insert(c.pid, c.clone());
             }
         }
     }

@@ -7,7 +7,8 @@ use super::EngineConfig;
 use super::state::{ExitRecord, Proc, State};
 use super::target::covers;
 use super::text::{fmt_dur, fmt_ns, signal_label};
-use crate::catalog::{ProcNames, ProxyRule, app_server_in_cmdline, app_server_name};
+use crate::catalog::{ProcNames, ProxyRule, app_server_in_cmdline, app_server_name, system_socket};
+use crate::facts::ProxyConfig;
 use crate::origin::Origin;
 
 /// How far up the parent chain to look (proxy masters, app server masters).
@@ -83,7 +84,7 @@ impl<'a> View<'a> {
         let targets: HashSet<&str> = st
             .failures
             .iter()
-            .filter(|(k, g)| v.is_proxy(k.pid, &g.comm))
+            .filter(|(k, g)| v.symptom(k.pid, &g.comm, &k.target))
             .map(|(k, _)| k.target.as_str())
             .collect();
         v.proxy_targets = targets;
@@ -178,6 +179,43 @@ impl<'a> View<'a> {
                 .zip(parent_names.as_ref())
                 .map(|((pid, _), names)| ProcNames { pid, names }),
         )
+    }
+
+    /// Is this process's failed connect to `target` a 502 symptom? The one rule: only a proxy's
+    /// connects count, and only those to an upstream. With the proxy's configuration known, an
+    /// upstream is one of its targets (names it resolves included); a configuration that could
+    /// not name them all (`$variables`) lets anything else count too, except a socket the
+    /// system itself provides. Without a configuration, never such a socket (nscd, syslog,
+    /// journald, D-Bus, DNS: [`system_socket`]), which nginx connects to on every start and
+    /// reload to look up its user.
+    pub(crate) fn symptom(&self, pid: u32, comm: &str, target: &str) -> bool {
+        if !self.is_proxy(pid, comm) {
+            return false;
+        }
+        if let Some(cfg) = self.proxy_config(pid, comm) {
+            if cfg
+                .targets
+                .iter()
+                .any(|t| covers(t, target) || covers(target, t))
+            {
+                return true;
+            }
+            if !cfg.partial {
+                return false;
+            }
+        }
+        system_socket(target).is_none()
+    }
+
+    /// The configuration of the proxy this process belongs to (its master's), when known.
+    pub(crate) fn proxy_config(&self, pid: u32, comm: &str) -> Option<&'a ProxyConfig> {
+        if let Some(c) = self.st.proxy_configs.get(&pid) {
+            return Some(c);
+        }
+        match self.proxy_id(pid, comm).key {
+            ProxyKey::Pid(m) => self.st.proxy_configs.get(&m),
+            ProxyKey::Name(_) | ProxyKey::Unknown => None,
+        }
     }
 
     /// The proxy master a worker belongs to (walks up while the parent is a proxy).

@@ -22,6 +22,7 @@ mod near_misses;
 mod proxies;
 mod replay;
 mod report;
+mod symptoms;
 
 fn ev(t: u64, pid: u32, comm: &str, body: Body) -> Event {
     Event::of_task(String::new(), t, pid, comm, body)
