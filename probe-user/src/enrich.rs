@@ -7,6 +7,7 @@
 //! kernel's exec and exit events (one full /proc read at start, a reconciliation once a minute),
 //! listener owners are looked up for the failing targets and the app servers only, cached by
 //! socket inode ([`OwnerCache`]), and every tick's /proc reads fit one [`Budget`].
+pub mod configs;
 pub mod owners;
 pub mod proctable;
 #[cfg(test)]

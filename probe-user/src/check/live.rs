@@ -23,7 +23,7 @@ use crate::catalog::{
 use crate::engine::{Target, covers, parse_target};
 use crate::enrich::owners::{self, Budget, is_app_server};
 use crate::event::monotonic_ns;
-use crate::facts::{FactSource as _, Listener, ProcInfo};
+use crate::facts::{FactSource as _, Listener, ProcInfo, ProxyConfig};
 use crate::host::{SystemFacts, procfs::listening_sockets};
 
 /// How long gwtrace's own connect to a remote TCP upstream waits.
@@ -969,6 +969,56 @@ fn collect(
     if volatile_unix {
         world.tmpfiles = tmpfiles();
     }
+}
+
+/// Proxy masters among processes: a proxy (by name) whose parent is not the same program, and
+/// not gwtrace's own child (the `nginx -T` it runs to read a configuration).
+#[must_use]
+pub fn proxy_masters(procs: &[ProcInfo]) -> Vec<&ProcInfo> {
+    let by_pid: HashMap<u32, &ProcInfo> = procs.iter().map(|p| (p.pid, p)).collect();
+    let me = std::process::id();
+    procs
+        .iter()
+        .filter(|p| PROXY_NAMES.contains(&p.comm.as_str()) && p.ppid != me)
+        .filter(|p| by_pid.get(&p.ppid).is_none_or(|pp| pp.comm != p.comm))
+        .collect()
+}
+
+/// The upstream targets a running proxy master is configured for, read the way `gwtrace
+/// check` reads them (for nginx: `nginx -T` with the master's own binary and flags, else its
+/// files; names resolved, each within a bound). One arm per proxy whose configuration gwtrace
+/// reads: nginx only, so far. Bounded in time: the subprocess and name lookups have deadlines.
+pub fn proxy_upstreams(master: &ProcInfo) -> Result<ProxyConfig, String> {
+    match master.comm.as_str() {
+        "nginx" => nginx_upstreams(master),
+        other => Err(format!(
+            "{other} pid {}: gwtrace reads nginx configurations only",
+            master.pid
+        )),
+    }
+}
+
+fn nginx_upstreams(master: &ProcInfo) -> Result<ProxyConfig, String> {
+    let inst = instance_of(master);
+    let mut notes = Vec::new();
+    let l = load(&inst, &mut notes);
+    let dump = l
+        .dump
+        .ok_or_else(|| format!("{}: {}", l.source, notes.join("; ")))?;
+    let cfg = nginx::analyze(&dump).map_err(|e| format!("{}: {e}", l.source))?;
+    let resolved = resolve(&assess::hosts(&cfg));
+    let t = assess::targets(&cfg, &resolved);
+    let variable = cfg
+        .passes
+        .iter()
+        .any(|p| matches!(p.dest, nginx::Dest::Variable(_)));
+    Ok(ProxyConfig {
+        pid: master.pid,
+        kind: "nginx".to_owned(),
+        source: l.source,
+        targets: t.by_target.into_keys().collect(),
+        partial: variable || !t.notes.is_empty(),
+    })
 }
 
 /// Runs `gwtrace check`.

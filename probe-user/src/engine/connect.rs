@@ -371,23 +371,72 @@ fn wrong_target(v: &View<'_>, a: &Agg) -> Option<Part> {
         // mount namespace): the proxy points at the right place.
         return None;
     }
+    let (l, why) = meant_listener(v, a, want)?;
+    let mut p = part(Cause::WrongTarget, a);
+    let who = owner_label(v, l);
+    let proxy = if a.proxy.comm.is_empty() {
+        "the proxy"
+    } else {
+        a.proxy.comm.as_str()
+    };
+    p.summary = format!(
+        "{proxy} connects to {} but the app listens on {}",
+        a.target, l.target
+    );
+    p.evidence.push(format!(
+        "{who} listens on {}, {proxy} connects to {}",
+        l.target, a.target
+    ));
+    p.evidence.push(nothing_listens_line(v, &a.target));
+    p.evidence
+        .push(format!("why it is the app meant for {}: {why}", a.target));
+    if let Some(pid) = l.pid
+        && let Some(cmd) = v
+            .proc(pid)
+            .map(|q| q.cmdline.as_str())
+            .filter(|c| !c.is_empty())
+    {
+        p.evidence.push(format!("its command line: {cmd}"));
+    }
+    let pass = match parse(&l.target) {
+        Target::UnixPath(path) => format!("http://unix:{path}:"),
+        _ => format!("http://{}", l.target),
+    };
+    p.fix = format!(
+        "make them agree: proxy_pass {pass} (or the upstream block's server line), or bind the app to {}; \
+         then nginx -t && systemctl reload nginx",
+        a.target
+    );
+    Some(p)
+}
+
+/// The listener that is the app meant for the target, with the positive evidence for it (its
+/// former owner, the former owner's unit, a near miss of path or port); never one that serves
+/// another upstream of a proxy on the host.
+fn meant_listener<'a>(v: &View<'a>, a: &Agg, want: Target<'_>) -> Option<(&'a Listener, String)> {
     let prior: BTreeSet<u32> =
         v.st.owners
             .iter()
             .filter(|(tg, _)| covers(tg, &a.target))
             .flat_map(|(_, os)| os.iter().map(|o| v.family_root(o.pid)))
             .collect();
-    let mut best: Option<(i32, &Listener)> = None;
+    // The units the target's former owners ran in (an app restarted on another socket).
+    let prior_units: BTreeSet<String> =
+        v.st.owners
+            .iter()
+            .filter(|(tg, _)| covers(tg, &a.target))
+            .flat_map(|(_, os)| os.iter().filter_map(|o| v.origin(o.pid)?.unit))
+            .collect();
+    let elsewhere = served_elsewhere(v, a);
+    let mut best: Option<(i32, &Listener, String)> = None;
     for l in &v.st.listeners {
         let Some(pid) = l.pid else { continue };
         if covers(&l.target, &a.target) || v.is_proxy(pid, v.comm(pid)) {
             continue;
         }
-        if a.check
-            .as_ref()
-            .is_some_and(|c| c.served_elsewhere.iter().any(|t| covers(&l.target, t)))
-        {
-            // It serves another target of this proxy, not this one.
+        if elsewhere.iter().any(|t| covers(&l.target, t)) {
+            // It serves another upstream of this proxy (or of another proxy on the host): another
+            // site's app, never a candidate for this one.
             continue;
         }
         if v.proc(pid).is_some_and(|q| q.exited_ns.is_some()) {
@@ -410,59 +459,95 @@ fn wrong_target(v: &View<'_>, a: &Agg) -> Option<Part> {
         if !near {
             continue;
         }
-        let mut score = i32::from(was_here) * 4 + i32::from(app) * 2;
+        // Positive evidence that this listener is the app meant for the target: its former
+        // owner, the same unit as the former owner, or a near miss of the path or port.
+        let unit = v
+            .origin(pid)
+            .and_then(|o| o.unit)
+            .filter(|u| prior_units.contains(u));
+        let miss = near_miss(&l.target, &a.target);
+        let why = if was_here {
+            format!("{} served {} before", owner_label(v, l), a.target)
+        } else if let Some(u) = &unit {
+            format!(
+                "{} runs in {u}, the unit that served {} before",
+                owner_label(v, l),
+                a.target
+            )
+        } else if let Some(m) = &miss {
+            format!("a near miss: {m}")
+        } else {
+            continue;
+        };
+        let mut score = i32::from(was_here) * 8 + i32::from(unit.is_some()) * 4;
+        score += i32::from(miss.is_some()) * 2 + i32::from(app);
         score += i32::from(lt.is_unix() == want.is_unix());
-        score += i32::from(similar(&l.target, &a.target));
-        if best.is_none_or(|(s, b)| score > s || (score == s && l.target < b.target)) {
-            best = Some((score, l));
+        if best
+            .as_ref()
+            .is_none_or(|(s, b, _)| score > *s || (score == *s && l.target < b.target))
+        {
+            best = Some((score, l, why));
         }
     }
-    let (_, l) = best?;
-    let mut p = part(Cause::WrongTarget, a);
-    let who = owner_label(v, l);
-    let proxy = if a.proxy.comm.is_empty() {
-        "the proxy"
-    } else {
-        a.proxy.comm.as_str()
-    };
-    p.summary = format!(
-        "{proxy} connects to {} but the app listens on {}",
-        a.target, l.target
-    );
-    p.evidence.push(format!(
-        "{who} listens on {}, {proxy} connects to {}",
-        l.target, a.target
-    ));
-    p.evidence.push(nothing_listens_line(v, &a.target));
-    if let Some(pid) = l.pid
-        && let Some(cmd) = v
-            .proc(pid)
-            .map(|q| q.cmdline.as_str())
-            .filter(|c| !c.is_empty())
-    {
-        p.evidence.push(format!("its command line: {cmd}"));
-    }
-    let pass = match parse(&l.target) {
-        Target::UnixPath(path) => format!("http://unix:{path}:"),
-        _ => format!("http://{}", l.target),
-    };
-    p.fix = format!(
-        "make them agree: proxy_pass {pass} (or the upstream block's server line), or bind the app to {}; \
-         then nginx -t && systemctl reload nginx",
-        a.target
-    );
-    Some(p)
+    best.map(|(_, l, why)| (l, why))
 }
 
-/// Same directory or file name (unix), or same port (TCP).
-fn similar(a: &str, b: &str) -> bool {
-    match (parse(a), parse(b)) {
+/// The targets this proxy (or another proxy on the host) is known to use besides this one:
+/// from `gwtrace check`, else from the proxies' configurations.
+fn served_elsewhere(v: &View<'_>, a: &Agg) -> Vec<String> {
+    if let Some(c) = &a.check {
+        return c.served_elsewhere.clone();
+    }
+    v.st.proxy_configs
+        .values()
+        .flat_map(|c| c.targets.iter())
+        .filter(|t| !covers(t, &a.target) && !covers(&a.target, t))
+        .cloned()
+        .collect()
+}
+
+/// How a listener nearly matches a target, if it does: the same socket file name in another
+/// directory, another socket in the same directory, the same port on another address, a port
+/// one digit off.
+fn near_miss(listener: &str, target: &str) -> Option<String> {
+    match (parse(listener), parse(target)) {
         (Target::UnixPath(x), Target::UnixPath(y)) => {
             let (dx, fx) = x.rsplit_once('/').unwrap_or(("", x));
             let (dy, fy) = y.rsplit_once('/').unwrap_or(("", y));
-            dx == dy || fx == fy
+            if fx == fy {
+                Some(format!(
+                    "the same socket name {fx} in {dx}/ instead of {dy}/"
+                ))
+            } else if dx == dy {
+                Some(format!("{fx} instead of {fy}, in the same directory {dy}/"))
+            } else {
+                None
+            }
         }
-        (Target::Inet(_, p), Target::Inet(_, q)) => p == q,
+        (Target::Inet(_, p), Target::Inet(_, q)) if p == q => {
+            Some(format!("the same port {p} on another address"))
+        }
+        (Target::Inet(_, p), Target::Inet(_, q)) if one_digit_off(p, q) => {
+            Some(format!("port {p} instead of {q}"))
+        }
+        _ => None,
+    }
+}
+
+/// Ports of as many digits that differ in one digit (8001 for 8000, 8080 for 8000) or by two
+/// swapped neighbours (8800 for 8080).
+fn one_digit_off(port: u16, wanted: u16) -> bool {
+    let (have, want) = (
+        port.to_string().into_bytes(),
+        wanted.to_string().into_bytes(),
+    );
+    if have.len() != want.len() || have == want {
+        return false;
+    }
+    let diff: Vec<usize> = (0..have.len()).filter(|&i| have[i] != want[i]).collect();
+    match diff.as_slice() {
+        [_] => true,
+        &[i, j] => j == i + 1 && have[i] == want[j] && have[j] == want[i],
         _ => false,
     }
 }

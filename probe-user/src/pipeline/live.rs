@@ -3,8 +3,10 @@
 use super::{Source, SourceError};
 use crate::{
     capture::{Capture, Counters, Hooks},
-    enrich::Enricher,
+    check::live::proxy_upstreams,
+    enrich::{Enricher, configs::ConfigWatcher},
     event::{Body, Clock, Event, monotonic_ns},
+    facts::FactSource as _,
     facts::FactsUpdate,
     host::SystemFacts,
     host::cgroup::Resolver,
@@ -27,6 +29,8 @@ pub struct Live {
     clock: Clock,
     enricher: Enricher<SystemFacts>,
     origins: Resolver,
+    /// Reads the proxies' configurations (their upstreams) off the event path.
+    configs: Option<ConfigWatcher>,
     /// The first snapshot of the host, handed over with the first drain.
     pending: Vec<Event>,
     raw: Vec<Event>,
@@ -42,11 +46,17 @@ impl Live {
         let now = monotonic_ns();
         let snapshot = enricher.snapshot(&opts.proxy_pids);
         origins.learn(&snapshot.processes);
+        let configs = ConfigWatcher::spawn(
+            opts.proxy_names.clone(),
+            || SystemFacts::new().processes(),
+            proxy_upstreams,
+        );
         Ok(Self {
             capture: Some(capture),
             clock,
             enricher,
             origins,
+            configs,
             pending: vec![facts_event(&clock, now, snapshot)],
             raw: Vec::new(),
         })
@@ -55,6 +65,9 @@ impl Live {
     /// Enriches, attributes and hands on the drained events, in order.
     fn enrich(&mut self, out: &mut Vec<Event>) {
         for mut ev in self.raw.drain(..) {
+            if let Some(w) = &self.configs {
+                w.observe(&ev);
+            }
             let up = self.enricher.before(&ev);
             // The processes the enricher just read carry their cgroup: attribution reuses them
             // rather than reading /proc/PID/cgroup a second time.
@@ -81,6 +94,21 @@ impl Live {
     }
 }
 
+impl Live {
+    /// The configurations read since the last call, as one `facts` line.
+    fn configs_read(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        let Some(w) = &self.configs else { return };
+        let proxy_configs = w.ready();
+        if !proxy_configs.is_empty() {
+            let up = FactsUpdate {
+                proxy_configs,
+                ..FactsUpdate::default()
+            };
+            out.push(facts_event(&self.clock, now_ns, up));
+        }
+    }
+}
+
 impl Source for Live {
     fn drain(&mut self, out: &mut Vec<Event>) -> Result<Option<usize>, SourceError> {
         out.append(&mut self.pending);
@@ -90,6 +118,7 @@ impl Source for Live {
         let raw = &mut self.raw;
         let n = capture.drain(|ev| raw.push(ev));
         self.enrich(out);
+        self.configs_read(monotonic_ns(), out);
         Ok(Some(n))
     }
 

@@ -22,6 +22,7 @@ mod near_misses;
 mod proxies;
 mod replay;
 mod report;
+mod sites;
 mod symptoms;
 
 fn ev(t: u64, pid: u32, comm: &str, body: Body) -> Event {
