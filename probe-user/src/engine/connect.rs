@@ -406,6 +406,11 @@ fn wrong_target(v: &View<'_>, a: &Agg) -> Option<Part> {
         if v.proc(pid).is_some_and(|q| q.exited_ns.is_some()) {
             continue;
         }
+        if matches!(want, Target::Inet(..)) && v.st.net_ns_of(pid) != v.st.net_ns_of(a.worker) {
+            // A TCP target is in the proxy's own network namespace: an app living in another
+            // one is not the app it meant, whatever socket it binds.
+            continue;
+        }
         let lt = parse(&l.target);
         let app = v.app_lineage(pid).is_some()
             || l.comm

@@ -150,3 +150,21 @@ fn unix_paths_are_reached_from_any_network_namespace() {
         "{v:#?}"
     );
 }
+
+#[test]
+fn an_app_in_another_netns_is_no_wrong_target_for_a_tcp_upstream() {
+    // nginx in its namespace is refused on its loopback; a gunicorn on the host serves a unix
+    // socket: not the app nginx meant (it connects to its own namespace's port).
+    let mut es = vec![
+        nginx_facts(T0),
+        nginx_in_netns(T0),
+        gunicorn_facts(
+            T0,
+            "gunicorn -b unix:/run/other/app.sock app:app",
+            vec![listener("unix:/run/other/app.sock", 200, "gunicorn")],
+        ),
+    ];
+    failures(&mut es, T0 + S, 3, 101, "127.0.0.1:8000", 111);
+    let vs = run(&es);
+    only(&vs, Cause::UpstreamNotListening);
+}
