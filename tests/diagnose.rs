@@ -63,6 +63,10 @@ scenarios! {
     lab_app_mount_namespace => "app-mount-namespace",
     lab_proxy_private_tmp => "proxy-private-tmp",
     lab_healthy_with_noise => "healthy-with-noise",
+    lab_netns_not_listening => "netns-not-listening",
+    lab_netns_firewall_reject => "netns-firewall-reject",
+    lab_netns_firewall_drop => "netns-firewall-drop",
+    lab_restart_superseded => "restart-superseded",
 }
 
 /// `gwtrace record` while nginx proxies to a stopped gunicorn: nginx's failed connects appear

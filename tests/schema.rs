@@ -10,8 +10,8 @@ use gwtrace::{
     capture::loss_event,
     event::{Body, Clock, Decoder, Event},
     facts::{
-        FactsUpdate, Listener, MemcgInfo, MountNs, Netstat, PathComponent, PathInfo, ProcInfo,
-        ProxyConfig,
+        FactsUpdate, Listener, MemcgInfo, MountNs, NetNs, Netstat, PathComponent, PathInfo,
+        ProcInfo, ProxyConfig,
     },
 };
 use probe_common::{
@@ -183,12 +183,21 @@ fn full_facts() -> FactsUpdate {
                 pid: Some(5200),
                 comm: Some("gunicorn".into()),
                 backlog: Some(0),
+                net_ns: None,
+            },
+            Listener {
+                target: "127.0.0.1:8000".into(),
+                pid: Some(5300),
+                comm: Some("gunicorn".into()),
+                backlog: None,
+                net_ns: Some(4_026_532_301),
             },
             Listener {
                 target: "0.0.0.0:80".into(),
                 pid: None,
                 comm: None,
                 backlog: None,
+                net_ns: None,
             },
         ]),
         paths: vec![PathInfo {
@@ -238,6 +247,10 @@ fn full_facts() -> FactsUpdate {
             targets: vec!["127.0.0.1:8000".into(), "unix:/run/app/app.sock".into()],
             partial: true,
         }],
+        proc_net_ns: vec![NetNs {
+            pid: 4101,
+            net_ns: 4_026_532_301,
+        }],
         read_ns: Some(7_100_000_000),
     }
 }
@@ -270,6 +283,14 @@ fn every_kind() -> Vec<Event> {
         *count = 4711;
     }
     events.push(folded);
+    // A proxy in a network namespace of its own: its events name it.
+    let mut in_netns = events
+        .iter()
+        .find(|e| e.kind() == "connect_failed")
+        .expect("connect_failed")
+        .clone();
+    in_netns.net_ns = Some(4_026_532_301);
+    events.push(in_netns);
     // The live session attributes each event to its cgroup, unit, container and pod.
     let id = "4f3c2b1a00112233445566778899aabbccddeeff00112233445566778899aabb";
     for path in [

@@ -13,13 +13,13 @@ pub mod proctable;
 #[cfg(test)]
 mod scale_tests;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::{
     catalog::APP_SERVERS,
     engine::covers,
     event::{Body, Event},
-    facts::{FactSource, FactsUpdate, Listener, MountNs, Netstat, ProcInfo},
+    facts::{FactSource, FactsUpdate, Listener, MountNs, NetNs, Netstat, ProcInfo},
 };
 use owners::{Budget, OwnerCache};
 use proctable::ProcTable;
@@ -51,6 +51,9 @@ const PATH_REFRESH_NS: u64 = 1_000_000_000;
 /// Path walks per tick (a handful of `stat`s each): with many distinct failing targets, the
 /// rest wait for their next failure in a later second.
 const WALKS_PER_TICK: u32 = 64;
+/// Bound on the network namespaces (other than the host's) whose listeners are read: the
+/// namespaces proxies live in.
+const MAX_NETNS: usize = 16;
 
 /// Stateful enricher over a fact source.
 pub struct Enricher<S: FactSource> {
@@ -59,6 +62,16 @@ pub struct Enricher<S: FactSource> {
     known: HashSet<u32>,
     /// Pids whose mount namespace was sent.
     ns_known: HashSet<u32>,
+    /// The host's network namespace (pid 1's), once read.
+    host_net: Option<u64>,
+    /// Each pid's network namespace when it is not the host's (`None`: the host's), as read
+    /// once per pid (and again after an exec).
+    net_known: HashMap<u32, Option<u64>>,
+    /// Network namespaces other than the host's that proxies live in, each with a pid seen
+    /// there (its listeners are read as that process sees them).
+    proxy_nets: BTreeMap<u64, u32>,
+    /// Listen-queue counters of those namespaces, as of their last listener read.
+    net_netstat: BTreeMap<u64, Netstat>,
     paths: HashMap<String, u64>,
     listeners: Option<Vec<Listener>>,
     netstat: Option<Netstat>,
@@ -100,6 +113,10 @@ impl<S: FactSource> Enricher<S> {
             proxy_names,
             known: HashSet::new(),
             ns_known: HashSet::new(),
+            host_net: None,
+            net_known: HashMap::new(),
+            proxy_nets: BTreeMap::new(),
+            net_netstat: BTreeMap::new(),
             paths: HashMap::new(),
             listeners: None,
             netstat: None,
@@ -176,6 +193,92 @@ impl<S: FactSource> Enricher<S> {
         }
     }
 
+    /// Reads a process's network namespace once; sends it when it is not the host's, and
+    /// with `proxy`, remembers it as a namespace whose listeners matter. The namespace, or
+    /// `None` for the host's (or unreadable).
+    fn note_net(&mut self, pid: u32, proxy: bool, out: &mut Vec<NetNs>) -> Option<u64> {
+        if pid == 0 {
+            return None;
+        }
+        let net = if let Some(&n) = self.net_known.get(&pid) {
+            n
+        } else {
+            if self.net_known.len() >= MAX_KNOWN {
+                self.net_known.clear();
+            }
+            if self.host_net.is_none() {
+                self.host_net = self.src.host_net_ns();
+            }
+            let net = self.src.net_ns(pid).filter(|&n| Some(n) != self.host_net);
+            self.net_known.insert(pid, net);
+            if let Some(net_ns) = net {
+                out.push(NetNs { pid, net_ns });
+            }
+            net
+        };
+        if let Some(ns) = net
+            && proxy
+            && (self.proxy_nets.contains_key(&ns) || self.proxy_nets.len() < MAX_NETNS)
+        {
+            self.proxy_nets.insert(ns, pid);
+        }
+        net
+    }
+
+    /// The network namespace of a pid as last read, when it is not the host's.
+    #[must_use]
+    pub fn net_ns_of(&self, pid: u32) -> Option<u64> {
+        self.net_known.get(&pid).copied().flatten()
+    }
+
+    /// Every listening socket as (target, inode, network namespace): the host's (gwtrace's
+    /// own), then each proxy namespace's, read there.
+    fn all_sockets(&mut self) -> Vec<(String, u64, Option<u64>)> {
+        let mut out: Vec<(String, u64, Option<u64>)> = self
+            .src
+            .sockets()
+            .into_iter()
+            .map(|(t, i)| (t, i, None))
+            .collect();
+        let nets: Vec<(u64, u32)> = self.proxy_nets.iter().map(|(&n, &p)| (n, p)).collect();
+        for (ns, pid) in nets {
+            let _ = self.budget.take();
+            let read = self.src.sockets_in(ns, pid).or_else(|| {
+                // That pid left: another one seen in the namespace.
+                let other = self
+                    .net_known
+                    .iter()
+                    .find(|&(&p, &n)| p != pid && n == Some(ns))
+                    .map(|(&p, _)| p)?;
+                self.proxy_nets.insert(ns, other);
+                self.src.sockets_in(ns, other)
+            });
+            if let Some((sockets, netstat)) = read {
+                out.extend(sockets.into_iter().map(|(t, i)| (t, i, Some(ns))));
+                if let Some(n) = netstat {
+                    self.net_netstat.insert(ns, n);
+                }
+            } else {
+                log::debug!("net:[{ns}]: no process left to read it as, forgotten");
+                self.proxy_nets.remove(&ns);
+                self.net_netstat.remove(&ns);
+            }
+        }
+        out
+    }
+
+    /// The host's listen-queue counters plus those of the proxies' namespaces (a listener
+    /// overflows in the namespace it is bound in).
+    fn netstat(&mut self) -> Option<Netstat> {
+        let mut n = self.src.netstat();
+        for o in self.net_netstat.values() {
+            let s = n.get_or_insert_with(Netstat::default);
+            s.listen_overflows += o.listen_overflows;
+            s.listen_drops += o.listen_drops;
+        }
+        n
+    }
+
     /// Walks a path as `pid` sees it, at most once per [`PATH_REFRESH_NS`] and
     /// [`WALKS_PER_TICK`] walks a tick.
     fn walk(&mut self, pid: u32, path: &str, ns: u64, up: &mut FactsUpdate) -> bool {
@@ -207,15 +310,15 @@ impl<S: FactSource> Enricher<S> {
     /// With `all`, every listener's owner is wanted (once, at start).
     fn read_listeners(&mut self, all: bool) -> Vec<Listener> {
         self.listeners_read = true;
-        let sockets = self.src.sockets();
-        let listening: BTreeSet<u64> = sockets.iter().map(|(_, i)| *i).collect();
+        let sockets = self.all_sockets();
+        let listening: BTreeSet<u64> = sockets.iter().map(|(_, i, _)| *i).collect();
         let wanted: BTreeSet<u64> = if all {
             listening.clone()
         } else {
             sockets
                 .iter()
-                .filter(|(t, _)| self.targets.iter().any(|x| covers(t, x)))
-                .map(|(_, i)| *i)
+                .filter(|(t, _, _)| self.targets.iter().any(|x| covers(t, x)))
+                .map(|(_, i, _)| *i)
                 .collect()
         };
         let likely = self.table.likely_owners();
@@ -230,7 +333,7 @@ impl<S: FactSource> Enricher<S> {
         );
         sockets
             .into_iter()
-            .map(|(target, inode)| {
+            .map(|(target, inode, net_ns)| {
                 let pid = self.owners.owner(inode);
                 let comm = pid.and_then(|p| self.process(p)).map(|p| p.comm);
                 Listener {
@@ -238,6 +341,7 @@ impl<S: FactSource> Enricher<S> {
                     pid,
                     comm,
                     backlog: None,
+                    net_ns,
                 }
             })
             .collect()
@@ -248,6 +352,11 @@ impl<S: FactSource> Enricher<S> {
         // The one full read of /proc: from now on the kernel's events keep the table.
         let all = self.src.processes();
         self.table = ProcTable::load(&self.proxy_names, &all);
+        // The proxies' network namespaces first: their listeners are read there too.
+        let mut net_ns = Vec::new();
+        for &pid in proxies {
+            self.note_net(pid, true, &mut net_ns);
+        }
         // Start-up may read every process's fds, once: each listener's owner is then cached
         // until it exits.
         self.budget = Budget::unlimited();
@@ -275,14 +384,18 @@ impl<S: FactSource> Enricher<S> {
         {
             self.note_ns(pid, &mut mount_ns);
         }
+        for pid in listeners.iter().filter_map(|l| l.pid) {
+            self.note_net(pid, false, &mut net_ns);
+        }
         self.listeners = Some(listeners.clone());
-        self.netstat = self.src.netstat();
+        self.netstat = self.netstat();
         let mut up = FactsUpdate {
             processes: procs,
             listeners: Some(listeners),
             netstat: self.netstat,
             proxies: proxies.to_vec(),
             mount_ns,
+            proc_net_ns: net_ns,
             ..FactsUpdate::default()
         };
         self.stamp(&mut up);
@@ -324,21 +437,8 @@ impl<S: FactSource> Enricher<S> {
         match &ev.body {
             Body::ConnectFailed { target, .. } => {
                 want.push(ev.pid);
-                if relevant && self.targets.len() < MAX_TARGETS {
-                    self.targets.insert(target.clone());
-                }
-                if !relevant {
-                    // Not a proxy: no path walk, no listener re-read.
-                } else if let Some(path) =
-                    target.strip_prefix("unix:").filter(|p| p.starts_with('/'))
-                {
-                    // The path as the proxy sees it: in its own mount namespace.
-                    self.note_ns(ev.pid, &mut up.mount_ns);
-                    if self.walk(ev.pid, path, ev.mono_ns, &mut up) && !self.listeners_read {
-                        // Who listens may have changed too (at most once a tick: the
-                        // periodic refresh follows anomalies).
-                        self.refresh_listeners(&mut up);
-                    }
+                if relevant {
+                    self.proxy_connect_failed(ev, target, &mut up);
                 }
             }
             Body::ExecFailed {
@@ -366,6 +466,7 @@ impl<S: FactSource> Enricher<S> {
                 // else at the next tick.
                 self.known.remove(&ev.pid);
                 self.ns_known.remove(&ev.pid);
+                self.net_known.remove(&ev.pid);
                 self.owners.exited(ev.pid);
                 self.table.remove(ev.pid);
                 let notable = self.proxy_names.contains(&ev.comm)
@@ -376,12 +477,19 @@ impl<S: FactSource> Enricher<S> {
                     self.pending.push_back(ev.pid);
                 }
             }
-            Body::ProcessExit { .. } | Body::AcceptFailed { .. } => {
+            Body::AcceptFailed { .. } => {
+                want.push(ev.pid);
+                if relevant {
+                    self.note_net(ev.pid, false, &mut up.proc_net_ns);
+                }
+            }
+            Body::ProcessExit { .. } => {
                 want.push(ev.pid);
             }
             Body::NetfilterDrop { .. } => {
                 want.push(ev.pid);
                 if relevant {
+                    self.note_net(ev.pid, true, &mut up.proc_net_ns);
                     // The listener the rule hides is the evidence.
                     self.refresh_listeners(&mut up);
                 }
@@ -409,9 +517,42 @@ impl<S: FactSource> Enricher<S> {
         if matches!(ev.body, Body::ProcessExit { .. }) {
             self.table.remove(ev.pid);
             self.owners.exited(ev.pid);
+            self.net_known.remove(&ev.pid);
         }
         self.stamp(&mut up);
         (!up.is_empty()).then_some(up)
+    }
+
+    /// The facts a proxy's (or an upstream's) failed connect needs: its network namespace and
+    /// who listens there, the socket path's walk in its mount namespace.
+    fn proxy_connect_failed(&mut self, ev: &Event, target: &str, up: &mut FactsUpdate) {
+        if self.targets.len() < MAX_TARGETS {
+            self.targets.insert(target.to_owned());
+        }
+        if self
+            .note_net(ev.pid, true, &mut up.proc_net_ns)
+            .is_some_and(|ns| !self.net_listed(ns))
+        {
+            // A namespace not read yet: who listens there is the question.
+            self.refresh_listeners(up);
+        }
+        if let Some(path) = target.strip_prefix("unix:").filter(|p| p.starts_with('/')) {
+            // The path as the proxy sees it: in its own mount namespace.
+            self.note_ns(ev.pid, &mut up.mount_ns);
+            if self.walk(ev.pid, path, ev.mono_ns, up) && !self.listeners_read {
+                // Who listens may have changed too (at most once a tick: the periodic refresh
+                // follows anomalies).
+                self.refresh_listeners(up);
+            }
+        }
+    }
+
+    /// Whether the last listener facts include namespace `ns`'s.
+    fn net_listed(&self, ns: u64) -> bool {
+        self.listeners
+            .as_ref()
+            .is_some_and(|ls| ls.iter().any(|l| l.net_ns == Some(ns)))
+            || self.listeners_read
     }
 
     fn refresh_listeners(&mut self, up: &mut FactsUpdate) {
@@ -425,6 +566,7 @@ impl<S: FactSource> Enricher<S> {
                     self.remember(p, &mut up.processes);
                 }
                 self.note_ns(pid, &mut up.mount_ns);
+                self.note_net(pid, false, &mut up.proc_net_ns);
             }
             self.listeners = Some(now.clone());
             up.listeners = Some(now);
@@ -490,7 +632,7 @@ impl<S: FactSource> Enricher<S> {
         if self.quiet_ticks <= LISTENER_TICKS_AFTER_ANOMALY {
             self.refresh_listeners(&mut up);
         }
-        let ns = self.src.netstat();
+        let ns = self.netstat();
         if ns != self.netstat {
             self.netstat = ns;
             up.netstat = ns;
@@ -509,6 +651,8 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         walked_as: Vec<(u32, String)>,
+        /// Network namespaces read, as which pid.
+        read_in: Vec<(u64, u32)>,
     }
 
     impl FactSource for Fake {
@@ -518,6 +662,7 @@ mod tests {
                 pid: Some(200),
                 comm: Some("gunicorn".into()),
                 backlog: None,
+                net_ns: None,
             }]
         }
         fn process(&mut self, pid: u32) -> Option<ProcInfo> {
@@ -554,6 +699,25 @@ mod tests {
         }
         fn now_ns(&mut self) -> Option<u64> {
             Some(77)
+        }
+        /// The nginx pids live in network namespace 9, everything else in the host's (1).
+        fn net_ns(&mut self, pid: u32) -> Option<u64> {
+            Some(if matches!(pid, 100 | 101) { 9 } else { 1 })
+        }
+        fn host_net_ns(&mut self) -> Option<u64> {
+            Some(1)
+        }
+        fn sockets_in(&mut self, ns: u64, pid: u32) -> Option<crate::facts::NsListeners> {
+            self.read_in.push((ns, pid));
+            (ns == 9).then(|| {
+                (
+                    vec![("127.0.0.1:8000".to_owned(), 55)],
+                    Some(Netstat {
+                        listen_overflows: 3,
+                        listen_drops: 4,
+                    }),
+                )
+            })
         }
     }
 
@@ -603,6 +767,60 @@ mod tests {
         assert_eq!(up.read_ns, Some(77));
         // Once per pid and per refresh period.
         assert!(e.before(&failed).is_none());
+    }
+
+    #[test]
+    fn listeners_are_read_in_the_proxys_network_namespace_too() {
+        let mut e = Enricher::new(Fake::default(), vec!["nginx".into()]);
+        let snap = e.snapshot(&[100]);
+        assert_eq!(
+            snap.proc_net_ns,
+            [NetNs {
+                pid: 100,
+                net_ns: 9
+            }],
+            "only namespaces not the host's"
+        );
+        assert_eq!(e.src.read_in, [(9, 100)]);
+        let ls = snap.listeners.expect("listeners");
+        let tagged: Vec<(&str, Option<u64>)> =
+            ls.iter().map(|l| (l.target.as_str(), l.net_ns)).collect();
+        assert_eq!(
+            tagged,
+            [
+                ("unix:/srv/sock/app.sock", None),
+                ("127.0.0.1:8000", Some(9))
+            ]
+        );
+        assert_eq!(
+            snap.netstat,
+            Some(Netstat {
+                listen_overflows: 3,
+                listen_drops: 4
+            }),
+            "the namespace's listen-queue counters count"
+        );
+        let failed = event(
+            101,
+            "nginx",
+            Body::ConnectFailed {
+                target: "127.0.0.1:8000".into(),
+                errno: 111,
+                errno_name: "ECONNREFUSED".into(),
+                source: "tcp_state".into(),
+                count: 1,
+            },
+        );
+        let up = e.before(&failed).expect("facts");
+        assert_eq!(
+            up.proc_net_ns,
+            [NetNs {
+                pid: 101,
+                net_ns: 9
+            }]
+        );
+        assert_eq!(e.net_ns_of(101), Some(9));
+        assert_eq!(e.net_ns_of(200), None, "the host's is not named");
     }
 
     #[test]

@@ -55,6 +55,11 @@ pub struct Event {
     /// fills it in; absent on `facts` and `loss` lines and when the process was never seen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Arc<Origin>>,
+    /// The task's network namespace (the inode of `/proc/PID/ns/net`) when it is not the
+    /// host's: a proxy in a container or under `ip netns exec` connects to its own loopback.
+    /// Live capture fills it in on connect, accept and netfilter-drop events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_ns: Option<u64>,
     #[serde(flatten)]
     pub body: Body,
 }
@@ -162,6 +167,7 @@ impl Event {
             gid: 0,
             cgroup_id: 0,
             origin: None,
+            net_ns: None,
             body,
         }
     }
@@ -378,6 +384,7 @@ impl Decoder {
             gid: raw.gid,
             cgroup_id: raw.cgroup_id,
             origin: None,
+            net_ns: None,
             body,
         })
     }

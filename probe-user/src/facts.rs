@@ -31,6 +31,11 @@ pub struct FactsUpdate {
     /// previous one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxy_configs: Vec<ProxyConfig>,
+    /// Network namespaces of proxy workers and listener owners that do not live in the host's
+    /// (a container, a pod, `ip netns exec`): their listeners are other sockets than the host's.
+    /// (Not `net_ns`: that is the event header's own namespace, and facts are flattened into it.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proc_net_ns: Vec<NetNs>,
     /// When /proc was read (`CLOCK_MONOTONIC` ns). The line's `mono_ns` is the event the facts
     /// explain; the collector reads them later, by as much as it lags behind the kernel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +54,7 @@ impl FactsUpdate {
             && self.proxies.is_empty()
             && self.mount_ns.is_empty()
             && self.proxy_configs.is_empty()
+            && self.proc_net_ns.is_empty()
     }
 }
 
@@ -75,6 +81,14 @@ pub struct ProxyConfig {
 pub struct MountNs {
     pub pid: u32,
     pub mnt_ns: u64,
+}
+
+/// The network namespace a process lives in, when it is not the host's (the inode of
+/// `/proc/PID/ns/net`, `net:[4026532301]`; the host's is pid 1's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetNs {
+    pub pid: u32,
+    pub net_ns: u64,
 }
 
 /// A process as /proc showed it.
@@ -114,6 +128,11 @@ pub struct Listener {
     /// Accept-queue length and limit (TCP) when known.
     #[serde(default)]
     pub backlog: Option<u32>,
+    /// The network namespace it is bound in, when not the host's: a TCP port or abstract name
+    /// there is another socket than the same one on the host (unix paths are reached through
+    /// the filesystem, from any network namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_ns: Option<u64>,
 }
 
 /// What a unix socket path looks like, component by component (a `namei -l` walk), as the
@@ -168,6 +187,10 @@ pub struct Netstat {
     pub listen_drops: u64,
 }
 
+/// The listening sockets of one network namespace as (target, inode), and its listen-queue
+/// counters.
+pub type NsListeners = (Vec<(String, u64)>, Option<Netstat>);
+
 /// Where facts come from: the live system, or fixtures in tests.
 pub trait FactSource {
     /// Every listening socket (TCP, TCP6, unix) with owners where visible.
@@ -214,6 +237,19 @@ pub trait FactSource {
     }
     /// The mount namespace of a process, if readable.
     fn mount_ns(&mut self, _pid: u32) -> Option<u64> {
+        None
+    }
+    /// The network namespace of a process (the inode of `/proc/PID/ns/net`), if readable.
+    fn net_ns(&mut self, _pid: u32) -> Option<u64> {
+        None
+    }
+    /// The host's network namespace (pid 1's); facts name only the others.
+    fn host_net_ns(&mut self) -> Option<u64> {
+        None
+    }
+    /// The listening sockets of network namespace `ns` as (target, inode), read as process
+    /// `pid` (which lives there) sees them, with that namespace's listen-queue counters.
+    fn sockets_in(&mut self, _ns: u64, _pid: u32) -> Option<NsListeners> {
         None
     }
     /// `CLOCK_MONOTONIC` now (the kernel events' clock), when the source reads a live system.

@@ -933,6 +933,7 @@ mod tests {
             evidence: Vec::new(),
             fix: String::new(),
             proxy_origin: None,
+            proxy_net_ns: None,
             upstream_pid: None,
             upstream_origin: None,
             life: crate::engine::Life::default(),

@@ -302,6 +302,7 @@ fn warning(proxy: &Proxy, world: &World, cause: Cause, target: &str) -> Verdict 
         evidence: Vec::new(),
         fix: String::new(),
         proxy_origin: None,
+        proxy_net_ns: None,
         upstream_pid: None,
         upstream_origin: None,
         life: crate::engine::Life::default(),

@@ -850,6 +850,7 @@ fn listeners(procs: &[ProcInfo], targets: &BTreeSet<String>) -> Vec<Listener> {
                 pid: owner.map(|o| o.pid),
                 comm: owner.map(|o| o.comm.clone()),
                 backlog: None,
+                net_ns: None,
             }
         })
         .collect()

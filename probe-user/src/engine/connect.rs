@@ -247,14 +247,14 @@ fn outage(v: &View<'_>, loops: &[CrashLoop<'_>], a: &Agg, base: Base) -> Vec<Par
         }
     }
     if let Some(l) = loop_for(loops, &rest.target, rest.first_ns, rest.last_ns)
-        && !listener_outside_loop(v, &rest.target, l)
+        && !listener_outside_loop(v, rest.worker, &rest.target, l)
     {
         let mut p = crash_part(
             v,
             l,
             rest.proxy.clone(),
             &rest.target,
-            &nothing_listens_line(v, &rest.target),
+            &nothing_listens_line(v, rest.worker, &rest.target),
         );
         rest.fill(&mut p);
         p.evidence.insert(0, symptom_line(&rest));
@@ -300,14 +300,14 @@ fn exec_failures_line(v: &View<'_>, a: &Agg) -> Option<String> {
 }
 
 /// Does a live process listen on (a listener covering) the target now?
-fn live_listener(v: &View<'_>, target: &str) -> bool {
-    covering(v, target).next().is_some()
+fn live_listener(v: &View<'_>, worker: u32, target: &str) -> bool {
+    covering(v, worker, target).next().is_some()
 }
 
 /// A live listener on the target that is not the crash loop's own: an instance of the loop
 /// binds the socket for the fraction of a second it lives, and a listener snapshot can catch it.
-fn listener_outside_loop(v: &View<'_>, target: &str, l: &CrashLoop<'_>) -> bool {
-    covering(v, target).any(|li| {
+fn listener_outside_loop(v: &View<'_>, worker: u32, target: &str, l: &CrashLoop<'_>) -> bool {
+    covering(v, worker, target).any(|li| {
         li.pid.is_none_or(|pid| {
             let fallback = Proc {
                 pid,
@@ -318,21 +318,30 @@ fn listener_outside_loop(v: &View<'_>, target: &str, l: &CrashLoop<'_>) -> bool 
     })
 }
 
-/// Current listeners covering the target whose owner is not known dead.
-fn covering<'a>(v: &'a View<'_>, target: &'a str) -> impl Iterator<Item = &'a Listener> + 'a {
-    v.st.listeners.iter().filter(move |l| {
+/// Current listeners covering the target whose owner is not known dead, that the failing
+/// `worker` reaches (in its network namespace).
+fn covering<'a>(
+    v: &'a View<'_>,
+    worker: u32,
+    target: &'a str,
+) -> impl Iterator<Item = &'a Listener> + 'a {
+    v.st.listeners_for(worker).filter(move |l| {
         covers(&l.target, target)
             && l.pid
                 .is_none_or(|p| v.proc(p).is_none_or(|q| q.exited_ns.is_none()))
     })
 }
 
-fn nothing_listens_line(v: &View<'_>, target: &str) -> String {
+fn nothing_listens_line(v: &View<'_>, worker: u32, target: &str) -> String {
+    let net =
+        v.st.net_ns_of(worker)
+            .map(|n| format!(" in its network namespace net:[{n}]"))
+            .unwrap_or_default();
     match v.st.listeners_ns {
         Some(ns) => format!(
-            "no process listens on {target} (listener snapshot at {}, {} socket(s))",
+            "no process listens on {target}{net} (listener snapshot at {}, {} socket(s))",
             fmt_ns(ns),
-            v.st.listeners.len()
+            v.st.listeners_for(worker).count()
         ),
         None => format!("no listener facts received: cannot tell who listens on {target}"),
     }
@@ -366,7 +375,7 @@ fn wrong_target(v: &View<'_>, a: &Agg) -> Option<Part> {
         // Something is there: a stale or foreign file, not a wrong path.
         return None;
     }
-    if live_listener(v, &a.target) {
+    if live_listener(v, a.worker, &a.target) {
         // A live process listens on the very target (its file deleted, or bound in another
         // mount namespace): the proxy points at the right place.
         return None;
@@ -387,7 +396,8 @@ fn wrong_target(v: &View<'_>, a: &Agg) -> Option<Part> {
         "{who} listens on {}, {proxy} connects to {}",
         l.target, a.target
     ));
-    p.evidence.push(nothing_listens_line(v, &a.target));
+    p.evidence
+        .push(nothing_listens_line(v, a.worker, &a.target));
     p.evidence
         .push(format!("why it is the app meant for {}: {why}", a.target));
     if let Some(pid) = l.pid
@@ -418,18 +428,26 @@ fn meant_listener<'a>(v: &View<'a>, a: &Agg, want: Target<'_>) -> Option<(&'a Li
         v.st.owners
             .iter()
             .filter(|(tg, _)| covers(tg, &a.target))
-            .flat_map(|(_, os)| os.iter().map(|o| v.family_root(o.pid)))
+            .flat_map(|(tg, os)| {
+                os.iter()
+                    .filter(|o| v.st.reaches(a.worker, tg, o.net_ns))
+                    .map(|o| v.family_root(o.pid))
+            })
             .collect();
     // The units the target's former owners ran in (an app restarted on another socket).
     let prior_units: BTreeSet<String> =
         v.st.owners
             .iter()
             .filter(|(tg, _)| covers(tg, &a.target))
-            .flat_map(|(_, os)| os.iter().filter_map(|o| v.origin(o.pid)?.unit))
+            .flat_map(|(tg, os)| {
+                os.iter()
+                    .filter(|o| v.st.reaches(a.worker, tg, o.net_ns))
+                    .filter_map(|o| v.origin(o.pid)?.unit)
+            })
             .collect();
     let elsewhere = served_elsewhere(v, a);
     let mut best: Option<(i32, &Listener, String)> = None;
-    for l in &v.st.listeners {
+    for l in v.st.listeners_for(a.worker) {
         let Some(pid) = l.pid else { continue };
         if covers(&l.target, &a.target) || v.is_proxy(pid, v.comm(pid)) {
             continue;
@@ -440,6 +458,11 @@ fn meant_listener<'a>(v: &View<'a>, a: &Agg, want: Target<'_>) -> Option<(&'a Li
             continue;
         }
         if v.proc(pid).is_some_and(|q| q.exited_ns.is_some()) {
+            continue;
+        }
+        if matches!(want, Target::Inet(..)) && v.st.net_ns_of(pid) != v.st.net_ns_of(a.worker) {
+            // A TCP target is in the proxy's own network namespace: an app living in another
+            // one is not the app it meant, whatever socket it binds.
             continue;
         }
         let lt = parse(&l.target);
@@ -561,12 +584,16 @@ fn path_info<'a>(v: &View<'a>, target: &str) -> Option<&'a PathInfo> {
 }
 
 /// The latest death of a process that served the target, if seen.
-fn last_owner_death(v: &View<'_>, target: &str) -> Option<String> {
+fn last_owner_death(v: &View<'_>, worker: u32, target: &str) -> Option<String> {
     let mut owners: Vec<(u64, u32)> =
         v.st.owners
             .iter()
             .filter(|(t, _)| covers(t, target))
-            .flat_map(|(_, os)| os.iter().map(|o| (o.last_ns, o.pid)))
+            .flat_map(|(t, os)| {
+                os.iter()
+                    .filter(|o| v.st.reaches(worker, t, o.net_ns))
+                    .map(|o| (o.last_ns, o.pid))
+            })
             .collect();
     owners.sort_unstable();
     let dead = owners
@@ -631,7 +658,9 @@ fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
     if let Some(f) = foreign_listener(v, a) {
         return mount_ns_part(v, a, p, &f);
     }
-    let alive = covering(v, &a.target).next().map(|l| owner_label(v, l));
+    let alive = covering(v, a.worker, &a.target)
+        .next()
+        .map(|l| owner_label(v, l));
     if let Some(owner) = &alive {
         p.evidence.push(format!(
             "{owner} still listens on {}: the file was deleted (a tmp cleaner?) or the proxy sees another mount \
@@ -639,9 +668,10 @@ fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
             a.target
         ));
     } else {
-        p.evidence.push(nothing_listens_line(v, &a.target));
+        p.evidence
+            .push(nothing_listens_line(v, a.worker, &a.target));
     }
-    p.evidence.extend(last_owner_death(v, &a.target));
+    p.evidence.extend(last_owner_death(v, a.worker, &a.target));
     p.evidence.extend(app_servers_line(v));
     p.summary = match (&missing_dir, &alive) {
         (Some(d), _) => format!(
@@ -877,7 +907,7 @@ fn ruleset_cmd(a: &Agg) -> String {
 fn firewall_reject(v: &View<'_>, a: &Agg, drops: &Drops) -> Part {
     let mut p = part(Cause::FirewallReject, a);
     p.evidence.push(drops_line(a, drops));
-    let listener = covering(v, &a.target).next();
+    let listener = covering(v, a.worker, &a.target).next();
     match listener {
         Some(l) => p.evidence.push(format!(
             "{} listens on {}: the connection never reached it",
@@ -918,10 +948,9 @@ fn port_of(target: &str) -> String {
 fn not_listening(v: &View<'_>, a: &Agg) -> Part {
     let mut p = part(Cause::UpstreamNotListening, a);
     let local =
-        v.st.listeners
-            .iter()
+        v.st.listeners_for(a.worker)
             .any(|l| same_host(&l.target, &a.target));
-    if let Some(l) = covering(v, &a.target).next() {
+    if let Some(l) = covering(v, a.worker, &a.target).next() {
         p.evidence.push(format!(
             "{} listens on {} now (since the failures?): refused connects predate it, or the proxy runs in \
              another network namespace",
@@ -929,7 +958,8 @@ fn not_listening(v: &View<'_>, a: &Agg) -> Part {
             l.target
         ));
     } else if local || matches!(parse(&a.target), Target::Inet(ip, _) if ip.is_loopback()) {
-        p.evidence.push(nothing_listens_line(v, &a.target));
+        p.evidence
+            .push(nothing_listens_line(v, a.worker, &a.target));
     } else {
         p.evidence.push(format!(
             "{} is not a local address: its host answered with a reset (nothing listens there, or a firewall \
@@ -937,7 +967,7 @@ fn not_listening(v: &View<'_>, a: &Agg) -> Part {
             a.target
         ));
     }
-    p.evidence.extend(last_owner_death(v, &a.target));
+    p.evidence.extend(last_owner_death(v, a.worker, &a.target));
     p.evidence.extend(app_servers_line(v));
     p.summary = format!("nothing listens on {}: the connection is refused", a.target);
     p.fix = format!(
@@ -965,11 +995,12 @@ fn stale_socket(v: &View<'_>, a: &Agg) -> Part {
             comp_label(c)
         ));
     }
-    p.evidence.push(nothing_listens_line(v, &a.target));
+    p.evidence
+        .push(nothing_listens_line(v, a.worker, &a.target));
     if let Some(f) = foreign_listener(v, a) {
         p.evidence.push(foreign_line(v, a, &f));
     }
-    match last_owner_death(v, &a.target) {
+    match last_owner_death(v, a.worker, &a.target) {
         Some(d) => p.evidence.push(d),
         None if a.check.is_some() => {}
         None => p
@@ -1115,7 +1146,7 @@ fn backlog_full(v: &View<'_>, a: &Agg) -> Part {
         errno_label(a.errno),
         a.target
     ));
-    if let Some(l) = covering(v, &a.target).next() {
+    if let Some(l) = covering(v, a.worker, &a.target).next() {
         let backlog = l
             .backlog
             .map(|b| format!(" (backlog {b})"))
@@ -1172,7 +1203,7 @@ fn overflow_line(v: &View<'_>, a: &Agg) -> Option<String> {
 
 /// Connect timeouts: a 504, unless a full local accept queue explains them (backlog-full).
 fn timeout(v: &View<'_>, a: &Agg) -> Part {
-    if live_listener(v, &a.target)
+    if live_listener(v, a.worker, &a.target)
         && let Some(line) = overflow_line(v, a)
     {
         let mut p = backlog_full(v, a);
@@ -1221,7 +1252,7 @@ fn timeout(v: &View<'_>, a: &Agg) -> Part {
         p.evidence
             .push("the kernel gave up after its SYN retries (net.ipv4.tcp_syn_retries)".to_owned());
     }
-    if let Some(l) = covering(v, &a.target).next() {
+    if let Some(l) = covering(v, a.worker, &a.target).next() {
         p.evidence.push(format!(
             "{} listens on {}: SYNs to it are lost (full accept queue, firewall DROP)",
             owner_label(v, l),

@@ -271,7 +271,7 @@ impl Engine {
         let fresh_listeners = st.listeners_ns.is_some_and(|t| t > after);
         let view = View::new(st, &self.cfg);
         let listener = || {
-            st.listeners.iter().find(|l| {
+            st.listeners_for(v.proxy_pid).find(|l| {
                 covers(&l.target, &v.target)
                     && l.pid
                         .is_none_or(|p| !view.is_proxy(p, l.comm.as_deref().unwrap_or("")))

@@ -657,7 +657,7 @@ fn stop_asked(v: &View<'_>, e: &ExitRecord) -> Option<u64> {
 pub(crate) fn find_restart<'a>(v: &View<'a>, target: &str, worker: u32) -> Option<Restart<'a>> {
     let mut best: Option<Restart<'a>> = None;
     let fails = exec_fails(v);
-    for l in &v.st.listeners {
+    for l in v.st.listeners_for(worker) {
         let Some(pid) = l.pid else { continue };
         if !covers(&l.target, target) || v.is_proxy(pid, v.comm(pid)) {
             continue;
@@ -691,7 +691,11 @@ pub(crate) fn find_restart<'a>(v: &View<'a>, target: &str, worker: u32) -> Optio
             v.st.owners
                 .iter()
                 .filter(|(t, _)| covers(t, target))
-                .flat_map(|(_, os)| os.iter().map(|o| o.pid))
+                .flat_map(|(t, os)| {
+                    os.iter()
+                        .filter(|o| v.st.reaches(worker, t, o.net_ns))
+                        .map(|o| o.pid)
+                })
                 .filter(|&o| o != pid && o != root && v.family_root(o) != root)
                 .collect();
         let candidates: Vec<&ExitRecord> =

@@ -109,6 +109,14 @@ impl Engine {
         );
         for verdict in &mut out {
             verdict.proxy_origin = v.proxy_origin(verdict.proxy_pid);
+            verdict.proxy_net_ns = self.state.net_ns_of(verdict.proxy_pid);
+            if let Some(n) = verdict.proxy_net_ns {
+                verdict.evidence.push(format!(
+                    "{} pid {} runs in network namespace net:[{n}], not the host's: its listeners and \
+                     loopback are that namespace's, and so are the ones named here",
+                    verdict.proxy_comm, verdict.proxy_pid
+                ));
+            }
             verdict.upstream_pid = verdict
                 .upstream_pid
                 .or_else(|| v.last_owner(&verdict.target));
@@ -155,6 +163,10 @@ pub struct Verdict {
     /// Where the proxy worker runs: cgroup, systemd unit, container, pod (when known).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_origin: Option<Origin>,
+    /// The proxy worker's network namespace (the inode of `/proc/PID/ns/net`) when it is not
+    /// the host's: the listeners named are that namespace's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_net_ns: Option<u64>,
     /// The upstream process behind the verdict: the dead worker, the crashing app, the last
     /// owner of the target's listener (when known).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -115,6 +115,7 @@ pub(crate) fn merge(
                 evidence,
                 fix: p.fix,
                 proxy_origin: None,
+                proxy_net_ns: None,
                 upstream_pid: p.upstream_pid,
                 upstream_origin: None,
                 life: super::Life::default(),

@@ -72,6 +72,8 @@ pub(crate) struct Proc {
     pub exited_ns: Option<u64>,
     /// Its mount namespace (`/proc/PID/ns/mnt` inode), when the facts carried it.
     pub mnt_ns: Option<u64>,
+    /// Its network namespace (`/proc/PID/ns/net` inode) when it is not the host's.
+    pub net_ns: Option<u64>,
 }
 
 impl Proc {
@@ -151,6 +153,8 @@ pub(crate) struct OwnerSeen {
     pub pid: u32,
     pub first_ns: u64,
     pub last_ns: u64,
+    /// The network namespace the listener was bound in, when not the host's.
+    pub net_ns: Option<u64>,
 }
 
 /// Failed connects are grouped by who, where and how.
@@ -250,9 +254,13 @@ impl State {
                 ..
             } => {
                 self.touch(ev);
+                self.note_net(ev);
                 self.record_failure(ev, (target, *errno, source, *count), cfg);
             }
-            Body::AcceptFailed { .. } => self.touch(ev),
+            Body::AcceptFailed { .. } => {
+                self.touch(ev);
+                self.note_net(ev);
+            }
             Body::ProcessExit {
                 exit_code,
                 signal,
@@ -443,6 +451,38 @@ impl State {
         p.event_creds = Some((ev.uid, ev.gid));
     }
 
+    /// The network namespace an event names (a proxy outside the host's).
+    fn note_net(&mut self, ev: &Event) {
+        if let Some(n) = ev.net_ns
+            && let Some(p) = self.procs.get_mut(&ev.pid)
+        {
+            p.net_ns = Some(n);
+        }
+    }
+
+    /// The network namespace of a process when it is not the host's (`None`: the host's, or
+    /// never read).
+    pub(crate) fn net_ns_of(&self, pid: u32) -> Option<u64> {
+        self.procs.get(&pid).and_then(|p| p.net_ns)
+    }
+
+    /// Whether a socket bound in network namespace `net_ns` on `target` is the one process
+    /// `pid` reaches by that name: a TCP port or an abstract name only in its own namespace, a
+    /// unix path from any (through the filesystem).
+    pub(crate) fn reaches(&self, pid: u32, target: &str, net_ns: Option<u64>) -> bool {
+        matches!(
+            super::target::parse(target),
+            super::target::Target::UnixPath(_)
+        ) || net_ns == self.net_ns_of(pid)
+    }
+
+    /// The current listeners process `pid` can reach ([`Self::reaches`]).
+    pub(crate) fn listeners_for(&self, pid: u32) -> impl Iterator<Item = &Listener> + '_ {
+        self.listeners
+            .iter()
+            .filter(move |l| self.reaches(pid, &l.target, l.net_ns))
+    }
+
     fn merge_facts(&mut self, ns: u64, f: &FactsUpdate) {
         for info in &f.processes {
             self.merge_proc(ns, info);
@@ -452,6 +492,13 @@ impl State {
                 p.mnt_ns = Some(m.mnt_ns);
             } else {
                 self.touch_pid(m.pid, "", ns).mnt_ns = Some(m.mnt_ns);
+            }
+        }
+        for n in &f.proc_net_ns {
+            if let Some(p) = self.procs.get_mut(&n.pid) {
+                p.net_ns = Some(n.net_ns);
+            } else {
+                self.touch_pid(n.pid, "", ns).net_ns = Some(n.net_ns);
             }
         }
         if let Some(ls) = &f.listeners {
@@ -545,6 +592,7 @@ impl State {
                     pid,
                     first_ns: ns,
                     last_ns: ns,
+                    net_ns: l.net_ns,
                 });
             }
         }

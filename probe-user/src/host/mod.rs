@@ -4,6 +4,7 @@
 //! live events). The types these produce and the [`crate::facts::FactSource`] port they
 //! implement stay in [`crate::facts`], which the pure engine reads.
 pub mod cgroup;
+pub mod netns;
 pub mod procfs;
 pub mod sockdiag;
 

@@ -21,6 +21,8 @@ use crate::facts::{FactSource, Listener, MemcgInfo, Netstat, PathComponent, Path
 pub struct SystemFacts {
     /// Clock ticks per second, for /proc/PID/stat start times.
     ticks: u64,
+    /// Other network namespaces' sockets (a helper thread that `setns`es).
+    netns: super::netns::NetnsReader,
 }
 
 impl SystemFacts {
@@ -30,6 +32,7 @@ impl SystemFacts {
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         Self {
             ticks: u64::try_from(ticks).unwrap_or(100).max(1),
+            netns: super::netns::NetnsReader::default(),
         }
     }
 }
@@ -316,6 +319,7 @@ impl FactSource for SystemFacts {
                     pid,
                     comm: pid.and_then(comm_of),
                     backlog: None,
+                    net_ns: None,
                 }
             })
             .collect()
@@ -385,6 +389,27 @@ impl FactSource for SystemFacts {
         mount_ns_of(&pid.to_string())
     }
 
+    fn net_ns(&mut self, pid: u32) -> Option<u64> {
+        super::netns::net_ns_of(&pid.to_string())
+    }
+
+    fn host_net_ns(&mut self) -> Option<u64> {
+        super::netns::host_net_ns()
+    }
+
+    fn sockets_in(&mut self, ns: u64, pid: u32) -> Option<crate::facts::NsListeners> {
+        if super::netns::net_ns_of("self") == Some(ns) {
+            return Some((listening_sockets(), self.netstat()));
+        }
+        match self.netns.read(ns, pid) {
+            Ok(s) => Some((s.listeners(), s.netstat)),
+            Err(e) => {
+                log::debug!("listeners of net:[{ns}] (pid {pid}): {e}");
+                None
+            }
+        }
+    }
+
     fn now_ns(&mut self) -> Option<u64> {
         let mut ts = libc::timespec {
             tv_sec: 0,
@@ -405,23 +430,7 @@ impl FactSource for SystemFacts {
     }
 
     fn netstat(&mut self) -> Option<Netstat> {
-        let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
-        let mut lines = text.lines();
-        while let (Some(h), Some(v)) = (lines.next(), lines.next()) {
-            if !h.starts_with("TcpExt:") {
-                continue;
-            }
-            let map: HashMap<&str, u64> = h
-                .split_whitespace()
-                .zip(v.split_whitespace())
-                .filter_map(|(k, v)| v.parse().ok().map(|v| (k, v)))
-                .collect();
-            return Some(Netstat {
-                listen_overflows: map.get("ListenOverflows").copied().unwrap_or(0),
-                listen_drops: map.get("ListenDrops").copied().unwrap_or(0),
-            });
-        }
-        None
+        super::netns::parse_netstat(&std::fs::read_to_string("/proc/net/netstat").ok()?)
     }
 }
 

@@ -76,6 +76,12 @@ impl Live {
             }
             // An exiting process is attributed now: its pid may be reused once it is gone.
             ev.origin = self.origins.resolve(ev.pid, ev.cgroup_id, ev.mono_ns);
+            if matches!(
+                ev.body,
+                Body::ConnectFailed { .. } | Body::AcceptFailed { .. } | Body::NetfilterDrop { .. }
+            ) {
+                ev.net_ns = self.enricher.net_ns_of(ev.pid);
+            }
             if matches!(ev.body, Body::ProcessExit { .. }) {
                 self.origins.forget(ev.pid);
             }

@@ -322,6 +322,7 @@ fn restart_events() -> Vec<Event> {
         pid: Some(pid),
         comm: Some(comm.into()),
         backlog: None,
+        net_ns: None,
     };
     let exit = |t: u64, pid: u32| {
         at(

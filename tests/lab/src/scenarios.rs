@@ -29,7 +29,13 @@ pub struct Scenario {
     /// Fault injected after gwtrace is ready, before the requests.
     pub(crate) fault: Option<fn(&mut Stack) -> anyhow::Result<()>>,
     pub(crate) drive: fn(&Stack) -> Vec<Response>,
+    /// More that gwtrace's stream must show: every JSON verdict line about this nginx, in
+    /// order, and nginx's upstream; `Err` says what is missing.
+    pub(crate) check: Option<Check>,
 }
+
+/// A scenario's extra check of gwtrace's verdict lines ([`Scenario::check`]).
+pub(crate) type Check = fn(&[serde_json::Value], &str) -> Result<(), String>;
 
 fn sequential(
     path: &'static str,
@@ -131,6 +137,148 @@ fn restart_drive(s: &Stack) -> Vec<Response> {
     out
 }
 
+/// A restart whose supervisor waits `gap` seconds between the old app's stop and the new one.
+fn restart_build(s: &mut Stack, gap: &str) -> anyhow::Result<()> {
+    s.upstream = unix_sock(s);
+    let g = format!(
+        "gunicorn --bind {} --workers 1 --user gwapp --group gwapp app:app",
+        s.upstream
+    );
+    // The supervisor (systemctl restart without ExecReload=): run the app, stop it when told
+    // (SIGTERM: it removes its socket), wait, start a new one (a new process that execs
+    // gunicorn) on the same socket.
+    let script = format!(
+        "{g} & pid=$!; while [ ! -e {t} ]; do sleep 0.05; done; kill -TERM $pid; wait $pid; \
+         sleep {gap}; {g}",
+        t = s.path("restart").display()
+    );
+    s.spawn(Command::new("sh").arg("-c").arg(script))?;
+    let bind = s.upstream.clone();
+    s.wait_listening(&bind)
+}
+
+/// nginx and gunicorn in a network namespace of their own, gunicorn on a fresh port there;
+/// then `rule` (`reject with tcp reset`, `drop`) on that port in the namespace's input hook.
+fn netns_app_behind_rule(s: &mut Stack, rule: &str) -> anyhow::Result<()> {
+    s.make_netns()?;
+    let port = free_port()?;
+    s.upstream = format!("127.0.0.1:{port}");
+    let mut g = s.in_net("gunicorn");
+    g.args(crate::stack::gunicorn_args(&s.upstream))
+        .arg("app:app");
+    s.spawn(&mut g)?;
+    let bind = s.upstream.clone();
+    s.wait_listening(&bind)?;
+    s.nft(&format!(
+        "add table inet gwlab; add chain inet gwlab input {{ type filter hook input priority 0; }}; \
+         add rule inet gwlab input tcp dport {port} {rule}"
+    ))
+}
+
+/// The final verdict of `cause` among the lines.
+fn final_of<'a>(
+    lines: &'a [serde_json::Value],
+    cause: &str,
+) -> Result<&'a serde_json::Value, String> {
+    lines
+        .iter()
+        .rev()
+        .find(|v| v["cause"] == cause && v.get("final").is_some())
+        .ok_or_else(|| format!("no final {cause} verdict"))
+}
+
+fn evidence_has(v: &serde_json::Value, needle: &str) -> bool {
+    v["evidence"].as_array().is_some_and(|e| {
+        e.iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains(needle)))
+    })
+}
+
+/// The verdict names nginx's network namespace, which is not the host's.
+fn names_netns(v: &serde_json::Value) -> Result<(), String> {
+    if v.get("proxy_net_ns")
+        .and_then(serde_json::Value::as_u64)
+        .is_none()
+    {
+        return Err(format!("no proxy_net_ns in {v}"));
+    }
+    if !evidence_has(v, "runs in network namespace net:[") {
+        return Err(format!(
+            "no evidence naming nginx's network namespace in {v}"
+        ));
+    }
+    Ok(())
+}
+
+/// Nothing listens in nginx's namespace: the host's listener on the same port is not named.
+fn check_not_listening_in_netns(lines: &[serde_json::Value], upstream: &str) -> Result<(), String> {
+    let v = final_of(lines, "upstream-not-listening")?;
+    names_netns(v)?;
+    if !evidence_has(
+        v,
+        &format!("no process listens on {upstream} in its network namespace"),
+    ) {
+        return Err(format!(
+            "no 'nothing listens in its namespace' evidence in {v}"
+        ));
+    }
+    if evidence_has(v, &format!("listens on {upstream} now")) {
+        return Err(format!("the host's listener was taken for nginx's: {v}"));
+    }
+    Ok(())
+}
+
+/// The rule is named, and the listener it hides.
+fn check_firewall_reject(lines: &[serde_json::Value], upstream: &str) -> Result<(), String> {
+    let v = final_of(lines, "firewall-reject")?;
+    names_netns(v)?;
+    if !evidence_has(
+        v,
+        &format!("listens on {upstream}: the connection never reached it"),
+    ) {
+        return Err(format!("the listener behind the rule is not named: {v}"));
+    }
+    Ok(())
+}
+
+fn check_firewall_drop(lines: &[serde_json::Value], _upstream: &str) -> Result<(), String> {
+    let v = final_of(lines, "connect-timeout")?;
+    names_netns(v)?;
+    if !evidence_has(v, "dropped by a netfilter rule") {
+        return Err(format!("no 'dropped by a netfilter rule' evidence: {v}"));
+    }
+    Ok(())
+}
+
+/// The verdict printed during the outage is marked superseded by the restart's.
+fn check_superseded(lines: &[serde_json::Value], _upstream: &str) -> Result<(), String> {
+    let restarting: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["cause"] == "upstream-restarting")
+        .filter_map(|v| v.get("id"))
+        .collect();
+    if restarting.is_empty() {
+        return Err("no upstream-restarting verdict with an id".into());
+    }
+    let superseded = lines.iter().find(|v| {
+        v["state"] == "superseded"
+            && v["cause"] != "upstream-restarting"
+            && v.get("superseded_by")
+                .is_some_and(|by| restarting.contains(&by))
+    });
+    match superseded {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "no earlier verdict marked superseded by the restart's ({} lines: {:?})",
+            lines.len(),
+            lines
+                .iter()
+                .map(|v| format!("{} {} {}", v["id"], v["cause"], v["state"]))
+                .collect::<Vec<_>>()
+        )),
+    }
+}
+
 /// Every scenario, in the issue's order.
 #[expect(
     clippy::too_many_lines,
@@ -152,6 +300,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: five_gets,
+            check: None,
         },
         Scenario {
             name: "tcp-refused",
@@ -166,6 +315,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: five_gets,
+            check: None,
         },
         Scenario {
             name: "stale-socket",
@@ -188,6 +338,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 Ok(())
             }),
             drive: five_gets,
+            check: None,
         },
         Scenario {
             name: "wrong-target",
@@ -205,6 +356,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: five_gets,
+            check: None,
         },
         Scenario {
             name: "socket-permission",
@@ -226,6 +378,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: five_gets,
+            check: None,
         },
         Scenario {
             name: "crash-on-boot",
@@ -245,6 +398,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: |s| sequential("/", 8, 400, Duration::from_secs(5))(s),
+            check: None,
         },
         Scenario {
             name: "bad-release",
@@ -264,6 +418,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: |s| sequential("/", 8, 400, Duration::from_secs(5))(s),
+            check: None,
         },
         Scenario {
             name: "worker-timeout",
@@ -280,6 +435,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: slow_get,
+            check: None,
         },
         Scenario {
             name: "worker-oom",
@@ -307,6 +463,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: oom_get,
+            check: None,
         },
         Scenario {
             name: "worker-crash",
@@ -323,6 +480,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: crash_get,
+            check: None,
         },
         Scenario {
             name: "backlog-full",
@@ -343,6 +501,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: burst,
+            check: None,
         },
         Scenario {
             name: "uvicorn-socket-missing",
@@ -369,6 +528,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: five_gets,
+            check: None,
         },
         Scenario {
             name: "uvicorn-worker-timeout",
@@ -395,6 +555,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: slow_get,
+            check: None,
         },
         Scenario {
             name: "read-timeout-504",
@@ -412,6 +573,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: slow_get,
+            check: None,
         },
         Scenario {
             name: "restart-window",
@@ -420,26 +582,10 @@ pub fn scenarios() -> Vec<Scenario> {
             status: 502,
             about: "non-graceful restart under steady traffic: gunicorn stopped, no socket for 1.5 s, a new one binds",
             secs: 10,
-            build: |s| {
-                s.upstream = unix_sock(s);
-                let g = format!(
-                    "gunicorn --bind {} --workers 1 --user gwapp --group gwapp app:app",
-                    s.upstream
-                );
-                // The supervisor (systemctl restart without ExecReload=): run the app, stop it
-                // when told (SIGTERM: it removes its socket), wait 1.5 s, start a new one (a new
-                // process that execs gunicorn) on the same socket.
-                let script = format!(
-                    "{g} & pid=$!; while [ ! -e {t} ]; do sleep 0.05; done; kill -TERM $pid; wait $pid; \
-                     sleep 1.5; {g}",
-                    t = s.path("restart").display()
-                );
-                s.spawn(Command::new("sh").arg("-c").arg(script))?;
-                let bind = s.upstream.clone();
-                s.wait_listening(&bind)
-            },
+            build: |s| restart_build(s, "1.5"),
             fault: None,
             drive: restart_drive,
+            check: None,
         },
         Scenario {
             name: "failed-execstart",
@@ -460,6 +606,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: |s| sequential("/", 8, 400, Duration::from_secs(5))(s),
+            check: None,
         },
         Scenario {
             name: "failed-workdir",
@@ -482,6 +629,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: |s| sequential("/", 8, 400, Duration::from_secs(5))(s),
+            check: None,
         },
         Scenario {
             name: "runtime-dir-missing",
@@ -498,6 +646,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: five_gets,
+            check: None,
         },
         Scenario {
             name: "app-mount-namespace",
@@ -521,6 +670,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: five_gets,
+            check: None,
         },
         Scenario {
             name: "proxy-private-tmp",
@@ -542,6 +692,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: five_gets,
+            check: None,
         },
         Scenario {
             name: "healthy-with-noise",
@@ -559,6 +710,66 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: healthy_with_noise,
+            check: None,
+        },
+        Scenario {
+            name: "netns-not-listening",
+            expect: Some("upstream-not-listening"),
+            nginx_log: "(111: Connection refused)",
+            status: 502,
+            about: "nginx in its own network namespace, its app not listening there; the same port is listened on in the host's",
+            secs: 5,
+            build: |s| {
+                s.upstream = format!("127.0.0.1:{}", free_port()?);
+                // Another process on the host's loopback, same port: not nginx's upstream.
+                let bind = s.upstream.clone();
+                s.gunicorn(&bind, &[], &[])?;
+                s.wait_listening(&bind)?;
+                s.make_netns()?;
+                Ok(())
+            },
+            fault: None,
+            drive: five_gets,
+            check: Some(check_not_listening_in_netns),
+        },
+        Scenario {
+            name: "netns-firewall-reject",
+            expect: Some("firewall-reject"),
+            nginx_log: "(111: Connection refused)",
+            status: 502,
+            about: "nginx and gunicorn in a network namespace; an nftables reject rule there refuses nginx's connects",
+            secs: 5,
+            build: |s| netns_app_behind_rule(s, "reject with tcp reset"),
+            fault: None,
+            drive: five_gets,
+            check: Some(check_firewall_reject),
+        },
+        Scenario {
+            name: "netns-firewall-drop",
+            expect: Some("connect-timeout"),
+            nginx_log: "upstream timed out (110: Connection timed out) while connecting to upstream",
+            status: 504,
+            about: "nginx and gunicorn in a network namespace; an nftables drop rule there swallows nginx's SYNs",
+            secs: 7,
+            build: |s| {
+                s.nginx_extra = "proxy_connect_timeout 1s;".into();
+                netns_app_behind_rule(s, "drop")
+            },
+            fault: None,
+            drive: |s| sequential("/", 4, 100, Duration::from_secs(5))(s),
+            check: Some(check_firewall_drop),
+        },
+        Scenario {
+            name: "restart-superseded",
+            expect: Some("upstream-restarting"),
+            nginx_log: "connect() to unix:",
+            status: 502,
+            about: "a restart with 3 s of outage: the verdict of the outage is superseded by the restart's in the JSON stream",
+            secs: 11,
+            build: |s| restart_build(s, "3"),
+            fault: None,
+            drive: restart_drive,
+            check: Some(check_superseded),
         },
     ]
 }

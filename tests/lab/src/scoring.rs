@@ -75,6 +75,19 @@ fn read_verdicts(
     (causes, verdicts, first_verdict_at)
 }
 
+/// Every JSON verdict line of the run about this stack's nginx (or no proxy), in order.
+fn about_this_nginx(lines: &[(Instant, String)], proxy: Option<u32>) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|(_, l)| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("cause").is_some())
+        .filter(|v| {
+            let about = v.get("proxy_pid").and_then(serde_json::Value::as_u64);
+            !matches!((proxy, about), (Some(ours), Some(pid)) if pid != 0 && pid != u64::from(ours))
+        })
+        .collect()
+}
+
 /// The lab table: scenario, nginx's error, expected cause, gwtrace's causes, seconds, OK.
 #[must_use]
 pub fn table(results: &[LabResult]) -> String {
@@ -201,6 +214,11 @@ pub fn score(sc: &Scenario, run: &Run<'_>) -> LabResult {
                 why.push(format!("expected no verdict, got {causes:?}"));
             }
         }
+    }
+    if let Some(check) = sc.check
+        && let Err(e) = check(&about_this_nginx(run.lines, run.nginx_pid), run.upstream)
+    {
+        why.push(e);
     }
     LabResult {
         name: sc.name.to_owned(),

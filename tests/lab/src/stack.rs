@@ -34,6 +34,9 @@ pub struct Stack {
     /// Run nginx in its own mount namespace with an empty tmpfs over this directory (systemd
     /// `PrivateTmp=`, a container without the app's volume).
     pub nginx_private_dir: Option<PathBuf>,
+    /// The network namespace (`ip netns` name) nginx and its app run in, when the scenario
+    /// made one ([`Stack::make_netns`]): a container's or a pod's own loopback.
+    pub net: Option<String>,
     children: Vec<Child>,
     pub nginx_pid: Option<u32>,
     cgroup: Option<PathBuf>,
@@ -94,6 +97,7 @@ impl Stack {
             upstream: String::new(),
             nginx_extra: String::new(),
             nginx_private_dir: None,
+            net: None,
             children: Vec::new(),
             nginx_pid: None,
             cgroup: None,
@@ -203,14 +207,79 @@ impl Stack {
         self.spawn(&mut cmd)
     }
 
-    /// Waits until a unix socket path or TCP port accepts connections.
+    /// A network namespace for this stack's nginx and app (`ip netns add`, its `lo` up),
+    /// deleted when the stack ends; [`Stack::start_nginx`], [`Stack::in_net`], [`Stack::get`]
+    /// and [`Stack::wait_listening`] then work inside it.
+    pub fn make_netns(&mut self) -> anyhow::Result<String> {
+        let name = format!("gwlab-{}-{}", self.name, std::process::id());
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        self.netns.push(name.clone());
+        run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]))?;
+        self.net = Some(name.clone());
+        Ok(name)
+    }
+
+    /// `program` run inside the stack's network namespace when it has one (`ip netns exec`
+    /// execs in place: same pid, same process group), else as is.
+    #[must_use]
+    pub fn in_net(&self, program: &str) -> Command {
+        match &self.net {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// Runs `f` on a thread inside the stack's network namespace (or here, without one).
+    pub fn on_net<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+        let Some(ns) = &self.net else {
+            return Ok(f());
+        };
+        let handle = std::fs::File::open(format!("/run/netns/{ns}"))
+            .with_context(|| format!("opening network namespace {ns}"))?;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: setns(2) on this thread only (the scoped thread ends after `f`), with
+                // a namespace fd that `handle` keeps open for the call.
+                let rc = unsafe {
+                    libc::setns(std::os::fd::AsRawFd::as_raw_fd(&handle), libc::CLONE_NEWNET)
+                };
+                if rc != 0 {
+                    bail!("setns into {ns}: {}", std::io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread in {ns} panicked"))?
+        })
+    }
+
+    /// Adds nftables rules in the stack's network namespace (`nft -f -` of `ruleset`).
+    pub fn nft(&self, ruleset: &str) -> anyhow::Result<()> {
+        let ns = self
+            .net
+            .as_deref()
+            .context("nft rules only in the stack's own netns")?;
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, "nft", ruleset]);
+        run(&mut c)
+    }
+
+    /// Waits until a unix socket path or TCP port accepts connections (a TCP port in the
+    /// stack's network namespace when it has one).
     pub fn wait_listening(&self, target: &str) -> anyhow::Result<()> {
         wait_for(
             &format!("{target} to listen (see {}/app.log)", self.dir.display()),
             Duration::from_secs(15),
             || {
                 target.strip_prefix("unix:").map_or_else(
-                    || TcpStream::connect(target).is_ok(),
+                    || {
+                        self.on_net(|| TcpStream::connect(target).is_ok())
+                            .unwrap_or(false)
+                    },
                     |p| std::os::unix::net::UnixStream::connect(p).is_ok(),
                 )
             },
@@ -245,7 +314,7 @@ impl Stack {
             ));
             c
         } else {
-            let mut c = Command::new("nginx");
+            let mut c = self.in_net("nginx");
             c.arg("-c")
                 .arg(&conf_path)
                 .arg("-e")
@@ -256,7 +325,8 @@ impl Stack {
         self.nginx_pid = Some(pid);
         let port = self.port;
         wait_for("nginx to listen", Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            self.on_net(|| TcpStream::connect(("127.0.0.1", port)).is_ok())
+                .unwrap_or(false)
         })
     }
 
@@ -310,11 +380,12 @@ impl Stack {
             .collect()
     }
 
-    /// One GET through nginx.
+    /// One GET through nginx (from inside the stack's network namespace when it has one).
     #[must_use]
     pub fn get(&self, path: &str, timeout: Duration) -> Response {
+        let port = self.port;
         Response {
-            status: http_get(self.port, path, timeout),
+            status: self.on_net(|| http_get(port, path, timeout)).ok().flatten(),
             at: Instant::now(),
         }
     }
@@ -347,6 +418,19 @@ impl Drop for Stack {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Runs a command to completion; its stderr in the error unless it succeeds.
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// `unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs DIR && chmod 755 DIR && ...'`:

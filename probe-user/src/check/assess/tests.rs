@@ -57,6 +57,7 @@ fn listener(target: &str, pid: u32, comm: &str) -> Listener {
         pid: Some(pid),
         comm: Some(comm.into()),
         backlog: None,
+        net_ns: None,
     }
 }
 

@@ -19,6 +19,7 @@ mod deploy;
 mod ledger;
 mod lifecycle;
 mod near_misses;
+mod netns;
 mod proxies;
 mod replay;
 mod report;
@@ -163,6 +164,7 @@ fn listener(target: &str, pid: u32, comm: &str) -> Listener {
         pid: Some(pid),
         comm: Some(comm.into()),
         backlog: None,
+        net_ns: None,
     }
 }
 
