@@ -10,7 +10,8 @@ use gwtrace::{
     capture::loss_event,
     event::{Body, Clock, Decoder, Event},
     facts::{
-        FactsUpdate, Listener, MemcgInfo, MountNs, Netstat, PathComponent, PathInfo, ProcInfo,
+        FactsUpdate, IdNames, Listener, MemcgInfo, MountNs, Netstat, PathComponent, PathInfo,
+        ProcInfo,
     },
 };
 use probe_common::{
@@ -230,6 +231,13 @@ fn full_facts() -> FactsUpdate {
             pid: 4101,
             mnt_ns: 4_026_531_841,
         }],
+        names: vec![IdNames::from_files(
+            4101,
+            "www-data:x:33:33::/var/www:/usr/sbin/nologin\ngwapp:x:998:998::/srv:/bin/false\n",
+            "www-data:x:33:\ngwapp:x:998:\n",
+            &[33, 998],
+            &[33, 998],
+        )],
         read_ns: Some(7_100_000_000),
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use super::EngineConfig;
 use crate::catalog::{ProcNames, ProxyRule};
 use crate::event::{Body, Event};
-use crate::facts::{FactsUpdate, Listener, MemcgInfo, Netstat, PathInfo, ProcInfo};
+use crate::facts::{FactsUpdate, IdNames, Listener, MemcgInfo, Netstat, PathInfo, ProcInfo};
 
 /// Processes remembered (alive or exited).
 pub(crate) const MAX_PROCS: usize = 16_384;
@@ -70,6 +70,8 @@ pub(crate) struct Proc {
     pub exited_ns: Option<u64>,
     /// Its mount namespace (`/proc/PID/ns/mnt` inode), when the facts carried it.
     pub mnt_ns: Option<u64>,
+    /// User and group names as its system spells them (facts `names`).
+    pub names: Option<IdNames>,
 }
 
 impl Proc {
@@ -443,6 +445,16 @@ impl State {
                 p.mnt_ns = Some(m.mnt_ns);
             } else {
                 self.touch_pid(m.pid, "", ns).mnt_ns = Some(m.mnt_ns);
+            }
+        }
+        for n in &f.names {
+            let p = match self.procs.get_mut(&n.pid) {
+                Some(p) => p,
+                None => self.touch_pid(n.pid, "", ns),
+            };
+            match &mut p.names {
+                Some(mine) => mine.merge(n),
+                None => p.names = Some(n.clone()),
             }
         }
         if let Some(ls) = &f.listeners {
