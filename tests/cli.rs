@@ -258,6 +258,76 @@ fn unknown_flag_is_a_usage_error() {
     assert_clear_error(&out, 2, "--no-such-flag");
 }
 
+/// Durations `std::time::Duration` cannot hold panicked once (negative, infinite, NaN): each is
+/// one line saying what to give instead, before anything is attached (no root needed).
+#[test]
+fn bad_durations_say_what_to_give() {
+    for args in [
+        &["--duration", "abc"][..],
+        &["--duration=-5"],
+        &["--duration", "-5"],
+        &["--duration", "inf"],
+        &["--duration", "NaN"],
+        &["--duration", "0"],
+        &["record", "--duration", "1e12"],
+        &["serve", "--duration", "-1"],
+    ] {
+        let out = run(args);
+        assert_clear_error(&out, 2, "a number above 0 (e.g. --duration 30");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("leave --duration out"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_hooks_value_lists_the_choices() {
+    assert_clear_error(
+        &run(&["--hooks", "kprobe"]),
+        2,
+        "[possible values: full, sock]",
+    );
+}
+
+#[test]
+fn explain_of_a_directory_or_missing_file_says_what_to_give() {
+    let dir = TempDir::new("explain-dir");
+    let d = dir.0.to_string_lossy().into_owned();
+    assert_clear_error(
+        &run(&["explain", &d]),
+        2,
+        "is a directory; give a file written by `gwtrace record -o FILE`",
+    );
+    let missing = dir.join("nope.jsonl");
+    assert_clear_error(
+        &run(&["explain", &missing.to_string_lossy()]),
+        2,
+        "No such file or directory (os error 2); give a file written by `gwtrace record -o FILE`",
+    );
+}
+
+/// `gwtrace explain FILE 2>&1 | head -1`: output and errors both go to a pipe that closes
+/// early; gwtrace stops with its exit code, never a panic.
+#[test]
+fn a_closed_output_pipe_is_not_a_panic() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/socket_permission.jsonl");
+    let (read, write) = std::io::pipe().expect("pipe");
+    drop(read);
+    let out = gwtrace()
+        .arg("explain")
+        .arg(&fixture)
+        .stdout(write.try_clone().expect("dup"))
+        .stderr(write)
+        .status()
+        .expect("run gwtrace");
+    assert!(
+        matches!(out.code(), Some(0 | 1)),
+        "exit {out:?} (101 is a panic)"
+    );
+}
+
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn proxy_naming_nothing_is_a_usage_error() {

@@ -11,6 +11,13 @@ use gwtrace_lab::{
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn scenario(name: &str) {
+    scenario_then(name, |_, _| Ok(()));
+}
+
+fn scenario_then(
+    name: &str,
+    also: impl FnOnce(&lab::Stack, &lab::LabResult) -> anyhow::Result<()>,
+) {
     require_root(&format!("the diagnosis scenario {name}"));
     let _serial = SERIAL
         .lock()
@@ -20,7 +27,7 @@ fn scenario(name: &str) {
         .iter()
         .find(|s| s.name == name)
         .expect("scenario exists");
-    let r = lab::run_one(&gwtrace_bin!(), sc).expect("scenario runs");
+    let r = lab::run_one_then(&gwtrace_bin!(), sc, also).expect("scenario runs");
     let table = lab::table(std::slice::from_ref(&r));
     assert!(
         r.ok,
@@ -46,7 +53,6 @@ scenarios! {
     lab_tcp_refused => "tcp-refused",
     lab_stale_socket => "stale-socket",
     lab_wrong_target => "wrong-target",
-    lab_socket_permission => "socket-permission",
     lab_crash_on_boot => "crash-on-boot",
     lab_bad_release => "bad-release",
     lab_worker_timeout => "worker-timeout",
@@ -67,6 +73,67 @@ scenarios! {
     lab_netns_firewall_reject => "netns-firewall-reject",
     lab_netns_firewall_drop => "netns-firewall-drop",
     lab_restart_superseded => "restart-superseded",
+}
+
+/// `getent DB ID`'s name (the host's NSS: ground truth independent of gwtrace's reader).
+fn getent(db: &str, id: u32) -> anyhow::Result<String> {
+    let out = std::process::Command::new("getent")
+        .args([db, &id.to_string()])
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    text.split(':')
+        .next()
+        .filter(|n| out.status.success() && !n.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("getent {db} {id}: no entry"))
+}
+
+/// socket-permission, and the verdict names the socket's owner, its group and the workers' user
+/// as the system does (stat of the socket, the worker's /proc status, `getent`), with the
+/// literal `usermod` fix.
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn lab_socket_permission() {
+    use std::os::unix::fs::MetadataExt as _;
+    scenario_then("socket-permission", |stack, r| {
+        let meta = std::fs::metadata(stack.path("run/app.sock"))?;
+        let (owner, group) = (getent("passwd", meta.uid())?, getent("group", meta.gid())?);
+        let master = stack.nginx_pid.ok_or_else(|| anyhow::anyhow!("no nginx"))?;
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))?;
+        let worker: u32 = children
+            .split_whitespace()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("nginx has no worker"))?
+            .parse()?;
+        let status = std::fs::read_to_string(format!("/proc/{worker}/status"))?;
+        let uid: u32 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .ok_or_else(|| anyhow::anyhow!("no Uid in /proc/{worker}/status"))?
+            .parse()?;
+        let user = getent("passwd", uid)?;
+        let v = r
+            .verdicts
+            .iter()
+            .find(|v| v["cause"] == "socket-permission")
+            .ok_or_else(|| anyhow::anyhow!("no socket-permission verdict"))?;
+        let (summary, fix) = (
+            v["summary"].as_str().unwrap_or(""),
+            v["fix"].as_str().unwrap_or(""),
+        );
+        anyhow::ensure!(
+            summary.contains(&format!(" {owner}:{group})"))
+                && summary.contains(&format!("(user {user}, groups ")),
+            "the summary should name {owner}:{group} and {user}: {summary}"
+        );
+        anyhow::ensure!(
+            fix.contains(&format!("usermod -aG {group} {user}")) && !fix.contains("getent"),
+            "the fix should be the literal usermod: {fix}"
+        );
+        eprintln!("names: {summary}\n  fix: {fix}");
+        Ok(())
+    });
 }
 
 /// `gwtrace record` while nginx proxies to a stopped gunicorn: nginx's failed connects appear

@@ -10,8 +10,8 @@ use gwtrace::{
     capture::loss_event,
     event::{Body, Clock, Decoder, Event},
     facts::{
-        FactsUpdate, Listener, MemcgInfo, MountNs, NetNs, Netstat, PathComponent, PathInfo,
-        ProcInfo, ProxyConfig,
+        FactsUpdate, IdNames, Listener, MemcgInfo, MountNs, NetNs, Netstat, PathComponent,
+        PathInfo, ProcInfo, ProxyConfig,
     },
 };
 use probe_common::{
@@ -251,6 +251,13 @@ fn full_facts() -> FactsUpdate {
             pid: 4101,
             net_ns: 4_026_532_301,
         }],
+        names: vec![IdNames::from_files(
+            4101,
+            "www-data:x:33:33::/var/www:/usr/sbin/nologin\ngwapp:x:998:998::/srv:/bin/false\n",
+            "www-data:x:33:\ngwapp:x:998:\n",
+            &[33, 998],
+            &[33, 998],
+        )],
         read_ns: Some(7_100_000_000),
     }
 }

@@ -19,7 +19,7 @@ use crate::{
     catalog::APP_SERVERS,
     engine::covers,
     event::{Body, Event},
-    facts::{FactSource, FactsUpdate, Listener, MountNs, NetNs, Netstat, ProcInfo},
+    facts::{FactSource, FactsUpdate, Listener, MountNs, NetNs, Netstat, PathInfo, ProcInfo},
 };
 use owners::{Budget, OwnerCache};
 use proctable::ProcTable;
@@ -281,7 +281,8 @@ impl<S: FactSource> Enricher<S> {
 
     /// Walks a path as `pid` sees it, at most once per [`PATH_REFRESH_NS`] and
     /// [`WALKS_PER_TICK`] walks a tick.
-    fn walk(&mut self, pid: u32, path: &str, ns: u64, up: &mut FactsUpdate) -> bool {
+    fn walk(&mut self, ev: &Event, path: &str, up: &mut FactsUpdate) -> bool {
+        let (pid, ns) = (ev.pid, ev.mono_ns);
         let fresh = self
             .paths
             .get(path)
@@ -294,8 +295,34 @@ impl<S: FactSource> Enricher<S> {
             self.paths.clear();
         }
         self.paths.insert(path.to_owned(), ns);
-        up.paths.push(self.src.path_of(pid, path));
+        let info = self.src.path_of(pid, path);
+        self.names_for(ev, &info, up);
+        up.paths.push(info);
         true
+    }
+
+    /// The names of the walk's owners and of the walker's own ids, as its system spells them:
+    /// verdicts print `gwapp:gwapp` and `usermod -aG gwapp www-data`, not numbers.
+    fn names_for(&mut self, ev: &Event, info: &PathInfo, up: &mut FactsUpdate) {
+        let pid = ev.pid;
+        let comps = info.components.iter().filter(|c| c.exists);
+        // The event's own ids too: a worker that dropped privileges after the table read it.
+        let mut uids: Vec<u32> = comps.clone().map(|c| c.uid).chain([ev.uid]).collect();
+        let mut gids: Vec<u32> = comps.map(|c| c.gid).chain([ev.gid]).collect();
+        if let Some(p) = self.process(pid) {
+            uids.push(p.uid);
+            gids.push(p.gid);
+            gids.extend(&p.groups);
+        }
+        uids.sort_unstable();
+        uids.dedup();
+        gids.sort_unstable();
+        gids.dedup();
+        if let Some(n) = self.src.id_names(pid, &uids, &gids)
+            && !(n.users.is_empty() && n.groups.is_empty())
+        {
+            up.names.push(n);
+        }
     }
 
     /// Stamps a non-empty update with the time it was read.
@@ -447,7 +474,7 @@ impl<S: FactSource> Enricher<S> {
                 want.push(ev.pid);
                 // ENOENT, EACCES, ENOTDIR: which component of the program's path is wrong.
                 if matches!(errno, 2 | 13 | 20) && filename.starts_with('/') {
-                    self.walk(ev.pid, filename, ev.mono_ns, &mut up);
+                    self.walk(ev, filename, &mut up);
                 }
             }
             Body::Signal { target_pid, .. } => {
@@ -539,7 +566,7 @@ impl<S: FactSource> Enricher<S> {
         if let Some(path) = target.strip_prefix("unix:").filter(|p| p.starts_with('/')) {
             // The path as the proxy sees it: in its own mount namespace.
             self.note_ns(ev.pid, &mut up.mount_ns);
-            if self.walk(ev.pid, path, ev.mono_ns, up) && !self.listeners_read {
+            if self.walk(ev, path, up) && !self.listeners_read {
                 // Who listens may have changed too (at most once a tick: the periodic refresh
                 // follows anomalies).
                 self.refresh_listeners(up);
@@ -645,7 +672,7 @@ impl<S: FactSource> Enricher<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::{MemcgInfo, PathInfo};
+    use crate::facts::{IdNames, MemcgInfo, PathInfo};
 
     /// Pid 101 (the proxy worker) lives in mount namespace 2, everything else in 1.
     #[derive(Default)]
@@ -653,6 +680,10 @@ mod tests {
         walked_as: Vec<(u32, String)>,
         /// Network namespaces read, as which pid.
         read_in: Vec<(u64, u32)>,
+        /// What a walk returns (none by default).
+        components: Vec<crate::facts::PathComponent>,
+        /// The names asked for: (pid, uids, gids).
+        names_asked: Vec<(u32, Vec<u32>, Vec<u32>)>,
     }
 
     impl FactSource for Fake {
@@ -685,8 +716,18 @@ mod tests {
             self.walked_as.push((pid, path.to_owned()));
             PathInfo {
                 path: path.into(),
-                components: Vec::new(),
+                components: self.components.clone(),
             }
+        }
+        fn id_names(&mut self, pid: u32, uids: &[u32], gids: &[u32]) -> Option<IdNames> {
+            self.names_asked.push((pid, uids.to_vec(), gids.to_vec()));
+            Some(IdNames::from_files(
+                pid,
+                "www-data:x:33:33::/:/bin/false\ngwapp:x:999:995::/:/bin/false\n",
+                "gwapp:x:995:\n",
+                uids,
+                gids,
+            ))
         }
         fn memcg(&mut self, _pid: u32) -> Option<MemcgInfo> {
             None
@@ -821,6 +862,46 @@ mod tests {
         );
         assert_eq!(e.net_ns_of(101), Some(9));
         assert_eq!(e.net_ns_of(200), None, "the host's is not named");
+    }
+
+    #[test]
+    fn a_walk_brings_the_names_of_its_owners_and_of_the_walker() {
+        let comp = |path: &str, uid, gid| crate::facts::PathComponent {
+            path: path.into(),
+            exists: true,
+            uid,
+            gid,
+            mode: 0o040_755,
+        };
+        let fake = Fake {
+            components: vec![comp("/", 0, 0), comp("/run/app.sock", 999, 995)],
+            ..Fake::default()
+        };
+        let mut e = Enricher::new(fake, vec!["nginx".into()]);
+        let mut failed = event(
+            101,
+            "nginx",
+            Body::ConnectFailed {
+                target: "unix:/run/app.sock".into(),
+                errno: 13,
+                errno_name: "EACCES".into(),
+                source: "syscall".into(),
+                count: 1,
+            },
+        );
+        (failed.uid, failed.gid) = (33, 33);
+        let up = e.before(&failed).expect("facts");
+        // The fake's ProcInfo says uid 0: the event's own ids are asked for too.
+        assert_eq!(
+            e.src.names_asked,
+            [(101, vec![0, 33, 999], vec![0, 33, 995])]
+        );
+        let n = &up.names[0];
+        assert_eq!(
+            (n.pid, n.user(33), n.user(999)),
+            (101, Some("www-data"), Some("gwapp"))
+        );
+        assert_eq!((n.group(995), n.group(33)), (Some("gwapp"), None));
     }
 
     #[test]

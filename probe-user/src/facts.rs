@@ -36,6 +36,10 @@ pub struct FactsUpdate {
     /// (Not `net_ns`: that is the event header's own namespace, and facts are flattened into it.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proc_net_ns: Vec<NetNs>,
+    /// User and group names as a process's own system spells them (its mount namespace's
+    /// /etc/passwd and /etc/group), for the ids a verdict about it prints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<IdNames>,
     /// When /proc was read (`CLOCK_MONOTONIC` ns). The line's `mono_ns` is the event the facts
     /// explain; the collector reads them later, by as much as it lags behind the kernel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,6 +59,7 @@ impl FactsUpdate {
             && self.mount_ns.is_empty()
             && self.proxy_configs.is_empty()
             && self.proc_net_ns.is_empty()
+            && self.names.is_empty()
     }
 }
 
@@ -74,6 +79,99 @@ pub struct ProxyConfig {
     /// resolve): a connect elsewhere may still be an upstream connect.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partial: bool,
+}
+
+/// User and group names of some ids, as process `pid` resolves them: the /etc/passwd and
+/// /etc/group of its mount namespace (`/proc/PID/root/etc/...`). Only the ids gwtrace needs
+/// (a socket path's owners, the process's own credentials); an id without a name is absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdNames {
+    pub pid: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<IdName>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<IdName>,
+}
+
+/// Names kept per process and kind (users, groups): a walk names a handful.
+const MAX_NAMES: usize = 256;
+
+/// One id and its name (`33` is `www-data`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdName {
+    pub id: u32,
+    pub name: String,
+}
+
+impl IdNames {
+    /// The names of `uids` and `gids` in the text of a passwd and a group file (first entry
+    /// wins, as in NSS `files`; malformed lines are skipped).
+    #[must_use]
+    pub fn from_files(pid: u32, passwd: &str, group: &str, uids: &[u32], gids: &[u32]) -> Self {
+        Self {
+            pid,
+            users: lookup(passwd, uids),
+            groups: lookup(group, gids),
+        }
+    }
+
+    /// The name of a uid.
+    #[must_use]
+    pub fn user(&self, uid: u32) -> Option<&str> {
+        self.users
+            .iter()
+            .find(|n| n.id == uid)
+            .map(|n| n.name.as_str())
+    }
+
+    /// The name of a gid.
+    #[must_use]
+    pub fn group(&self, gid: u32) -> Option<&str> {
+        self.groups
+            .iter()
+            .find(|n| n.id == gid)
+            .map(|n| n.name.as_str())
+    }
+
+    /// Adds the names `other` knows (newer wins).
+    pub fn merge(&mut self, other: &IdNames) {
+        for (mine, theirs) in [
+            (&mut self.users, &other.users),
+            (&mut self.groups, &other.groups),
+        ] {
+            for n in theirs {
+                if let Some(m) = mine.iter_mut().find(|m| m.id == n.id) {
+                    m.name.clone_from(&n.name);
+                } else if mine.len() < MAX_NAMES {
+                    mine.push(n.clone());
+                }
+            }
+        }
+    }
+}
+
+/// `name:x:id:...` lines of a passwd or group file: the names of `ids`, in the order asked.
+fn lookup(text: &str, ids: &[u32]) -> Vec<IdName> {
+    let mut out: Vec<IdName> = Vec::new();
+    for &id in ids {
+        if out.iter().any(|n| n.id == id) {
+            continue;
+        }
+        let name = text.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?.trim();
+            let _password = f.next()?;
+            let found: u32 = f.next()?.trim().parse().ok()?;
+            (found == id && !name.is_empty() && !name.starts_with(['#', '+', '-'])).then_some(name)
+        });
+        if let Some(name) = name {
+            out.push(IdName {
+                id,
+                name: name.to_owned(),
+            });
+        }
+    }
+    out
 }
 
 /// The mount namespace a process lives in (the inode of `/proc/PID/ns/mnt`, `mnt:[4026531841]`).
@@ -252,6 +350,11 @@ pub trait FactSource {
     fn sockets_in(&mut self, _ns: u64, _pid: u32) -> Option<NsListeners> {
         None
     }
+    /// The names of `uids` and `gids` as process `pid`'s system resolves them (its mount
+    /// namespace's /etc/passwd and /etc/group), when readable.
+    fn id_names(&mut self, _pid: u32, _uids: &[u32], _gids: &[u32]) -> Option<IdNames> {
+        None
+    }
     /// `CLOCK_MONOTONIC` now (the kernel events' clock), when the source reads a live system.
     fn now_ns(&mut self) -> Option<u64> {
         None
@@ -260,4 +363,52 @@ pub trait FactSource {
     fn memcg(&mut self, pid: u32) -> Option<MemcgInfo>;
     /// TCP listen-queue counters.
     fn netstat(&mut self) -> Option<Netstat>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/accounts/");
+        std::fs::read_to_string(format!("{p}{name}")).unwrap()
+    }
+
+    #[test]
+    fn names_come_from_the_files_first_entry_wins() {
+        let n = IdNames::from_files(
+            7,
+            &fixture("passwd"),
+            &fixture("group"),
+            &[33, 999, 4242, 0],
+            &[33, 995, 4242, 4],
+        );
+        assert_eq!(n.pid, 7);
+        assert_eq!(n.user(33), Some("www-data"));
+        assert_eq!(
+            n.user(999),
+            Some("gwapp"),
+            "the first of two entries for 999"
+        );
+        assert_eq!(n.user(0), Some("root"));
+        assert_eq!(n.user(4242), None, "no such user: no name");
+        assert_eq!(n.group(995), Some("gwapp"));
+        assert_eq!(n.group(4), Some("adm"));
+        assert_eq!(n.group(4242), None, "no such group: no name");
+    }
+
+    #[test]
+    fn merge_keeps_old_names_and_takes_new_ones() {
+        let mut a = IdNames::from_files(1, "a:x:1:1::/:/bin/sh\n", "g:x:1:\n", &[1], &[1]);
+        let b = IdNames::from_files(1, "b:x:2:2::/:/bin/sh\n", "h:x:1:\n", &[2], &[1]);
+        a.merge(&b);
+        assert_eq!((a.user(1), a.user(2)), (Some("a"), Some("b")));
+        assert_eq!(a.group(1), Some("h"));
+    }
+
+    #[test]
+    fn empty_or_binary_files_name_nothing() {
+        let n = IdNames::from_files(1, "", "\u{0}\u{ff}::::\n:x:5:\n", &[0], &[5]);
+        assert_eq!((n.user(0), n.group(5)), (None, None));
+    }
 }

@@ -1,7 +1,7 @@
 //! `gwtrace`: why does my reverse proxy answer 502? See README.md.
 mod cli;
 
-use std::process::ExitCode;
+use std::{io::Write as _, process::ExitCode};
 
 use clap::Parser as _;
 
@@ -13,8 +13,9 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            // One line, no backtrace: what failed and what to do.
-            eprintln!("gwtrace: {e:#}");
+            // One line, no backtrace: what failed and what to do (and no panic when stderr
+            // is a closed pipe: `gwtrace 2>&1 | head`).
+            let _ = writeln!(std::io::stderr(), "gwtrace: {e:#}");
             ExitCode::from(cli::exit_code_for(&e))
         }
     }

@@ -75,10 +75,22 @@ impl From<HooksArg> for Hooks {
     }
 }
 
+/// `--duration`: seconds, more than 0 and at most a year (`Duration` cannot hold a negative,
+/// infinite or NaN value: these must be refused here, not panic later).
+fn parse_duration(s: &str) -> Result<f64, String> {
+    let hint = "give the seconds to trace, a number above 0 (e.g. --duration 30 or 0.5), or leave \
+                --duration out to trace until Ctrl-C";
+    match s.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 366.0 * 86_400.0 => Ok(secs),
+        Ok(_) => Err(format!("{s:?} is not a usable number of seconds: {hint}")),
+        Err(_) => Err(format!("{s:?} is not a number: {hint}")),
+    }
+}
+
 #[derive(Debug, Args)]
 struct CaptureArgs {
     /// Stop after this many seconds (default: until Ctrl-C / SIGTERM).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_hyphen_values = true)]
     duration: Option<f64>,
     /// Kernel hooks to attach.
     #[arg(long, value_enum, default_value = "full")]

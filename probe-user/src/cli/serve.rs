@@ -11,10 +11,11 @@ use anyhow::Context as _;
 use clap::Args;
 use gwtrace::{
     engine::{Engine, EngineConfig},
+    event::Clock,
     metrics::{CONTENT_TYPE, Exporter, Metrics, MetricsConfig},
     pipeline::{
         Pipeline, Sink,
-        sinks::{MetricsSink, RecordSink, VerdictSink, verdicts::use_color},
+        sinks::{MetricsSink, RecordSink, VerdictSink, WallClock, verdicts::use_color},
     },
 };
 
@@ -159,7 +160,9 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
     let http = HttpServer::start(listener, metrics.metrics().exporter())?;
     let stdout = std::io::stdout();
     let color = !w.json && use_color(&stdout);
-    let mut printer = VerdictSink::new(stdout, std::io::stderr(), w.json, color);
+    // Wall-clock times: the offset to the events' monotonic clock, measured once now.
+    let mut printer = VerdictSink::new(stdout, std::io::stderr(), w.json, color)
+        .with_wall_clock(WallClock::live(Clock::now()));
     let mut sinks: Vec<&mut dyn Sink> = vec![&mut metrics, &mut printer];
     if let Some(r) = recorder.as_mut() {
         sinks.push(r);

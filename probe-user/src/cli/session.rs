@@ -1,5 +1,14 @@
 //! What every tracing command shares: which proxies to watch, and a live run of the library's
 //! pipeline (signals caught, programs attached, the ready line, the run, the summary).
+
+/// A line on stderr that never panics (eprintln! does when stderr is a closed pipe).
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::time::Duration;
 
 use gwtrace::{
@@ -45,7 +54,7 @@ pub fn resolve_proxies(args: &[String]) -> Result<(Vec<String>, Vec<u32>), Usage
         .filter(|p| names.contains(&p.comm) || pids.contains(&p.pid))
         .collect();
     if found.is_empty() {
-        eprintln!(
+        note!(
             "gwtrace: no reverse proxy running (looked for {}); tracing anyway, a proxy may start later",
             names.join(", ")
         );
@@ -58,7 +67,7 @@ pub fn resolve_proxies(args: &[String]) -> Result<(Vec<String>, Vec<u32>), Usage
             .iter()
             .map(|(n, ps)| format!("{n} ({} processes: {ps:?})", ps.len()))
             .collect();
-        eprintln!("gwtrace: watching {}", list.join(", "));
+        note!("gwtrace: watching {}", list.join(", "));
     }
     Ok((names, pids))
 }
@@ -81,11 +90,11 @@ pub fn run_live(
         proxy_names,
         proxy_pids,
     })?;
-    eprintln!(
+    note!(
         "gwtrace: {ready_msg} (attached in {} ms)",
         started.elapsed().as_millis()
     );
     let stats = pipeline.run(&mut source, stop)?;
-    eprintln!("{}", stats.render());
+    note!("{}", stats.render());
     Ok(stats)
 }

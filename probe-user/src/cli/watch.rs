@@ -3,9 +3,10 @@ use std::process::ExitCode;
 
 use gwtrace::{
     engine::{Engine, EngineConfig},
+    event::Clock,
     pipeline::{
         Pipeline, Sink,
-        sinks::{RecordSink, VerdictSink, verdicts::use_color},
+        sinks::{RecordSink, VerdictSink, WallClock, verdicts::use_color},
     },
 };
 
@@ -26,7 +27,9 @@ pub fn watch(a: &WatchArgs) -> anyhow::Result<ExitCode> {
     });
     let stdout = std::io::stdout();
     let color = !a.json && use_color(&stdout);
-    let mut printer = VerdictSink::new(stdout, std::io::stderr(), a.json, color);
+    // Wall-clock times: the offset to the events' monotonic clock, measured once now.
+    let mut printer = VerdictSink::new(stdout, std::io::stderr(), a.json, color)
+        .with_wall_clock(WallClock::live(Clock::now()));
     let mut sinks: Vec<&mut dyn Sink> = vec![&mut printer];
     if let Some(r) = recorder.as_mut() {
         sinks.push(r);

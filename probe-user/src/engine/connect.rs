@@ -8,13 +8,14 @@ use std::fmt::Write as _;
 use super::lifecycle::{
     CrashLoop, app_exec_failure, crash_part, find_restart, loop_for, restart_part,
 };
-use super::perm::{Walk, comp_label, creds_label, denial_fix, denial_line, walk};
+use super::perm::{Walk, comp_label, creds_label, denial_fix, denial_line, file_owner, walk};
 use super::report::Part;
 use super::state::{Creds, Proc};
 use super::target::{Target, covers, parse, same_host};
 use super::text::{errno_label, fmt_ns, mode_string};
 use super::view::{ProxyId, ProxyKey, View, app_server_of};
 use crate::catalog::Cause;
+use crate::facts::IdNames;
 use crate::facts::{Listener, PathInfo};
 
 const ENOENT: i32 = 2;
@@ -49,6 +50,8 @@ pub(crate) struct Agg {
     pub worker_comm: String,
     pub uid: u32,
     pub gid: u32,
+    /// The name of `uid` on the worker's system (facts `names`), when known.
+    pub user: Option<String>,
     /// Workers that failed.
     pub workers: BTreeSet<u32>,
     /// Set when the failure is predicted by `gwtrace check` rather than observed.
@@ -121,6 +124,7 @@ pub(crate) fn aggregate(v: &View<'_>) -> Vec<Agg> {
             worker_comm: g.comm.clone(),
             uid: g.uid,
             gid: g.gid,
+            user: None,
             workers: BTreeSet::new(),
             check: None,
         });
@@ -137,8 +141,12 @@ pub(crate) fn aggregate(v: &View<'_>) -> Vec<Agg> {
         a.recent.extend(g.recent.iter().copied());
         a.workers.insert(k.pid);
     }
+    let view = v;
     let mut v: Vec<Agg> = out.into_values().collect();
     for a in &mut v {
+        a.user = names(view, a)
+            .and_then(|n| n.user(a.uid))
+            .map(str::to_owned);
         a.recent.sort_unstable();
         // A proxy known only by name shows its lowest worker pid: stable across calls (the
         // printer keys on it) and independent of hash order.
@@ -193,7 +201,7 @@ fn symptom_line(a: &Agg) -> String {
         return format!(
             "checked now: a connect() by {} ({}) to {} would fail with {}",
             worker_label(a),
-            creds_label(&c.creds),
+            creds_label(&c.creds, None),
             a.target,
             errno_label(a.errno)
         );
@@ -205,10 +213,10 @@ fn symptom_line(a: &Agg) -> String {
         String::new()
     };
     format!(
-        "{} pid {}{others} (uid {}): connect() to {} failed with {} {}× [{}] from {} to {}",
+        "{} pid {}{others} ({}): connect() to {} failed with {} {}× [{}] from {} to {}",
         a.worker_comm,
         a.worker,
-        a.uid,
+        a.user.clone().unwrap_or_else(|| format!("uid {}", a.uid)),
         a.target,
         errno_label(a.errno),
         a.count,
@@ -639,7 +647,7 @@ fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
                 if let Some(parent) = i.checked_sub(1).and_then(|j| info.components.get(j)) {
                     p.evidence.push(format!(
                         "{} exists, but there is no {} in it",
-                        comp_label(parent),
+                        comp_label(parent, names(v, a)),
                         info.path
                     ));
                 } else {
@@ -992,7 +1000,7 @@ fn stale_socket(v: &View<'_>, a: &Agg) -> Part {
         };
         p.evidence.push(format!(
             "{} is a {kind} but no process listens on it",
-            comp_label(c)
+            comp_label(c, names(v, a))
         ));
     }
     p.evidence
@@ -1043,9 +1051,15 @@ fn worker_creds(v: &View<'_>, a: &Agg) -> Creds {
         })
 }
 
+/// The user and group names of the failing worker's system (facts `names`), when collected.
+fn names<'a>(v: &View<'a>, a: &Agg) -> Option<&'a IdNames> {
+    v.proc(a.worker).and_then(|p| p.names.as_ref())
+}
+
 fn socket_permission(v: &View<'_>, a: &Agg) -> Part {
     let mut p = part(Cause::SocketPermission, a);
     let creds = worker_creds(v, a);
+    let names = names(v, a);
     let who = worker_label(a);
     if let Target::UnixAbstract(name) = parse(&a.target) {
         p.summary = format!("{who} may not connect to {}: permission denied", a.target);
@@ -1075,24 +1089,24 @@ fn socket_permission(v: &View<'_>, a: &Agg) -> Part {
             },
         )) => {
             p.evidence
-                .push(denial_line(comp, need, class, &who, &creds));
+                .push(denial_line(comp, need, class, &who, &creds, names));
             p.summary = format!(
-                "{} ({} {}:{}) denies {who} ({})",
+                "{} ({} {}) denies {who} ({})",
                 comp.path,
                 mode_string(comp.mode),
-                comp.uid,
-                comp.gid,
-                creds_label(&creds)
+                file_owner(comp, names),
+                creds_label(&creds, names)
             );
-            p.fix = denial_fix(comp, need, class, last, &creds, &proxy);
+            p.fix = denial_fix(comp, need, class, last, &creds, &proxy, names);
         }
         Some((info, Walk::Allowed)) => {
             for c in &info.components {
-                p.evidence.push(format!("path walk: {}", comp_label(c)));
+                p.evidence
+                    .push(format!("path walk: {}", comp_label(c, names)));
             }
             p.evidence.push(format!(
                 "the walk now grants {who} ({}): the mode changed since, or an LSM (SELinux, AppArmor) denied it",
-                creds_label(&creds)
+                creds_label(&creds, names)
             ));
             p.fix = "check the LSM logs (ausearch -m avc, journalctl -k | grep apparmor) and allow the proxy to \
                      connect to the socket"

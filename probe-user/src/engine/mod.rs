@@ -35,6 +35,7 @@ pub use render::{Role, Span, render_human, render_spans};
 pub(crate) use predict::{Probe, Reach};
 pub(crate) use state::Creds;
 pub(crate) use target::{Target, covers, parse as parse_target};
+pub(crate) use text::fmt_dur as human_duration;
 
 /// Which processes are the proxy: failed connects of any other process are never verdicts
 /// (hosts fail unix connects all the time).

@@ -5,7 +5,26 @@
 //! not say whether it is the socket's mode or a parent directory.
 use super::state::Creds;
 use super::text::mode_string;
-use crate::facts::{PathComponent, PathInfo};
+use crate::facts::{IdNames, PathComponent, PathInfo};
+
+/// A uid's name as the proxy's system spells it, else the number.
+fn user(names: Option<&IdNames>, uid: u32) -> String {
+    names
+        .and_then(|n| n.user(uid))
+        .map_or_else(|| uid.to_string(), str::to_owned)
+}
+
+/// A gid's name as the proxy's system spells it, else the number.
+fn group(names: Option<&IdNames>, gid: u32) -> String {
+    names
+        .and_then(|n| n.group(gid))
+        .map_or_else(|| gid.to_string(), str::to_owned)
+}
+
+/// `gwapp:gwapp` (or `999:995` where the proxy's system has no name).
+pub(crate) fn file_owner(comp: &PathComponent, names: Option<&IdNames>) -> String {
+    format!("{}:{}", user(names, comp.uid), group(names, comp.gid))
+}
 
 /// Which permission a component needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,28 +118,31 @@ pub(crate) fn walk<'a>(info: &'a PathInfo, creds: &Creds) -> Walk<'a> {
     Walk::Allowed
 }
 
-/// "uid 33, gid 33, groups 33,4".
-pub(crate) fn creds_label(creds: &Creds) -> String {
+/// "user www-data, groups www-data,adm", or "uid 33, gid 33, groups 33,4" where the proxy's
+/// system has no name for the user.
+pub(crate) fn creds_label(creds: &Creds, names: Option<&IdNames>) -> String {
     let mut groups: Vec<u32> = creds.groups.clone();
     if !groups.contains(&creds.gid) {
         groups.insert(0, creds.gid);
     }
-    let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
-    format!(
-        "uid {}, gid {}, groups {}",
-        creds.uid,
-        creds.gid,
-        groups.join(",")
-    )
+    let groups: Vec<String> = groups.iter().map(|&g| group(names, g)).collect();
+    match names.and_then(|n| n.user(creds.uid)) {
+        Some(name) => format!("user {name}, groups {}", groups.join(",")),
+        None => format!(
+            "uid {}, gid {}, groups {}",
+            creds.uid,
+            group(names, creds.gid),
+            groups.join(",")
+        ),
+    }
 }
 
-/// "srw-rw---- 999:999 /run/app/app.sock".
-pub(crate) fn comp_label(comp: &PathComponent) -> String {
+/// "srw-rw---- gwapp:gwapp /run/app/app.sock".
+pub(crate) fn comp_label(comp: &PathComponent, names: Option<&IdNames>) -> String {
     format!(
-        "{} {}:{} {}",
+        "{} {} {}",
         mode_string(comp.mode),
-        comp.uid,
-        comp.gid,
+        file_owner(comp, names),
         comp.path
     )
 }
@@ -132,6 +154,7 @@ pub(crate) fn denial_line(
     class: Class,
     who: &str,
     creds: &Creds,
+    names: Option<&IdNames>,
 ) -> String {
     let class = match class {
         Class::Owner => "its owner",
@@ -140,8 +163,8 @@ pub(crate) fn denial_line(
     };
     format!(
         "{} denies {who} ({}): no {} permission for {class}",
-        comp_label(comp),
-        creds_label(creds),
+        comp_label(comp, names),
+        creds_label(creds, names),
         need.label()
     )
 }
@@ -154,16 +177,29 @@ pub(crate) fn denial_fix(
     last: bool,
     creds: &Creds,
     proxy: &str,
+    names: Option<&IdNames>,
 ) -> String {
     let bit = need.bit();
     let group_has = (comp.mode >> 3) & bit != 0;
     let path = &comp.path;
-    let add_to_group = format!(
-        "add the proxy's user to group {gid}: usermod -aG $(getent group {gid} | cut -d: -f1) \
-         $(getent passwd {uid} | cut -d: -f1), then restart {proxy} (running workers keep their old groups)",
-        gid = comp.gid,
-        uid = creds.uid,
+    let reload = format!(
+        "then reload {proxy} (its new workers take the group; running ones keep their old groups)"
     );
+    let add_to_group = match (
+        names.and_then(|n| n.group(comp.gid)),
+        names.and_then(|n| n.user(creds.uid)),
+    ) {
+        (Some(g), Some(u)) => {
+            format!("add the proxy's user to group {g}: usermod -aG {g} {u}, {reload}")
+        }
+        _ => format!(
+            "add the proxy's user to group {gid}: usermod -aG $(getent group {gid} | cut -d: -f1) \
+             $(getent passwd {uid} | cut -d: -f1), {reload}",
+            gid = comp.gid,
+            uid = creds.uid,
+        ),
+    };
+    let own_group = group(names, creds.gid);
     match (class, group_has, last) {
         (Class::Other, true, _) => add_to_group,
         (Class::Group, false, true) => format!(
@@ -171,15 +207,13 @@ pub(crate) fn denial_fix(
              or UMask=0007 in its systemd unit) or chmod g+w {path}"
         ),
         (_, _, true) => format!(
-            "create the socket owned by a group {proxy} is in: gunicorn --umask 007 --group {gid} (or Group= and \
-             UMask=0007 in the systemd unit), or chgrp {gid} {path} && chmod g+w {path}",
-            gid = creds.gid
+            "create the socket owned by a group {proxy} is in: gunicorn --umask 007 --group {own_group} (or Group= \
+             and UMask=0007 in the systemd unit), or chgrp {own_group} {path} && chmod g+w {path}"
         ),
         (Class::Group, _, false) => format!("chmod g+x {path}"),
         (Class::Owner, _, false) => format!("chmod u+x {path}"),
         (Class::Other, false, false) => format!(
-            "let {proxy} traverse {path}: chgrp {gid} {path} && chmod g+x {path} (or chmod o+x {path})",
-            gid = creds.gid
+            "let {proxy} traverse {path}: chgrp {own_group} {path} && chmod g+x {path} (or chmod o+x {path})"
         ),
     }
 }
@@ -229,7 +263,7 @@ mod tests {
         };
         assert_eq!(comp.path, "/run/app/app.sock");
         assert_eq!((need, class, last), (Need::Write, Class::Other, true));
-        assert!(denial_fix(comp, need, class, last, &www, "nginx").contains("usermod -aG"));
+        assert!(denial_fix(comp, need, class, last, &www, "nginx", None).contains("usermod -aG"));
         let member = Creds {
             uid: 33,
             gid: 33,

@@ -127,6 +127,7 @@ impl Engine {
             worker_comm: p.proxy_comm.to_owned(),
             uid: p.creds.uid,
             gid: p.creds.gid,
+            user: None,
             workers: BTreeSet::from([p.worker_pid]),
             check: Some(CheckCtx {
                 creds: p.creds.clone(),

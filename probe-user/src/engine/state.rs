@@ -11,7 +11,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use super::EngineConfig;
 use crate::catalog::{ProcNames, ProxyRule};
 use crate::event::{Body, Event};
-use crate::facts::{FactsUpdate, Listener, MemcgInfo, Netstat, PathInfo, ProcInfo, ProxyConfig};
+use crate::facts::{
+    FactsUpdate, IdNames, Listener, MemcgInfo, Netstat, PathInfo, ProcInfo, ProxyConfig,
+};
 
 /// Processes remembered (alive or exited).
 pub(crate) const MAX_PROCS: usize = 16_384;
@@ -74,6 +76,8 @@ pub(crate) struct Proc {
     pub mnt_ns: Option<u64>,
     /// Its network namespace (`/proc/PID/ns/net` inode) when it is not the host's.
     pub net_ns: Option<u64>,
+    /// User and group names as its system spells them (facts `names`).
+    pub names: Option<IdNames>,
 }
 
 impl Proc {
@@ -499,6 +503,16 @@ impl State {
                 p.net_ns = Some(n.net_ns);
             } else {
                 self.touch_pid(n.pid, "", ns).net_ns = Some(n.net_ns);
+            }
+        }
+        for n in &f.names {
+            let p = match self.procs.get_mut(&n.pid) {
+                Some(p) => p,
+                None => self.touch_pid(n.pid, "", ns),
+            };
+            match &mut p.names {
+                Some(mine) => mine.merge(n),
+                None => p.names = Some(n.clone()),
             }
         }
         if let Some(ls) = &f.listeners {

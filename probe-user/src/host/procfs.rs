@@ -14,7 +14,9 @@ use std::{
 };
 
 use super::cgroup::Mounts;
-use crate::facts::{FactSource, Listener, MemcgInfo, Netstat, PathComponent, PathInfo, ProcInfo};
+use crate::facts::{
+    FactSource, IdNames, Listener, MemcgInfo, Netstat, PathComponent, PathInfo, ProcInfo,
+};
 
 /// Reads facts from the running system.
 #[derive(Default)]
@@ -408,6 +410,28 @@ impl FactSource for SystemFacts {
                 None
             }
         }
+    }
+
+    /// Through `/proc/PID/root`: the files of the process's own mount namespace (a container's
+    /// /etc, not the host's). Users only NSS knows (LDAP, sssd) stay numbers.
+    fn id_names(&mut self, pid: u32, uids: &[u32], gids: &[u32]) -> Option<IdNames> {
+        let root = if pid == 0 {
+            PathBuf::from("/")
+        } else {
+            PathBuf::from(format!("/proc/{pid}/root"))
+        };
+        let read = |f: &str| std::fs::read_to_string(root.join(f));
+        let (passwd, group) = (read("etc/passwd"), read("etc/group"));
+        if passwd.is_err() && group.is_err() {
+            return None;
+        }
+        Some(IdNames::from_files(
+            pid,
+            &passwd.unwrap_or_default(),
+            &group.unwrap_or_default(),
+            uids,
+            gids,
+        ))
     }
 
     fn now_ns(&mut self) -> Option<u64> {

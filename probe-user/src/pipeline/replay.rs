@@ -20,8 +20,10 @@ const CHUNK: usize = 1024;
 /// fault (bad usage), and says which line.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("cannot open {}: {err}", path.display())]
+    #[error("cannot open {}: {err}; give a file written by `gwtrace record -o FILE` or `gwtrace --record FILE`", path.display())]
     Open { path: PathBuf, err: std::io::Error },
+    #[error("{} is a directory; give a file written by `gwtrace record -o FILE` or `gwtrace --record FILE`", path.display())]
+    Directory { path: PathBuf },
     #[error("{}: read error", path.display())]
     Read {
         path: PathBuf,
@@ -77,6 +79,11 @@ pub struct Replay<R> {
 impl Replay<BufReader<std::fs::File>> {
     /// Opens a record file.
     pub fn open(path: &Path) -> Result<Self, ReplayError> {
+        if path.is_dir() {
+            return Err(ReplayError::Directory {
+                path: path.to_owned(),
+            });
+        }
         let file = std::fs::File::open(path).map_err(|err| ReplayError::Open {
             path: path.to_owned(),
             err,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use super::{
     END_OF_INPUT, Pipeline, PipelineError, Sink, SourceError, Stop,
     replay::{Replay, ReplayError},
-    sinks::{MetricsSink, RecordSink, VerdictSink, verdicts},
+    sinks::{MetricsSink, RecordSink, VerdictSink, WallClock, verdicts},
 };
 use crate::{
     engine::{Engine, EngineConfig, Life, Verdict, VerdictState, render_human},
@@ -127,7 +127,13 @@ fn a_recording_runs_through_every_sink() {
         state: Some(VerdictState::Open),
         superseded_by: None,
     };
-    let v = serde_json::to_value(&tracked).unwrap();
+    let mut v = serde_json::to_value(&tracked).unwrap();
+    // Wall-clock times from the recording's own clocks: its first line was written at
+    // 2026-11-25T20:33:20.000Z, mono_ns 5000 s; the failures ran from 5002.0 to 5003.1 s.
+    v.as_object_mut().unwrap().extend([
+        ("first_seen".to_owned(), "2026-11-25T20:33:22.000Z".into()),
+        ("last_seen".to_owned(), "2026-11-25T20:33:23.100Z".into()),
+    ]);
     let mut fin = v.clone();
     fin.as_object_mut()
         .unwrap()
@@ -189,7 +195,18 @@ fn a_paced_run_ticks_and_ends_with_its_source() {
     // full, then the table (human form, on the same stream).
     let v = &direct_verdicts(&evs)[0];
     let table = out.find("CAUSE ").unwrap();
-    assert_eq!(&out[..table], format!("{}\n", render_human(v)));
+    // Times on the recording's wall clock (no ages: a replay), else the engine's text.
+    let wall = WallClock::from_event(&evs[0]).unwrap();
+    assert_eq!(
+        &out[..table],
+        format!("{}\n", wall.humanize(&render_human(v), 0))
+    );
+    assert!(!out.contains("t=500"), "{out}");
+    assert!(
+        out.contains(".000 to 2026-11-2"),
+        "not today: with the date: {out}"
+    );
+    assert!(out.contains(".100 (for 1.1 s)\n"), "{out}");
     assert!(
         out[table..]
             .lines()
@@ -419,11 +436,18 @@ fn restart_events() -> Vec<Event> {
 /// `advance` once a second): the stream says the first verdict was superseded and by which id,
 /// ends with the standing verdict marked final with its state, and the active gauge follows.
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one stream, checked line by line against the schema and the lifecycle"
+)]
 fn the_stream_and_metrics_follow_the_verdict_lifecycle() {
     const S: u64 = 1_000_000_000;
     let evs = restart_events();
     let mut e = engine();
-    let mut json = VerdictSink::new(Vec::new(), Vec::new(), true, false);
+    // Booted at 2026-11-25T00:00:00Z: the lines carry first_seen/last_seen.
+    let boot = i128::from(1_795_564_800_u64) * i128::from(S);
+    let mut json = VerdictSink::new(Vec::new(), Vec::new(), true, false)
+        .with_wall_clock(WallClock::with_zone(boot, jiff::tz::TimeZone::UTC, false));
     let mut metrics = MetricsSink::new(Metrics::new(MetricsConfig::default()));
     let active = |m: &MetricsSink, cause: &str| {
         let text = m.metrics().encode().unwrap();
@@ -475,11 +499,20 @@ fn the_stream_and_metrics_follow_the_verdict_lifecycle() {
         .unwrap(),
     )
     .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
     for line in &printed {
         let errors: Vec<String> = validator.iter_errors(line).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{errors:?} in {line:#}");
+        let first = line["first_seen"].as_str().unwrap_or_default();
+        assert!(first.starts_with("2026-11-25T00:"), "{line:#}");
+        assert!(line["last_seen"].as_str().unwrap_or_default() >= first);
     }
+    let mut bad = printed[0].clone();
+    bad["first_seen"] = "t=1001.000s".into();
+    assert!(!validator.is_valid(&bad), "first_seen is RFC 3339");
     let mut bad = printed[0].clone();
     bad["superseded_by"] = "v9".into();
     assert!(

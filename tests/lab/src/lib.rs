@@ -16,7 +16,7 @@ pub mod stack;
 pub mod support;
 
 pub use http::{Response, http_get};
-pub use runner::{Lines, demo, run_all, run_one, start_gwtrace};
+pub use runner::{Lines, demo, run_all, run_one, run_one_then, start_gwtrace};
 pub use scenarios::{Scenario, scenarios};
 pub use scoring::{LabResult, table};
 pub use stack::{Stack, gunicorn_args};

@@ -77,6 +77,17 @@ pub fn start_gwtrace(
 
 /// Runs one scenario end to end and scores it.
 pub fn run_one(bin: &Path, sc: &Scenario) -> anyhow::Result<LabResult> {
+    run_one_then(bin, sc, |_, _| Ok(()))
+}
+
+/// [`run_one`], then `also` on the result while the scenario's stack still stands (its files
+/// and processes are ground truth for checks beyond the cause: who owns the socket, who the
+/// workers run as).
+pub fn run_one_then(
+    bin: &Path,
+    sc: &Scenario,
+    also: impl FnOnce(&Stack, &LabResult) -> anyhow::Result<()>,
+) -> anyhow::Result<LabResult> {
     let mut stack = Stack::new(sc.name)?;
     (sc.build)(&mut stack).with_context(|| format!("building scenario {}", sc.name))?;
     stack.start_nginx()?;
@@ -88,7 +99,7 @@ pub fn run_one(bin: &Path, sc: &Scenario) -> anyhow::Result<LabResult> {
     let status = gw.wait().context("waiting for gwtrace")?;
     std::thread::sleep(Duration::from_millis(100));
     let lines = lines.lock().map(|l| l.clone()).unwrap_or_default();
-    Ok(score(
+    let r = score(
         sc,
         &Run {
             failed_exit: (!status.success()).then(|| status.to_string()),
@@ -98,7 +109,9 @@ pub fn run_one(bin: &Path, sc: &Scenario) -> anyhow::Result<LabResult> {
             upstream: &stack.upstream,
             nginx_pid: stack.nginx_pid,
         },
-    ))
+    );
+    also(&stack, &r)?;
+    Ok(r)
 }
 
 /// Runs the matrix (optionally filtered), prints the table and writes `out/lab.json`.

@@ -243,6 +243,109 @@ fn socket_permission_names_the_denying_component() {
     );
 }
 
+/// The permission stream with the names the worker's system gives (fixture passwd/group, in
+/// which 999 is the user gwapp and 995 the group gwapp; the socket is 999:995 here).
+fn named_permission_stream() -> Vec<Event> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/accounts/");
+    let read = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).unwrap();
+    let mut es = permission_stream(&[33]);
+    if let Body::Facts(f) = &mut es[0].body {
+        for c in &mut f.paths[0].components[2..] {
+            c.gid = 995;
+        }
+    }
+    // The names arrive after the failures, as the enricher sends them with the path walk.
+    es.push(facts(
+        T0 + 2 * S,
+        FactsUpdate {
+            names: vec![crate::facts::IdNames::from_files(
+                101,
+                &read("passwd"),
+                &read("group"),
+                &[0, 33, 999],
+                &[0, 33, 995],
+            )],
+            ..FactsUpdate::default()
+        },
+    ));
+    es
+}
+
+#[test]
+fn socket_permission_prints_names_and_the_literal_fix() {
+    let vs = run(&named_permission_stream());
+    let v = only(&vs, Cause::SocketPermission);
+    assert_eq!(
+        v.summary,
+        "/run/app/app.sock (srw-rw---- gwapp:gwapp) denies nginx worker pid 101 (user www-data, groups www-data)"
+    );
+    assert!(
+        has(
+            v,
+            "srw-rw---- gwapp:gwapp /run/app/app.sock denies nginx worker pid 101 (user www-data, groups www-data): \
+             no write (w) permission for others"
+        ),
+        "{v:#?}"
+    );
+    assert!(
+        has(
+            v,
+            "nginx pid 101 (www-data): connect() to unix:/run/app/app.sock"
+        ),
+        "{v:#?}"
+    );
+    assert!(
+        v.fix.starts_with(
+            "add the proxy's user to group gwapp: usermod -aG gwapp www-data, then reload nginx"
+        ),
+        "{}",
+        v.fix
+    );
+    assert!(!v.fix.contains("getent"), "{}", v.fix);
+}
+
+#[test]
+fn unnamed_ids_stay_numbers() {
+    // The worker's system names its user but not the socket's owner (a container's uid).
+    let mut es = named_permission_stream();
+    if let Some(Body::Facts(f)) = es.last_mut().map(|e| &mut e.body) {
+        f.names[0].users.retain(|n| n.id == 33);
+        f.names[0].groups.retain(|n| n.id == 33);
+    }
+    let vs = run(&es);
+    let v = only(&vs, Cause::SocketPermission);
+    assert!(
+        v.summary
+            .starts_with("/run/app/app.sock (srw-rw---- 999:995) denies"),
+        "{}",
+        v.summary
+    );
+    assert!(
+        v.fix
+            .contains("usermod -aG $(getent group 995 | cut -d: -f1)"),
+        "{}",
+        v.fix
+    );
+}
+
+#[test]
+fn names_survive_a_record_file() {
+    let es = named_permission_stream();
+    let lines: Vec<String> = es
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    assert!(
+        lines.last().unwrap().contains(r#""names":[{"pid":101"#),
+        "{lines:?}"
+    );
+    let back: Vec<Event> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(run(&back), run(&es));
+}
+
 #[test]
 fn socket_permission_directory_without_search() {
     let mut es = vec![

@@ -1,9 +1,12 @@
 //! The pipeline's outputs, each behind [`super::Sink`]: the record file ([`record`]), the verdict
-//! printer ([`verdicts`]) and the Prometheus metrics ([`metrics`]).
+//! printer ([`verdicts`], with wall-clock times from [`wall`]) and the Prometheus metrics
+//! ([`metrics`]).
 pub mod metrics;
 pub mod record;
 pub mod verdicts;
+pub mod wall;
 
 pub use metrics::MetricsSink;
 pub use record::{RecordSink, RotatingFile};
 pub use verdicts::VerdictSink;
+pub use wall::WallClock;

@@ -9,6 +9,7 @@ use std::{
 use anstyle::{AnsiColor, Effects, Style};
 
 use super::super::{Sink, SinkError, Stats, Tick};
+use super::wall::WallClock;
 use crate::{
     engine::{Role, Verdict, VerdictState, render_spans},
     event::Event,
@@ -87,6 +88,11 @@ pub struct VerdictSink<W, E> {
     /// What was last printed per verdict: its id, or (cause, proxy, target) for untracked ones.
     printed: HashMap<String, Printed>,
     last: Vec<Verdict>,
+    /// Wall-clock times for the human lines and JSON's `first_seen`/`last_seen`: given (live),
+    /// or learnt from the first event that carries both clocks (replay).
+    wall: Option<WallClock>,
+    /// Now on the events' axis, as of the last tick (for ages).
+    now_ns: u64,
 }
 
 impl<W: Write, E: Write> VerdictSink<W, E> {
@@ -100,7 +106,41 @@ impl<W: Write, E: Write> VerdictSink<W, E> {
             summary: true,
             printed: HashMap::new(),
             last: Vec::new(),
+            wall: None,
+            now_ns: 0,
         }
+    }
+
+    /// Prints times on `wall`'s clock (else the first event's).
+    #[must_use]
+    pub fn with_wall_clock(mut self, wall: WallClock) -> Self {
+        self.wall = Some(wall);
+        self
+    }
+
+    /// A verdict in its human form, times on the wall clock when known.
+    fn human(&self, v: &Verdict) -> String {
+        let text = render(v, self.color);
+        match &self.wall {
+            Some(w) => w.humanize(&text, self.now_ns),
+            None => text,
+        }
+    }
+
+    /// A verdict as JSON, with RFC 3339 `first_seen`/`last_seen` when the wall clock is known.
+    fn json_value(&self, v: &Verdict) -> Result<serde_json::Value, SinkError> {
+        let mut value = serde_json::to_value(v).map_err(SinkError::json(WHAT))?;
+        if let (Some(w), Some(obj)) = (&self.wall, value.as_object_mut()) {
+            for (key, ns) in [
+                ("first_seen", v.first_seen_ns),
+                ("last_seen", v.last_seen_ns),
+            ] {
+                if let Some(t) = w.rfc3339(ns) {
+                    obj.insert(key.into(), serde_json::Value::String(t));
+                }
+            }
+        }
+        Ok(value)
     }
 
     /// Whether the run ends with the summary (default: yes).
@@ -165,7 +205,8 @@ impl<W: Write, E: Write> VerdictSink<W, E> {
             if self.json {
                 self.json_line(v)?;
             } else if before.is_none() {
-                writeln!(self.out, "{}", render(v, self.color)).map_err(io(WHAT))?;
+                let text = self.human(v);
+                writeln!(self.out, "{text}").map_err(io(WHAT))?;
             } else if resolved {
                 if before.as_ref().is_some_and(|b| b.state == now.state) {
                     continue;
@@ -197,7 +238,8 @@ impl<W: Write, E: Write> VerdictSink<W, E> {
     }
 
     fn json_line(&mut self, v: &Verdict) -> Result<(), SinkError> {
-        serde_json::to_writer(&mut self.out, v).map_err(SinkError::json(WHAT))?;
+        let value = self.json_value(v)?;
+        serde_json::to_writer(&mut self.out, &value).map_err(SinkError::json(WHAT))?;
         writeln!(self.out).map_err(SinkError::io(WHAT))
     }
 
@@ -209,7 +251,7 @@ impl<W: Write, E: Write> VerdictSink<W, E> {
         let io = SinkError::io;
         if self.json {
             for v in &self.last {
-                let mut value = serde_json::to_value(v).map_err(SinkError::json(WHAT))?;
+                let mut value = self.json_value(v)?;
                 if let Some(obj) = value.as_object_mut() {
                     obj.insert("final".into(), serde_json::Value::Bool(true));
                 }
@@ -255,11 +297,15 @@ impl<W: Write, E: Write> VerdictSink<W, E> {
 }
 
 impl<W: Write, E: Write> Sink for VerdictSink<W, E> {
-    fn event(&mut self, _ev: &Event) -> Result<(), SinkError> {
+    fn event(&mut self, ev: &Event) -> Result<(), SinkError> {
+        if self.wall.is_none() {
+            self.wall = WallClock::from_event(ev);
+        }
         Ok(())
     }
 
     fn tick(&mut self, tick: &Tick<'_>) -> Result<(), SinkError> {
+        self.now_ns = tick.now_ns;
         self.update(tick.verdicts, tick.superseded)
     }
 
