@@ -678,6 +678,21 @@ mod tests {
         );
     }
 
+    /// nginx's user lookups on start and reload try nscd: not an upstream connect, no series.
+    #[test]
+    fn connects_to_system_sockets_are_not_upstream_failures() {
+        let mut m = Metrics::new(MetricsConfig::default());
+        m.observe(&ev(10, "nginx", failed("unix:/var/run/nscd/socket", 2)));
+        m.observe(&ev(10, "nginx", failed("unix:/dev/log", 111)));
+        let t = m.encode().unwrap();
+        assert!(!t.contains("gwtrace_connect_failures_total{"), "{t}");
+        assert_eq!(
+            sample(&t, r#"gwtrace_events_total{kind="connect_failed"}"#),
+            Some("2"),
+            "still events"
+        );
+    }
+
     #[test]
     fn proxy_by_pid_counts_whatever_its_name() {
         let mut m = Metrics::new(MetricsConfig {

@@ -452,6 +452,8 @@ fn meant_listener<'a>(v: &View<'a>, a: &Agg, want: Target<'_>) -> Option<(&'a Li
                     .filter(|o| v.st.reaches(a.worker, tg, o.net_ns))
                     .filter_map(|o| v.origin(o.pid)?.unit)
             })
+            // A service, not a login session's scope (every app started by hand shares one).
+            .filter(|u| u.ends_with(".service"))
             .collect();
     let elsewhere = served_elsewhere(v, a);
     let mut best: Option<(i32, &Listener, String)> = None;

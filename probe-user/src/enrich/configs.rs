@@ -102,11 +102,18 @@ pub fn ask_for(ev: &Event, proxy_names: &[String]) -> Option<Ask> {
     }
 }
 
+/// What the thread answers.
+enum Answer {
+    Config(ProxyConfig),
+    /// A round of reads ended (the first one: the masters running at start are known).
+    RoundDone,
+}
+
 /// The watcher: a thread reading configurations, asked through a channel, answering through
 /// another. Dropping it ends the thread (after the read in progress, if any).
 pub struct ConfigWatcher {
     asks: Sender<Ask>,
-    ready: Receiver<ProxyConfig>,
+    ready: Receiver<Answer>,
     proxy_names: Vec<String>,
 }
 
@@ -148,12 +155,37 @@ impl ConfigWatcher {
     /// Configurations read since the last call (bounded).
     #[must_use]
     pub fn ready(&self) -> Vec<ProxyConfig> {
-        self.ready.try_iter().take(MAX_READY).collect()
+        self.ready
+            .try_iter()
+            .take(MAX_READY)
+            .filter_map(|a| match a {
+                Answer::Config(c) => Some(c),
+                Answer::RoundDone => None,
+            })
+            .collect()
+    }
+
+    /// The configurations of the first round (the proxies running at start), waiting for it
+    /// at most `timeout`: verdicts from the first failures then already know them.
+    #[must_use]
+    pub fn first_round(&self, timeout: Duration) -> Vec<ProxyConfig> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while let Ok(a) = self
+            .ready
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            match a {
+                Answer::Config(c) => out.push(c),
+                Answer::RoundDone => break,
+            }
+        }
+        out
     }
 }
 
 /// The thread: waits for asks, lets them settle and coalesce, reads what is due.
-fn serve<L, R>(asked: &Receiver<Ask>, done: &Sender<ProxyConfig>, mut list: L, mut read: R)
+fn serve<L, R>(asked: &Receiver<Ask>, done: &Sender<Answer>, mut list: L, mut read: R)
 where
     L: FnMut() -> Vec<ProcInfo>,
     R: FnMut(&ProcInfo) -> Result<ProxyConfig, String>,
@@ -173,8 +205,10 @@ where
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        std::thread::sleep(SETTLE);
         if let Some(t) = last_round {
+            // The first round reads at once (the masters running at start); later asks
+            // follow a reload or an exec, which take a moment to take effect.
+            std::thread::sleep(SETTLE);
             std::thread::sleep(MIN_ROUND.saturating_sub(t.elapsed()));
         }
         for a in asked.try_iter() {
@@ -194,12 +228,15 @@ where
                         c.source,
                         if c.partial { " (partial)" } else { "" }
                     );
-                    if done.send(c).is_err() {
+                    if done.send(Answer::Config(c)).is_err() {
                         return;
                     }
                 }
                 Err(e) => log::info!("upstreams of {} pid {} not known: {e}", m.comm, m.pid),
             }
+        }
+        if done.send(Answer::RoundDone).is_err() {
+            return;
         }
         more = tracker.pending(&masters);
     }
@@ -314,12 +351,7 @@ mod tests {
         )
         .expect("thread");
         assert_eq!(seen.recv_timeout(Duration::from_secs(10)), Ok(100));
-        let t0 = Instant::now();
-        let mut got = Vec::new();
-        while got.is_empty() && t0.elapsed() < Duration::from_secs(10) {
-            got = w.ready();
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let got = w.first_round(Duration::from_secs(10));
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].targets, ["127.0.0.1:8000"]);
         let hup = Event::of_task(
@@ -339,6 +371,13 @@ mod tests {
         );
         w.observe(&hup);
         assert_eq!(seen.recv_timeout(Duration::from_secs(10)), Ok(100));
+        let t0 = Instant::now();
+        let mut again = Vec::new();
+        while again.is_empty() && t0.elapsed() < Duration::from_secs(10) {
+            again = w.ready();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(again.len(), 1, "read again after the reload");
         drop(w);
         // The thread ends: its reader (and the sender it holds) is dropped.
         let t0 = Instant::now();

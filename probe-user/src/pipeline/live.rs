@@ -22,6 +22,9 @@ pub struct LiveOptions {
     pub proxy_pids: Vec<u32>,
 }
 
+/// Longest wait at start for the running proxies' configurations.
+const FIRST_CONFIGS: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A running capture with its enricher and origin resolver.
 pub struct Live {
     /// None once finished: dropping the capture detaches every program, frees every map.
@@ -51,13 +54,26 @@ impl Live {
             || SystemFacts::new().processes(),
             proxy_upstreams,
         );
+        let mut pending = vec![facts_event(&clock, now, snapshot)];
+        // The running proxies' upstreams before the first verdict (bounded: `nginx -T`).
+        let proxy_configs = configs
+            .as_ref()
+            .map(|w| w.first_round(FIRST_CONFIGS))
+            .unwrap_or_default();
+        if !proxy_configs.is_empty() {
+            let up = FactsUpdate {
+                proxy_configs,
+                ..FactsUpdate::default()
+            };
+            pending.push(facts_event(&clock, monotonic_ns(), up));
+        }
         Ok(Self {
             capture: Some(capture),
             clock,
             enricher,
             origins,
             configs,
-            pending: vec![facts_event(&clock, now, snapshot)],
+            pending,
             raw: Vec::new(),
         })
     }

@@ -96,6 +96,18 @@ pub fn run_one_then(
         f(&mut stack)?;
     }
     let responses = (sc.drive)(&stack);
+    // The other sites, whose apps are fine: they must still answer.
+    let others: Vec<(String, Option<u16>)> = stack
+        .sites
+        .iter()
+        .filter(|(_, t)| stack.innocent.contains(t))
+        .map(|(prefix, _)| {
+            (
+                prefix.clone(),
+                stack.get(prefix, Duration::from_secs(5)).status,
+            )
+        })
+        .collect();
     let status = gw.wait().context("waiting for gwtrace")?;
     std::thread::sleep(Duration::from_millis(100));
     let lines = lines.lock().map(|l| l.clone()).unwrap_or_default();
@@ -108,6 +120,8 @@ pub fn run_one_then(
             lines: &lines,
             upstream: &stack.upstream,
             nginx_pid: stack.nginx_pid,
+            innocent: &stack.innocent,
+            other_sites: &others,
         },
     );
     also(&stack, &r)?;

@@ -116,6 +116,40 @@ fn healthy_with_noise(s: &Stack) -> Vec<Response> {
     r
 }
 
+/// Both sites, in turn: site A at `/` (the broken one), site B at `/b/`.
+fn two_sites(s: &Stack) -> Vec<Response> {
+    let mut out = Vec::new();
+    for _ in 0..5 {
+        out.push(s.get("/", Duration::from_secs(5)));
+        out.push(s.get("/b/", Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    out
+}
+
+/// Two free loopback ports one digit apart (8001 and 8002): without the proxy's
+/// configuration, the second would be a near miss of the first.
+fn neighbour_ports() -> anyhow::Result<(u16, u16)> {
+    for _ in 0..100 {
+        let a = free_port()?;
+        let b = a - a % 10 + (a % 10 + 1) % 10;
+        if std::net::TcpListener::bind(("127.0.0.1", b)).is_ok() {
+            return Ok((a, b));
+        }
+    }
+    anyhow::bail!("no two free neighbouring ports on 127.0.0.1")
+}
+
+/// Another site of the same nginx at `/b/`, in front of a healthy gunicorn on `bind`: its
+/// target is never to be blamed or pointed at.
+fn other_site(s: &mut Stack, bind: &str) -> anyhow::Result<()> {
+    s.gunicorn(bind, &[], &[])?;
+    s.wait_listening(bind)?;
+    s.sites.push(("/b/".to_owned(), bind.to_owned()));
+    s.innocent.push(bind.to_owned());
+    Ok(())
+}
+
 fn unix_sock(s: &mut Stack) -> String {
     format!("unix:{}", s.path("app.sock").display())
 }
@@ -356,6 +390,65 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: five_gets,
+            check: None,
+        },
+        Scenario {
+            name: "two-sites-tcp",
+            expect: Some("upstream-not-listening"),
+            nginx_log: "(111: Connection refused)",
+            status: 502,
+            about: "two sites, two apps on neighbouring ports: site A's app is down, site B's answers",
+            secs: 6,
+            build: |s| {
+                let (a, b) = neighbour_ports()?;
+                s.upstream = format!("127.0.0.1:{a}");
+                other_site(s, &format!("127.0.0.1:{b}"))
+            },
+            fault: None,
+            drive: two_sites,
+            check: None,
+        },
+        Scenario {
+            name: "two-sites-unix",
+            expect: Some("socket-missing"),
+            nginx_log: "(2: No such file or directory)",
+            status: 502,
+            about: "two sites, two apps on app.sock in sibling directories: site A's is gone, site B's answers",
+            secs: 6,
+            build: |s| {
+                std::fs::create_dir_all(s.path("site-a"))?;
+                std::fs::create_dir_all(s.path("site-b"))?;
+                s.upstream = format!("unix:{}", s.path("site-a/app.sock").display());
+                let b = format!("unix:{}", s.path("site-b/app.sock").display());
+                other_site(s, &b)
+            },
+            fault: None,
+            drive: two_sites,
+            check: None,
+        },
+        Scenario {
+            name: "several-apps-mismatch",
+            expect: Some("wrong-target"),
+            nginx_log: "(2: No such file or directory)",
+            status: 502,
+            about: "three apps; site A's gunicorn binds another socket name in A's directory: a genuine mismatch",
+            secs: 6,
+            build: |s| {
+                std::fs::create_dir_all(s.path("site-a"))?;
+                s.upstream = format!("unix:{}", s.path("site-a/app.sock").display());
+                let real = format!("unix:{}", s.path("site-a/gunicorn.sock").display());
+                s.gunicorn(&real, &[], &[])?;
+                s.wait_listening(&real)?;
+                // An app no site uses, and site B's.
+                let spare = format!("127.0.0.1:{}", free_port()?);
+                s.gunicorn(&spare, &[], &[])?;
+                s.wait_listening(&spare)?;
+                s.innocent.push(spare);
+                let (_, b) = neighbour_ports()?;
+                other_site(s, &format!("127.0.0.1:{b}"))
+            },
+            fault: None,
+            drive: two_sites,
             check: None,
         },
         Scenario {

@@ -134,6 +134,27 @@ pub struct Run<'a> {
     /// nginx's `proxy_pass` target as gwtrace prints it.
     pub upstream: &'a str,
     pub nginx_pid: Option<u32>,
+    /// Other apps' targets: no verdict may blame them (its target) or point at them (its
+    /// summary, evidence or fix).
+    pub innocent: &'a [String],
+    /// What the other sites (in front of those apps) answered: (location, status).
+    pub other_sites: &'a [(String, Option<u16>)],
+}
+
+/// Why a verdict blames or points at another app's target, if it does.
+fn accuses(v: &serde_json::Value, innocent: &[String]) -> Option<String> {
+    let text = |k: &str| v.get(k).map(ToString::to_string).unwrap_or_default();
+    let said = [text("summary"), text("evidence"), text("fix")].join(" ");
+    innocent.iter().find_map(|t| {
+        let bare = t.strip_prefix("unix:").unwrap_or(t);
+        if v.get("target").and_then(|x| x.as_str()) == Some(t.as_str()) {
+            Some(format!("a verdict blames the other app's {t}"))
+        } else if said.contains(bare) {
+            Some(format!("a verdict points at the other app's {t}: {said}"))
+        } else {
+            None
+        }
+    })
 }
 
 /// Scores a run against the scenario's ground truth: the expected cause and no other, nginx's
@@ -184,6 +205,16 @@ pub fn score(sc: &Scenario, run: &Run<'_>) -> LabResult {
         ));
         String::new()
     };
+    for v in &verdicts {
+        why.extend(accuses(v, run.innocent));
+    }
+    for (site, status) in run.other_sites {
+        if *status != Some(200) {
+            why.push(format!(
+                "the other site {site} answered {status:?}, not 200"
+            ));
+        }
+    }
     match sc.expect {
         Some(cause) => {
             if !causes.iter().any(|c| c == cause) {
@@ -273,6 +304,8 @@ mod tests {
                 lines: &lines,
                 upstream: UPSTREAM,
                 nginx_pid: Some(7),
+                innocent: &["127.0.0.1:8001".to_owned()],
+                other_sites: &[("/b/".to_owned(), Some(200))],
             },
         )
     }
@@ -319,6 +352,27 @@ mod tests {
             !elsewhere.ok && elsewhere.why.contains("not nginx's upstream"),
             "{}",
             elsewhere.why
+        );
+    }
+
+    #[test]
+    fn a_verdict_naming_another_sites_app_fails() {
+        let blames = scored(&[verdict("upstream-not-listening", "127.0.0.1:8001", 7, true)]);
+        assert!(
+            !blames.ok && blames.why.contains("blames the other app's 127.0.0.1:8001"),
+            "{}",
+            blames.why
+        );
+        let points = scored(&[format!(
+            r#"{{"cause":"upstream-not-listening","target":"{UPSTREAM}","proxy_pid":7,"final":true,"fix":"proxy_pass http://127.0.0.1:8001"}}"#
+        )]);
+        assert!(
+            !points.ok
+                && points
+                    .why
+                    .contains("points at the other app's 127.0.0.1:8001"),
+            "{}",
+            points.why
         );
     }
 

@@ -1,6 +1,7 @@
 //! A running stack: a temp dir with the apps, the processes started in it (each in its own
 //! process group, killed by that group's id on drop), the cgroups it made, the nginx in front.
 use std::{
+    fmt::Write as _,
     net::TcpStream,
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
@@ -31,6 +32,10 @@ pub struct Stack {
     pub upstream: String,
     /// Extra nginx `location` directives.
     pub nginx_extra: String,
+    /// Other sites of the same nginx: (`location` prefix, its upstream as gwtrace prints it).
+    pub sites: Vec<(String, String)>,
+    /// Targets of other apps that no verdict may blame or point at (another site's app).
+    pub innocent: Vec<String>,
     /// Run nginx in its own mount namespace with an empty tmpfs over this directory (systemd
     /// `PrivateTmp=`, a container without the app's volume).
     pub nginx_private_dir: Option<PathBuf>,
@@ -96,6 +101,8 @@ impl Stack {
             port: free_port().context("a free port for nginx")?,
             upstream: String::new(),
             nginx_extra: String::new(),
+            sites: Vec::new(),
+            innocent: Vec::new(),
             nginx_private_dir: None,
             net: None,
             children: Vec::new(),
@@ -289,16 +296,25 @@ impl Stack {
     /// Writes nginx.conf and starts nginx (master root, workers www-data) in front of `upstream`.
     pub fn start_nginx(&mut self) -> anyhow::Result<()> {
         let d = self.dir.display();
-        let pass = self.upstream.strip_prefix("unix:").map_or_else(
-            || format!("http://{}", self.upstream),
-            |p| format!("http://unix:{p}:"),
-        );
+        let pass_of = |t: &str| {
+            t.strip_prefix("unix:")
+                .map_or_else(|| format!("http://{t}"), |p| format!("http://unix:{p}:"))
+        };
+        let pass = pass_of(&self.upstream);
+        let mut sites = String::new();
+        for (prefix, t) in &self.sites {
+            let _ = writeln!(
+                sites,
+                "    location {prefix} {{\n      proxy_pass {};\n    }}",
+                pass_of(t)
+            );
+        }
         let conf = format!(
             "daemon off;\nmaster_process on;\nworker_processes 1;\nuser www-data;\npid {d}/nginx.pid;\n\
              error_log {d}/error.log error;\nevents {{ worker_connections 512; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n\
                fastcgi_temp_path {d}/tmp/fcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
-               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass {pass};\n      {extra}\n    }}\n  }}\n}}\n",
+               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass {pass};\n      {extra}\n    }}\n{sites}  }}\n}}\n",
             port = self.port,
             extra = self.nginx_extra,
         );
@@ -327,6 +343,33 @@ impl Stack {
         wait_for("nginx to listen", Duration::from_secs(10), || {
             self.on_net(|| TcpStream::connect(("127.0.0.1", port)).is_ok())
                 .unwrap_or(false)
+        })
+    }
+
+    /// `nginx -s reload` on this stack's configuration (the master re-reads it, starts new
+    /// workers, ends the old ones), waiting until the new workers have replaced the old ones.
+    pub fn reload_nginx(&self) -> anyhow::Result<()> {
+        let master = self.nginx_pid.context("nginx is not running")?;
+        let workers = || {
+            std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+                .unwrap_or_default()
+        };
+        let before = workers();
+        let st = Command::new("nginx")
+            .arg("-c")
+            .arg(self.path("nginx.conf"))
+            .args(["-s", "reload"])
+            .status()
+            .context("nginx -s reload")?;
+        if !st.success() {
+            bail!("nginx -s reload: {st}");
+        }
+        wait_for("nginx's new workers", Duration::from_secs(10), || {
+            let now = workers();
+            !now.trim().is_empty()
+                && now
+                    .split_whitespace()
+                    .all(|w| !before.split_whitespace().any(|b| b == w))
         })
     }
 

@@ -228,3 +228,37 @@ fn a_genuine_mismatch_among_several_apps_is_a_wrong_target() {
     );
     assert!(!mentions(v, b), "{v:#?}");
 }
+
+/// The configurations travel as `facts` lines: the same stream written as JSON lines and read
+/// back (what `gwtrace explain` does with a record file) gives the same verdicts.
+#[test]
+fn configurations_replay_from_the_record() {
+    let mut es = vec![
+        nginx_facts(T0),
+        config(T0, &["127.0.0.1:8001", "127.0.0.1:8002"]),
+        apps(
+            T0,
+            vec![app(300, "127.0.0.1:8002", "site-b.service")],
+            vec![listener("127.0.0.1:8002", 300, "gunicorn")],
+        ),
+    ];
+    failures(&mut es, T0 + S, 4, 101, "127.0.0.1:8001", 111);
+    failures(&mut es, T0 + S, 2, 100, "unix:/var/run/nscd/socket", 2);
+    let lines: Vec<String> = es
+        .iter()
+        .map(|e| serde_json::to_string(e).expect("serialises"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(r#""proxy_configs":[{"pid":100"#)),
+        "{lines:#?}"
+    );
+    let back: Vec<Event> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("reads back"))
+        .collect();
+    let (live, replayed) = (run(&es), run(&back));
+    assert_eq!(live, replayed);
+    assert_eq!(causes(&live), [Cause::UpstreamNotListening]);
+}
