@@ -157,6 +157,29 @@ fn accuses(v: &serde_json::Value, innocent: &[String]) -> Option<String> {
     })
 }
 
+/// The line of nginx's error.log the scenario expects (or none, when it expects no upstream
+/// error), with what is wrong about the log added to `why`.
+fn nginx_line(sc: &Scenario, run: &Run<'_>, why: &mut Vec<String>) -> String {
+    if sc.nginx_log.is_empty() {
+        if !run.nginx_errors.is_empty() {
+            why.push(format!(
+                "nginx logged upstream errors: {:?}",
+                run.nginx_errors.first()
+            ));
+        }
+        String::new()
+    } else if let Some(l) = run.nginx_errors.iter().find(|l| l.contains(sc.nginx_log)) {
+        l.clone()
+    } else {
+        why.push(format!(
+            "nginx's error.log lacks {:?} (has {:?})",
+            sc.nginx_log,
+            run.nginx_errors.first()
+        ));
+        String::new()
+    }
+}
+
 /// Scores a run against the scenario's ground truth: the expected cause and no other, nginx's
 /// status and error.log line, and (for connect causes) the verdict's target being the upstream.
 #[must_use]
@@ -187,24 +210,7 @@ pub fn score(sc: &Scenario, run: &Run<'_>) -> LabResult {
             sc.status
         ));
     }
-    let nginx_line = if sc.nginx_log.is_empty() {
-        if !run.nginx_errors.is_empty() {
-            why.push(format!(
-                "nginx logged upstream errors: {:?}",
-                run.nginx_errors.first()
-            ));
-        }
-        String::new()
-    } else if let Some(l) = run.nginx_errors.iter().find(|l| l.contains(sc.nginx_log)) {
-        l.clone()
-    } else {
-        why.push(format!(
-            "nginx's error.log lacks {:?} (has {:?})",
-            sc.nginx_log,
-            run.nginx_errors.first()
-        ));
-        String::new()
-    };
+    let nginx_line = nginx_line(sc, run, &mut why);
     for v in &verdicts {
         why.extend(accuses(v, run.innocent));
     }
