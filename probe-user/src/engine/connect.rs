@@ -432,29 +432,25 @@ fn wrong_target(v: &View<'_>, a: &Agg) -> Option<Part> {
 /// former owner, the former owner's unit, a near miss of path or port); never one that serves
 /// another upstream of a proxy on the host.
 fn meant_listener<'a>(v: &View<'a>, a: &Agg, want: Target<'_>) -> Option<(&'a Listener, String)> {
-    let prior: BTreeSet<u32> =
+    // The target's former owners the failing worker could reach (its network namespace).
+    let former: Vec<u32> =
         v.st.owners
             .iter()
             .filter(|(tg, _)| covers(tg, &a.target))
             .flat_map(|(tg, os)| {
                 os.iter()
                     .filter(|o| v.st.reaches(a.worker, tg, o.net_ns))
-                    .map(|o| v.family_root(o.pid))
+                    .map(|o| o.pid)
             })
             .collect();
-    // The units the target's former owners ran in (an app restarted on another socket).
-    let prior_units: BTreeSet<String> =
-        v.st.owners
-            .iter()
-            .filter(|(tg, _)| covers(tg, &a.target))
-            .flat_map(|(tg, os)| {
-                os.iter()
-                    .filter(|o| v.st.reaches(a.worker, tg, o.net_ns))
-                    .filter_map(|o| v.origin(o.pid)?.unit)
-            })
-            // A service, not a login session's scope (every app started by hand shares one).
-            .filter(|u| u.ends_with(".service"))
-            .collect();
+    let prior: BTreeSet<u32> = former.iter().map(|&p| v.family_root(p)).collect();
+    // The units they ran in (an app restarted on another socket): a service, not a login
+    // session's scope (every app started by hand shares one).
+    let prior_units: BTreeSet<String> = former
+        .iter()
+        .filter_map(|&p| v.origin(p)?.unit)
+        .filter(|u| u.ends_with(".service"))
+        .collect();
     let elsewhere = served_elsewhere(v, a);
     let mut best: Option<(i32, &Listener, String)> = None;
     for l in v.st.listeners_for(a.worker) {
