@@ -19,7 +19,10 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     // Firewall rules in the lab's network namespaces (firewall-reject, netfilter drops).
     "nftables",
+    // util-linux's script(1) gives tests/cli.rs a pseudo-terminal (colour under --color auto).
     "util-linux",
+    // tests/terminal.rs runs gwtrace's live view in a real terminal (tmux capture-pane).
+    "tmux",
     "procps",
     "curl",
     // Scrapes `gwtrace serve` in the metrics test (and promtool lints the exposition).
