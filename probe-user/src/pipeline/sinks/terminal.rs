@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anstyle::{Effects, Style};
+use anstyle::Style;
 
 use super::super::{Sink, SinkError, Stats, Tick};
 use super::verdicts::{VerdictSink, style};
@@ -82,7 +82,7 @@ impl Row {
     pub fn of(v: &Verdict, now_ns: u64) -> Self {
         Self {
             status: v.status,
-            cause: v.cause.clone(),
+            cause: v.cause.to_string(),
             proxy: format!("{}[{}]", v.proxy_comm, v.proxy_pid),
             target: v.target.clone(),
             count: v.count,
@@ -315,6 +315,9 @@ pub struct TerminalSink<W: Write, E: Write> {
     /// The lines on screen now (none before the first draw and after the last).
     drawn: Vec<String>,
     drawn_at: Option<Instant>,
+    min_redraw: Duration,
+    /// The terminal's size, when not read from it (tests).
+    size: Option<(usize, usize)>,
     /// Whether log lines are held for the view (stderr is a terminal too).
     relaying: bool,
 }
@@ -344,6 +347,8 @@ impl<W: Write, E: Write> TerminalSink<W, E> {
             now_ns: 0,
             drawn: Vec::new(),
             drawn_at: None,
+            min_redraw: MIN_REDRAW,
+            size: None,
             relaying: relay_logs,
         }
     }
@@ -443,14 +448,14 @@ impl<W: Write, E: Write> TerminalSink<W, E> {
 
     /// Redraws when a line changed or log lines wait (at most every [`MIN_REDRAW`]).
     fn draw(&mut self) -> Result<(), SinkError> {
-        let (width, height) = terminal_size();
+        let (width, height) = self.size.unwrap_or_else(terminal_size);
         let held = if self.relaying {
             relay().as_mut().map(std::mem::take).unwrap_or_default()
         } else {
             Vec::new()
         };
         let lines = render_view(&self.state, width, height, self.color);
-        let recent = self.drawn_at.is_some_and(|t| t.elapsed() < MIN_REDRAW);
+        let recent = self.drawn_at.is_some_and(|t| t.elapsed() < self.min_redraw);
         if held.is_empty() && (lines == self.drawn || recent) {
             return Ok(());
         }
@@ -509,7 +514,7 @@ impl<W: Write, E: Write> Sink for TerminalSink<W, E> {
     }
 
     fn finish(&mut self, stats: &Stats) -> Result<(), SinkError> {
-        let (width, _) = terminal_size();
+        let (width, _) = self.size.unwrap_or_else(terminal_size);
         self.clear(width)?;
         self.stop_relay();
         // The run as the plain log tells it: those superseded (each with its `~` line), then
@@ -533,7 +538,88 @@ impl<W: Write, E: Write> Drop for TerminalSink<W, E> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::{
+        catalog::default_proxy_names,
+        engine::{Engine, EngineConfig},
+        pipeline::{Pipeline, replay::Replay},
+    };
+
+    const FIXTURE: &str = "../tests/fixtures/socket_permission.jsonl";
+
+    fn fixture() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE)
+    }
+
+    fn view_sink() -> TerminalSink<Vec<u8>, Vec<u8>> {
+        let printer = VerdictSink::new(Vec::new(), Vec::new(), false, false);
+        let mut sink = TerminalSink::new(printer, default_proxy_names(), false, false);
+        sink.size = Some((200, 50));
+        sink
+    }
+
+    fn replay(sink: &mut dyn Sink) {
+        let engine = Engine::new(EngineConfig::default());
+        Pipeline::new(Some(engine), vec![sink])
+            .replay(&mut Replay::open(&fixture()).unwrap())
+            .unwrap();
+    }
+
+    #[test]
+    fn the_end_clears_the_view_and_prints_what_the_plain_log_prints() {
+        let mut plain = VerdictSink::new(Vec::new(), Vec::new(), false, false);
+        replay(&mut plain);
+        let plain = String::from_utf8(plain.into_inner().0).unwrap();
+        let mut view = view_sink();
+        replay(&mut view);
+        let out = String::from_utf8(view.out().clone()).unwrap();
+        let (drawn, end) = out.split_once("\r\x1b[2A\x1b[J").unwrap();
+        assert!(drawn.starts_with("gwtrace live: watching nginx ×"), "{drawn}");
+        assert!(drawn.contains("\n502 socket-permission "), "{drawn}");
+        assert_eq!(drawn.lines().count(), 2, "{drawn}");
+        assert_eq!(end, plain, "nothing lost, nothing added");
+        assert!(end.contains("  fix: "), "{end}");
+    }
+
+    #[test]
+    fn it_redraws_in_place_only_when_a_line_changed() {
+        let evs: Vec<Event> = std::fs::read_to_string(fixture())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut view = view_sink();
+        view.min_redraw = Duration::ZERO;
+        for ev in &evs {
+            engine.feed(ev);
+            view.event(ev).unwrap();
+        }
+        let end = evs.iter().map(|e| e.mono_ns).max().unwrap();
+        let mut tick = |now_ns: u64| {
+            let verdicts = engine.verdicts(now_ns);
+            let t = Tick {
+                now_ns,
+                verdicts: &verdicts,
+                superseded: &[],
+                engine: None,
+                counters: None,
+            };
+            view.tick(&t).unwrap();
+            String::from_utf8(view.out().clone()).unwrap()
+        };
+        let first = tick(end);
+        assert!(!first.contains('\x1b'), "nothing to clear yet: {first:?}");
+        let second = tick(end + 1_000_000_000);
+        let redraw = &second[first.len()..];
+        assert!(redraw.starts_with("\r\x1b[2A\x1b[J"), "{redraw:?}");
+        assert!(redraw.contains("last failure 1 s ago"), "{redraw:?}");
+        assert!(redraw.contains("up 1 s"), "{redraw:?}");
+        let third = tick(end + 1_000_000_000);
+        assert_eq!(third, second, "unchanged: not redrawn");
+    }
 
     fn row(cause: &str, count: u64) -> Row {
         Row {
@@ -568,7 +654,7 @@ mod tests {
             [
                 "gwtrace live: watching nginx ×2; app servers gunicorn ×3 | 4 events/s, 120 \
                  connects/s | last failure 1 s ago | up 1 min 15 s",
-                "502 socket-missing          nginx[41] -> unix:/run/app.sock  7× 2.0/s  last 1.5 s ago",
+                "502 socket-missing         nginx[41] -> unix:/run/app.sock  7× 2.0/s  last 1.5 s ago",
             ]
         );
     }
