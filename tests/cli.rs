@@ -531,7 +531,8 @@ fn on_a_terminal(args: &[&str], no_color: Option<&str>) -> String {
         line.push_str(&format!(" '{a}'"));
     }
     let mut cmd = Command::new("script");
-    cmd.args(["-qec", &line, "/dev/null"]).env_remove("NO_COLOR");
+    cmd.args(["-qec", &line, "/dev/null"])
+        .env_remove("NO_COLOR");
     if let Some(v) = no_color {
         cmd.env("NO_COLOR", v);
     }
@@ -578,7 +579,10 @@ fn color_follows_the_flag_no_color_and_the_terminal() {
         (&["--color", "auto", "explain", &f, "--json"], None),
     ] {
         let text = on_a_terminal(args, no_color);
-        assert!(!text.contains('\x1b'), "{args:?} NO_COLOR={no_color:?}: {text:?}");
+        assert!(
+            !text.contains('\x1b'),
+            "{args:?} NO_COLOR={no_color:?}: {text:?}"
+        );
     }
     assert!(
         on_a_terminal(&["--color", "always", "explain", &f], Some("1")).contains('\x1b'),

@@ -41,7 +41,13 @@ pub struct Cli {
     #[command(flatten)]
     watch: WatchArgs,
     /// Colour in human output (never in JSON): auto = on a terminal unless NO_COLOR is set.
-    #[arg(long, value_enum, global = true, default_value = "auto", value_name = "WHEN")]
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
     color: ColorArg,
 }
 

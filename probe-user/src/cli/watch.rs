@@ -36,7 +36,12 @@ pub fn watch(a: &WatchArgs, color: ColorMode) -> anyhow::Result<ExitCode> {
     let mut view = None;
     let shown: &mut dyn Sink = if live {
         let relay = std::io::stderr().is_terminal();
-        view.insert(TerminalSink::new(printer, proxy_names.clone(), color, relay))
+        view.insert(TerminalSink::new(
+            printer,
+            proxy_names.clone(),
+            color,
+            relay,
+        ))
     } else {
         plain.insert(printer)
     };

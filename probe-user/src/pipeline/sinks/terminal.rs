@@ -138,7 +138,7 @@ fn status_line(s: &ViewState) -> Line {
     }
     let failure = s.since_failure_ns.map_or_else(
         || "no failure yet".to_owned(),
-        |ns| format!("last failure {} ago", whole(ns)),
+        |ns| format!("last failure {} ago", human_duration(ns)),
     );
     vec![
         (Role::Label, "gwtrace live: ".to_owned()),
@@ -288,9 +288,7 @@ fn terminal_size() -> (usize, usize) {
 /// Whether the live view should run: human output to a terminal that can move its cursor.
 #[must_use]
 pub fn wanted(json: bool) -> bool {
-    !json
-        && std::io::stdout().is_terminal()
-        && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+    !json && std::io::stdout().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
 }
 
 /// The live view on a terminal (see the module doc). The final print goes through a
@@ -462,7 +460,10 @@ impl<W: Write, E: Write> TerminalSink<W, E> {
         self.clear(width)?;
         if !held.is_empty() {
             // The terminal gets what was drawn so far, then the log lines, then the view again.
-            self.printer.out_mut().flush().map_err(SinkError::io(WHAT))?;
+            self.printer
+                .out_mut()
+                .flush()
+                .map_err(SinkError::io(WHAT))?;
             let mut err = std::io::stderr();
             err.write_all(&held).map_err(SinkError::io(WHAT))?;
             err.flush().map_err(SinkError::io(WHAT))?;
@@ -576,7 +577,10 @@ mod tests {
         replay(&mut view);
         let out = String::from_utf8(view.out().clone()).unwrap();
         let (drawn, end) = out.split_once("\r\x1b[2A\x1b[J").unwrap();
-        assert!(drawn.starts_with("gwtrace live: watching nginx ×"), "{drawn}");
+        assert!(
+            drawn.starts_with("gwtrace live: watching nginx ×"),
+            "{drawn}"
+        );
         assert!(drawn.contains("\n502 socket-permission "), "{drawn}");
         assert_eq!(drawn.lines().count(), 2, "{drawn}");
         assert_eq!(end, plain, "nothing lost, nothing added");
@@ -615,7 +619,7 @@ mod tests {
         let second = tick(end + 1_000_000_000);
         let redraw = &second[first.len()..];
         assert!(redraw.starts_with("\r\x1b[2A\x1b[J"), "{redraw:?}");
-        assert!(redraw.contains("last failure 1 s ago"), "{redraw:?}");
+        assert!(redraw.contains("last failure 1."), "{redraw:?}");
         assert!(redraw.contains("up 1 s"), "{redraw:?}");
         let third = tick(end + 1_000_000_000);
         assert_eq!(third, second, "unchanged: not redrawn");
@@ -653,7 +657,7 @@ mod tests {
             lines,
             [
                 "gwtrace live: watching nginx ×2; app servers gunicorn ×3 | 4 events/s, 120 \
-                 connects/s | last failure 1 s ago | up 1 min 15 s",
+                 connects/s | last failure 1.5 s ago | up 1 min 15 s",
                 "502 socket-missing         nginx[41] -> unix:/run/app.sock  7× 2.0/s  last 1.5 s ago",
             ]
         );
@@ -679,7 +683,10 @@ mod tests {
         let lines = render_view(&state(rows), 40, 6, false);
         assert_eq!(lines.len(), 5, "{lines:#?}");
         assert!(lines.iter().all(|l| l.chars().count() <= 39), "{lines:#?}");
-        assert!(lines[4].starts_with("  ... and 7 more causes"), "{lines:#?}");
+        assert!(
+            lines[4].starts_with("  ... and 7 more causes"),
+            "{lines:#?}"
+        );
         assert!(lines[1].starts_with("502 cause-0 "), "{lines:#?}");
     }
 
@@ -708,7 +715,11 @@ mod tests {
 
     #[test]
     fn wrapped_lines_are_counted_when_clearing() {
-        let lines = vec!["x".repeat(100), String::new(), "\x1b[1mab\x1b[0m".to_owned()];
+        let lines = vec![
+            "x".repeat(100),
+            String::new(),
+            "\x1b[1mab\x1b[0m".to_owned(),
+        ];
         assert_eq!(rows_taken(&lines, 80), 4);
         assert_eq!(rows_taken(&lines, 200), 3);
     }
