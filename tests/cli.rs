@@ -528,7 +528,9 @@ fn fixture() -> String {
 fn on_a_terminal(args: &[&str], no_color: Option<&str>) -> String {
     let mut line = gwtrace_bin!().to_string_lossy().into_owned();
     for a in args {
-        line.push_str(&format!(" '{a}'"));
+        line.push_str(" '");
+        line.push_str(a);
+        line.push('\'');
     }
     let mut cmd = Command::new("script");
     cmd.args(["-qec", &line, "/dev/null"])

@@ -171,8 +171,54 @@ fn the_live_view_redraws_in_place_and_ends_with_the_full_verdicts() {
     );
     assert_no_escape_garbage(&second);
 
-    // A log line while the view is up (the configuration reader after the reload) goes above
-    // it; the view stays whole below.
+    statuses.extend(log_line_goes_above_the_view(&tmux, &stack));
+    assert_final_print(&tmux, &target);
+
+    // Ground truth: nginx answered 502 because the socket is missing.
+    assert!(
+        statuses.iter().all(|s| *s == Some(502)),
+        "nginx answered {statuses:?}"
+    );
+    let log = stack.nginx_errors();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("(2: No such file or directory)") && l.contains(&target)),
+        "error.log: {log:?}"
+    );
+}
+
+/// Once gwtrace ends: the view cleared, the full verdict (evidence, fix), the summary table.
+fn assert_final_print(tmux: &Tmux, target: &str) {
+    let end = tmux.wait_for("gwtrace to end", Duration::from_secs(30), |s| {
+        s.contains("gwtrace-exit=")
+    });
+    assert!(end.contains("gwtrace-exit=0"), "{end}");
+    assert_no_escape_garbage(&end);
+    assert!(
+        !end.contains("gwtrace live: "),
+        "the view is cleared at the end:\n{end}"
+    );
+    let full = lines_with(&end, &["502 socket-missing proxy nginx[", target]);
+    assert!(!full.is_empty(), "the full verdict at the end:\n{end}");
+    assert!(end.contains("  evidence: "), "{end}");
+    assert!(end.contains("  fix: "), "{end}");
+    assert!(
+        end.lines()
+            .any(|l| l.starts_with("CAUSE ") && l.contains("TARGET")),
+        "the summary table:\n{end}"
+    );
+    assert!(
+        lines_with(&end, &["socket-missing", "502", target])
+            .iter()
+            .any(|l| !l.contains("proxy")),
+        "its row in the table:\n{end}"
+    );
+    assert!(end.contains("(duration reached)"), "{end}");
+}
+
+/// A log line while the view is up (the configuration reader after a reload) goes above it;
+/// the view stays whole below. The statuses of the requests sent meanwhile.
+fn log_line_goes_above_the_view(tmux: &Tmux, stack: &Stack) -> Vec<Option<u16>> {
     let logged = |s: &str| {
         s.lines()
             .filter(|l| l.contains("upstream target(s) from"))
@@ -180,7 +226,9 @@ fn the_live_view_redraws_in_place_and_ends_with_the_full_verdicts() {
     };
     let before = logged(&tmux.screen(true));
     stack.reload_nginx().expect("nginx -s reload");
-    statuses.extend(get(2));
+    let statuses = (0..2)
+        .map(|_| stack.get("/", Duration::from_secs(5)).status)
+        .collect();
     tmux.wait_for("a log line above the view", Duration::from_secs(10), |s| {
         logged(s) > before && s.contains("gwtrace live: ")
     });
@@ -203,42 +251,5 @@ fn the_live_view_redraws_in_place_and_ends_with_the_full_verdicts() {
         .expect("log line");
     assert!(last_log < live[0], "the log line above the view:\n{third}");
     assert_no_escape_garbage(&third);
-
-    let end = tmux.wait_for("gwtrace to end", Duration::from_secs(30), |s| {
-        s.contains("gwtrace-exit=")
-    });
-    assert!(end.contains("gwtrace-exit=0"), "{end}");
-    assert_no_escape_garbage(&end);
-    assert!(
-        !end.contains("gwtrace live: "),
-        "the view is cleared at the end:\n{end}"
-    );
-    let full = lines_with(&end, &["502 socket-missing proxy nginx[", &target]);
-    assert!(!full.is_empty(), "the full verdict at the end:\n{end}");
-    assert!(end.contains("  evidence: "), "{end}");
-    assert!(end.contains("  fix: "), "{end}");
-    assert!(
-        end.lines()
-            .any(|l| l.starts_with("CAUSE ") && l.contains("TARGET")),
-        "the summary table:\n{end}"
-    );
-    assert!(
-        lines_with(&end, &["socket-missing", "502", &target])
-            .iter()
-            .any(|l| !l.contains("proxy")),
-        "its row in the table:\n{end}"
-    );
-    assert!(end.contains("(duration reached)"), "{end}");
-
-    // Ground truth: nginx answered 502 because the socket is missing.
-    assert!(
-        statuses.iter().all(|s| *s == Some(502)),
-        "nginx answered {statuses:?}"
-    );
-    let log = stack.nginx_errors();
-    assert!(
-        log.iter()
-            .any(|l| l.contains("(2: No such file or directory)") && l.contains(&target)),
-        "error.log: {log:?}"
-    );
+    statuses
 }

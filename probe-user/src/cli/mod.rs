@@ -40,7 +40,7 @@ pub struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     watch: WatchArgs,
-    /// Colour in human output (never in JSON): auto = on a terminal unless NO_COLOR is set.
+    /// Colour in human output (never in JSON): auto = on a terminal unless `NO_COLOR` is set.
     #[arg(
         long,
         value_enum,
@@ -54,7 +54,7 @@ pub struct Cli {
 /// `--color`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ColorArg {
-    /// On a terminal, unless the NO_COLOR environment variable is set (https://no-color.org).
+    /// On a terminal, unless the `NO_COLOR` environment variable is set (<https://no-color.org>).
     Auto,
     /// Always, even into a pipe or a file.
     Always,

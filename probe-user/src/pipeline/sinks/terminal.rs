@@ -10,6 +10,7 @@
 //! [`render_view`] is the pure part (state in, lines out); [`TerminalSink`] owns the terminal.
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     io::{IsTerminal as _, Write},
     sync::{Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
@@ -134,7 +135,7 @@ fn status_line(s: &ViewState) -> Line {
     watching.insert_str(0, "watching ");
     let mut rates = format!("{:.0} events/s", s.events_per_s);
     if let Some(c) = s.connects_per_s {
-        rates.push_str(&format!(", {c:.0} connects/s"));
+        let _ = write!(rates, ", {c:.0} connects/s");
     }
     let failure = s.since_failure_ns.map_or_else(
         || "no failure yet".to_owned(),
@@ -231,7 +232,7 @@ fn paint(line: &Line, width: usize, color: bool) -> String {
         left -= piece.chars().count();
         let st = style(*role);
         if color && st != Style::new() {
-            out.push_str(&format!("{st}{piece}{st:#}"));
+            let _ = write!(out, "{st}{piece}{st:#}");
         } else {
             out.push_str(&piece);
         }
@@ -665,8 +666,10 @@ mod tests {
 
     #[test]
     fn no_cause_and_no_proxy_yet_are_said() {
-        let mut s = ViewState::default();
-        s.up_ns = 2_000_000_000;
+        let s = ViewState {
+            up_ns: 2_000_000_000,
+            ..ViewState::default()
+        };
         let lines = render_view(&s, 200, 50, false);
         assert_eq!(
             lines,
