@@ -9,18 +9,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gwtrace_lab::{Stack, gwtrace_bin, support::require_root};
+use gwtrace_lab::{
+    Stack, gwtrace_bin,
+    support::{require_root, unique},
+};
 
-/// A tmux server on a private socket (`tmux -L gwtrace-test-<pid>`), killed on drop: whatever
+/// A tmux server on a private socket (`tmux -L gwtrace-test-<pid>-<n>`), killed on drop: whatever
 /// runs in its panes (gwtrace, here) ends with it.
 struct Tmux {
     socket: String,
+    /// The server's socket file (tmux leaves it behind; removed on drop).
+    path: Option<std::path::PathBuf>,
 }
 
 impl Tmux {
     fn start(command: &str) -> Self {
-        let me = Self {
-            socket: format!("gwtrace-test-{}", std::process::id()),
+        let mut me = Self {
+            // `gwtrace-test-<pid>-<n>`: the tests of this binary may run at once.
+            socket: unique("gwtrace-test"),
+            path: None,
         };
         let out = me.run(&[
             "-f",
@@ -36,6 +43,9 @@ impl Tmux {
             command,
         ]);
         assert!(out.status.success(), "tmux new-session: {out:?}");
+        let out = me.run(&["display-message", "-p", "#{socket_path}"]);
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        me.path = (!path.is_empty()).then(|| path.into());
         me
     }
 
@@ -79,6 +89,9 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.run(&["kill-server"]);
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -112,27 +125,55 @@ fn assert_no_escape_garbage(screen: &str) {
     }
 }
 
-#[test]
-#[ignore = "needs root: run by cargo xtask test"]
-fn the_live_view_redraws_in_place_and_ends_with_the_full_verdicts() {
-    require_root("the terminal view test");
-    let mut stack = Stack::new("terminal").expect("stack");
+/// nginx in front of a missing unix socket, and gwtrace (following only that nginx, with
+/// `extra` flags) in a tmux pane that stays once it ends.
+fn broken_stack_in_a_pane(tag: &str, extra: &str) -> (Stack, Tmux) {
+    let mut stack = Stack::new(tag).expect("stack");
     stack.upstream = format!("unix:{}", stack.path("app.sock").display());
     stack.start_nginx().expect("nginx");
     let master = stack.nginx_pid.expect("nginx pid");
-    let target = stack.upstream.clone();
-
-    // gwtrace follows only this stack's nginx; `RUST_LOG=info` makes it log while the view is
-    // up (the configuration reader, after the reload below). The pane stays once it ends.
-    let bin = gwtrace_bin!();
     let command = format!(
-        "RUST_LOG=info {} --duration 14 --proxy {master}; echo gwtrace-exit=$?; sleep 120",
-        bin.display()
+        "RUST_LOG=info {} {extra} --proxy {master}; echo gwtrace-exit=$?; sleep 120",
+        gwtrace_bin!().display()
     );
     let tmux = Tmux::start(&command);
     tmux.wait_for("gwtrace to attach", Duration::from_secs(30), |s| {
         s.contains("gwtrace live: ")
     });
+    (stack, tmux)
+}
+
+/// Ctrl-C in the terminal (SIGINT to the foreground process group) ends the view the same way:
+/// cleared, then the full verdicts and the summary naming the signal.
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn ctrl_c_ends_the_view_with_the_full_verdicts() {
+    require_root("the terminal view test");
+    let (stack, tmux) = broken_stack_in_a_pane("terminal-int", "--duration 60");
+    let target = stack.upstream.clone();
+    let statuses: Vec<Option<u16>> = (0..3)
+        .map(|_| stack.get("/", Duration::from_secs(5)).status)
+        .collect();
+    tmux.wait_for("the cause in the view", Duration::from_secs(10), |s| {
+        !lines_with(s, &["502 socket-missing", &target, "×"]).is_empty()
+    });
+    let out = tmux.run(&["send-keys", "-t", "view", "C-c"]);
+    assert!(out.status.success(), "tmux send-keys: {out:?}");
+    assert_final_print(&tmux, &target, "(SIGINT)");
+    assert!(
+        statuses.iter().all(|s| *s == Some(502)),
+        "nginx answered {statuses:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn the_live_view_redraws_in_place_and_ends_with_the_full_verdicts() {
+    require_root("the terminal view test");
+    // `RUST_LOG=info` makes gwtrace log while the view is up (the configuration reader, after
+    // the reload below).
+    let (stack, tmux) = broken_stack_in_a_pane("terminal", "--duration 14");
+    let target = stack.upstream.clone();
 
     let get = |n: usize| -> Vec<Option<u16>> {
         (0..n)
@@ -172,7 +213,7 @@ fn the_live_view_redraws_in_place_and_ends_with_the_full_verdicts() {
     assert_no_escape_garbage(&second);
 
     statuses.extend(log_line_goes_above_the_view(&tmux, &stack));
-    assert_final_print(&tmux, &target);
+    assert_final_print(&tmux, &target, "(duration reached)");
 
     // Ground truth: nginx answered 502 because the socket is missing.
     assert!(
@@ -188,7 +229,7 @@ fn the_live_view_redraws_in_place_and_ends_with_the_full_verdicts() {
 }
 
 /// Once gwtrace ends: the view cleared, the full verdict (evidence, fix), the summary table.
-fn assert_final_print(tmux: &Tmux, target: &str) {
+fn assert_final_print(tmux: &Tmux, target: &str, stopped_by: &str) {
     let end = tmux.wait_for("gwtrace to end", Duration::from_secs(30), |s| {
         s.contains("gwtrace-exit=")
     });
@@ -213,7 +254,7 @@ fn assert_final_print(tmux: &Tmux, target: &str) {
             .any(|l| !l.contains("proxy")),
         "its row in the table:\n{end}"
     );
-    assert!(end.contains("(duration reached)"), "{end}");
+    assert!(end.contains(stopped_by), "{end}");
 }
 
 /// A log line while the view is up (the configuration reader after a reload) goes above it;
