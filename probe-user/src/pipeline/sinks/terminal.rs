@@ -352,6 +352,13 @@ impl<W: Write, E: Write> TerminalSink<W, E> {
         }
     }
 
+    /// Draws for a terminal of this size (columns, rows) instead of asking the terminal.
+    #[must_use]
+    pub fn with_size(mut self, columns: usize, rows: usize) -> Self {
+        self.size = Some((columns, rows));
+        self
+    }
+
     /// The terminal's output (tests read what was drawn).
     pub fn out(&mut self) -> &mut W {
         self.printer.out_mut()
