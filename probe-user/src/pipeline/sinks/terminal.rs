@@ -286,6 +286,15 @@ fn terminal_size() -> (usize, usize) {
     }
 }
 
+/// Connects the kernel saw so far: succeeded, in progress, failed.
+fn connects_seen(c: &crate::capture::Counters) -> u64 {
+    use probe_common::{CNT_CONNECT_FAILED, CNT_CONNECT_INPROGRESS, CNT_CONNECT_OK};
+    [CNT_CONNECT_OK, CNT_CONNECT_INPROGRESS, CNT_CONNECT_FAILED]
+        .iter()
+        .map(|&i| c.counters.get(i as usize).copied().unwrap_or(0))
+        .sum()
+}
+
 /// Whether the live view should run: human output to a terminal that can move its cursor.
 #[must_use]
 pub fn wanted(json: bool) -> bool {
@@ -388,40 +397,24 @@ impl<W: Write, E: Write> TerminalSink<W, E> {
     fn update_state(&mut self, tick: &Tick<'_>) {
         let now = tick.now_ns;
         let first = *self.first_ns.get_or_insert(now);
+        let connects = tick.counters.map(connects_seen);
         if let Some(prev) = self.last_tick_ns.filter(|&p| now > p) {
-            #[expect(
-                clippy::cast_precision_loss,
-                reason = "a rate for people: f64 is plenty"
-            )]
-            let secs = (now - prev) as f64 / 1e9;
-            #[expect(clippy::cast_precision_loss, reason = "as above")]
-            {
-                self.state.events_per_s = self.events as f64 / secs;
-            }
-            if let Some(c) = tick.counters {
-                use probe_common::{CNT_CONNECT_FAILED, CNT_CONNECT_INPROGRESS, CNT_CONNECT_OK};
-                let total: u64 = [CNT_CONNECT_OK, CNT_CONNECT_INPROGRESS, CNT_CONNECT_FAILED]
-                    .iter()
-                    .map(|&i| c.counters.get(i as usize).copied().unwrap_or(0))
-                    .sum();
-                if let Some(before) = self.last_connects {
-                    #[expect(clippy::cast_precision_loss, reason = "as above")]
-                    {
-                        self.state.connects_per_s =
-                            Some(total.saturating_sub(before) as f64 / secs);
-                    }
-                }
-                self.last_connects = Some(total);
+            let per_s = |n: u64| {
+                #[expect(
+                    clippy::cast_precision_loss,
+                    reason = "a rate for people: f64 is plenty"
+                )]
+                let r = n as f64 * 1e9 / (now - prev) as f64;
+                r
+            };
+            self.state.events_per_s = per_s(self.events);
+            if let (Some(now_c), Some(before)) = (connects, self.last_connects) {
+                self.state.connects_per_s = Some(per_s(now_c.saturating_sub(before)));
             }
             self.events = 0;
-        } else if let Some(c) = tick.counters {
-            use probe_common::{CNT_CONNECT_FAILED, CNT_CONNECT_INPROGRESS, CNT_CONNECT_OK};
-            self.last_connects = Some(
-                [CNT_CONNECT_OK, CNT_CONNECT_INPROGRESS, CNT_CONNECT_FAILED]
-                    .iter()
-                    .map(|&i| c.counters.get(i as usize).copied().unwrap_or(0))
-                    .sum(),
-            );
+        }
+        if connects.is_some() {
+            self.last_connects = connects;
         }
         self.last_tick_ns = Some(now);
         self.state.up_ns = now.saturating_sub(first);
