@@ -190,7 +190,12 @@ fn the_live_view_redraws_in_place_and_ends_with_the_full_verdicts() {
     let count1 = count_on(cause[0]);
     let status = lines_with(
         &first,
-        &["gwtrace live: watching nginx ×", "events/s", "last failure"],
+        &[
+            "gwtrace live: last failure ",
+            "events/s",
+            "| watching ",
+            "nginx ×",
+        ],
     );
     assert_eq!(status.len(), 1, "one status line:\n{first}");
     assert_no_escape_garbage(&first);

@@ -141,14 +141,14 @@ fn status_line(s: &ViewState) -> Line {
         || "no failure yet".to_owned(),
         |ns| format!("last failure {} ago", human_duration(ns)),
     );
+    // What changes first, what it watches last: a narrow terminal cuts the list, not the pulse.
     vec![
         (Role::Label, "gwtrace live: ".to_owned()),
-        (Role::Text, watching),
+        (Role::Text, failure),
         (Role::Label, " | ".to_owned()),
         (Role::Text, rates),
-        (Role::Label, " | ".to_owned()),
-        (Role::Text, failure),
-        (Role::Label, format!(" | up {}", whole(s.up_ns))),
+        (Role::Label, format!(" | up {} | ", whole(s.up_ns))),
+        (Role::Text, watching),
     ]
 }
 
@@ -579,9 +579,10 @@ mod tests {
         let out = String::from_utf8(view.out().clone()).unwrap();
         let (drawn, end) = out.split_once("\r\x1b[2A\x1b[J").unwrap();
         assert!(
-            drawn.starts_with("gwtrace live: watching nginx ×"),
+            drawn.starts_with("gwtrace live: last failure 900 ms ago"),
             "{drawn}"
         );
+        assert!(drawn.contains(" | watching nginx ×"), "{drawn}");
         assert!(drawn.contains("\n502 socket-permission "), "{drawn}");
         assert_eq!(drawn.lines().count(), 2, "{drawn}");
         assert_eq!(end, plain, "nothing lost, nothing added");
@@ -657,8 +658,8 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "gwtrace live: watching nginx ×2; app servers gunicorn ×3 | 4 events/s, 120 \
-                 connects/s | last failure 1.5 s ago | up 1 min 15 s",
+                "gwtrace live: last failure 1.5 s ago | 4 events/s, 120 connects/s | up 1 min 15 s \
+                 | watching nginx ×2; app servers gunicorn ×3",
                 "502 socket-missing         nginx[41] -> unix:/run/app.sock  7× 2.0/s  last 1.5 s ago",
             ]
         );
@@ -674,7 +675,7 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "gwtrace live: watching no proxy yet | 0 events/s | no failure yet | up 2 s",
+                "gwtrace live: no failure yet | 0 events/s | up 2 s | watching no proxy yet",
                 "  no 502 cause established yet",
             ]
         );
