@@ -125,7 +125,7 @@ fn normalize_bind(raw: &str) -> Option<String> {
 /// puma, waitress flags), with each server's default when it names none, and whether the
 /// command line named them (false: the server's default). A config file (`-c`) may bind
 /// elsewhere, so no default is assumed then.
-fn parse_binds(cmdline: &str) -> (Vec<String>, bool) {
+pub(crate) fn parse_binds(cmdline: &str) -> (Vec<String>, bool) {
     const BIND_FLAGS: [&str; 11] = [
         "--bind",
         "-b",
