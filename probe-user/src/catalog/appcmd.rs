@@ -115,7 +115,7 @@ impl<'a> AppCommand<'a> {
             "uwsgi" => (
                 "--harakiri",
                 read(Some("-t"), "--harakiri"),
-                "SIGUSR2 (a status dump), then SIGKILL a second later",
+                "SIGKILL (older releases send SIGUSR2, a status dump, a second before)",
             ),
             "php-fpm" => (
                 "request_terminate_timeout",

@@ -25,7 +25,7 @@ const SIGTERM: i32 = 15;
 /// Signals of a fault (the kernel's, with `si_code > 0`) or a crash when they end a process.
 const CRASH_SIGNALS: [i32; 5] = [4, 7, 8, 11, 31];
 /// What a master sends a busy worker it kills: gunicorn SIGABRT (then SIGKILL), uwsgi's
-/// harakiri SIGUSR2 (a status dump) then SIGKILL, php-fpm's `request_terminate_timeout` SIGTERM,
+/// harakiri SIGKILL (SIGUSR2, a status dump, a second before in older releases), php-fpm's `request_terminate_timeout` SIGTERM,
 /// others SIGKILL or SIGTERM then SIGKILL.
 const KILL_SEQUENCE: [i32; 4] = [SIGABRT, SIGKILL, SIGUSR2, SIGTERM];
 /// Of those, the ones that end the worker.
@@ -486,11 +486,11 @@ fn timeout_words(s: &KillSetting, count: u64) -> (String, String, String) {
             format!("uwsgi's master killed {count} worker(s) busy past its --harakiri{secs}"),
             value.map_or_else(
                 || "uwsgi's harakiri is set in its ini file or environment (not on its command line); uwsgi \
-                    sends SIGUSR2, then SIGKILL a second later (\"HARAKIRI ON WORKER\" in its log)"
+                    sends SIGKILL (\"HARAKIRI ON WORKER\" in its log)"
                     .to_owned(),
                 |v| {
                     format!(
-                        "uwsgi {} (harakiri {} s): its master sends SIGUSR2, then SIGKILL a second later \
+                        "uwsgi {} (harakiri {} s): its master SIGKILLs a worker busy longer \
                          (\"HARAKIRI ON WORKER\" in its log); nginx reads the connection's close and answers 502",
                         v.from, v.value
                     )

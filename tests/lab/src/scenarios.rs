@@ -124,19 +124,54 @@ fn crash_then_steady(s: &Stack) -> Vec<Response> {
     out
 }
 
-/// Healthy requests while an unrelated python process of ours crashes on the same host
-/// (`kill -SEGV`, as a fault would end it).
+/// Healthy requests while unrelated python processes of ours crash on the same host
+/// (`kill -SEGV`, as a fault would end them): a plain script, and the worker of a gunicorn app
+/// that no proxy fronts (an app server, so the old rule pinned its death on any proxy).
 fn healthy_beside_a_crash(s: &Stack) -> Vec<Response> {
+    use std::os::unix::process::CommandExt as _;
     let mut out = sequential("/", 5, 100, Duration::from_secs(5))(s);
-    let victim = Command::new("/usr/bin/python3")
+    let bind = format!("127.0.0.1:{}", free_port().unwrap_or(1));
+    let script = Command::new("/usr/bin/python3")
         .args(["-c", "import time; time.sleep(30)"])
         .spawn();
-    if let Ok(mut child) = victim {
-        std::thread::sleep(Duration::from_millis(300));
-        if let Ok(pid) = i32::try_from(child.id()) {
-            // SAFETY: kill(2) on the child just started here; no memory involved.
+    let other = Command::new("gunicorn")
+        .args(crate::stack::gunicorn_args(&bind))
+        .arg("app:app")
+        .current_dir(&s.dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    let segv = |pid: u32| {
+        if let Ok(pid) = i32::try_from(pid) {
+            // SAFETY: kill(2) on a process this function started (or its forked worker).
             unsafe { libc::kill(pid, libc::SIGSEGV) };
         }
+    };
+    if let Ok(mut other) = other {
+        let master = other.id();
+        let worker = || {
+            std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+                .ok()
+                .and_then(|c| c.split_whitespace().next().and_then(|w| w.parse().ok()))
+        };
+        let _ = wait_for(
+            "the other gunicorn's worker",
+            Duration::from_secs(10),
+            || worker().is_some() && std::net::TcpStream::connect(&bind).is_ok(),
+        );
+        if let Some(w) = worker() {
+            segv(w);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        if let Ok(pgid) = i32::try_from(master) {
+            // SAFETY: kill(2) on the process group started just above.
+            unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        }
+        let _ = other.wait();
+    }
+    if let Ok(mut child) = script {
+        segv(child.id());
         let _ = child.wait();
     }
     out.extend(sequential("/", 10, 100, Duration::from_secs(5))(s));
@@ -675,7 +710,7 @@ pub fn scenarios() -> Vec<Scenario> {
             expect: None,
             nginx_log: "",
             status: 200,
-            about: "a healthy nginx while an unrelated python process crashes (SIGSEGV) on the host",
+            about: "a healthy nginx while unrelated python processes (a script, another gunicorn's worker) crash",
             secs: 5,
             build: |s| {
                 s.upstream = unix_sock(s);

@@ -225,8 +225,11 @@ impl Stack {
     ) -> anyhow::Result<u32> {
         let socket = bind.strip_prefix("unix:").unwrap_or(bind);
         let mut cmd = Command::new("uwsgi");
+        // A shared socket is bound before uwsgi drops its privileges (a plain --http-socket
+        // on a unix path is bound as the app user, in a directory it cannot write).
         cmd.args(["--plugin", "python3", "--master", "--processes", "1"])
-            .args(["--http-socket", socket, "--chmod-socket=666"])
+            .args(["--shared-socket", socket, "--http-socket", "=0"])
+            .arg("--chmod-socket=666")
             .args(["--uid", "gwapp", "--gid", "gwapp", "--die-on-term"])
             .args(["--wsgi-file", "app.py", "--callable", "app", "--need-app"])
             .args(extra)

@@ -385,16 +385,40 @@ fn unrelated_crash_beside_a_healthy_nginx_gives_no_verdict() {
         facts(
             T0,
             FactsUpdate {
-                processes: vec![proc_info(600, 1, "python3", "python3 batch.py", 0, &[0])],
+                processes: vec![
+                    proc_info(600, 1, "python3", "python3 batch.py", 0, &[0]),
+                    // Another app server that no proxy fronts (its own clients, a test's).
+                    proc_info(
+                        700,
+                        1,
+                        "gunicorn",
+                        "gunicorn --bind 127.0.0.1:9000 other:app",
+                        0,
+                        &[0],
+                    ),
+                    proc_info(
+                        701,
+                        700,
+                        "gunicorn",
+                        "gunicorn --bind 127.0.0.1:9000 other:app",
+                        0,
+                        &[0],
+                    ),
+                ],
                 listeners: Some(vec![
                     listener("127.0.0.1:8000", 200, "gunicorn"),
                     listener("127.0.0.1:9999", 600, "python3"),
+                    listener("127.0.0.1:9000", 700, "gunicorn"),
                 ]),
                 ..FactsUpdate::default()
             },
         ),
         signal(T0 + S, 777, "bash", 600, "python3", 11, 0),
         exit_signal(T0 + S + MS, 600, "python3", 11, true),
+        signal(T0 + S, 777, "bash", 701, "gunicorn", 11, 0),
+        exit_signal(T0 + S + MS, 701, "gunicorn", 11, true),
+        signal(T0 + 2 * S, 701, "gunicorn", 701, "gunicorn", 7, 2),
+        oom(T0 + 3 * S, 700, 700, "gunicorn"),
     ];
     assert_eq!(causes(&run(&es)), Vec::<Cause>::new(), "{:#?}", run(&es));
 }
