@@ -328,7 +328,8 @@ fn from_master(v: &View<'_>, s: &SignalRecord) -> bool {
 }
 
 /// Was the master stopping or reloading around `ns` (a stop or reload signal from another
-/// process shortly before, or its own exit soon after)?
+/// process shortly before, or its own exit soon after: a shutdown or a failed boot; not a
+/// master killed by a signal, which did not end its workers first)?
 fn master_stopping(v: &View<'_>, master: u32, ns: u64) -> bool {
     let signalled = v.st.signals.iter().any(|s| {
         s.target_pid == master
@@ -340,7 +341,9 @@ fn master_stopping(v: &View<'_>, master: u32, ns: u64) -> bool {
     });
     signalled
         || v.exit_of(master).is_some_and(|e| {
-            e.ns.saturating_add(1_000_000_000) >= ns && e.ns <= ns.saturating_add(MASTER_EXIT_NS)
+            e.signal.is_none()
+                && e.ns.saturating_add(1_000_000_000) >= ns
+                && e.ns <= ns.saturating_add(MASTER_EXIT_NS)
         })
 }
 

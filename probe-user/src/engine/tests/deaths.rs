@@ -245,6 +245,14 @@ fn master_stop_reload_mass_kill_clean_exit_and_outsiders_are_not_timeouts() {
     shutdown.push(exit_signal(T0 + 3 * S + MS, 201, "uwsgi", 9, false));
     shutdown.push(exit_code(T0 + 4 * S, 200, "uwsgi", 0));
     assert_eq!(causes(&run(&shutdown)), Vec::<Cause>::new(), "shutdown");
+    // A master killed by a signal right after its timeout kill did not shut its workers down:
+    // the timeout stands.
+    let mut killed_after = base();
+    killed_after.push(signal(T0 + 3 * S, 200, "uwsgi", 201, "uwsgi", 9, 0));
+    killed_after.push(exit_signal(T0 + 3 * S + MS, 201, "uwsgi", 9, false));
+    killed_after.push(signal(T0 + 4 * S, 777, "bash", 200, "uwsgi", 9, 0));
+    killed_after.push(exit_signal(T0 + 4 * S + MS, 200, "uwsgi", 9, false));
+    assert_eq!(causes(&run(&killed_after)), [Cause::WorkerTimeout]);
     // Every worker at once.
     let mut mass = base();
     for w in [201, 202] {
