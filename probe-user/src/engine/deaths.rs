@@ -91,6 +91,12 @@ fn proxied_target(v: &View<'_>, pid: u32) -> Option<String> {
         .flatten()
 }
 
+/// Was this process an upstream of a proxy ([`proxied_target`])? The one rule for worker
+/// deaths, shared with the metrics' count of upstream deaths.
+pub(crate) fn upstream_of_a_proxy(v: &View<'_>, pid: u32) -> bool {
+    proxied_target(v, pid).is_some()
+}
+
 /// Which proxy and target a dead upstream's verdict names: the target its family served for a
 /// proxy ([`proxied_target`]) and the proxy that failed to connect there, else the proxy whose
 /// configuration names it, else any known proxy. None when it was no proxy's upstream.
