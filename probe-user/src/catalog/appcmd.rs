@@ -184,6 +184,39 @@ pub fn php_fpm_terminate_timeout(path: &str, text: &str) -> Option<Sourced<u64>>
     found
 }
 
+/// php-fpm's settings from its pool configurations (`(path, text)` of each file read): the
+/// shortest `request_terminate_timeout` of its pools is the deadline a request meets first.
+#[must_use]
+pub fn php_fpm_settings(cmdline: &str, files: &[(&str, &str)]) -> Option<AppSettings> {
+    let (server, _) = server_args(cmdline)?;
+    if server != "php-fpm" {
+        return None;
+    }
+    let kill_timeout = files
+        .iter()
+        .filter_map(|(path, text)| php_fpm_terminate_timeout(path, text))
+        .min_by_key(|t| t.value);
+    Some(AppSettings {
+        server,
+        kill_timeout,
+        workers: None,
+        backlog: None,
+        worker_class: None,
+        flags_hidden: false,
+    })
+}
+
+/// The files a php-fpm configuration includes (`include=/etc/php/8.2/fpm/pool.d/*.conf`), as
+/// written: a `*` in the file name is for the caller to expand.
+#[must_use]
+pub fn php_fpm_includes(text: &str) -> Vec<String> {
+    assignments(text)
+        .into_iter()
+        .filter(|(k, _, _)| k == "include")
+        .map(|(_, v, _)| v)
+        .collect()
+}
+
 /// php-fpm's main configuration file from its master's command line or process title
 /// (`php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)`, `php-fpm8.2 -y FILE`,
 /// `--fpm-config FILE`).
@@ -560,6 +593,25 @@ mod tests {
             php_fpm_config_arg("php-fpm8.2 --nodaemonize -y /etc/fpm.conf").as_deref(),
             Some("/etc/fpm.conf")
         );
+        let main =
+            "[global]\npid = /run/php/php8.2-fpm.pid\ninclude=/etc/php/8.2/fpm/pool.d/*.conf\n";
+        assert_eq!(php_fpm_includes(main), ["/etc/php/8.2/fpm/pool.d/*.conf"]);
+        let s = php_fpm_settings(
+            "php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)",
+            &[
+                (
+                    "/etc/php/8.2/fpm/pool.d/a.conf",
+                    "request_terminate_timeout = 60\n",
+                ),
+                (
+                    "/etc/php/8.2/fpm/pool.d/b.conf",
+                    "request_terminate_timeout = 20s\n",
+                ),
+                ("/etc/php/8.2/fpm/php-fpm.conf", main),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.kill_timeout.map(|t| t.value), Some(20));
         let pool = "[www]\nuser = www-data\n;request_terminate_timeout = 5\nrequest_terminate_timeout = 2m\n";
         let pool_t = php_fpm_terminate_timeout("/etc/php/8.2/fpm/pool.d/www.conf", pool).unwrap();
         assert_eq!(pool_t.value, 120);
