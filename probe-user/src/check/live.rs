@@ -1151,7 +1151,7 @@ mod tests {
     use super::*;
 
     /// php-fpm's pools read as its master sees them (`/proc/PID/root`, here this test's own
-    /// root): the shortest request_terminate_timeout of the included pools.
+    /// root): the shortest `request_terminate_timeout` of the included pools.
     #[test]
     fn php_fpm_request_terminate_timeout_from_its_pools() {
         let dir = tempfile::tempdir().unwrap();
