@@ -77,6 +77,7 @@ scenarios! {
     lab_netns_firewall_drop => "netns-firewall-drop",
     lab_restart_superseded => "restart-superseded",
     lab_uwsgi_harakiri => "uwsgi-harakiri",
+    lab_uwsgi_harakiri_tcp => "uwsgi-harakiri-tcp",
     lab_crash_supervised => "crash-supervised",
     lab_unrelated_crash => "unrelated-crash",
 }

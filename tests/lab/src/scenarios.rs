@@ -685,6 +685,23 @@ pub fn scenarios() -> Vec<Scenario> {
             check: Some(check_harakiri),
         },
         Scenario {
+            name: "uwsgi-harakiri-tcp",
+            expect: Some("worker-timeout"),
+            nginx_log: "upstream prematurely closed connection",
+            status: 502,
+            about: "uwsgi --harakiri 2 over TCP: its master SIGKILLs the busy worker",
+            secs: 9,
+            build: |s| {
+                s.upstream = format!("127.0.0.1:{}", free_port()?);
+                let bind = s.upstream.clone();
+                s.uwsgi(&bind, &["--harakiri", "2"], &[("GWLAB_SLOW", "15")])?;
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: slow_get,
+            check: Some(check_harakiri),
+        },
+        Scenario {
             name: "crash-supervised",
             expect: Some("worker-crashed"),
             nginx_log: "upstream prematurely closed connection",
