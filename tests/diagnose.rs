@@ -79,6 +79,7 @@ scenarios! {
     lab_uwsgi_harakiri => "uwsgi-harakiri",
     lab_uwsgi_harakiri_tcp => "uwsgi-harakiri-tcp",
     lab_crash_supervised => "crash-supervised",
+    lab_oom_supervised => "oom-supervised",
     lab_unrelated_crash => "unrelated-crash",
 }
 

@@ -124,6 +124,30 @@ fn crash_then_steady(s: &Stack) -> Vec<Response> {
     out
 }
 
+/// One request that exhausts the app's memory cgroup, then steady requests while its
+/// supervisor loop starts it again.
+fn oom_then_steady(s: &Stack) -> Vec<Response> {
+    let mut out = vec![s.get("/oom", Duration::from_secs(20))];
+    out.extend(sequential("/", 50, 100, Duration::from_secs(5))(s));
+    out
+}
+
+/// The oom-supervised verdict: the OOM kill, with the refused connects counted in it.
+fn check_oom_supervised(lines: &[serde_json::Value], _upstream: &str) -> Result<(), String> {
+    let v = final_of(lines, "worker-oom-killed")?;
+    let count = v
+        .get("count")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let summary = v.get("summary").and_then(|s| s.as_str()).unwrap_or("");
+    if count < 2 || !summary.contains("failed while it was restarted") {
+        return Err(format!(
+            "the refused connects are not counted in the OOM kill (count {count}): {summary}"
+        ));
+    }
+    Ok(())
+}
+
 /// Healthy requests while unrelated python processes of ours crash on the same host
 /// (`kill -SEGV`, as a fault would end them): a plain script, and the worker of a gunicorn app
 /// that no proxy fronts (an app server, so the old rule pinned its death on any proxy).
@@ -721,6 +745,35 @@ pub fn scenarios() -> Vec<Scenario> {
             fault: None,
             drive: crash_then_steady,
             check: Some(check_crash_supervised),
+        },
+        Scenario {
+            name: "oom-supervised",
+            expect: Some("worker-oom-killed"),
+            nginx_log: "upstream prematurely closed connection",
+            status: 502,
+            about: "uvicorn allocates past its memory cgroup's limit; its supervisor loop restarts it",
+            secs: 9,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let cg = s.memcg(200)?;
+                let script = format!(
+                    "echo $$ > {}/cgroup.procs && while true; do /usr/bin/python3 -m uvicorn --uds {} --lifespan off \
+                     asgi:app; sleep 1; done",
+                    cg.display(),
+                    s.path("app.sock").display()
+                );
+                s.spawn(
+                    Command::new("sh")
+                        .arg("-c")
+                        .arg(script)
+                        .env("GWLAB_OOM_MB", "1024"),
+                )?;
+                let bind = s.upstream.clone();
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: oom_then_steady,
+            check: Some(check_oom_supervised),
         },
         Scenario {
             name: "unrelated-crash",
