@@ -76,6 +76,11 @@ scenarios! {
     lab_netns_firewall_reject => "netns-firewall-reject",
     lab_netns_firewall_drop => "netns-firewall-drop",
     lab_restart_superseded => "restart-superseded",
+    lab_uwsgi_harakiri => "uwsgi-harakiri",
+    lab_uwsgi_harakiri_tcp => "uwsgi-harakiri-tcp",
+    lab_crash_supervised => "crash-supervised",
+    lab_oom_supervised => "oom-supervised",
+    lab_unrelated_crash => "unrelated-crash",
 }
 
 /// `getent DB ID`'s name (the host's NSS: ground truth independent of gwtrace's reader).

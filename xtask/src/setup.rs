@@ -12,6 +12,10 @@ const PACKAGES: &[&str] = &[
     "nginx-light",
     "gunicorn",
     "python3-uvicorn",
+    // uwsgi for the lab's harakiri scenario: Debian's core binary and its python3 plugin
+    // (`uwsgi --plugin python3`), no compiler needed.
+    "uwsgi-core",
+    "uwsgi-plugin-python3",
     "wrk",
     "bpftrace",
     "bpftool",

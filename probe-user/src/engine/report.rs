@@ -29,6 +29,9 @@ pub(crate) struct Part {
     pub crash_family: Option<String>,
     /// The upstream process behind it (the dead worker, the crashing app), when one is known.
     pub upstream_pid: Option<u32>,
+    /// Failed connects that are the consequence of this pid's death (refused while a
+    /// supervisor restarted it): folded into that death's part, never a verdict of their own.
+    pub consequence_of: Option<u32>,
 }
 
 impl Part {
@@ -47,6 +50,7 @@ impl Part {
             fix: String::new(),
             crash_family: None,
             upstream_pid: None,
+            consequence_of: None,
         }
     }
 }
