@@ -1,16 +1,17 @@
 //! Apache httpd configuration: the upstreams of `ProxyPass`, `ProxyPassMatch`, `BalancerMember`
 //! (in `<Proxy balancer://NAME>` or naming its balancer) and `SetHandler "proxy:..."`, with
 //! their file and line: `http://host:port/`, `unix:/path|http://localhost/`, `fcgi://host:port/`
-//! (and the other mod_proxy schemes with their default ports), `balancer://NAME/`.
+//! (and the other `mod_proxy` schemes with their default ports), `balancer://NAME/`.
 //! `ProxyPassReverse` only rewrites response headers: it makes no connect and is no upstream.
 //! `Include`/`IncludeOptional` are followed (globs, relative to `ServerRoot`), `${VAR}` is
 //! replaced from `Define`, the master's environment and Debian's `envvars`.
 //!
-//! mod_proxy answers 503 when it cannot connect to the backend; a balancer fails over to
+//! `mod_proxy` answers 503 when it cannot connect to the backend; a balancer fails over to
 //! another member.
 //!
 //! Pure but for [`load`], which reads the files through [`Fs`].
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use super::nginx::{Addr, Dest, Loc, NginxConfig, Server, Upstream};
 use super::proxies::{self, Fs, MAX_CONF_FILES, MAX_INCLUDE_DEPTH};
@@ -53,7 +54,7 @@ pub fn words(line: &str) -> Vec<String> {
     out
 }
 
-/// The default port of each mod_proxy scheme (`ap_proxy_port_of_scheme`).
+/// The default port of each `mod_proxy` scheme (`ap_proxy_port_of_scheme`).
 fn scheme_port(scheme: &str) -> Option<u16> {
     Some(match scheme {
         "http" | "ws" | "h2c" => 80,
@@ -66,7 +67,7 @@ fn scheme_port(scheme: &str) -> Option<u16> {
     })
 }
 
-/// What a mod_proxy URL stands for.
+/// What a `mod_proxy` URL stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Url {
     Addr(Addr),
@@ -75,7 +76,7 @@ pub enum Url {
     Unknown(String),
 }
 
-/// Reads a mod_proxy URL.
+/// Reads a `mod_proxy` URL.
 #[must_use]
 pub fn url(u: &str) -> Url {
     if u.contains("${") || u.contains('$') && u.contains("://$") {
@@ -371,16 +372,16 @@ impl Walker<'_> {
         for p in std::mem::take(&mut self.passes) {
             let (dest, retries) = match p.url {
                 Url::Addr(a) => (Dest::Addr(a), false),
-                Url::Balancer(b) => match index.get(&b) {
-                    Some(i) => (Dest::Upstream(*i), true),
-                    None => {
+                Url::Balancer(b) => {
+                    let Some(i) = index.get(&b) else {
                         self.cfg.notes.push(format!(
                             "{} {}: no BalancerMember for balancer://{b}",
                             p.loc, p.text
                         ));
                         continue;
-                    }
-                },
+                    };
+                    (Dest::Upstream(*i), true)
+                }
                 Url::Unknown(why) => {
                     self.cfg
                         .notes
@@ -398,10 +399,15 @@ impl Walker<'_> {
 
 /// Reads a configuration from its main file, following includes through `fs`.
 #[must_use]
-pub fn parse(main: &str, server_root: &str, env: &HashMap<String, String>, fs: &Fs) -> NginxConfig {
+pub fn parse<S: BuildHasher>(
+    main: &str,
+    server_root: &str,
+    env: &HashMap<String, String, S>,
+    fs: &Fs,
+) -> NginxConfig {
     let mut w = Walker {
         fs,
-        env: env.clone(),
+        env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         server_root: server_root.to_owned(),
         cfg: NginxConfig {
             main_file: main.to_owned(),
@@ -448,8 +454,8 @@ pub fn main_file(cmdline: &str) -> (String, String) {
     let mut i = 1;
     while i < w.len() {
         match (w[i], w.get(i + 1)) {
-            ("-d", Some(d)) => root = (*d).to_owned(),
-            ("-f", Some(f)) => file = (*f).to_owned(),
+            ("-d", Some(d)) => (*d).clone_into(&mut root),
+            ("-f", Some(f)) => (*f).clone_into(&mut file),
             _ => {
                 i += 1;
                 continue;
@@ -465,9 +471,9 @@ pub fn main_file(cmdline: &str) -> (String, String) {
 ///
 /// # Errors
 /// The main file cannot be read.
-pub fn load(
+pub fn load<S: BuildHasher>(
     cmdline: &str,
-    env: &HashMap<String, String>,
+    env: &HashMap<String, String, S>,
     fs: &Fs,
 ) -> Result<(String, NginxConfig), String> {
     let (root, main) = main_file(cmdline);

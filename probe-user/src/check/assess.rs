@@ -411,6 +411,12 @@ pub fn evaluate(proxy: &Proxy, targets: &Targets, world: &World) -> ProxyReport 
             .then(a.verdict.target.cmp(&b.verdict.target))
             .then(a.verdict.cause.cmp(&b.verdict.cause))
     });
+    // The status this proxy answers for each cause (HAProxy and Apache: 503 for connects).
+    if let Some(kind) = super::proxies::Kind::of(&proxy.comm, None) {
+        for f in &mut findings {
+            f.verdict.status = kind.status_for(f.verdict.cause);
+        }
+    }
     report.findings = findings;
     report
 }
@@ -462,11 +468,21 @@ fn failing(
     } else {
         fallbacks.sort_unstable();
         fallbacks.dedup();
-        v.evidence.push(format!(
-            "nginx retries the next server on a connect error and {} answer(s): requests succeed, but each \
-             try here costs a failed connect (an error.log line) and marks {target} failed for fail_timeout",
-            fallbacks.join(", ")
-        ));
+        let kind =
+            super::proxies::Kind::of(&proxy.comm, None).unwrap_or(super::proxies::Kind::Nginx);
+        v.evidence.push(if kind == super::proxies::Kind::Nginx {
+            format!(
+                "nginx retries the next server on a connect error and {} answer(s): requests succeed, but each \
+                 try here costs a failed connect (an error.log line) and marks {target} failed for fail_timeout",
+                fallbacks.join(", ")
+            )
+        } else {
+            format!(
+                "{} and {} answer(s): requests succeed, but each try here costs a failed connect",
+                kind.retry_phrase(),
+                fallbacks.join(", ")
+            )
+        });
         Severity::Warn
     };
     let uses = targets.by_target.get(target).map_or(&[][..], Vec::as_slice);

@@ -725,10 +725,11 @@ mod tests {
         // Debian's default: a file server, no upstream.
         let fs = Fs::new("/");
         let deb = include_str!("../../../tests/fixtures/caddy/debian-Caddyfile");
-        assert!(
+        assert_eq!(
             parse_caddyfile("/etc/caddy/Caddyfile", deb, &fs)
                 .passes
-                .is_empty()
+                .len(),
+            0
         );
     }
 

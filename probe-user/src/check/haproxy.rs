@@ -1,9 +1,9 @@
-//! HAProxy configuration: the `server` lines of `backend` and `listen` sections (with the
+//! haproxy configuration: the `server` lines of `backend` and `listen` sections (with the
 //! `default-server` and `defaults` settings that change them), each address in gwtrace's target
 //! format: `host:port`, `unix@/path` or a bare `/path` (unix sockets), `abns@name` (an abstract
 //! unix socket), `ipv4@`/`ipv6@` prefixes.
 //!
-//! HAProxy answers 503 when no server of a backend can take a request. Without `option
+//! haproxy answers 503 when no server of a backend can take a request. Without `option
 //! redispatch` a failed connect is retried on the same server, so a dead server fails its share
 //! of requests even when others are up: the backend's group "does not retry elsewhere".
 //!
@@ -36,7 +36,7 @@ const SECTIONS: &[&str] = &[
     "traces",
 ];
 
-/// Splits one line into words the way HAProxy does: `#` starts a comment outside quotes,
+/// Splits one line into words the way haproxy does: `#` starts a comment outside quotes,
 /// `"..."` (escapes, variables kept as written) and `'...'` quote, `\` escapes one character.
 #[must_use]
 pub fn words(line: &str) -> Vec<String> {
@@ -181,6 +181,10 @@ fn flags(words: &[String], mut disabled: bool, mut backup: bool) -> (bool, bool)
 
 /// Reads the upstream servers of a configuration (the files in the order haproxy loads them).
 #[must_use]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one pass over the lines, section by section, reads best in one place"
+)]
 pub fn parse(files: &[ConfFile]) -> NginxConfig {
     let mut cfg = NginxConfig {
         main_file: files.first().map(|f| f.path.clone()).unwrap_or_default(),
@@ -191,9 +195,7 @@ pub fn parse(files: &[ConfFile]) -> NginxConfig {
     for f in files {
         let mut in_defaults = false;
         let mut current: Option<Section> = None;
-        let mut line_no: u32 = 0;
-        for raw in f.text.lines() {
-            line_no += 1;
+        for (line_no, raw) in (1_u32..).zip(f.text.lines()) {
             let w = words(raw);
             let Some(first) = w.first() else { continue };
             let loc = Loc {
@@ -256,7 +258,7 @@ pub fn parse(files: &[ConfFile]) -> NginxConfig {
                     match server_addr(addr) {
                         ServerAddr::Addr(a) => s.servers.push(Server {
                             addr: a,
-                            text: raw.trim().split_whitespace().collect::<Vec<_>>().join(" "),
+                            text: raw.split_whitespace().collect::<Vec<_>>().join(" "),
                             loc,
                             down,
                             backup,
@@ -370,7 +372,7 @@ mod tests {
             ["server", "s1", "/run/a b.sock", "check"]
         );
         assert_eq!(words("bind 'x#y' \\#z"), ["bind", "x#y", "#z"]);
-        assert!(words("   # only a comment").is_empty());
+        assert_eq!(words("   # only a comment"), Vec::<String>::new());
     }
 
     #[test]
@@ -450,7 +452,8 @@ mod tests {
             path: DEFAULT_CONFIG.into(),
             text: DEBIAN.into(),
         }]);
-        assert!(c.passes.is_empty() && c.upstreams.is_empty() && c.notes.is_empty());
+        assert_eq!((c.passes.len(), c.upstreams.len()), (0, 0));
+        assert_eq!(c.notes, Vec::<String>::new());
     }
 
     #[test]

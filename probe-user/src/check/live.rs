@@ -15,6 +15,7 @@ use super::apps::{
 };
 use super::assess::{self, Proxy, World};
 use super::nginx::{self, ConfFile, Dump, MasterArgs};
+use super::proxies::{self, Kind};
 use super::{ProxyReport, Report};
 use crate::catalog::{
     AppSettings, PROXY_NAMES, app_server_in_cmdline, gunicorn_config_arg, gunicorn_settings,
@@ -41,9 +42,9 @@ pub enum CheckError {
     /// `--proxy` or `--config` name nothing usable.
     #[error("{0}")]
     Usage(String),
-    /// No nginx to check (other proxies may have been found: they are named).
+    /// No proxy to check (proxies whose configuration gwtrace does not read are named).
     #[error(
-        "no running nginx to check{0}; pass --config FILE to check an nginx configuration file"
+        "no running nginx, haproxy, caddy or apache2 to check{0}; pass --config FILE to check an nginx configuration file"
     )]
     NothingToCheck(String),
 }
@@ -57,8 +58,9 @@ pub struct Options {
     pub config: Option<PathBuf>,
 }
 
-/// One nginx to check.
+/// One proxy to check.
 struct Instance {
+    kind: Kind,
     master: Option<ProcInfo>,
     args: MasterArgs,
     /// The binary to run `-T` with.
@@ -120,13 +122,23 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(bool, String, St
     }
 }
 
-/// nginx masters: processes named nginx whose parent is not an nginx.
-fn nginx_masters(procs: &[ProcInfo]) -> Vec<&ProcInfo> {
+/// Masters of the proxies gwtrace reads (nginx, haproxy, caddy, apache2/httpd): such a
+/// process whose parent is not the same program, and not gwtrace's own child.
+fn readable_masters(procs: &[ProcInfo]) -> Vec<&ProcInfo> {
     let by_pid: HashMap<u32, &ProcInfo> = procs.iter().map(|p| (p.pid, p)).collect();
+    let me = std::process::id();
     procs
         .iter()
+        .filter(|p| Kind::of(&p.comm, None).is_some() && p.ppid != me)
+        .filter(|p| by_pid.get(&p.ppid).is_none_or(|pp| pp.comm != p.comm))
+        .collect()
+}
+
+/// nginx masters among them (`--config` checks an nginx file).
+fn nginx_masters(procs: &[ProcInfo]) -> Vec<&ProcInfo> {
+    readable_masters(procs)
+        .into_iter()
         .filter(|p| p.comm == "nginx")
-        .filter(|p| by_pid.get(&p.ppid).is_none_or(|pp| pp.comm != "nginx"))
         .collect()
 }
 
@@ -149,6 +161,7 @@ fn master_bin(m: &ProcInfo, args: &MasterArgs) -> String {
 fn instance_of(m: &ProcInfo) -> Instance {
     let args = nginx::master_args(&m.cmdline);
     Instance {
+        kind: Kind::of(&m.comm, None).unwrap_or(Kind::Nginx),
         bin: master_bin(m, &args),
         master: Some(m.clone()),
         args,
@@ -170,6 +183,7 @@ fn select_config(conf: &Path, masters: &[&ProcInfo]) -> Result<Instance, CheckEr
         .find(|m| nginx::master_args(&m.cmdline).conf.as_deref() == Some(abs_s.as_str()));
     let mut inst = running.map_or_else(
         || Instance {
+            kind: Kind::Nginx,
             master: None,
             args: MasterArgs::default(),
             bin: "nginx".to_owned(),
@@ -186,10 +200,10 @@ fn select(
     procs: &[ProcInfo],
     notes: &mut Vec<String>,
 ) -> Result<Vec<Instance>, CheckError> {
-    let masters = nginx_masters(procs);
     if let Some(conf) = &opts.config {
-        return select_config(conf, &masters).map(|i| vec![i]);
+        return select_config(conf, &nginx_masters(procs)).map(|i| vec![i]);
     }
+    let masters = readable_masters(procs);
     let by_pid: HashMap<u32, &ProcInfo> = procs.iter().map(|p| (p.pid, p)).collect();
     let mut chosen: BTreeSet<u32> = BTreeSet::new();
     let mut unparsed: BTreeSet<(String, u32)> = BTreeSet::new();
@@ -207,7 +221,7 @@ fn select(
     if opts.proxies.is_empty() {
         chosen.extend(masters.iter().map(|m| m.pid));
         for p in procs {
-            if p.comm != "nginx" && PROXY_NAMES.contains(&p.comm.as_str()) {
+            if Kind::of(&p.comm, None).is_none() && PROXY_NAMES.contains(&p.comm.as_str()) {
                 unparsed.insert((p.comm.clone(), top_of(p.pid)));
             }
         }
@@ -218,7 +232,7 @@ fn select(
                 return Err(CheckError::Usage(format!("--proxy {pid}: no such process")));
             };
             let top = top_of(pid);
-            if p.comm == "nginx" {
+            if Kind::of(&p.comm, None).is_some() {
                 chosen.insert(top);
             } else {
                 unparsed.insert((p.comm.clone(), top));
@@ -230,8 +244,8 @@ fn select(
                     "--proxy {a}: no running process is named {a:?} (check `ps -e -o comm`)"
                 )));
             }
-            if a == "nginx" {
-                chosen.extend(masters.iter().map(|m| m.pid));
+            if Kind::of(a, None).is_some() {
+                chosen.extend(masters.iter().filter(|m| m.comm == *a).map(|m| m.pid));
             } else {
                 for p in named {
                     unparsed.insert((p.comm.clone(), top_of(p.pid)));
@@ -247,7 +261,7 @@ fn select(
     names.sort();
     for (n, pids) in &names {
         notes.push(format!(
-            "found {n} (pid {}) but did not check it: gwtrace check reads nginx configurations only",
+            "found {n} (pid {}) but did not check it: gwtrace check reads nginx, haproxy, caddy and apache configurations",
             pids.iter()
                 .map(u32::to_string)
                 .collect::<Vec<_>>()
@@ -866,6 +880,11 @@ struct Checked {
 
 /// Reads one nginx's configuration and who its workers are.
 fn load_proxy(inst: &Instance, procs: &[ProcInfo]) -> (Proxy, Option<(String, String)>) {
+    if inst.kind != Kind::Nginx
+        && let Some(m) = &inst.master
+    {
+        return (load_other(inst, m, procs), None);
+    }
     let mut notes = Vec::new();
     let l = load(inst, &mut notes);
     let cfg = match l.dump.as_ref().map(nginx::analyze) {
@@ -898,6 +917,40 @@ fn load_proxy(inst: &Instance, procs: &[ProcInfo]) -> (Proxy, Option<(String, St
         notes,
     };
     (proxy, l.invalid)
+}
+
+/// Reads the configuration of a running haproxy, caddy or apache and who its workers are.
+fn load_other(inst: &Instance, m: &ProcInfo, procs: &[ProcInfo]) -> Proxy {
+    let mut notes = Vec::new();
+    let (source, config) = match proxies::configured_upstreams(m) {
+        Ok(c) => (c.source, c.config),
+        Err(e) => {
+            notes.push(format!("cannot read the configuration: {e}"));
+            (
+                format!("{} pid {}", inst.kind.name(), m.pid),
+                nginx::NginxConfig::default(),
+            )
+        }
+    };
+    let (worker, creds, worker_label) = worker_creds(inst, &config, procs, &mut notes);
+    let mut pids = vec![m.pid];
+    pids.extend(
+        procs
+            .iter()
+            .filter(|p| p.ppid == m.pid && p.comm == m.comm)
+            .map(|p| p.pid),
+    );
+    Proxy {
+        comm: m.comm.clone(),
+        master: m.pid,
+        pids,
+        worker,
+        creds,
+        worker_label,
+        source,
+        config,
+        notes,
+    }
 }
 
 /// Facts about every target at once: listeners, path walks, remote probes, accept queues,
@@ -990,13 +1043,31 @@ pub fn proxy_masters(procs: &[ProcInfo]) -> Vec<&ProcInfo> {
 /// files; names resolved, each within a bound). One arm per proxy whose configuration gwtrace
 /// reads: nginx only, so far. Bounded in time: the subprocess and name lookups have deadlines.
 pub fn proxy_upstreams(master: &ProcInfo) -> Result<ProxyConfig, String> {
-    match master.comm.as_str() {
-        "nginx" => nginx_upstreams(master),
-        other => Err(format!(
-            "{other} pid {}: gwtrace reads nginx configurations only",
-            master.pid
+    let exe = std::fs::read_link(format!("/proc/{}/exe", master.pid))
+        .ok()
+        .map(|p| p.display().to_string());
+    match Kind::of(&master.comm, exe.as_deref()) {
+        Some(Kind::Nginx) => nginx_upstreams(master),
+        Some(_) => other_upstreams(master),
+        None => Err(format!(
+            "{} pid {}: gwtrace reads the configurations of nginx, haproxy, caddy and apache only",
+            master.comm, master.pid
         )),
     }
+}
+
+/// [`proxy_upstreams`] of a haproxy, caddy or apache master: its files, names resolved.
+fn other_upstreams(master: &ProcInfo) -> Result<ProxyConfig, String> {
+    let c = proxies::configured_upstreams(master)?;
+    let resolved = resolve(&assess::hosts(&c.config));
+    let t = assess::targets(&c.config, &resolved);
+    Ok(ProxyConfig {
+        pid: master.pid,
+        kind: c.kind.name().to_owned(),
+        source: c.source,
+        targets: t.by_target.into_keys().collect(),
+        partial: !c.config.notes.is_empty() || !t.notes.is_empty(),
+    })
 }
 
 fn nginx_upstreams(master: &ProcInfo) -> Result<ProxyConfig, String> {
@@ -1071,9 +1142,14 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
             );
         }
         if l.targets.by_target.is_empty() && pr.findings.is_empty() {
-            pr.notes.push(
-                "no upstream target (proxy_pass, uwsgi_pass, fastcgi_pass, ...) in the configuration".into(),
-            );
+            let which = match Kind::of(&l.proxy.comm, None) {
+                Some(Kind::Haproxy) => "server lines in backend or listen sections",
+                Some(Kind::Caddy) => "reverse_proxy, php_fastcgi",
+                Some(Kind::Apache) => "ProxyPass, BalancerMember, SetHandler proxy:",
+                _ => "proxy_pass, uwsgi_pass, fastcgi_pass, ...",
+            };
+            pr.notes
+                .push(format!("no upstream target ({which}) in the configuration"));
         }
         report.proxies.push(pr);
     }

@@ -440,7 +440,7 @@ pub enum Module {
     Grpc,
     /// `proxy_pass` in a `stream { server { } }` (TCP/UDP passthrough).
     Stream,
-    /// Another proxy's upstream (an HAProxy `server`, a Caddy `reverse_proxy`, an Apache
+    /// Another proxy's upstream (an haproxy `server`, a Caddy `reverse_proxy`, an Apache
     /// `ProxyPass`): no nginx timeout directive applies.
     Foreign,
 }

@@ -3,7 +3,7 @@
 //! was started with: the path on its command line (`-f`, `--config`) or the package's default,
 //! read through `/proc/PID/root` (a proxy in a container sees its own files).
 //!
-//! nginx has its own reader ([`super::nginx`], through `nginx -T`); HAProxy ([`super::haproxy`]),
+//! nginx has its own reader ([`super::nginx`], through `nginx -T`); haproxy ([`super::haproxy`]),
 //! Caddy ([`super::caddy`]) and Apache httpd ([`super::apache`]) are parsed from their files
 //! into the same [`NginxConfig`] shape, so `gwtrace check` and the live session judge their
 //! targets with the same code.
@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::nginx::{self, DEFAULT_TIMEOUT_MS, Dest, Loc, Module, NginxConfig, Pass, Setting};
+use crate::catalog::Cause;
 use crate::facts::ProcInfo;
 
 /// Files read for one configuration, at most (includes, imports, `-f` directories).
@@ -57,13 +58,25 @@ impl Kind {
     }
 
     /// The status the proxy answers when it cannot connect to any upstream: 502 for nginx and
-    /// Caddy, 503 for HAProxy ("No server is available") and Apache's mod_proxy.
+    /// Caddy, 503 for haproxy ("No server is available") and Apache's `mod_proxy`.
     #[must_use]
     pub fn connect_failure_status(self) -> u16 {
         match self {
             Kind::Nginx | Kind::Caddy => 502,
             Kind::Haproxy | Kind::Apache => 503,
         }
+    }
+
+    /// The status the proxy answers for a cause ([`Cause::status_of`]).
+    #[must_use]
+    pub fn status_for(self, cause: Cause) -> u16 {
+        cause.status_of(self.name())
+    }
+
+    /// How its configuration names an upstream, for fixes ("point `proxy_pass` at ...").
+    #[must_use]
+    pub fn upstream_directive(self) -> &'static str {
+        crate::catalog::upstream_directive(self.name())
     }
 
     /// What the proxy does when a connect to one upstream of a group fails, for evidence lines.
@@ -224,11 +237,11 @@ pub fn environ(pid: u32) -> HashMap<String, String> {
 ///
 /// # Errors
 /// One line naming the file that could not be read or parsed.
-pub fn configured(
+pub fn configured<S: std::hash::BuildHasher>(
     kind: Kind,
     cmdline: &str,
     cwd: &str,
-    env: &HashMap<String, String>,
+    env: &HashMap<String, String, S>,
     fs: &Fs,
 ) -> Result<Configured, String> {
     let (source, config) = match kind {
@@ -260,8 +273,7 @@ pub fn configured_upstreams(master: &ProcInfo) -> Result<Configured, String> {
         )
     })?;
     let cwd = std::fs::read_link(format!("/proc/{}/cwd", master.pid))
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "/".to_owned());
+        .map_or_else(|_| "/".to_owned(), |p| p.display().to_string());
     configured(
         kind,
         &master.cmdline,
@@ -289,6 +301,11 @@ mod tests {
         assert_eq!(Kind::of("gunicorn", Some("/usr/bin/python3")), None);
         assert_eq!(Kind::Haproxy.connect_failure_status(), 503);
         assert_eq!(Kind::Caddy.connect_failure_status(), 502);
+        assert_eq!(Kind::Haproxy.status_for(Cause::SocketMissing), 503);
+        assert_eq!(Kind::Apache.status_for(Cause::UpstreamNotListening), 503);
+        assert_eq!(Kind::Haproxy.status_for(Cause::WorkerCrashed), 502);
+        assert_eq!(Kind::Nginx.status_for(Cause::SocketMissing), 502);
+        assert_eq!(Kind::Caddy.status_for(Cause::ConnectTimeout), 504);
     }
 
     #[test]
@@ -305,7 +322,7 @@ mod tests {
             ["/etc/x/conf.d/a.conf", "/etc/x/conf.d/b.conf"]
         );
         assert_eq!(fs.glob("/etc/x/conf.d/a.conf"), ["/etc/x/conf.d/a.conf"]);
-        assert!(fs.glob("/etc/x/none").is_empty());
+        assert_eq!(fs.glob("/etc/x/none"), Vec::<String>::new());
         assert_eq!(fs.read("/etc/x/conf.d/b.conf").unwrap(), "b");
         assert!(
             fs.read("/nope")

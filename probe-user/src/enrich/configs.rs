@@ -86,6 +86,17 @@ impl ConfigTracker {
     }
 }
 
+/// Is `signal` the reload signal of the proxy named `comm`? SIGHUP for nginx (and haproxy's
+/// old daemons, caddy does not reload on signals), SIGUSR2 for haproxy's master-worker mode,
+/// SIGUSR1 for apache's graceful restart.
+fn is_reload(signal: i32, comm: &str) -> bool {
+    match comm {
+        "haproxy" => matches!(signal, 1 | 12),
+        "apache2" | "httpd" => matches!(signal, 1 | 10),
+        _ => signal == 1,
+    }
+}
+
 /// What in the event stream makes the watcher look: a proxy program executed, a proxy told
 /// to reload.
 #[must_use]
@@ -93,11 +104,13 @@ pub fn ask_for(ev: &Event, proxy_names: &[String]) -> Option<Ask> {
     match &ev.body {
         Body::Exec { .. } if proxy_names.contains(&ev.comm) => Some(Ask::Rescan),
         Body::Signal {
-            signal: 1,
+            signal,
             target_pid,
             target_comm,
             ..
-        } if proxy_names.contains(target_comm) => Some(Ask::Reload(*target_pid)),
+        } if proxy_names.contains(target_comm) && is_reload(*signal, target_comm) => {
+            Some(Ask::Reload(*target_pid))
+        }
         _ => None,
     }
 }
@@ -329,6 +342,10 @@ mod tests {
         assert_eq!(ask_for(&exec("gunicorn"), &names), None);
         assert_eq!(ask_for(&hup(1, "nginx"), &names), Some(Ask::Reload(42)));
         assert_eq!(ask_for(&hup(15, "nginx"), &names), None);
+        let all = crate::catalog::default_proxy_names();
+        assert_eq!(ask_for(&hup(12, "haproxy"), &all), Some(Ask::Reload(42)));
+        assert_eq!(ask_for(&hup(10, "apache2"), &all), Some(Ask::Reload(42)));
+        assert_eq!(ask_for(&hup(12, "nginx"), &all), None);
         assert_eq!(ask_for(&hup(1, "gunicorn"), &names), None);
     }
 
