@@ -713,3 +713,45 @@ fn check_apache_missing_socket_and_refused_port() {
     }
     assert_other_check(&ns, &p, "apache2", 503);
 }
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn check_judges_a_proxy_in_a_netns_from_its_own_view() {
+    let _s = serial();
+    let mut stack = lab::Stack::new("check-netns").expect("stack");
+    // The app listens on the host's loopback only; nginx lives in a namespace of its own.
+    let target = format!("127.0.0.1:{}", free_port().expect("a free port"));
+    stack.gunicorn(&target, &[], &[]).expect("gunicorn");
+    stack.wait_listening(&target).expect("gunicorn listening");
+    stack.upstream.clone_from(&target);
+    let ns = stack.make_netns().expect("netns");
+    stack.start_nginx().expect("nginx");
+    let master = stack.nginx_pid.expect("nginx pid");
+    // nginx's own view: refused, 502.
+    assert_eq!(stack.get("/", Duration::from_secs(5)).status, Some(502));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        stack
+            .nginx_errors()
+            .iter()
+            .any(|l| l.contains("(111: Connection refused)") && l.contains(&target)),
+        "{:?}",
+        stack.nginx_errors()
+    );
+    // gwtrace check from the host's namespace judges it from nginx's.
+    let mut cmd = Command::new(gwtrace_bin!());
+    cmd.args(["check", "--json", "--proxy", &master.to_string()]);
+    let r = run_check(cmd);
+    assert_eq!(r.code, Some(1), "{r:#?}");
+    assert_eq!(r.causes(), ["upstream-not-listening"], "{r:#?}");
+    let f = r.one("upstream-not-listening");
+    assert_eq!(f["target"], target.as_str());
+    assert_eq!(f["status"], 502);
+    let ev = f["evidence"].to_string();
+    assert!(ev.contains("ECONNREFUSED (111)"), "{f:#}");
+    let inode = gwtrace::host::netns::net_ns_of(&master.to_string()).expect("nginx's netns");
+    assert!(
+        ev.contains(&format!("net:[{inode}]")),
+        "the evidence names nginx's namespace ({ns}): {f:#}"
+    );
+}

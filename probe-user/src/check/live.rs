@@ -24,7 +24,9 @@ use crate::catalog::{
 use crate::engine::{Target, covers, parse_target};
 use crate::enrich::owners::{self, Budget, is_app_server};
 use crate::event::monotonic_ns;
+use crate::facts::NetNs;
 use crate::facts::{FactSource as _, Listener, ProcInfo, ProxyConfig};
+use crate::host::netns::{NetnsReader, net_ns_of};
 use crate::host::{SystemFacts, procfs::listening_sockets};
 
 /// How long gwtrace's own connect to a remote TCP upstream waits.
@@ -807,8 +809,12 @@ fn tmpfiles() -> Option<Vec<String>> {
 /// descriptors is the slow part of a check on a busy host, so app servers are scanned first
 /// and the rest only until each target's listener has its owner (lowest pid first: the
 /// master of a forked family).
-fn listeners(procs: &[ProcInfo], targets: &BTreeSet<String>) -> Vec<Listener> {
-    let sockets = listening_sockets();
+fn listeners(
+    sockets: Vec<(String, u64)>,
+    procs: &[ProcInfo],
+    targets: &BTreeSet<String>,
+    net_ns: Option<u64>,
+) -> Vec<Listener> {
     let listening: BTreeSet<u64> = sockets.iter().map(|(_, i)| *i).collect();
     let mut wanted: BTreeSet<u64> = sockets
         .iter()
@@ -864,7 +870,7 @@ fn listeners(procs: &[ProcInfo], targets: &BTreeSet<String>) -> Vec<Listener> {
                 pid: owner.map(|o| o.pid),
                 comm: owner.map(|o| o.comm.clone()),
                 backlog: None,
-                net_ns: None,
+                net_ns,
             }
         })
         .collect()
@@ -915,6 +921,7 @@ fn load_proxy(inst: &Instance, procs: &[ProcInfo]) -> (Proxy, Option<(String, St
         source: l.source,
         config: cfg,
         notes,
+        net_ns: foreign_net_ns(master),
     };
     (proxy, l.invalid)
 }
@@ -950,7 +957,128 @@ fn load_other(inst: &Instance, m: &ProcInfo, procs: &[ProcInfo]) -> Proxy {
         source,
         config,
         notes,
+        net_ns: foreign_net_ns(m.pid),
     }
+}
+
+/// The network namespace of a running proxy when it is not gwtrace's own.
+fn foreign_net_ns(master: u32) -> Option<u64> {
+    if master == 0 {
+        return None;
+    }
+    let ns = net_ns_of(&master.to_string())?;
+    (Some(ns) != net_ns_of("self")).then_some(ns)
+}
+
+/// Proxies living in another network namespace than gwtrace (a container, `ip netns exec`):
+/// their connects are judged from there.
+struct Elsewhere {
+    net_ns: u64,
+    comm: String,
+    master: u32,
+    pids: Vec<u32>,
+    targets: BTreeSet<String>,
+}
+
+fn elsewhere(loaded: &[Checked]) -> Vec<Elsewhere> {
+    loaded
+        .iter()
+        .filter_map(|l| {
+            Some(Elsewhere {
+                net_ns: l.proxy.net_ns?,
+                comm: l.proxy.comm.clone(),
+                master: l.proxy.master,
+                pids: l.proxy.pids.clone(),
+                targets: l.targets.by_target.keys().cloned().collect(),
+            })
+        })
+        .collect()
+}
+
+/// The listeners of each other namespace a proxy lives in (`sock_diag` and /proc/net/unix read
+/// there by a helper thread), and gwtrace's probe connects to its remote targets made from
+/// there. Only when its sockets could be read are the proxy's processes placed in it (else
+/// its targets are judged from gwtrace's own namespace, and a note says so).
+fn other_namespaces(
+    procs: &[ProcInfo],
+    elsewhere: &[Elsewhere],
+    world: &mut World,
+    notes: &mut Vec<String>,
+) {
+    let mut reader = NetnsReader::default();
+    let mut done: BTreeSet<u64> = BTreeSet::new();
+    for e in elsewhere {
+        let ns = e.net_ns;
+        if done.insert(ns) {
+            match reader.read(ns, e.master) {
+                Ok(s) => {
+                    let targets: BTreeSet<String> = elsewhere
+                        .iter()
+                        .filter(|x| x.net_ns == ns)
+                        .flat_map(|x| x.targets.iter().cloned())
+                        .collect();
+                    world
+                        .listeners
+                        .extend(listeners(s.listeners(), procs, &targets, Some(ns)));
+                    let inet: Vec<(String, SocketAddr)> = targets
+                        .iter()
+                        .filter_map(|t| match parse_target(t) {
+                            Target::Inet(ip, port) => Some((t.clone(), SocketAddr::new(ip, port))),
+                            _ => None,
+                        })
+                        .collect();
+                    world.remote_in.insert(
+                        ns,
+                        probe_remote_in(&format!("/proc/{}/ns/net", e.master), &inet),
+                    );
+                }
+                Err(err) => {
+                    notes.push(format!(
+                        "{} pid {} lives in network namespace net:[{ns}], whose sockets could not be read ({err}):                          its TCP targets are judged from gwtrace's own namespace",
+                        e.comm, e.master
+                    ));
+                    continue;
+                }
+            }
+        } else if !world.remote_in.contains_key(&ns) {
+            continue;
+        }
+        world
+            .net_ns
+            .extend(e.pids.iter().map(|&pid| NetNs { pid, net_ns: ns }));
+    }
+}
+
+/// Connects to TCP targets from inside the network namespace `ns_path` (one thread each,
+/// entering it first), like [`probe_remote`]: the targets local to that namespace are left
+/// out (its listener table answers for them).
+fn probe_remote_in(ns_path: &str, targets: &[(String, SocketAddr)]) -> HashMap<String, i32> {
+    let handles: Vec<_> = targets
+        .iter()
+        .map(|(t, addr)| {
+            let addr = *addr;
+            let ns_path = ns_path.to_owned();
+            (
+                t.clone(),
+                std::thread::spawn(move || -> Option<i32> {
+                    let f = std::fs::File::open(&ns_path).ok()?;
+                    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+                    if is_local(addr.ip()) {
+                        return None;
+                    }
+                    Some(match TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) {
+                        Ok(_) => 0,
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => 110,
+                        Err(e) => e.raw_os_error().unwrap_or(111),
+                    })
+                }),
+            )
+        })
+        .collect();
+    handles
+        .into_iter()
+        .filter_map(|(t, h)| Some((t, h.join().ok()??)))
+        .collect()
 }
 
 /// Facts about every target at once: listeners, path walks, remote probes, accept queues,
@@ -958,10 +1086,12 @@ fn load_other(inst: &Instance, m: &ProcInfo, procs: &[ProcInfo]) -> Proxy {
 fn collect(
     procs: Vec<ProcInfo>,
     all_targets: &BTreeSet<String>,
+    elsewhere: &[Elsewhere],
     world: &mut World,
     notes: &mut Vec<String>,
 ) {
-    world.listeners = listeners(&procs, all_targets);
+    world.listeners = listeners(listening_sockets(), &procs, all_targets, None);
+    other_namespaces(&procs, elsewhere, world, notes);
     world.processes = procs;
     if !is_root() {
         notes.push(format!(
@@ -1131,7 +1261,14 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
         .iter()
         .flat_map(|l| l.targets.by_target.keys().cloned())
         .collect();
-    collect(procs, &all_targets, &mut world, &mut report.notes);
+    let elsewhere = elsewhere(&loaded);
+    collect(
+        procs,
+        &all_targets,
+        &elsewhere,
+        &mut world,
+        &mut report.notes,
+    );
     step("facts");
     for l in loaded {
         let mut pr: ProxyReport = assess::evaluate(&l.proxy, &l.targets, &world);
