@@ -76,6 +76,8 @@ scenarios! {
     lab_netns_firewall_reject => "netns-firewall-reject",
     lab_netns_firewall_drop => "netns-firewall-drop",
     lab_restart_superseded => "restart-superseded",
+    lab_caddy_socket_missing => "caddy-socket-missing",
+    lab_haproxy_tcp_refused => "haproxy-tcp-refused",
 }
 
 /// `getent DB ID`'s name (the host's NSS: ground truth independent of gwtrace's reader).
