@@ -138,6 +138,18 @@ pub fn in_proxy_terms(text: &str, proxy_comm: &str) -> String {
         .replace("proxy_pass", d)
 }
 
+/// Is `signal` the reload signal of the proxy named `comm`? SIGHUP for nginx (and haproxy's
+/// old daemon mode; caddy reloads through its admin API, not a signal), SIGUSR2 for haproxy's
+/// master-worker mode, SIGUSR1 for apache's graceful restart.
+#[must_use]
+pub fn is_reload_signal(comm: &str, signal: i32) -> bool {
+    match comm {
+        "haproxy" => matches!(signal, 1 | 12),
+        "apache2" | "httpd" => matches!(signal, 1 | 10),
+        _ => signal == 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

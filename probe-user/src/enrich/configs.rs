@@ -86,17 +86,6 @@ impl ConfigTracker {
     }
 }
 
-/// Is `signal` the reload signal of the proxy named `comm`? SIGHUP for nginx (and haproxy's
-/// old daemons, caddy does not reload on signals), SIGUSR2 for haproxy's master-worker mode,
-/// SIGUSR1 for apache's graceful restart.
-fn is_reload(signal: i32, comm: &str) -> bool {
-    match comm {
-        "haproxy" => matches!(signal, 1 | 12),
-        "apache2" | "httpd" => matches!(signal, 1 | 10),
-        _ => signal == 1,
-    }
-}
-
 /// What in the event stream makes the watcher look: a proxy program executed, a proxy told
 /// to reload.
 #[must_use]
@@ -108,7 +97,9 @@ pub fn ask_for(ev: &Event, proxy_names: &[String]) -> Option<Ask> {
             target_pid,
             target_comm,
             ..
-        } if proxy_names.contains(target_comm) && is_reload(*signal, target_comm) => {
+        } if proxy_names.contains(target_comm)
+            && crate::catalog::is_reload_signal(target_comm, *signal) =>
+        {
             Some(Ask::Reload(*target_pid))
         }
         _ => None,
