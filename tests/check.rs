@@ -455,3 +455,303 @@ fn check_invalid_config_and_usage_errors() {
     cmd.args(["check", "--proxy", "4294967295"]);
     assert_eq!(run_check(cmd).code, Some(2));
 }
+
+/// One GET from inside `ns` (a thread that enters it): the status code, or None.
+fn get_in(ns: &lab::support::Netns, port: u16, path: &str) -> Option<u16> {
+    let handle = std::fs::File::open(format!("/run/netns/{}", ns.name)).expect("netns handle");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns(2) on this scoped thread only, with a namespace fd `handle` keeps
+            // open for the call.
+            let rc = unsafe {
+                libc::setns(std::os::fd::AsRawFd::as_raw_fd(&handle), libc::CLONE_NEWNET)
+            };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            lab::http_get(port, path, Duration::from_secs(5))
+        })
+        .join()
+        .expect("the GET thread")
+    })
+}
+
+/// Waits until the proxy started as `pid` answers on `port` inside `ns`.
+fn wait_answering(stack: &lab::Stack, ns: &lab::support::Netns, port: u16) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20) {
+        if get_in(ns, port, "/").is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "the proxy never answered on port {port}: {}",
+        std::fs::read_to_string(stack.path("app.log")).unwrap_or_default()
+    );
+}
+
+/// A proxy other than nginx, in front of a unix socket nobody created (`/sock/`) and a TCP
+/// port nothing listens on (everything else).
+struct OtherProxy {
+    pid: u32,
+    conf: PathBuf,
+    sock: String,
+    tcp: String,
+}
+
+/// Starts `program args` (inside `ns`) with the configuration `conf_text` written to `conf_name`
+/// (`{SOCK}`, `{TCP}`, `{PORT}`, `{DIR}` replaced).
+fn start_other(
+    stack: &mut lab::Stack,
+    ns: &lab::support::Netns,
+    conf_name: &str,
+    conf_text: &str,
+    program: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> OtherProxy {
+    let sock = stack.path("app.sock").display().to_string();
+    let tcp = format!("127.0.0.1:{}", free_port().expect("a free port"));
+    let conf = stack.path(conf_name);
+    let text = conf_text
+        .replace("{SOCK}", &sock)
+        .replace("{TCP}", &tcp)
+        .replace("{PORT}", &stack.port.to_string())
+        .replace("{DIR}", &stack.dir.display().to_string());
+    std::fs::write(&conf, text).expect("writing the configuration");
+    let mut cmd = ns.command(program);
+    let conf_s = conf.display().to_string();
+    cmd.args(args.iter().map(|a| a.replace("{CONF}", &conf_s)));
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.clone())));
+    let pid = stack.spawn(&mut cmd).expect("starting the proxy");
+    wait_answering(stack, ns, stack.port);
+    OtherProxy {
+        pid,
+        conf,
+        sock: format!("unix:{sock}"),
+        tcp,
+    }
+}
+
+/// The line of `conf` that contains `needle`.
+fn line_with(conf: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(conf)
+        .expect("the configuration")
+        .lines()
+        .position(|l| l.contains(needle))
+        .map_or(0, |i| i + 1)
+}
+
+/// `gwtrace check --proxy PID` inside `ns`: the missing socket and the refused port, each with
+/// the proxy's own status and its configuration line.
+fn assert_other_check(ns: &lab::support::Netns, p: &OtherProxy, comm: &str, status: u16) {
+    let mut cmd = ns.command(gwtrace_bin!());
+    cmd.args(["check", "--json", "--proxy", &p.pid.to_string()]);
+    let r = run_check(cmd);
+    assert_eq!(r.code, Some(1), "{r:#?}");
+    let mut causes = r.causes();
+    causes.sort_unstable();
+    assert_eq!(
+        causes,
+        ["socket-missing", "upstream-not-listening"],
+        "{r:#?}"
+    );
+    let sock_path = p.sock.trim_start_matches("unix:");
+    let tcp_port = p.tcp.rsplit(':').next().unwrap_or_default();
+    for (cause, target, errno, needle) in [
+        ("socket-missing", &p.sock, "ENOENT (2)", sock_path),
+        (
+            "upstream-not-listening",
+            &p.tcp,
+            "ECONNREFUSED (111)",
+            tcp_port,
+        ),
+    ] {
+        let f = r.one(cause);
+        assert_eq!(f["target"], target.as_str(), "{f:#}");
+        assert_eq!(f["severity"], "fail", "{f:#}");
+        assert_eq!(f["status"], status, "{f:#}");
+        assert_eq!(f["proxy_comm"], comm, "{f:#}");
+        assert_eq!(f["proxy_pid"], p.pid, "{f:#}");
+        let first = f["evidence"][0].as_str().unwrap_or_default();
+        let want = format!("{}:{}", p.conf.display(), line_with(&p.conf, needle));
+        assert!(
+            first.contains(&want),
+            "the configuration line {want} first: {f:#}"
+        );
+        assert!(f["evidence"].to_string().contains(errno), "{f:#}");
+        let fix = f["fix"].as_str().unwrap_or_default();
+        assert!(!fix.is_empty() && !fix.contains("proxy_pass"), "{f:#}");
+    }
+}
+
+fn app_log(stack: &lab::Stack) -> String {
+    std::fs::read_to_string(stack.path("app.log")).unwrap_or_default()
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn check_haproxy_missing_socket_and_refused_port() {
+    let _s = serial();
+    let ns = netns();
+    let mut stack = lab::Stack::new("check-haproxy").expect("stack");
+    let p = start_other(
+        &mut stack,
+        &ns,
+        "haproxy.cfg",
+        "global\n\tlog stdout format raw local0\n\
+         defaults\n\tmode http\n\tlog global\n\toption httplog\n\tretries 0\n\
+         \ttimeout connect 2s\n\ttimeout client 5s\n\ttimeout server 5s\n\
+         frontend www\n\tbind 127.0.0.1:{PORT}\n\tuse_backend sock if { path_beg /sock/ }\n\
+         \tdefault_backend tcp\n\
+         backend sock\n\tserver app unix@{SOCK}\n\
+         backend tcp\n\tserver app {TCP}\n",
+        "haproxy",
+        &["-W", "-db", "-f", "{CONF}"],
+        &[],
+    );
+    // HAProxy's own answer and log: 503, the server connection failed (SC).
+    assert_eq!(get_in(&ns, stack.port, "/sock/x"), Some(503));
+    assert_eq!(get_in(&ns, stack.port, "/tcp/x"), Some(503));
+    std::thread::sleep(Duration::from_millis(200));
+    let log = app_log(&stack);
+    for backend in ["sock/app", "tcp/app"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(backend) && l.contains(" 503 ") && l.contains(" SC")),
+            "haproxy's log of {backend}: {log}"
+        );
+    }
+    assert_other_check(&ns, &p, "haproxy", 503);
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn check_caddy_missing_socket_and_refused_port() {
+    let _s = serial();
+    let ns = netns();
+    let mut stack = lab::Stack::new("check-caddy").expect("stack");
+    let home = stack.path("caddy").display().to_string();
+    let p = start_other(
+        &mut stack,
+        &ns,
+        "Caddyfile",
+        "{\n\tadmin off\n\tauto_https off\n\tstorage file_system {DIR}/caddy\n}\n\n\
+         http://:{PORT} {\n\
+         \thandle /sock/* {\n\t\treverse_proxy unix/{SOCK}\n\t}\n\
+         \thandle {\n\t\treverse_proxy {TCP}\n\t}\n}\n",
+        "caddy",
+        &["run", "--config", "{CONF}", "--adapter", "caddyfile"],
+        &[
+            ("HOME", home.clone()),
+            ("XDG_DATA_HOME", home.clone()),
+            ("XDG_CONFIG_HOME", home),
+        ],
+    );
+    // Caddy's own answer and JSON log: 502, the dial error.
+    assert_eq!(get_in(&ns, stack.port, "/sock/x"), Some(502));
+    assert_eq!(get_in(&ns, stack.port, "/tcp/x"), Some(502));
+    std::thread::sleep(Duration::from_millis(200));
+    let log = app_log(&stack);
+    let sock = p.sock.trim_start_matches("unix:");
+    for want in [
+        format!("dial unix {sock}: connect: no such file or directory"),
+        format!("dial tcp {}: connect: connection refused", p.tcp),
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&want) && l.contains("\"status\":502")),
+            "caddy's log: {want}: {log}"
+        );
+    }
+    assert_other_check(&ns, &p, "caddy", 502);
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn check_apache_missing_socket_and_refused_port() {
+    let _s = serial();
+    let ns = netns();
+    let mut stack = lab::Stack::new("check-apache").expect("stack");
+    let m = "/usr/lib/apache2/modules";
+    let conf = format!(
+        "ServerRoot /etc/apache2\nServerName localhost\nPidFile {{DIR}}/apache.pid\n\
+         DefaultRuntimeDir {{DIR}}\nMutex file:{{DIR}} default\nErrorLog {{DIR}}/apache-error.log\n\
+         LogLevel warn\n\
+         LoadModule mpm_event_module {m}/mod_mpm_event.so\n\
+         LoadModule authz_core_module {m}/mod_authz_core.so\n\
+         LoadModule proxy_module {m}/mod_proxy.so\n\
+         LoadModule proxy_http_module {m}/mod_proxy_http.so\n\
+         User www-data\nGroup www-data\nListen 127.0.0.1:{{PORT}}\n\
+         ProxyPass /sock/ unix:{{SOCK}}|http://localhost/\n\
+         ProxyPass /tcp/ http://{{TCP}}/\n"
+    );
+    let p = start_other(
+        &mut stack,
+        &ns,
+        "apache.conf",
+        &conf,
+        "apache2",
+        &["-f", "{CONF}", "-DFOREGROUND"],
+        &[],
+    );
+    // Apache's own answer and error log: 503, mod_proxy's connect failures.
+    assert_eq!(get_in(&ns, stack.port, "/sock/x"), Some(503));
+    assert_eq!(get_in(&ns, stack.port, "/tcp/x"), Some(503));
+    std::thread::sleep(Duration::from_millis(200));
+    let log = std::fs::read_to_string(stack.path("apache-error.log")).unwrap_or_default();
+    let sock = p.sock.trim_start_matches("unix:");
+    for want in [
+        format!(
+            "(2)No such file or directory: AH02454: http: attempt to connect to Unix domain socket {sock}"
+        ),
+        format!(
+            "(111)Connection refused: AH00957: http: attempt to connect to {}",
+            p.tcp
+        ),
+    ] {
+        assert!(log.contains(&want), "apache's error log: {want}: {log}");
+    }
+    assert_other_check(&ns, &p, "apache2", 503);
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn check_judges_a_proxy_in_a_netns_from_its_own_view() {
+    let _s = serial();
+    let mut stack = lab::Stack::new("check-netns").expect("stack");
+    // The app listens on the host's loopback only; nginx lives in a namespace of its own.
+    let target = format!("127.0.0.1:{}", free_port().expect("a free port"));
+    stack.gunicorn(&target, &[], &[]).expect("gunicorn");
+    stack.wait_listening(&target).expect("gunicorn listening");
+    stack.upstream.clone_from(&target);
+    let ns = stack.make_netns().expect("netns");
+    stack.start_nginx().expect("nginx");
+    let master = stack.nginx_pid.expect("nginx pid");
+    // nginx's own view: refused, 502.
+    assert_eq!(stack.get("/", Duration::from_secs(5)).status, Some(502));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        stack
+            .nginx_errors()
+            .iter()
+            .any(|l| l.contains("(111: Connection refused)") && l.contains(&target)),
+        "{:?}",
+        stack.nginx_errors()
+    );
+    // gwtrace check from the host's namespace judges it from nginx's.
+    let mut cmd = Command::new(gwtrace_bin!());
+    cmd.args(["check", "--json", "--proxy", &master.to_string()]);
+    let r = run_check(cmd);
+    assert_eq!(r.code, Some(1), "{r:#?}");
+    assert_eq!(r.causes(), ["upstream-not-listening"], "{r:#?}");
+    let f = r.one("upstream-not-listening");
+    assert_eq!(f["target"], target.as_str());
+    assert_eq!(f["status"], 502);
+    let ev = f["evidence"].to_string();
+    assert!(ev.contains("ECONNREFUSED (111)"), "{f:#}");
+    let inode = gwtrace::host::netns::net_ns_of(&master.to_string()).expect("nginx's netns");
+    assert!(
+        ev.contains(&format!("net:[{inode}]")),
+        "the evidence names nginx's namespace ({ns}): {f:#}"
+    );
+}

@@ -81,6 +81,8 @@ scenarios! {
     lab_crash_supervised => "crash-supervised",
     lab_oom_supervised => "oom-supervised",
     lab_unrelated_crash => "unrelated-crash",
+    lab_caddy_socket_missing => "caddy-socket-missing",
+    lab_haproxy_tcp_refused => "haproxy-tcp-refused",
 }
 
 /// `getent DB ID`'s name (the host's NSS: ground truth independent of gwtrace's reader).

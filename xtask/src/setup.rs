@@ -10,6 +10,11 @@ const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "nginx-light",
+    // The other proxies gwtrace reads the configuration of (`gwtrace check`, live upstreams);
+    // their packaged services are stopped and disabled after install ([`quiet_proxy_services`]).
+    "haproxy",
+    "caddy",
+    "apache2",
     "gunicorn",
     "python3-uvicorn",
     // uwsgi for the lab's harakiri scenario: Debian's core binary and its python3 plugin
@@ -129,6 +134,7 @@ pub fn setup() -> anyhow::Result<()> {
             .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
             .args(["--no-default-features", "--features", "llvm-22"]))?;
     }
+    quiet_proxy_services();
     kubernetes_validate()?;
     // The lab runs the app as its own user, like a real deployment.
     if Command::new("id")
@@ -147,6 +153,37 @@ pub fn setup() -> anyhow::Result<()> {
     }
     step("done");
     Ok(())
+}
+
+/// The services the proxy packages install: stopped and disabled, so a host-wide haproxy, caddy
+/// or apache2 holds no port (80, 443) and is not one more proxy for gwtrace to watch; the tests
+/// start their own. Idempotent: only what is running or enabled is touched.
+const PROXY_SERVICES: &[&str] = &["haproxy.service", "caddy.service", "apache2.service"];
+
+fn quiet_proxy_services() {
+    let systemctl = |args: &[&str]| {
+        Command::new("systemctl").args(args).output().map(|o| {
+            (
+                o.status.success(),
+                String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+            )
+        })
+    };
+    for unit in PROXY_SERVICES {
+        if systemctl(&["is-active", unit]).is_ok_and(|(ok, _)| ok) {
+            step(&format!("stopping {unit} (the tests start their own)"));
+            if let Err(e) = run(Command::new("systemctl").args(["stop", unit])) {
+                step(&format!("{e}"));
+            }
+        }
+        // Works without systemd as pid 1 too (a container): it only removes the links.
+        if systemctl(&["is-enabled", unit]).is_ok_and(|(_, s)| s == "enabled") {
+            step(&format!("disabling {unit}"));
+            if let Err(e) = run(Command::new("systemctl").args(["disable", "--quiet", unit])) {
+                step(&format!("{e}"));
+            }
+        }
+    }
 }
 
 /// kubernetes-validate in its venv, linked into /usr/local/bin.

@@ -138,6 +138,40 @@ impl Cause {
         }
     }
 
+    /// Whether the proxy's connect to the upstream fails (or would, after a reboot or a
+    /// burst): the request never reaches the app.
+    #[must_use]
+    pub const fn is_connect_failure(self) -> bool {
+        matches!(
+            self,
+            Self::SocketMissing
+                | Self::StaleSocket
+                | Self::UpstreamNotListening
+                | Self::FirewallReject
+                | Self::WrongTarget
+                | Self::SocketPermission
+                | Self::BacklogFull
+                | Self::PortExhaustion
+                | Self::NetworkUnreachable
+                | Self::ConnectTimeout
+                | Self::RuntimeDirVolatile
+                | Self::BacklogSmall
+        )
+    }
+
+    /// The status the proxy named `proxy_comm` answers for this cause: haproxy and Apache's
+    /// `mod_proxy` answer 503 ("no server is available") for a connect that fails, where nginx
+    /// and Caddy answer 502 (504 for a timeout); a response cut short is a 502 for all.
+    #[must_use]
+    pub fn status_of(self, proxy_comm: &str) -> u16 {
+        let answers_503 = matches!(proxy_comm, "haproxy" | "apache2" | "apache" | "httpd");
+        if answers_503 && self.is_connect_failure() {
+            503
+        } else {
+            self.status()
+        }
+    }
+
     /// Whether the engine establishes it from kernel events (else a `gwtrace check` warning).
     #[must_use]
     pub const fn observed(self) -> bool {
@@ -277,6 +311,17 @@ mod tests {
             Cause::ALL.len() - 1,
             "only connect-timeout is a 504 class"
         );
+    }
+
+    #[test]
+    fn status_per_proxy() {
+        assert_eq!(Cause::SocketMissing.status_of("haproxy"), 503);
+        assert_eq!(Cause::UpstreamNotListening.status_of("apache2"), 503);
+        assert_eq!(Cause::ConnectTimeout.status_of("httpd"), 503);
+        assert_eq!(Cause::WorkerCrashed.status_of("haproxy"), 502);
+        assert_eq!(Cause::SocketMissing.status_of("nginx"), 502);
+        assert_eq!(Cause::SocketMissing.status_of("caddy"), 502);
+        assert_eq!(Cause::ConnectTimeout.status_of("caddy"), 504);
     }
 
     #[test]

@@ -16,6 +16,6 @@ pub use appcmd::{
 pub use cause::{Cause, UnknownCause};
 pub use names::{
     APP_SERVERS, LAUNCHERS, PROXY_NAMES, ProcNames, ProxyRule, SUPERVISORS, app_server_in_cmdline,
-    app_server_name, default_proxy_names,
+    app_server_name, default_proxy_names, in_proxy_terms, is_reload_signal, upstream_directive,
 };
 pub use system::{DNS_PORT, SYSTEM_SOCKETS, SystemSocket, system_socket};

@@ -114,6 +114,42 @@ impl ProxyRule<'_> {
     }
 }
 
+/// How a proxy's configuration names an upstream, in fixes: nginx's `proxy_pass`, an
+/// haproxy backend's `server` line, Caddy's `reverse_proxy`, Apache's `ProxyPass`.
+#[must_use]
+pub fn upstream_directive(proxy_comm: &str) -> &'static str {
+    match proxy_comm {
+        "haproxy" => "the backend's server line",
+        "caddy" => "reverse_proxy",
+        "apache2" | "apache" | "httpd" => "ProxyPass",
+        _ => "proxy_pass",
+    }
+}
+
+/// A fix or summary written in nginx's terms, said in the terms of the proxy named
+/// `proxy_comm`.
+#[must_use]
+pub fn in_proxy_terms(text: &str, proxy_comm: &str) -> String {
+    let d = upstream_directive(proxy_comm);
+    if d == "proxy_pass" {
+        return text.to_owned();
+    }
+    text.replace("(or the upstream block's server line)", "")
+        .replace("proxy_pass", d)
+}
+
+/// Is `signal` the reload signal of the proxy named `comm`? SIGHUP for nginx (and haproxy's
+/// old daemon mode; caddy reloads through its admin API, not a signal), SIGUSR2 for haproxy's
+/// master-worker mode, SIGUSR1 for apache's graceful restart.
+#[must_use]
+pub fn is_reload_signal(comm: &str, signal: i32) -> bool {
+    match comm {
+        "haproxy" => matches!(signal, 1 | 12),
+        "apache2" | "httpd" => matches!(signal, 1 | 10),
+        _ => signal == 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use super::{Finding, ProxyReport, Severity, TargetStatus};
 use crate::catalog::{AppSettings, Cause, app_server_in_cmdline, default_proxy_names};
 use crate::engine::{Creds, Engine, EngineConfig, Probe, Reach, Verdict, covers};
 use crate::event::Event;
-use crate::facts::{FactsUpdate, Listener, PathInfo, ProcInfo};
+use crate::facts::{FactsUpdate, Listener, NetNs, PathInfo, ProcInfo};
 
 /// A listen backlog below this is flagged (the old `net.core.somaxconn` default).
 pub const MIN_BACKLOG: u32 = 128;
@@ -42,6 +42,8 @@ pub struct Proxy {
     pub config: NginxConfig,
     /// Collected while reading it.
     pub notes: Vec<String>,
+    /// Its network namespace when it is not gwtrace's own (its connects are judged there).
+    pub net_ns: Option<u64>,
 }
 
 /// Facts about the host (collected by [`super::live`], or fixtures in tests).
@@ -57,6 +59,11 @@ pub struct World {
     pub resolved: HashMap<String, Result<Vec<IpAddr>, String>>,
     /// TCP targets that are not local: the errno of gwtrace's own connect (0: accepted).
     pub remote: HashMap<String, i32>,
+    /// The same, connected from inside another network namespace (a proxy's), by its inode.
+    pub remote_in: HashMap<u64, HashMap<String, i32>>,
+    /// The network namespaces of proxy processes that do not live in gwtrace's own (their
+    /// listeners are in [`World::listeners`] with that `net_ns`).
+    pub net_ns: Vec<NetNs>,
     /// How long that connect waited.
     pub probe_timeout_ms: u64,
     /// Accept queues (`ss`), when visible.
@@ -280,6 +287,7 @@ fn engine_for(proxy: &Proxy, world: &World) -> Engine {
             listeners: Some(world.listeners.clone()),
             paths: world.paths.clone(),
             proxies: proxy.pids.clone(),
+            proc_net_ns: world.net_ns.clone(),
             ..FactsUpdate::default()
         },
     ));
@@ -335,6 +343,14 @@ fn finding(severity: Severity, mut verdict: Verdict, uses: &[Use]) -> Finding {
     }
 }
 
+/// gwtrace's own connects to remote targets, made from the proxy's network namespace.
+fn remote_of<'a>(proxy: &Proxy, world: &'a World) -> &'a HashMap<String, i32> {
+    proxy
+        .net_ns
+        .and_then(|n| world.remote_in.get(&n))
+        .unwrap_or(&world.remote)
+}
+
 /// Checks every target of one proxy.
 #[must_use]
 pub fn evaluate(proxy: &Proxy, targets: &Targets, world: &World) -> ProxyReport {
@@ -354,7 +370,12 @@ pub fn evaluate(proxy: &Proxy, targets: &Targets, world: &World) -> ProxyReport 
         .by_target
         .keys()
         .map(|t| {
-            let r = engine.reach(t, &creds, world.remote.get(t).copied());
+            let r = engine.reach(
+                proxy.worker.unwrap_or(proxy.master),
+                t,
+                &creds,
+                remote_of(proxy, world).get(t).copied(),
+            );
             (t.as_str(), r)
         })
         .collect();
@@ -411,6 +432,12 @@ pub fn evaluate(proxy: &Proxy, targets: &Targets, world: &World) -> ProxyReport 
             .then(a.verdict.target.cmp(&b.verdict.target))
             .then(a.verdict.cause.cmp(&b.verdict.cause))
     });
+    // The status this proxy answers for each cause (HAProxy and Apache: 503 for connects).
+    if let Some(kind) = super::proxies::Kind::of(&proxy.comm, None) {
+        for f in &mut findings {
+            f.verdict.status = kind.status_for(f.verdict.cause);
+        }
+    }
     report.findings = findings;
     report
 }
@@ -438,8 +465,9 @@ fn failing(
         worker_pid: proxy.worker.unwrap_or(0),
         creds: creds.clone(),
         target,
-        remote_errno: world.remote.get(target).copied(),
-        timeout_ms: (world.remote.get(target) == Some(&110)).then_some(world.probe_timeout_ms),
+        remote_errno: remote_of(proxy, world).get(target).copied(),
+        timeout_ms: (remote_of(proxy, world).get(target) == Some(&110))
+            .then_some(world.probe_timeout_ms),
         served_elsewhere,
     };
     let mut v = engine.predict(&probe, world.now_ns)?;
@@ -462,11 +490,21 @@ fn failing(
     } else {
         fallbacks.sort_unstable();
         fallbacks.dedup();
-        v.evidence.push(format!(
-            "nginx retries the next server on a connect error and {} answer(s): requests succeed, but each \
-             try here costs a failed connect (an error.log line) and marks {target} failed for fail_timeout",
-            fallbacks.join(", ")
-        ));
+        let kind =
+            super::proxies::Kind::of(&proxy.comm, None).unwrap_or(super::proxies::Kind::Nginx);
+        v.evidence.push(if kind == super::proxies::Kind::Nginx {
+            format!(
+                "nginx retries the next server on a connect error and {} answer(s): requests succeed, but each \
+                 try here costs a failed connect (an error.log line) and marks {target} failed for fail_timeout",
+                fallbacks.join(", ")
+            )
+        } else {
+            format!(
+                "{} and {} answer(s): requests succeed, but each try here costs a failed connect",
+                kind.retry_phrase(),
+                fallbacks.join(", ")
+            )
+        });
         Severity::Warn
     };
     let uses = targets.by_target.get(target).map_or(&[][..], Vec::as_slice);

@@ -15,6 +15,7 @@ use super::apps::{
 };
 use super::assess::{self, Proxy, World};
 use super::nginx::{self, ConfFile, Dump, MasterArgs};
+use super::proxies::{self, Kind};
 use super::{ProxyReport, Report};
 use crate::catalog::{
     AppSettings, PROXY_NAMES, app_server_in_cmdline, gunicorn_config_arg, gunicorn_settings,
@@ -24,7 +25,9 @@ use crate::catalog::{
 use crate::engine::{Target, covers, parse_target};
 use crate::enrich::owners::{self, Budget, is_app_server};
 use crate::event::monotonic_ns;
+use crate::facts::NetNs;
 use crate::facts::{FactSource as _, Listener, ProcInfo, ProxyConfig};
+use crate::host::netns::{NetnsReader, net_ns_of};
 use crate::host::{SystemFacts, procfs::listening_sockets};
 
 /// How long gwtrace's own connect to a remote TCP upstream waits.
@@ -42,9 +45,9 @@ pub enum CheckError {
     /// `--proxy` or `--config` name nothing usable.
     #[error("{0}")]
     Usage(String),
-    /// No nginx to check (other proxies may have been found: they are named).
+    /// No proxy to check (proxies whose configuration gwtrace does not read are named).
     #[error(
-        "no running nginx to check{0}; pass --config FILE to check an nginx configuration file"
+        "no running nginx, haproxy, caddy or apache2 to check{0}; pass --config FILE to check an nginx configuration file"
     )]
     NothingToCheck(String),
 }
@@ -58,8 +61,9 @@ pub struct Options {
     pub config: Option<PathBuf>,
 }
 
-/// One nginx to check.
+/// One proxy to check.
 struct Instance {
+    kind: Kind,
     master: Option<ProcInfo>,
     args: MasterArgs,
     /// The binary to run `-T` with.
@@ -121,13 +125,23 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(bool, String, St
     }
 }
 
-/// nginx masters: processes named nginx whose parent is not an nginx.
-fn nginx_masters(procs: &[ProcInfo]) -> Vec<&ProcInfo> {
+/// Masters of the proxies gwtrace reads (nginx, haproxy, caddy, apache2/httpd): such a
+/// process whose parent is not the same program, and not gwtrace's own child.
+fn readable_masters(procs: &[ProcInfo]) -> Vec<&ProcInfo> {
     let by_pid: HashMap<u32, &ProcInfo> = procs.iter().map(|p| (p.pid, p)).collect();
+    let me = std::process::id();
     procs
         .iter()
+        .filter(|p| Kind::of(&p.comm, None).is_some() && p.ppid != me)
+        .filter(|p| by_pid.get(&p.ppid).is_none_or(|pp| pp.comm != p.comm))
+        .collect()
+}
+
+/// nginx masters among them (`--config` checks an nginx file).
+fn nginx_masters(procs: &[ProcInfo]) -> Vec<&ProcInfo> {
+    readable_masters(procs)
+        .into_iter()
         .filter(|p| p.comm == "nginx")
-        .filter(|p| by_pid.get(&p.ppid).is_none_or(|pp| pp.comm != "nginx"))
         .collect()
 }
 
@@ -150,6 +164,7 @@ fn master_bin(m: &ProcInfo, args: &MasterArgs) -> String {
 fn instance_of(m: &ProcInfo) -> Instance {
     let args = nginx::master_args(&m.cmdline);
     Instance {
+        kind: Kind::of(&m.comm, None).unwrap_or(Kind::Nginx),
         bin: master_bin(m, &args),
         master: Some(m.clone()),
         args,
@@ -171,6 +186,7 @@ fn select_config(conf: &Path, masters: &[&ProcInfo]) -> Result<Instance, CheckEr
         .find(|m| nginx::master_args(&m.cmdline).conf.as_deref() == Some(abs_s.as_str()));
     let mut inst = running.map_or_else(
         || Instance {
+            kind: Kind::Nginx,
             master: None,
             args: MasterArgs::default(),
             bin: "nginx".to_owned(),
@@ -187,10 +203,10 @@ fn select(
     procs: &[ProcInfo],
     notes: &mut Vec<String>,
 ) -> Result<Vec<Instance>, CheckError> {
-    let masters = nginx_masters(procs);
     if let Some(conf) = &opts.config {
-        return select_config(conf, &masters).map(|i| vec![i]);
+        return select_config(conf, &nginx_masters(procs)).map(|i| vec![i]);
     }
+    let masters = readable_masters(procs);
     let by_pid: HashMap<u32, &ProcInfo> = procs.iter().map(|p| (p.pid, p)).collect();
     let mut chosen: BTreeSet<u32> = BTreeSet::new();
     let mut unparsed: BTreeSet<(String, u32)> = BTreeSet::new();
@@ -208,7 +224,7 @@ fn select(
     if opts.proxies.is_empty() {
         chosen.extend(masters.iter().map(|m| m.pid));
         for p in procs {
-            if p.comm != "nginx" && PROXY_NAMES.contains(&p.comm.as_str()) {
+            if Kind::of(&p.comm, None).is_none() && PROXY_NAMES.contains(&p.comm.as_str()) {
                 unparsed.insert((p.comm.clone(), top_of(p.pid)));
             }
         }
@@ -219,7 +235,7 @@ fn select(
                 return Err(CheckError::Usage(format!("--proxy {pid}: no such process")));
             };
             let top = top_of(pid);
-            if p.comm == "nginx" {
+            if Kind::of(&p.comm, None).is_some() {
                 chosen.insert(top);
             } else {
                 unparsed.insert((p.comm.clone(), top));
@@ -231,8 +247,8 @@ fn select(
                     "--proxy {a}: no running process is named {a:?} (check `ps -e -o comm`)"
                 )));
             }
-            if a == "nginx" {
-                chosen.extend(masters.iter().map(|m| m.pid));
+            if Kind::of(a, None).is_some() {
+                chosen.extend(masters.iter().filter(|m| m.comm == *a).map(|m| m.pid));
             } else {
                 for p in named {
                     unparsed.insert((p.comm.clone(), top_of(p.pid)));
@@ -248,7 +264,7 @@ fn select(
     names.sort();
     for (n, pids) in &names {
         notes.push(format!(
-            "found {n} (pid {}) but did not check it: gwtrace check reads nginx configurations only",
+            "found {n} (pid {}) but did not check it: gwtrace check reads nginx, haproxy, caddy and apache configurations",
             pids.iter()
                 .map(u32::to_string)
                 .collect::<Vec<_>>()
@@ -857,8 +873,12 @@ fn tmpfiles() -> Option<Vec<String>> {
 /// descriptors is the slow part of a check on a busy host, so app servers are scanned first
 /// and the rest only until each target's listener has its owner (lowest pid first: the
 /// master of a forked family).
-fn listeners(procs: &[ProcInfo], targets: &BTreeSet<String>) -> Vec<Listener> {
-    let sockets = listening_sockets();
+fn listeners(
+    sockets: Vec<(String, u64)>,
+    procs: &[ProcInfo],
+    targets: &BTreeSet<String>,
+    net_ns: Option<u64>,
+) -> Vec<Listener> {
     let listening: BTreeSet<u64> = sockets.iter().map(|(_, i)| *i).collect();
     let mut wanted: BTreeSet<u64> = sockets
         .iter()
@@ -914,7 +934,7 @@ fn listeners(procs: &[ProcInfo], targets: &BTreeSet<String>) -> Vec<Listener> {
                 pid: owner.map(|o| o.pid),
                 comm: owner.map(|o| o.comm.clone()),
                 backlog: None,
-                net_ns: None,
+                net_ns,
             }
         })
         .collect()
@@ -930,6 +950,11 @@ struct Checked {
 
 /// Reads one nginx's configuration and who its workers are.
 fn load_proxy(inst: &Instance, procs: &[ProcInfo]) -> (Proxy, Option<(String, String)>) {
+    if inst.kind != Kind::Nginx
+        && let Some(m) = &inst.master
+    {
+        return (load_other(inst, m, procs), None);
+    }
     let mut notes = Vec::new();
     let l = load(inst, &mut notes);
     let cfg = match l.dump.as_ref().map(nginx::analyze) {
@@ -960,8 +985,164 @@ fn load_proxy(inst: &Instance, procs: &[ProcInfo]) -> (Proxy, Option<(String, St
         source: l.source,
         config: cfg,
         notes,
+        net_ns: foreign_net_ns(master),
     };
     (proxy, l.invalid)
+}
+
+/// Reads the configuration of a running haproxy, caddy or apache and who its workers are.
+fn load_other(inst: &Instance, m: &ProcInfo, procs: &[ProcInfo]) -> Proxy {
+    let mut notes = Vec::new();
+    let (source, config) = match proxies::configured_upstreams(m) {
+        Ok(c) => (c.source, c.config),
+        Err(e) => {
+            notes.push(format!("cannot read the configuration: {e}"));
+            (
+                format!("{} pid {}", inst.kind.name(), m.pid),
+                nginx::NginxConfig::default(),
+            )
+        }
+    };
+    let (worker, creds, worker_label) = worker_creds(inst, &config, procs, &mut notes);
+    let mut pids = vec![m.pid];
+    pids.extend(
+        procs
+            .iter()
+            .filter(|p| p.ppid == m.pid && p.comm == m.comm)
+            .map(|p| p.pid),
+    );
+    Proxy {
+        comm: m.comm.clone(),
+        master: m.pid,
+        pids,
+        worker,
+        creds,
+        worker_label,
+        source,
+        config,
+        notes,
+        net_ns: foreign_net_ns(m.pid),
+    }
+}
+
+/// The network namespace of a running proxy when it is not gwtrace's own.
+fn foreign_net_ns(master: u32) -> Option<u64> {
+    if master == 0 {
+        return None;
+    }
+    let ns = net_ns_of(&master.to_string())?;
+    (Some(ns) != net_ns_of("self")).then_some(ns)
+}
+
+/// Proxies living in another network namespace than gwtrace (a container, `ip netns exec`):
+/// their connects are judged from there.
+struct Elsewhere {
+    net_ns: u64,
+    comm: String,
+    master: u32,
+    pids: Vec<u32>,
+    targets: BTreeSet<String>,
+}
+
+fn elsewhere(loaded: &[Checked]) -> Vec<Elsewhere> {
+    loaded
+        .iter()
+        .filter_map(|l| {
+            Some(Elsewhere {
+                net_ns: l.proxy.net_ns?,
+                comm: l.proxy.comm.clone(),
+                master: l.proxy.master,
+                pids: l.proxy.pids.clone(),
+                targets: l.targets.by_target.keys().cloned().collect(),
+            })
+        })
+        .collect()
+}
+
+/// The listeners of each other namespace a proxy lives in (`sock_diag` and /proc/net/unix read
+/// there by a helper thread), and gwtrace's probe connects to its remote targets made from
+/// there. Only when its sockets could be read are the proxy's processes placed in it (else
+/// its targets are judged from gwtrace's own namespace, and a note says so).
+fn other_namespaces(
+    procs: &[ProcInfo],
+    elsewhere: &[Elsewhere],
+    world: &mut World,
+    notes: &mut Vec<String>,
+) {
+    let mut reader = NetnsReader::default();
+    let mut done: BTreeSet<u64> = BTreeSet::new();
+    for e in elsewhere {
+        let ns = e.net_ns;
+        if done.insert(ns) {
+            match reader.read(ns, e.master) {
+                Ok(s) => {
+                    let targets: BTreeSet<String> = elsewhere
+                        .iter()
+                        .filter(|x| x.net_ns == ns)
+                        .flat_map(|x| x.targets.iter().cloned())
+                        .collect();
+                    world
+                        .listeners
+                        .extend(listeners(s.listeners(), procs, &targets, Some(ns)));
+                    let inet: Vec<(String, SocketAddr)> = targets
+                        .iter()
+                        .filter_map(|t| match parse_target(t) {
+                            Target::Inet(ip, port) => Some((t.clone(), SocketAddr::new(ip, port))),
+                            _ => None,
+                        })
+                        .collect();
+                    world.remote_in.insert(
+                        ns,
+                        probe_remote_in(&format!("/proc/{}/ns/net", e.master), &inet),
+                    );
+                }
+                Err(err) => {
+                    notes.push(format!(
+                        "{} pid {} lives in network namespace net:[{ns}], whose sockets could not be read ({err}):                          its TCP targets are judged from gwtrace's own namespace",
+                        e.comm, e.master
+                    ));
+                    continue;
+                }
+            }
+        } else if !world.remote_in.contains_key(&ns) {
+            continue;
+        }
+        world
+            .net_ns
+            .extend(e.pids.iter().map(|&pid| NetNs { pid, net_ns: ns }));
+    }
+}
+
+/// Connects to TCP targets from inside the network namespace `ns_path` (one thread each,
+/// entering it first), like [`probe_remote`]: the targets local to that namespace are left
+/// out (its listener table answers for them).
+fn probe_remote_in(ns_path: &str, targets: &[(String, SocketAddr)]) -> HashMap<String, i32> {
+    let handles: Vec<_> = targets
+        .iter()
+        .map(|(t, addr)| {
+            let addr = *addr;
+            let ns_path = ns_path.to_owned();
+            (
+                t.clone(),
+                std::thread::spawn(move || -> Option<i32> {
+                    let f = std::fs::File::open(&ns_path).ok()?;
+                    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+                    if is_local(addr.ip()) {
+                        return None;
+                    }
+                    Some(match TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) {
+                        Ok(_) => 0,
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => 110,
+                        Err(e) => e.raw_os_error().unwrap_or(111),
+                    })
+                }),
+            )
+        })
+        .collect();
+    handles
+        .into_iter()
+        .filter_map(|(t, h)| Some((t, h.join().ok()??)))
+        .collect()
 }
 
 /// Facts about every target at once: listeners, path walks, remote probes, accept queues,
@@ -969,10 +1150,12 @@ fn load_proxy(inst: &Instance, procs: &[ProcInfo]) -> (Proxy, Option<(String, St
 fn collect(
     procs: Vec<ProcInfo>,
     all_targets: &BTreeSet<String>,
+    elsewhere: &[Elsewhere],
     world: &mut World,
     notes: &mut Vec<String>,
 ) {
-    world.listeners = listeners(&procs, all_targets);
+    world.listeners = listeners(listening_sockets(), &procs, all_targets, None);
+    other_namespaces(&procs, elsewhere, world, notes);
     world.processes = procs;
     if !is_root() {
         notes.push(format!(
@@ -1054,13 +1237,31 @@ pub fn proxy_masters(procs: &[ProcInfo]) -> Vec<&ProcInfo> {
 /// files; names resolved, each within a bound). One arm per proxy whose configuration gwtrace
 /// reads: nginx only, so far. Bounded in time: the subprocess and name lookups have deadlines.
 pub fn proxy_upstreams(master: &ProcInfo) -> Result<ProxyConfig, String> {
-    match master.comm.as_str() {
-        "nginx" => nginx_upstreams(master),
-        other => Err(format!(
-            "{other} pid {}: gwtrace reads nginx configurations only",
-            master.pid
+    let exe = std::fs::read_link(format!("/proc/{}/exe", master.pid))
+        .ok()
+        .map(|p| p.display().to_string());
+    match Kind::of(&master.comm, exe.as_deref()) {
+        Some(Kind::Nginx) => nginx_upstreams(master),
+        Some(_) => other_upstreams(master),
+        None => Err(format!(
+            "{} pid {}: gwtrace reads the configurations of nginx, haproxy, caddy and apache only",
+            master.comm, master.pid
         )),
     }
+}
+
+/// [`proxy_upstreams`] of a haproxy, caddy or apache master: its files, names resolved.
+fn other_upstreams(master: &ProcInfo) -> Result<ProxyConfig, String> {
+    let c = proxies::configured_upstreams(master)?;
+    let resolved = resolve(&assess::hosts(&c.config));
+    let t = assess::targets(&c.config, &resolved);
+    Ok(ProxyConfig {
+        pid: master.pid,
+        kind: c.kind.name().to_owned(),
+        source: c.source,
+        targets: t.by_target.into_keys().collect(),
+        partial: !c.config.notes.is_empty() || !t.notes.is_empty(),
+    })
 }
 
 fn nginx_upstreams(master: &ProcInfo) -> Result<ProxyConfig, String> {
@@ -1124,7 +1325,14 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
         .iter()
         .flat_map(|l| l.targets.by_target.keys().cloned())
         .collect();
-    collect(procs, &all_targets, &mut world, &mut report.notes);
+    let elsewhere = elsewhere(&loaded);
+    collect(
+        procs,
+        &all_targets,
+        &elsewhere,
+        &mut world,
+        &mut report.notes,
+    );
     step("facts");
     for l in loaded {
         let mut pr: ProxyReport = assess::evaluate(&l.proxy, &l.targets, &world);
@@ -1135,9 +1343,14 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
             );
         }
         if l.targets.by_target.is_empty() && pr.findings.is_empty() {
-            pr.notes.push(
-                "no upstream target (proxy_pass, uwsgi_pass, fastcgi_pass, ...) in the configuration".into(),
-            );
+            let which = match Kind::of(&l.proxy.comm, None) {
+                Some(Kind::Haproxy) => "server lines in backend or listen sections",
+                Some(Kind::Caddy) => "reverse_proxy, php_fastcgi",
+                Some(Kind::Apache) => "ProxyPass, BalancerMember, SetHandler proxy:",
+                _ => "proxy_pass, uwsgi_pass, fastcgi_pass, ...",
+            };
+            pr.notes
+                .push(format!("no upstream target ({which}) in the configuration"));
         }
         report.proxies.push(pr);
     }

@@ -7,15 +7,21 @@
 //! - [`assess`] checks each target the way a proxy worker would see it now, with the engine's
 //!   own causes and wording (the engine predicts the failed connect it would otherwise observe),
 //!   and adds warnings for configurations that make 502s likely (pure, over collected facts).
+//! - [`haproxy`], [`caddy`], [`apache`] read the other proxies' files into the same shape
+//!   (pure); [`proxies`] recognises which proxy a process is and reads its files.
 //! - [`live`] collects all of that from the running system: /proc, `nginx -T`, `ss`, `systemctl`.
 use serde::Serialize;
 
 use crate::engine::Verdict;
 
+pub mod apache;
 pub mod apps;
 pub mod assess;
+pub mod caddy;
+pub mod haproxy;
 pub mod live;
 pub mod nginx;
+pub mod proxies;
 
 pub use live::{CheckError, Options, run};
 

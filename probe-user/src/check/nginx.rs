@@ -440,6 +440,9 @@ pub enum Module {
     Grpc,
     /// `proxy_pass` in a `stream { server { } }` (TCP/UDP passthrough).
     Stream,
+    /// Another proxy's upstream (an haproxy `server`, a Caddy `reverse_proxy`, an Apache
+    /// `ProxyPass`): no nginx timeout directive applies.
+    Foreign,
 }
 
 impl Module {
@@ -447,7 +450,7 @@ impl Module {
     #[must_use]
     pub fn prefix(self) -> &'static str {
         match self {
-            Module::Proxy | Module::Stream => "proxy",
+            Module::Proxy | Module::Stream | Module::Foreign => "proxy",
             Module::Uwsgi => "uwsgi",
             Module::Fastcgi => "fastcgi",
             Module::Scgi => "scgi",
@@ -459,7 +462,8 @@ impl Module {
     /// response deadline).
     #[must_use]
     pub fn read_timeout_directive(self) -> Option<String> {
-        (self != Module::Stream).then(|| format!("{}_read_timeout", self.prefix()))
+        (!matches!(self, Module::Stream | Module::Foreign))
+            .then(|| format!("{}_read_timeout", self.prefix()))
     }
 }
 
@@ -538,7 +542,9 @@ pub struct Upstream {
     pub servers: Vec<Server>,
 }
 
-/// What `gwtrace check` needs from an nginx configuration.
+/// What `gwtrace check` needs from an nginx configuration; the other proxies' parsers
+/// ([`super::haproxy`], [`super::caddy`], [`super::apache`]) fill the same shape (their
+/// backends as `upstreams`, the directives that use them as `passes`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NginxConfig {
     /// The main file (the first of the dump).
@@ -655,7 +661,7 @@ fn raw_dest(module: Module, arg: &str) -> RawDest {
                 .unwrap_or(arg),
             80,
         ),
-        Module::Fastcgi | Module::Scgi | Module::Stream => (arg, 80),
+        Module::Fastcgi | Module::Scgi | Module::Stream | Module::Foreign => (arg, 80),
     };
     if let Some(unix) = rest.strip_prefix("unix:") {
         // `http://unix:/path:/uri`: the path ends at the next colon.

@@ -588,6 +588,24 @@ pub(crate) fn standalone_part(v: &View<'_>, l: &CrashLoop<'_>) -> Option<Part> {
     if l.app.is_none() && !v.is_upstream(l.latest_pid) {
         return None;
     }
+    // Every proxy's upstreams are known (complete, read since its last reload) and none is
+    // where this app binds or listens: it is nobody's upstream, its crashes cost no 502.
+    let known: Vec<&crate::facts::ProxyConfig> = v.st.proxy_configs.values().collect();
+    let complete = !known.is_empty()
+        && known
+            .iter()
+            .all(|c| !c.partial && !v.st.stale_configs.contains(&c.pid));
+    let places: Vec<&String> = l.served.iter().chain(l.binds.iter()).collect();
+    if complete
+        && !places.is_empty()
+        && !known.iter().any(|c| {
+            c.targets
+                .iter()
+                .any(|t| places.iter().any(|p| covers(t, p) || covers(p, t)))
+        })
+    {
+        return None;
+    }
     let target = l
         .served
         .first()

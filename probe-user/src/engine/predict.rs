@@ -52,12 +52,19 @@ pub(crate) struct Probe<'a> {
 }
 
 impl Engine {
-    /// What a connect by a worker with `creds` to `target` would return now.
-    pub(crate) fn reach(&self, target: &str, creds: &Creds, remote_errno: Option<i32>) -> Reach {
+    /// What a connect by process `pid` (a worker, else its master; 0: none runs) with `creds`
+    /// to `target` would return now, from that process's network namespace: a TCP port or an
+    /// abstract name is served only by a listener of its own namespace.
+    pub(crate) fn reach(
+        &self,
+        pid: u32,
+        target: &str,
+        creds: &Creds,
+        remote_errno: Option<i32>,
+    ) -> Reach {
         let st = &self.state;
         let listener = || {
-            st.listeners
-                .iter()
+            st.listeners_for(pid)
                 .find(|l| covers(&l.target, target))
                 .cloned()
         };
@@ -101,7 +108,12 @@ impl Engine {
     /// The verdict for a failing connect `gwtrace check` predicts (None when it would
     /// succeed or the facts cannot tell). Its count is 0: no traffic has failed yet.
     pub(crate) fn predict(&self, p: &Probe<'_>, now_ns: u64) -> Option<Verdict> {
-        let Reach::Fails(errno) = self.reach(p.target, &p.creds, p.remote_errno) else {
+        let pid = if p.worker_pid == 0 {
+            p.proxy_pid
+        } else {
+            p.worker_pid
+        };
+        let Reach::Fails(errno) = self.reach(pid, p.target, &p.creds, p.remote_errno) else {
             return None;
         };
         let proxy = ProxyId {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::Verdict;
 use super::text::rate;
 use super::view::{ProxyId, ProxyKey};
-use crate::catalog::Cause;
+use crate::catalog::{Cause, in_proxy_terms};
 
 /// Evidence lines kept per verdict: enough to prove, short enough to read.
 pub(crate) const MAX_EVIDENCE: usize = 12;
@@ -105,19 +105,26 @@ pub(crate) fn merge(
                     loss_reasons.join(", ")
                 ));
             }
+            // Each proxy's own status and configuration terms (HAProxy answers 503 where
+            // nginx answers 502, its upstreams are server lines, not proxy_pass).
+            let status = if p.status == p.cause.status() {
+                p.cause.status_of(&p.proxy.comm)
+            } else {
+                p.status
+            };
             Verdict {
                 cause: p.cause,
-                status: p.status,
+                status,
                 proxy_pid: p.proxy.pid,
-                proxy_comm: p.proxy.comm,
                 target: p.target,
                 count: p.count,
                 first_seen_ns: p.first_ns,
                 last_seen_ns: p.last_ns,
                 rate_per_s: rate(p.count, p.first_ns, p.last_ns),
-                summary: p.summary,
+                summary: in_proxy_terms(&p.summary, &p.proxy.comm),
                 evidence,
-                fix: p.fix,
+                fix: in_proxy_terms(&p.fix, &p.proxy.comm),
+                proxy_comm: p.proxy.comm,
                 proxy_origin: None,
                 proxy_net_ns: None,
                 upstream_pid: p.upstream_pid,

@@ -208,6 +208,9 @@ pub(crate) struct State {
     /// The upstreams each proxy master is configured for, by master pid (forgotten when that
     /// pid execs or exits: another program's, or the next instance's, configuration).
     pub proxy_configs: HashMap<u32, ProxyConfig>,
+    /// Masters told to reload since their configuration was read: until it is read again, it
+    /// may lack the sites the reload added, so it drops no symptom.
+    pub stale_configs: HashSet<u32>,
     pub failures: HashMap<FailKey, FailGroup>,
     pub exits: VecDeque<ExitRecord>,
     pub signals: VecDeque<SignalRecord>,
@@ -286,6 +289,7 @@ impl State {
             } => {
                 self.touch(ev);
                 self.touch_pid(*target_pid, target_comm, ns);
+                self.note_reload(*target_pid, target_comm, *signal);
                 if KEPT_SIGNALS.contains(signal) {
                     let sender_comm = self.comm_of(*sender_pid).unwrap_or(&ev.comm).to_owned();
                     push_capped(
@@ -487,6 +491,15 @@ impl State {
             .filter(move |l| self.reaches(pid, &l.target, l.net_ns))
     }
 
+    /// A reload signal to a master whose configuration is known makes it stale until reread.
+    fn note_reload(&mut self, target_pid: u32, target_comm: &str, signal: i32) {
+        if self.proxy_configs.contains_key(&target_pid)
+            && crate::catalog::is_reload_signal(target_comm, signal)
+        {
+            self.stale_configs.insert(target_pid);
+        }
+    }
+
     fn merge_facts(&mut self, ns: u64, f: &FactsUpdate) {
         for info in &f.processes {
             self.merge_proc(ns, info);
@@ -544,6 +557,7 @@ impl State {
                 || self.proxy_configs.contains_key(&c.pid)
             {
                 self.proxy_configs.insert(c.pid, c.clone());
+                self.stale_configs.remove(&c.pid);
             }
         }
     }

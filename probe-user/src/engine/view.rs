@@ -200,7 +200,8 @@ impl<'a> View<'a> {
             {
                 return true;
             }
-            if !cfg.partial {
+            // A configuration read before the master's last reload may lack a new site.
+            if !cfg.partial && !self.st.stale_configs.contains(&cfg.pid) {
                 return false;
             }
         }

@@ -93,11 +93,15 @@ pub fn ask_for(ev: &Event, proxy_names: &[String]) -> Option<Ask> {
     match &ev.body {
         Body::Exec { .. } if proxy_names.contains(&ev.comm) => Some(Ask::Rescan),
         Body::Signal {
-            signal: 1,
+            signal,
             target_pid,
             target_comm,
             ..
-        } if proxy_names.contains(target_comm) => Some(Ask::Reload(*target_pid)),
+        } if proxy_names.contains(target_comm)
+            && crate::catalog::is_reload_signal(target_comm, *signal) =>
+        {
+            Some(Ask::Reload(*target_pid))
+        }
         _ => None,
     }
 }
@@ -329,6 +333,10 @@ mod tests {
         assert_eq!(ask_for(&exec("gunicorn"), &names), None);
         assert_eq!(ask_for(&hup(1, "nginx"), &names), Some(Ask::Reload(42)));
         assert_eq!(ask_for(&hup(15, "nginx"), &names), None);
+        let all = crate::catalog::default_proxy_names();
+        assert_eq!(ask_for(&hup(12, "haproxy"), &all), Some(Ask::Reload(42)));
+        assert_eq!(ask_for(&hup(10, "apache2"), &all), Some(Ask::Reload(42)));
+        assert_eq!(ask_for(&hup(12, "nginx"), &all), None);
         assert_eq!(ask_for(&hup(1, "gunicorn"), &names), None);
     }
 

@@ -19,4 +19,4 @@ pub use http::{Response, http_get};
 pub use runner::{Lines, demo, run_all, run_one, run_one_then, start_gwtrace};
 pub use scenarios::{Scenario, scenarios};
 pub use scoring::{LabResult, table};
-pub use stack::{Stack, gunicorn_args};
+pub use stack::{ProxyKind, Stack, gunicorn_args};

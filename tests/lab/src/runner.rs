@@ -135,7 +135,7 @@ pub fn run_one_then(
 ) -> anyhow::Result<LabResult> {
     let mut stack = Stack::new(sc.name)?;
     (sc.build)(&mut stack).with_context(|| format!("building scenario {}", sc.name))?;
-    stack.start_nginx()?;
+    stack.start_proxy()?;
     let (mut gw, lines) = start_gwtrace(bin, &stack, sc.secs, true)?;
     if let Some(f) = sc.fault {
         f(&mut stack)?;
@@ -229,7 +229,7 @@ pub fn demo(bin: &Path, name: &str) -> anyhow::Result<()> {
     println!("demo: {} — {}", sc.name, sc.about);
     let mut stack = Stack::new(sc.name)?;
     (sc.build)(&mut stack)?;
-    stack.start_nginx()?;
+    stack.start_proxy()?;
     println!(
         "demo: nginx on 127.0.0.1:{} proxies to {}",
         stack.port, stack.upstream

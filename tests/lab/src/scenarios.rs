@@ -9,7 +9,7 @@ use std::{
 
 use crate::{
     http::{Response, http_get},
-    stack::{Stack, in_mount_namespace, wait_for, wait_unix_listed},
+    stack::{ProxyKind, Stack, in_mount_namespace, wait_for, wait_unix_listed},
     support::free_port,
 };
 
@@ -264,6 +264,23 @@ fn other_site(s: &mut Stack, bind: &str) -> anyhow::Result<()> {
     s.sites.push(("/b/".to_owned(), bind.to_owned()));
     s.innocent.push(bind.to_owned());
     Ok(())
+}
+
+/// The verdict carries the status the proxy itself answers: 503 for haproxy, 502 for Caddy.
+fn check_status_503_or_502(lines: &[serde_json::Value], _upstream: &str) -> Result<(), String> {
+    let v = lines
+        .iter()
+        .find(|v| v.get("final").is_some())
+        .or_else(|| lines.last())
+        .ok_or("no verdict")?;
+    let comm = v.get("proxy_comm").and_then(|c| c.as_str()).unwrap_or("");
+    let want = if comm == "haproxy" { 503 } else { 502 };
+    match v.get("status").and_then(serde_json::Value::as_u64) {
+        Some(s) if s == want => Ok(()),
+        other => Err(format!(
+            "{comm}'s verdict says status {other:?}, {comm} answers {want}"
+        )),
+    }
 }
 
 fn unix_sock(s: &mut Stack) -> String {
@@ -1068,6 +1085,38 @@ pub fn scenarios() -> Vec<Scenario> {
             fault: None,
             drive: |s| sequential("/", 4, 100, Duration::from_secs(5))(s),
             check: Some(check_firewall_drop),
+        },
+        Scenario {
+            name: "caddy-socket-missing",
+            expect: Some("socket-missing"),
+            nginx_log: "connect: no such file or directory",
+            status: 502,
+            about: "Caddy (not nginx) in front of a gunicorn that is not running: its unix socket is gone",
+            secs: 5,
+            build: |s| {
+                s.proxy = ProxyKind::Caddy;
+                s.upstream = unix_sock(s);
+                Ok(())
+            },
+            fault: None,
+            drive: five_gets,
+            check: Some(check_status_503_or_502),
+        },
+        Scenario {
+            name: "haproxy-tcp-refused",
+            expect: Some("upstream-not-listening"),
+            nginx_log: " SC-- ",
+            status: 503,
+            about: "HAProxy (not nginx) in front of a TCP port nothing listens on: it answers 503",
+            secs: 5,
+            build: |s| {
+                s.proxy = ProxyKind::Haproxy;
+                s.upstream = format!("127.0.0.1:{}", free_port()?);
+                Ok(())
+            },
+            fault: None,
+            drive: five_gets,
+            check: Some(check_status_503_or_502),
         },
         Scenario {
             name: "restart-superseded",

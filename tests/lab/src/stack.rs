@@ -22,8 +22,22 @@ const ASGI_APP: &str = include_str!("../apps/asgi.py");
 /// A systemd stand-in (fork, `(unit)` name, chdir, exec; exit 200/203 like systemd's child).
 const SUPERVISE: &str = include_str!("../apps/supervise.py");
 
+/// The proxy a stack puts in front of its app.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProxyKind {
+    #[default]
+    Nginx,
+    /// Caddy (`caddy run`, a Caddyfile): 502 on a failed dial, errors in its JSON log.
+    Caddy,
+    /// haproxy (`haproxy -W -db`, master and worker): 503 when no server is available, one
+    /// log line per request on stdout (`log stdout`).
+    Haproxy,
+}
+
 /// A running stack: a temp dir, the processes started in it, the nginx in front.
 pub struct Stack {
+    /// Which proxy [`Stack::start_proxy`] starts (nginx unless a scenario says otherwise).
+    pub proxy: ProxyKind,
     pub name: String,
     pub dir: PathBuf,
     /// nginx's listen port.
@@ -43,6 +57,7 @@ pub struct Stack {
     /// made one ([`Stack::make_netns`]): a container's or a pod's own loopback.
     pub net: Option<String>,
     children: Vec<Child>,
+    /// The proxy's master pid (nginx's, or Caddy's or haproxy's when the stack runs one).
     pub nginx_pid: Option<u32>,
     cgroup: Option<PathBuf>,
     netns: Vec<String>,
@@ -96,6 +111,7 @@ impl Stack {
         std::fs::write(dir.join("asgi.py"), ASGI_APP)?;
         std::fs::write(dir.join("supervise.py"), SUPERVISE)?;
         Ok(Self {
+            proxy: ProxyKind::Nginx,
             name: name.to_owned(),
             dir,
             port: free_port().context("a free port for nginx")?,
@@ -180,10 +196,15 @@ impl Stack {
     }
 
     fn spawn_direct(&mut self, cmd: &mut Command) -> anyhow::Result<u32> {
+        self.spawn_logged(cmd, "app.log")
+    }
+
+    /// [`Stack::spawn`] with stdout and stderr appended to `log` in the stack dir.
+    fn spawn_logged(&mut self, cmd: &mut Command, log: &str) -> anyhow::Result<u32> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.path("app.log"))?;
+            .open(self.path(log))?;
         let child = cmd
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -316,6 +337,76 @@ impl Stack {
         )
     }
 
+    /// Starts the stack's proxy ([`Stack::proxy`]) in front of `upstream`.
+    pub fn start_proxy(&mut self) -> anyhow::Result<()> {
+        match self.proxy {
+            ProxyKind::Nginx => self.start_nginx(),
+            ProxyKind::Caddy => self.start_caddy(),
+            ProxyKind::Haproxy => self.start_haproxy(),
+        }
+    }
+
+    fn wait_proxy(&self, what: &str) -> anyhow::Result<()> {
+        let port = self.port;
+        wait_for(what, Duration::from_secs(15), || {
+            self.on_net(|| TcpStream::connect(("127.0.0.1", port)).is_ok())
+                .unwrap_or(false)
+        })
+    }
+
+    /// Writes a Caddyfile (admin API off, no automatic HTTPS, storage and JSON log in the
+    /// stack dir) and starts `caddy run` on it, in front of `upstream`.
+    pub fn start_caddy(&mut self) -> anyhow::Result<()> {
+        let d = self.dir.display().to_string();
+        let to = self
+            .upstream
+            .strip_prefix("unix:")
+            .map_or_else(|| self.upstream.clone(), |p| format!("unix/{p}"));
+        let conf = format!(
+            "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {d}/caddy\n\
+             \tlog {{\n\t\toutput file {d}/caddy.log\n\t\tformat json\n\t}}\n}}\n\n\
+             http://:{port} {{\n\treverse_proxy {to}\n}}\n",
+            port = self.port
+        );
+        let path = self.path("Caddyfile");
+        std::fs::write(&path, conf)?;
+        let mut cmd = self.in_net("caddy");
+        cmd.args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&path)
+            .envs([
+                ("HOME", format!("{d}/caddy")),
+                ("XDG_DATA_HOME", format!("{d}/caddy")),
+                ("XDG_CONFIG_HOME", format!("{d}/caddy")),
+            ]);
+        let pid = self.spawn(&mut cmd)?;
+        self.nginx_pid = Some(pid);
+        self.wait_proxy("caddy to listen")
+    }
+
+    /// Writes haproxy.cfg (one backend, one server: `upstream`; `log stdout`) and starts
+    /// `haproxy -W -db` on it (a master and its worker), its log in haproxy.log.
+    pub fn start_haproxy(&mut self) -> anyhow::Result<()> {
+        let server = self
+            .upstream
+            .strip_prefix("unix:")
+            .map_or_else(|| self.upstream.clone(), |p| format!("unix@{p}"));
+        let conf = format!(
+            "global\n\tlog stdout format raw local0\n\
+             defaults\n\tmode http\n\tlog global\n\toption httplog\n\tretries 0\n\
+             \ttimeout connect 2s\n\ttimeout client 10s\n\ttimeout server 10s\n\
+             frontend www\n\tbind 127.0.0.1:{port}\n\tdefault_backend app\n\
+             backend app\n\tserver app {server}\n",
+            port = self.port
+        );
+        let path = self.path("haproxy.cfg");
+        std::fs::write(&path, conf)?;
+        let mut cmd = self.in_net("haproxy");
+        cmd.args(["-W", "-db", "-f"]).arg(&path);
+        let pid = self.spawn_logged(&mut cmd, "haproxy.log")?;
+        self.nginx_pid = Some(pid);
+        self.wait_proxy("haproxy to listen")
+    }
+
     /// Writes nginx.conf and starts nginx (master root, workers www-data) in front of `upstream`.
     pub fn start_nginx(&mut self) -> anyhow::Result<()> {
         let d = self.dir.display();
@@ -436,12 +527,22 @@ impl Stack {
         Ok(cg)
     }
 
-    /// nginx's error.log lines about upstreams.
+    /// The proxy's own log lines about upstream failures (ground truth): nginx's error.log
+    /// lines about upstreams, Caddy's JSON error entries, haproxy's request lines answered 5xx.
     pub fn nginx_errors(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path("error.log"))
+        let (file, keep): (&str, fn(&str) -> bool) = match self.proxy {
+            ProxyKind::Nginx => ("error.log", |l| {
+                l.contains("upstream") || l.contains("connect()")
+            }),
+            ProxyKind::Caddy => ("caddy.log", |l| l.contains("\"level\":\"error\"")),
+            ProxyKind::Haproxy => ("haproxy.log", |l| {
+                [" 502 ", " 503 ", " 504 "].iter().any(|s| l.contains(s))
+            }),
+        };
+        std::fs::read_to_string(self.path(file))
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains("upstream") || l.contains("connect()"))
+            .filter(|l| keep(l))
             .map(str::to_owned)
             .collect()
     }

@@ -124,6 +124,7 @@ fn proxy(cfg: NginxConfig, master: u32) -> Proxy {
         source: "fixture".into(),
         config: cfg,
         notes: Vec::new(),
+        net_ns: None,
     }
 }
 
@@ -478,4 +479,58 @@ fn invalid_config_fails_before_deploy_warns_when_running() {
     };
     assert!(!report.has_problems(false));
     assert!(report.has_problems(true));
+}
+
+#[test]
+fn a_proxy_in_another_network_namespace_reaches_only_its_own_listeners() {
+    // nginx (50, 51) in net:[7]: uvicorn's 127.0.0.1:8000 is on gwtrace's (the host's)
+    // loopback, not nginx's; the app socket is a path, reachable from any namespace.
+    let mut world = host();
+    world.net_ns = vec![NetNs { pid: 50, net_ns: 7 }, NetNs { pid: 51, net_ns: 7 }];
+    let mut p = proxy(debian(), 50);
+    p.net_ns = Some(7);
+    let targets_of = targets(&p.config, &world.resolved);
+    let r = evaluate(&p, &targets_of, &world);
+    assert_eq!(state(&r, APP_SOCK), "ok");
+    let found = find(&r, "upstream-not-listening", "127.0.0.1:8000");
+    assert_eq!(found.severity, Severity::Fail);
+    assert!(
+        found.verdict.evidence.iter().any(|e| e.contains("net:[7]")),
+        "{:#?}",
+        found.verdict.evidence
+    );
+    // Listening in nginx's namespace too: ok again.
+    let mut here = listener("127.0.0.1:8000", 200, "python3");
+    here.net_ns = Some(7);
+    world.listeners.push(here);
+    let r = evaluate(&p, &targets_of, &world);
+    assert_eq!(state(&r, "127.0.0.1:8000"), "ok");
+}
+
+#[test]
+fn other_proxies_get_their_own_status_and_words() {
+    let mut p = proxy(debian(), 50);
+    p.comm = "haproxy".into();
+    let mut world = host();
+    world.listeners.retain(|x| x.target != APP_SOCK);
+    world.paths[0] = walk("/run/app/app.sock", 0);
+    for pr in &mut world.processes {
+        if pr.pid == 50 || pr.pid == 51 {
+            pr.comm = "haproxy".into();
+        }
+    }
+    let targets_of = targets(&p.config, &world.resolved);
+    let r = evaluate(&p, &targets_of, &world);
+    let found = find(&r, "socket-missing", APP_SOCK);
+    assert_eq!(found.verdict.status, 503);
+    assert!(
+        !found.verdict.fix.contains("proxy_pass"),
+        "{}",
+        found.verdict.fix
+    );
+    assert!(
+        found.verdict.fix.contains("the backend's server line"),
+        "{}",
+        found.verdict.fix
+    );
 }

@@ -180,3 +180,40 @@ fn failures_outside_the_restart_window_keep_their_cause() {
     assert_eq!(vs[0].count, 1);
     assert_eq!(vs[1].count, 5);
 }
+
+/// A crash loop seen with no failed connect: reported alone only while some proxy may use the
+/// app; with every proxy's upstreams known and none of them its socket, it is nobody's 502.
+#[test]
+fn a_crash_loop_no_configuration_names_is_not_blamed_on_the_proxy() {
+    let config = |targets: &[&str], partial: bool| {
+        facts(
+            T0,
+            FactsUpdate {
+                proxy_configs: vec![crate::facts::ProxyConfig {
+                    pid: 100,
+                    kind: "nginx".into(),
+                    source: "nginx -T".into(),
+                    targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+                    partial,
+                }],
+                ..FactsUpdate::default()
+            },
+        )
+    };
+    let alone = || {
+        let mut es = crash_loop_stream();
+        es.retain(|e| !matches!(e.body, Body::ConnectFailed { .. }));
+        es
+    };
+    only(&run(&alone()), Cause::CrashOnBoot);
+    let mut es = alone();
+    es.insert(1, config(&["unix:/run/other.sock"], false));
+    assert_eq!(run(&es), Vec::new());
+    // Named by the configuration, or the configuration incomplete: still reported.
+    let mut es = alone();
+    es.insert(1, config(&["unix:/run/gunicorn.sock"], false));
+    only(&run(&es), Cause::CrashOnBoot);
+    let mut es = alone();
+    es.insert(1, config(&["unix:/run/other.sock"], true));
+    only(&run(&es), Cause::CrashOnBoot);
+}

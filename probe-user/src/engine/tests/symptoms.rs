@@ -106,3 +106,34 @@ fn configured_addresses_match_their_mapped_form() {
     let vs = run(&es);
     only(&vs, Cause::UpstreamNotListening);
 }
+
+/// A reload (SIGHUP) may add a site: until the configuration is read again, the one read before
+/// drops no symptom; once reread, it rules again.
+#[test]
+fn a_configuration_is_stale_after_a_reload_until_reread() {
+    let mut es = vec![nginx_facts(T0), config(T0, 100, &["127.0.0.1:8000"], false)];
+    failures(&mut es, T0 + S, 2, 101, "127.0.0.1:9999", 111);
+    assert_eq!(run(&es), Vec::new());
+    // SIGTERM to a worker is no reload; SIGHUP to the master is.
+    es.push(signal(T0 + 2 * S, 1, "systemd", 101, "nginx", 15, 0));
+    assert_eq!(run(&es), Vec::new());
+    es.push(signal(T0 + 2 * S, 1, "systemd", 100, "nginx", 1, 0));
+    failures(&mut es, T0 + 3 * S, 2, 101, "127.0.0.1:9999", 111);
+    let v = run(&es);
+    assert_eq!(
+        only(&v, Cause::UpstreamNotListening).target,
+        "127.0.0.1:9999"
+    );
+    // Reread with the new site: it counts because it is named now.
+    let mut named = es.clone();
+    named.push(config(
+        T0 + 4 * S,
+        100,
+        &["127.0.0.1:8000", "127.0.0.1:9999"],
+        false,
+    ));
+    only(&run(&named), Cause::UpstreamNotListening);
+    // Reread without it: dropped again (the connects were to no upstream after all).
+    es.push(config(T0 + 4 * S, 100, &["127.0.0.1:8000"], false));
+    assert_eq!(run(&es), Vec::new());
+}
