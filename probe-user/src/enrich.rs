@@ -521,6 +521,15 @@ impl<S: FactSource> Enricher<S> {
                     self.refresh_listeners(&mut up);
                 }
             }
+            Body::ConnEnd(c) => {
+                // The proxy, and the task that closed the other end (the app's worker): the
+                // engine checks that it serves the target before blaming it.
+                want.push(ev.pid);
+                want.extend(c.peer_pid);
+                if relevant {
+                    self.refresh_listeners(&mut up);
+                }
+            }
             Body::Loss { .. } | Body::Facts(_) => {}
         }
         for pid in want {
