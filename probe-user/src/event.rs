@@ -222,15 +222,19 @@ impl ConnEndInfo {
     pub fn reused(&self) -> bool {
         self.requests > 1
     }
+}
 
-    fn from_raw(raw: &RawEvent) -> Self {
+/// The body of a `conn_end` record (outside `ConnEndInfo`'s impl: serde derives stay away from
+/// the unsafe read).
+fn conn_end_of(raw: &RawEvent) -> ConnEndInfo {
+    {
         // SAFETY: `data` holds DATA_LEN bytes, more than ConnEnd (asserted in probe-common);
         // ConnEnd is plain integers, any bits are valid; the read copes with any alignment.
         let e: ConnEnd = unsafe { std::ptr::read_unaligned(raw.data.as_ptr().cast()) };
         let fin = e.flags & CONN_PEER_FIN != 0;
         let rst = e.flags & CONN_PEER_RST != 0;
         let task = e.flags & CONN_PEER_TASK != 0;
-        Self {
+        ConnEndInfo {
             target: format_target(raw.family, &raw.addr, raw.port, &[]),
             outcome: if raw.errno == 0 { "eof" } else { "reset" }.to_owned(),
             errno: raw.errno,
@@ -478,7 +482,7 @@ impl Decoder {
                     count: raw.aux[2].saturating_add(1),
                 }
             }
-            KIND_CONN_END => Body::ConnEnd(ConnEndInfo::from_raw(raw)),
+            KIND_CONN_END => Body::ConnEnd(conn_end_of(raw)),
             k => return Err(DecodeError::Kind(k)),
         };
         Ok(Event {

@@ -127,11 +127,11 @@ fn peer_name(v: &View<'_>, f: &Finding<'_>) -> String {
 /// One evidence line: the request, the close, what the proxy read.
 fn line(v: &View<'_>, f: &Finding<'_>) -> String {
     let i = &f.rec.info;
-    let mut s = format!("{} pid {} ", f.rec.comm, f.rec.pid);
+    let mut out = format!("{} pid {} ", f.rec.comm, f.rec.pid);
     match i.idle_ns() {
         Some(idle) => {
             let _ = write!(
-                s,
+                out,
                 "reused a keep-alive connection to {} (request {} on it) after {} idle",
                 i.target,
                 i.requests,
@@ -140,16 +140,16 @@ fn line(v: &View<'_>, f: &Finding<'_>) -> String {
         }
         None => {
             let _ = write!(
-                s,
+                out,
                 "sent its first request on a connection to {} ({} after connecting)",
                 i.target,
                 fmt_dur(i.last_send_ns.saturating_sub(i.established_ns))
             );
         }
     }
-    let _ = write!(s, " at {}; {}", fmt_ns(i.last_send_ns), peer_name(v, f));
+    let _ = write!(out, " at {}; {}", fmt_ns(i.last_send_ns), peer_name(v, f));
     if i.peer_exiting {
-        s.push_str(", exiting,");
+        out.push_str(", exiting,");
     }
     let how = match i.peer_close.as_str() {
         "rst" => " closed it with the request unread (RST)",
@@ -157,13 +157,13 @@ fn line(v: &View<'_>, f: &Finding<'_>) -> String {
         "fin" => " closed it (FIN)",
         _ => " ended it",
     };
-    s.push_str(how);
+    out.push_str(how);
     match i.close_after_send_ns() {
-        Some(d) if d >= 0 => {
-            let _ = write!(s, " {} after the request", fmt_dur(d.unsigned_abs()));
+        Some(delta) if delta >= 0 => {
+            let _ = write!(out, " {} after the request", fmt_dur(delta.unsigned_abs()));
         }
-        Some(d) => {
-            let _ = write!(s, " {} before the request", fmt_dur(d.unsigned_abs()));
+        Some(delta) => {
+            let _ = write!(out, " {} before the request", fmt_dur(delta.unsigned_abs()));
         }
         None => {}
     }
@@ -177,11 +177,11 @@ fn line(v: &View<'_>, f: &Finding<'_>) -> String {
         )
     };
     let _ = write!(
-        s,
+        out,
         "; {} {read} with no byte of the answer ({} bytes received on the connection)",
         f.rec.comm, i.bytes_received
     );
-    s
+    out
 }
 
 fn broken(v: &View<'_>, f: &Finding<'_>) -> BrokenConn {

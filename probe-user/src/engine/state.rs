@@ -246,6 +246,21 @@ impl State {
         push_capped(&mut self.netfilter_drops, rec, MAX_NETFILTER_DROPS);
     }
 
+    /// A `conn_end` event: the proxy, the task that closed the other end, the connection.
+    fn record_conn_end(&mut self, ev: &Event, info: &ConnEndInfo) {
+        self.touch(ev);
+        if let (Some(pid), Some(comm)) = (info.peer_pid, info.peer_comm.as_deref()) {
+            self.touch_pid(pid, comm, info.close_ns.unwrap_or(ev.mono_ns));
+        }
+        let rec = ConnEndRecord {
+            ns: ev.mono_ns,
+            pid: ev.pid,
+            comm: ev.comm.clone(),
+            info: info.clone(),
+        };
+        push_capped(&mut self.conn_ends, rec, MAX_CONN_ENDS);
+    }
+
     /// An `exec_failed` event.
     fn record_exec_failure(&mut self, ev: &Event, filename: &str, errno: i32) {
         self.touch(ev);
@@ -352,19 +367,7 @@ impl State {
                 filename, errno, ..
             } => self.record_exec_failure(ev, filename, *errno),
             Body::NetfilterDrop { target, count, .. } => self.record_drop(ev, target, *count),
-            Body::ConnEnd(info) => {
-                self.touch(ev);
-                if let (Some(pid), Some(comm)) = (info.peer_pid, info.peer_comm.as_deref()) {
-                    self.touch_pid(pid, comm, info.close_ns.unwrap_or(ns));
-                }
-                let rec = ConnEndRecord {
-                    ns,
-                    pid: ev.pid,
-                    comm: ev.comm.clone(),
-                    info: info.clone(),
-                };
-                push_capped(&mut self.conn_ends, rec, MAX_CONN_ENDS);
-            }
+            Body::ConnEnd(info) => self.record_conn_end(ev, info),
             Body::Loss { reason, count } => {
                 self.lost = self.lost.saturating_add(*count);
                 if !self.loss_reasons.contains(reason) && self.loss_reasons.len() < 8 {
