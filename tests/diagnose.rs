@@ -76,6 +76,8 @@ scenarios! {
     lab_netns_firewall_reject => "netns-firewall-reject",
     lab_netns_firewall_drop => "netns-firewall-drop",
     lab_restart_superseded => "restart-superseded",
+    lab_keepalive_race => "keepalive-race",
+    lab_keepalive_healthy => "keepalive-healthy",
 }
 
 /// `getent DB ID`'s name (the host's NSS: ground truth independent of gwtrace's reader).
