@@ -316,7 +316,7 @@ impl Stack {
                 upstreams,
                 "  upstream gwlab_app {{\n    server {server};\n    keepalive {n};\n  }}"
             );
-            pass = "http://gwlab_app".to_owned();
+            "http://gwlab_app".clone_into(&mut pass);
             extra.push_str(
                 "\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";",
             );
