@@ -123,7 +123,7 @@ pub const EXECS_MAX: u32 = 2048;
 /// Bound of the TCP owner map.
 pub const TCP_OWNER_MAX: u32 = 8192;
 /// Bound of the tracked-connection map (TCP connections processes opened, from ESTABLISHED to
-/// their end; an evicted connection is only not reported).
+/// their end; a connection that finds it full is not tracked, counted as `map_full`).
 pub const CONNS_MAX: u32 = 4096;
 /// Bound of the netfilter-drop fold map (distinct (process, target) keys kept).
 pub const NF_FOLD_MAX: u32 = 1024;

@@ -80,6 +80,12 @@ fn try_raw(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     if !interesting(old, new) {
         return Ok(());
     }
+    if old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT {
+        conns::on_state(sk, old, new, || {
+            sk_read::<i32>(sk, off!(sock_sk_err)).unwrap_or(0)
+        });
+        return Ok(());
+    }
     if sk_read::<u16>(sk, off!(sk_protocol))? != IPPROTO_TCP {
         return Ok(());
     }
@@ -148,12 +154,10 @@ fn on_transition(
     peer: impl FnOnce() -> Result<Peer, ProbeError>,
 ) -> Result<(), ProbeError> {
     if old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT {
-        let sk_err = if new == TCP_CLOSE {
+        // The classic program's way here (the raw one calls `conns` before the protocol read).
+        conns::on_state(skaddr, old, new, || {
             sk_read::<i32>(skaddr, off!(sock_sk_err)).unwrap_or(0)
-        } else {
-            0
-        };
-        conns::on_state(skaddr, old, new, sk_err);
+        });
         return Ok(());
     }
     if old == TCP_CLOSE {
