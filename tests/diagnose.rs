@@ -78,6 +78,7 @@ scenarios! {
     lab_restart_superseded => "restart-superseded",
     lab_keepalive_race => "keepalive-race",
     lab_keepalive_healthy => "keepalive-healthy",
+    lab_worker_recycling => "worker-recycling",
 }
 
 /// `getent DB ID`'s name (the host's NSS: ground truth independent of gwtrace's reader).

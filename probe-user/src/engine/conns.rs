@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use super::BrokenConn;
 use super::report::Part;
-use super::state::ConnEndRecord;
+use super::state::{ConnEndRecord, ExitRecord};
 use super::target::covers;
 use super::text::{fmt_dur, fmt_ns};
 use super::view::{ProxyKey, View, app_server_of};
@@ -17,6 +17,11 @@ use crate::catalog::Cause;
 
 /// A close this close to the proxy's request (either side) crossed it.
 pub(crate) const RACE_NS: u64 = 10_000_000;
+/// A connection idle this long before its reuse can have met a keep-alive timer (the shortest
+/// an app server takes is about a second; under load, reuse follows within milliseconds).
+pub(crate) const MIN_IDLE_NS: u64 = 100_000_000;
+/// An upstream that exits on its own this soon after closing was recycled.
+const RECYCLE_NS: u64 = 30_000_000_000;
 /// Evidence lines listing individual connections, per verdict.
 const MAX_LISTED: usize = 4;
 
@@ -76,35 +81,43 @@ fn classify<'a>(v: &View<'_>, rec: &'a ConnEndRecord) -> Option<Finding<'a>> {
     let peer = i
         .peer_pid
         .filter(|&p| p != rec.pid && serves(v, p, &i.target));
+    let exit = peer.and_then(|p| own_exit(v, p));
     if i.peer_exiting {
         // Its exit closed the socket: killed or crashed is a death verdict's; a worker that
         // exited with a status (recycled after --max-requests) closed it on its own.
-        let p = peer?;
-        let e = v.exit_of(p)?;
-        let killed =
-            v.st.signals
-                .iter()
-                .any(|s| s.target_pid == p && s.sender_pid != p && s.effective() && s.ns <= e.ns);
-        if e.signal.is_some() || killed {
-            return None;
-        }
+        exit?;
         return Some(Finding {
             cause: Cause::UpstreamClosedEarly,
             rec,
             peer,
         });
     }
+    let close = i.close_ns.unwrap_or(rec.ns);
+    // A worker that exits on its own soon after closing (gunicorn's gthread worker recycled
+    // after --max-requests closes its kept-alive connections, requests unread, then exits 0).
+    let recycled = exit.is_some_and(|e| e.ns >= close && e.ns - close <= RECYCLE_NS);
     let after = i.close_after_send_ns();
     let crossed = i.wrote_after_close || after.is_some_and(|d| d.unsigned_abs() <= RACE_NS);
     // The close found the request unread in its receive queue, so the kernel reset: the app
     // took the connection for idle.
     let unread = i.peer_close == "rst" && after.is_some_and(|d| d >= 0);
-    let cause = if i.reused() && (crossed || unread) {
+    let idle = i.idle_ns().is_some_and(|n| n >= MIN_IDLE_NS);
+    let cause = if i.reused() && idle && (crossed || unread) && !recycled {
         Cause::KeepaliveRace
     } else {
         Cause::UpstreamClosedEarly
     };
     Some(Finding { cause, rec, peer })
+}
+
+/// The exit of `pid` when it ended on its own (a status, no signal from another process).
+fn own_exit<'a>(v: &View<'a>, pid: u32) -> Option<&'a ExitRecord> {
+    let e = v.exit_of(pid)?;
+    let killed =
+        v.st.signals
+            .iter()
+            .any(|s| s.target_pid == pid && s.sender_pid != pid && s.effective() && s.ns <= e.ns);
+    (e.signal.is_none() && !killed).then_some(e)
 }
 
 /// Whether `pid` is (of the family of) the process that serves `target`: only then is the task
@@ -166,6 +179,16 @@ fn line(v: &View<'_>, f: &Finding<'_>) -> String {
             let _ = write!(out, " {} before the request", fmt_dur(delta.unsigned_abs()));
         }
         None => {}
+    }
+    if let Some(e) = f.peer.and_then(|p| own_exit(v, p))
+        && e.ns >= i.close_ns.unwrap_or(0)
+    {
+        let _ = write!(
+            out,
+            "; it exited with status {} {} later",
+            e.exit_code.unwrap_or(0),
+            fmt_dur(e.ns - i.close_ns.unwrap_or(e.ns))
+        );
     }
     let read = if i.outcome == "eof" {
         "read EOF (\"upstream prematurely closed connection\")".to_owned()

@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    http::{Response, http_get},
+    http::{Response, http_get, http_post},
     stack::{Stack, in_mount_namespace, wait_for, wait_unix_listed},
     support::free_port,
 };
@@ -335,6 +335,47 @@ fn posts(n: usize, gap_ms: u64) -> impl Fn(&Stack) -> Vec<Response> {
             })
             .collect()
     }
+}
+
+/// 8 clients, 15 POSTs each, back to back.
+fn concurrent_posts(s: &Stack) -> Vec<Response> {
+    let port = s.port;
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..15)
+                    .map(|_| Response {
+                        status: http_post(port, "/orders", Duration::from_secs(5)),
+                        at: Instant::now(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap_or_default())
+        .collect()
+}
+
+/// The recycling's verdict lists broken connections closed by gunicorn workers that exited.
+fn check_recycled(lines: &[serde_json::Value], upstream: &str) -> Result<(), String> {
+    let v = lines
+        .iter()
+        .rev()
+        .find(|v| v["cause"] == "upstream-closed-early")
+        .ok_or("no upstream-closed-early line")?;
+    let broken = v["broken_connections"]
+        .as_array()
+        .ok_or_else(|| format!("no broken_connections in {v}"))?;
+    let named = broken
+        .iter()
+        .filter(|b| b["target"] == upstream && b["upstream_comm"] == "gunicorn")
+        .count();
+    if named == 0 || !v.to_string().contains("--max-requests is 20") {
+        return Err(format!("the recycling gunicorn workers are not named: {v}"));
+    }
+    Ok(())
 }
 
 /// The keep-alive race's verdict lists its broken connections, each held by nginx's worker
@@ -941,6 +982,38 @@ pub fn scenarios() -> Vec<Scenario> {
                 out
             },
             check: None,
+        },
+        Scenario {
+            name: "worker-recycling",
+            expect: Some("upstream-closed-early"),
+            nginx_log: "recv() failed (104: Connection reset by peer) while reading response header from upstream",
+            status: 502,
+            about: "gunicorn gthread --max-requests 20 behind nginx upstream keepalive, 8 clients POSTing: each recycled worker closes connections nginx just wrote on",
+            secs: 8,
+            build: |s| {
+                let port = free_port()?;
+                s.upstream = format!("127.0.0.1:{port}");
+                s.upstream_keepalive = Some(8);
+                let bind = s.upstream.clone();
+                s.gunicorn(
+                    &bind,
+                    &[
+                        "-k",
+                        "gthread",
+                        "--threads",
+                        "4",
+                        "--keep-alive",
+                        "5",
+                        "--max-requests",
+                        "20",
+                    ],
+                    &[],
+                )?;
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: concurrent_posts,
+            check: Some(check_recycled),
         },
         Scenario {
             name: "restart-superseded",

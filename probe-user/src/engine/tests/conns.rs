@@ -284,3 +284,34 @@ fn connection_verdicts_validate_against_the_verdict_schema() {
     assert!(errors.is_empty(), "{errors:?} in {line:#}");
     assert_eq!(line["broken_connections"][0]["proxy_pid"], 101);
 }
+
+#[test]
+fn a_recycled_worker_closing_busy_kept_alive_connections_is_upstream_closed_early() {
+    // gunicorn gthread --max-requests under load: the worker stops after its last request,
+    // closes kept-alive connections nginx had just written on (RST, idle well under a
+    // millisecond), and exits 0 about 50 ms later.
+    let mut es = world("gunicorn -k gthread --keep-alive 5 --max-requests 20 app:app");
+    for k in 0..3 {
+        es.push(
+            Conn {
+                idle: MS / 10,
+                close_after: 20 * MS.cast_signed(),
+                ..Conn::race(T0 + 10 * S + k * MS)
+            }
+            .event(),
+        );
+    }
+    es.push(exit_code(T0 + 10 * S + 80 * MS, 201, "gunicorn", 0));
+    let vs = run(&es);
+    let v = only(&vs, Cause::UpstreamClosedEarly);
+    assert_eq!((v.count, v.broken_connections.len()), (3, 3));
+    assert!(has(v, "it exited with status 0"), "{v:#?}");
+    assert!(has(v, "gunicorn --max-requests is 20"), "{v:#?}");
+    // The same close after a real idle period, by a worker that then exits on its own, is
+    // the recycling too, not a keep-alive race.
+    let mut es = world("gunicorn --max-requests 20 app:app");
+    es.push(Conn::race(T0 + 10 * S).event());
+    es.push(exit_code(T0 + 10 * S + 150 * MS, 201, "gunicorn", 0));
+    let vs = run(&es);
+    only(&vs, Cause::UpstreamClosedEarly);
+}
