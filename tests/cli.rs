@@ -514,3 +514,85 @@ fn explain_streams_big_files_in_constant_memory() {
         std::fs::metadata(&path).map_or(0, |m| m.len() >> 20)
     );
 }
+
+/// The recording of a real socket-permission run: `gwtrace explain` prints its verdict.
+fn fixture() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/socket_permission.jsonl")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `gwtrace ARGS` with its stdout on a pseudo-terminal (util-linux `script`), `NO_COLOR` as
+/// given; what the terminal received.
+fn on_a_terminal(args: &[&str], no_color: Option<&str>) -> String {
+    let mut line = gwtrace_bin!().to_string_lossy().into_owned();
+    for a in args {
+        line.push_str(" '");
+        line.push_str(a);
+        line.push('\'');
+    }
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"])
+        .env_remove("NO_COLOR");
+    if let Some(v) = no_color {
+        cmd.env("NO_COLOR", v);
+    }
+    let out = cmd.output().expect("script(1) from util-linux");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("socket-permission"), "{text}");
+    text
+}
+
+/// Colour only where asked for: `--color never` and `NO_COLOR` (any non-empty value) leave no
+/// ESC byte in the output even on a terminal; `auto` colours a terminal, never a pipe;
+/// `always` colours a pipe too; JSON never has colour.
+#[test]
+fn color_follows_the_flag_no_color_and_the_terminal() {
+    let f = fixture();
+    let esc = |s: &[u8]| s.contains(&0x1b);
+    for args in [
+        &["explain", &f][..],
+        &["--color", "never", "explain", &f],
+        &["explain", &f, "--color", "auto"],
+        &["--color", "always", "explain", &f, "--json"],
+    ] {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(!esc(&out.stdout) && !esc(&out.stderr), "{args:?}: {out:?}");
+    }
+    let out = run(&["--color", "always", "explain", &f]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(esc(&out.stdout), "--color always into a pipe: {out:?}");
+
+    assert!(
+        on_a_terminal(&["explain", &f], None).contains('\x1b'),
+        "auto on a terminal colours"
+    );
+    assert!(
+        on_a_terminal(&["explain", &f], Some("")).contains('\x1b'),
+        "an empty NO_COLOR is no NO_COLOR"
+    );
+    for (args, no_color) in [
+        (&["explain", &f][..], Some("1")),
+        (&["explain", &f], Some("yes please")),
+        (&["--color", "never", "explain", &f], None),
+        (&["--color", "auto", "explain", &f, "--json"], None),
+    ] {
+        let text = on_a_terminal(args, no_color);
+        assert!(
+            !text.contains('\x1b'),
+            "{args:?} NO_COLOR={no_color:?}: {text:?}"
+        );
+    }
+    assert!(
+        on_a_terminal(&["--color", "always", "explain", &f], Some("1")).contains('\x1b'),
+        "--color always wins over NO_COLOR"
+    );
+    assert_clear_error(
+        &run(&["--color", "sometimes", "explain", &f]),
+        2,
+        "[possible values: auto, always, never]",
+    );
+}

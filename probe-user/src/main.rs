@@ -8,6 +8,10 @@ use clap::Parser as _;
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
+        // Through the live terminal view when one is up (its log lines go above it).
+        .target(env_logger::Target::Pipe(Box::new(
+            gwtrace::pipeline::sinks::terminal::log_writer(),
+        )))
         .init();
     let args = cli::Cli::parse();
     match cli::run(args) {

@@ -12,6 +12,10 @@ const PACKAGES: &[&str] = &[
     "nginx-light",
     "gunicorn",
     "python3-uvicorn",
+    // uwsgi for the lab's harakiri scenario: Debian's core binary and its python3 plugin
+    // (`uwsgi --plugin python3`), no compiler needed.
+    "uwsgi-core",
+    "uwsgi-plugin-python3",
     "wrk",
     "bpftrace",
     "bpftool",
@@ -19,7 +23,10 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     // Firewall rules in the lab's network namespaces (firewall-reject, netfilter drops).
     "nftables",
+    // util-linux's script(1) gives tests/cli.rs a pseudo-terminal (colour under --color auto).
     "util-linux",
+    // tests/terminal.rs runs gwtrace's live view in a real terminal (tmux capture-pane).
+    "tmux",
     "procps",
     "curl",
     // Scrapes `gwtrace serve` in the metrics test (and promtool lints the exposition).

@@ -76,6 +76,162 @@ impl<'a> AppCommand<'a> {
             .flatten()
             .map(|(v, _)| v)
     }
+
+    /// The seconds after which this app server's master kills a worker busy with one request,
+    /// as the command line sets it (or the server's default): gunicorn `--timeout`/`-t`
+    /// (default 30; 0 disables it), uwsgi `--harakiri`/`-t` (off unless set). None when the
+    /// command line does not say (php-fpm keeps `request_terminate_timeout` in its pool
+    /// configuration: [`php_fpm_terminate_timeout`]) or the server has no such deadline.
+    #[must_use]
+    pub fn kill_timeout(&self) -> Option<Sourced<u64>> {
+        self.kill_setting().value
+    }
+
+    /// The app server's own setting that kills a worker busy with one request too long, how
+    /// its master kills, and the setting's value when the command line gives it.
+    #[must_use]
+    pub fn kill_setting(&self) -> KillSetting {
+        let read = |short: Option<&str>, long: &str| {
+            self.option(short, long)
+                .and_then(|(v, from)| Some(sourced(v.parse::<u64>().ok()?, from)))
+                .filter(|s| s.value > 0)
+        };
+        let (name, value, how) = match self.server {
+            "gunicorn" => {
+                let value = match self.option(Some("-t"), "--timeout") {
+                    Some((v, from)) => v
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .map(|n| sourced(n, from)),
+                    None => Some(sourced(30, "gunicorn's default --timeout 30")),
+                };
+                (
+                    "--timeout",
+                    value,
+                    "SIGABRT, then SIGKILL if the worker lingers",
+                )
+            }
+            "uwsgi" => (
+                "--harakiri",
+                read(Some("-t"), "--harakiri"),
+                "SIGKILL (older releases send SIGUSR2, a status dump, a second before)",
+            ),
+            "php-fpm" => (
+                "request_terminate_timeout",
+                None,
+                "SIGTERM, then SIGKILL if the child lingers",
+            ),
+            _ => ("", None, ""),
+        };
+        KillSetting {
+            server: self.server,
+            name,
+            value,
+            how,
+        }
+    }
+}
+
+/// An app server's setting that makes its master kill a worker busy with one request
+/// ([`AppCommand::kill_setting`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KillSetting {
+    /// `gunicorn`, `uwsgi`, `php-fpm`, `uvicorn`, ...
+    pub server: &'static str,
+    /// The setting's name as the server spells it (`--timeout`, `--harakiri`,
+    /// `request_terminate_timeout`); empty when the server has none (uvicorn never kills a
+    /// busy worker).
+    pub name: &'static str,
+    /// Its value in seconds and where it was read, when the command line (or the server's
+    /// default) gives it.
+    pub value: Option<Sourced<u64>>,
+    /// How the master kills (`SIGABRT, then SIGKILL ...`).
+    pub how: &'static str,
+}
+
+/// php-fpm's `request_terminate_timeout` from a pool configuration (`pool.d/www.conf`):
+/// seconds, or with the unit suffix php-fpm accepts (`s`, `m`, `h`, `d`); 0 or absent means
+/// off. The last assignment wins, as php-fpm reads the file top to bottom.
+#[must_use]
+pub fn php_fpm_terminate_timeout(path: &str, text: &str) -> Option<Sourced<u64>> {
+    let mut found = None;
+    for (k, v, line) in assignments(text) {
+        if k != "request_terminate_timeout" {
+            continue;
+        }
+        let v = v.trim();
+        let (num, mult) = match v.char_indices().last() {
+            Some((i, 's')) => (&v[..i], 1),
+            Some((i, 'm')) => (&v[..i], 60),
+            Some((i, 'h')) => (&v[..i], 3600),
+            Some((i, 'd')) => (&v[..i], 86_400),
+            _ => (v, 1),
+        };
+        found = num
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|n| n * mult)
+            .filter(|&n| n > 0)
+            .map(|n| {
+                sourced(
+                    n,
+                    format!("request_terminate_timeout = {v} ({path}:{line})"),
+                )
+            });
+    }
+    found
+}
+
+/// php-fpm's settings from its pool configurations (`(path, text)` of each file read): the
+/// shortest `request_terminate_timeout` of its pools is the deadline a request meets first.
+#[must_use]
+pub fn php_fpm_settings(cmdline: &str, files: &[(&str, &str)]) -> Option<AppSettings> {
+    let (server, _) = server_args(cmdline)?;
+    if server != "php-fpm" {
+        return None;
+    }
+    let kill_timeout = files
+        .iter()
+        .filter_map(|(path, text)| php_fpm_terminate_timeout(path, text))
+        .min_by_key(|t| t.value);
+    Some(AppSettings {
+        server,
+        kill_timeout,
+        workers: None,
+        backlog: None,
+        worker_class: None,
+        flags_hidden: false,
+    })
+}
+
+/// The files a php-fpm configuration includes (`include=/etc/php/8.2/fpm/pool.d/*.conf`), as
+/// written: a `*` in the file name is for the caller to expand.
+#[must_use]
+pub fn php_fpm_includes(text: &str) -> Vec<String> {
+    assignments(text)
+        .into_iter()
+        .filter(|(k, _, _)| k == "include")
+        .map(|(_, v, _)| v)
+        .collect()
+}
+
+/// php-fpm's main configuration file from its master's command line or process title
+/// (`php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)`, `php-fpm8.2 -y FILE`,
+/// `--fpm-config FILE`).
+#[must_use]
+pub fn php_fpm_config_arg(cmdline: &str) -> Option<String> {
+    let c = AppCommand::parse(cmdline)?;
+    if c.server != "php-fpm" {
+        return None;
+    }
+    if let Some((v, _)) = c.option(Some("-y"), "--fpm-config") {
+        return Some(v.to_owned());
+    }
+    let (_, rest) = cmdline.split_once('(')?;
+    let path = rest.split(')').next()?.trim();
+    path.starts_with('/').then(|| path.to_owned())
 }
 
 /// The server and its arguments, for the settings readers below.
@@ -378,6 +534,95 @@ mod tests {
                 .flags_hidden
         );
         assert_eq!(gunicorn_settings("nginx: worker process", None, None), None);
+    }
+
+    #[test]
+    fn kill_settings_per_server() {
+        let gun = AppCommand::parse("gunicorn -w 2 app:app")
+            .unwrap()
+            .kill_setting();
+        assert_eq!(
+            (gun.name, gun.value.map(|v| v.value)),
+            ("--timeout", Some(30))
+        );
+        let last = AppCommand::parse("/venv/bin/gunicorn -t 5 --timeout=9 app:app").unwrap();
+        assert_eq!(
+            last.kill_timeout(),
+            Some(Sourced {
+                value: 9,
+                from: "--timeout=9".into()
+            })
+        );
+        assert_eq!(
+            AppCommand::parse("gunicorn --timeout 0 app:app")
+                .unwrap()
+                .kill_timeout(),
+            None,
+            "0 turns gunicorn's timeout off"
+        );
+        let uw = AppCommand::parse("uwsgi --plugin python3 --socket /run/u.sock --harakiri 2")
+            .unwrap()
+            .kill_setting();
+        assert_eq!(uw.name, "--harakiri");
+        assert!(uw.how.contains("SIGUSR2"), "{uw:?}");
+        assert_eq!(uw.value.unwrap().from, "--harakiri 2");
+        assert_eq!(
+            AppCommand::parse("uwsgi --ini app.ini")
+                .unwrap()
+                .kill_timeout(),
+            None
+        );
+        let fpm = AppCommand::parse("php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)")
+            .unwrap()
+            .kill_setting();
+        assert_eq!((fpm.name, fpm.value), ("request_terminate_timeout", None));
+        let uv = AppCommand::parse("uvicorn --uds /run/a.sock asgi:app")
+            .unwrap()
+            .kill_setting();
+        assert_eq!(
+            (uv.name, uv.value),
+            ("", None),
+            "uvicorn never kills a busy worker"
+        );
+        assert_eq!(
+            php_fpm_config_arg("php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)")
+                .as_deref(),
+            Some("/etc/php/8.2/fpm/php-fpm.conf")
+        );
+        assert_eq!(
+            php_fpm_config_arg("php-fpm8.2 --nodaemonize -y /etc/fpm.conf").as_deref(),
+            Some("/etc/fpm.conf")
+        );
+        let main =
+            "[global]\npid = /run/php/php8.2-fpm.pid\ninclude=/etc/php/8.2/fpm/pool.d/*.conf\n";
+        assert_eq!(php_fpm_includes(main), ["/etc/php/8.2/fpm/pool.d/*.conf"]);
+        let s = php_fpm_settings(
+            "php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)",
+            &[
+                (
+                    "/etc/php/8.2/fpm/pool.d/a.conf",
+                    "request_terminate_timeout = 60\n",
+                ),
+                (
+                    "/etc/php/8.2/fpm/pool.d/b.conf",
+                    "request_terminate_timeout = 20s\n",
+                ),
+                ("/etc/php/8.2/fpm/php-fpm.conf", main),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.kill_timeout.map(|t| t.value), Some(20));
+        let pool = "[www]\nuser = www-data\n;request_terminate_timeout = 5\nrequest_terminate_timeout = 2m\n";
+        let pool_t = php_fpm_terminate_timeout("/etc/php/8.2/fpm/pool.d/www.conf", pool).unwrap();
+        assert_eq!(pool_t.value, 120);
+        assert_eq!(
+            pool_t.from,
+            "request_terminate_timeout = 2m (/etc/php/8.2/fpm/pool.d/www.conf:4)"
+        );
+        assert_eq!(
+            php_fpm_terminate_timeout("x", "request_terminate_timeout = 0\n"),
+            None
+        );
     }
 
     #[test]

@@ -192,7 +192,8 @@ impl Cause {
 
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.id())
+        // `pad`, not `write_str`: the summary table's `{:<24}` column lines up.
+        f.pad(self.id())
     }
 }
 

@@ -9,8 +9,9 @@ mod names;
 mod system;
 
 pub use appcmd::{
-    AppCommand, AppSettings, Sourced, gunicorn_config_arg, gunicorn_settings, uvicorn_settings,
-    uwsgi_ini_arg, uwsgi_settings,
+    AppCommand, AppSettings, KillSetting, Sourced, gunicorn_config_arg, gunicorn_settings,
+    php_fpm_config_arg, php_fpm_includes, php_fpm_settings, php_fpm_terminate_timeout,
+    uvicorn_settings, uwsgi_ini_arg, uwsgi_settings,
 };
 pub use cause::{Cause, UnknownCause};
 pub use names::{

@@ -560,6 +560,10 @@ fn timeout_mismatch(
     let safe = kill.value.saturating_sub(5).max(kill.value / 2).max(1);
     let raise = match server {
         "uwsgi" => format!("--harakiri {}", longest.read_timeout.value / 1000 + 5),
+        "php-fpm" => format!(
+            "request_terminate_timeout = {} in the pool",
+            longest.read_timeout.value / 1000 + 5
+        ),
         _ => format!("--timeout {}", longest.read_timeout.value / 1000 + 5),
     };
     let place = longest.read_timeout.loc.as_ref().map_or_else(

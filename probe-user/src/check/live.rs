@@ -18,7 +18,8 @@ use super::nginx::{self, ConfFile, Dump, MasterArgs};
 use super::{ProxyReport, Report};
 use crate::catalog::{
     AppSettings, PROXY_NAMES, app_server_in_cmdline, gunicorn_config_arg, gunicorn_settings,
-    uvicorn_settings, uwsgi_ini_arg, uwsgi_settings,
+    php_fpm_config_arg, php_fpm_includes, php_fpm_settings, uvicorn_settings, uwsgi_ini_arg,
+    uwsgi_settings,
 };
 use crate::engine::{Target, covers, parse_target};
 use crate::enrich::owners::{self, Budget, is_app_server};
@@ -734,8 +735,71 @@ fn app_settings(p: &ProcInfo, notes: &mut Vec<String>) -> Option<AppSettings> {
             )
         }
         "uvicorn" => uvicorn_settings(&p.cmdline),
+        "php-fpm" => {
+            let files = php_fpm_files(p, notes);
+            let files: Vec<(&str, &str)> = files
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect();
+            php_fpm_settings(&p.cmdline, &files)
+        }
         _ => None,
     }
+}
+
+/// php-fpm's configuration files as the master sees them (through `/proc/PID/root`): the main
+/// one its process title names and the pool files it includes (`pool.d/*.conf`), as
+/// `(path, text)`.
+fn php_fpm_files(p: &ProcInfo, notes: &mut Vec<String>) -> Vec<(String, String)> {
+    let root = format!("/proc/{}/root", p.pid);
+    let read = |path: &str| std::fs::read_to_string(format!("{root}{path}"));
+    let Some(main) = php_fpm_config_arg(&p.cmdline) else {
+        notes.push(format!(
+            "php-fpm pid {}: its configuration file is not on its command line: request_terminate_timeout unknown",
+            p.pid
+        ));
+        return Vec::new();
+    };
+    let text = match read(&main) {
+        Ok(t) => t,
+        Err(e) => {
+            notes.push(format!("php-fpm pid {}: cannot read {main}: {e}", p.pid));
+            return Vec::new();
+        }
+    };
+    let mut files = Vec::new();
+    for inc in php_fpm_includes(&text) {
+        let inc = if inc.starts_with('/') {
+            inc
+        } else {
+            let dir = Path::new(&main).parent().unwrap_or(Path::new("/"));
+            dir.join(&inc).display().to_string()
+        };
+        let (dir, name) = inc.rsplit_once('/').unwrap_or(("", inc.as_str()));
+        let Some((prefix, suffix)) = name.split_once('*') else {
+            if let Ok(t) = read(&inc) {
+                files.push((inc.clone(), t));
+            }
+            continue;
+        };
+        let mut names: Vec<String> = std::fs::read_dir(format!("{root}{dir}"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(prefix) && n.ends_with(suffix))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        for n in names {
+            let path = format!("{dir}/{n}");
+            if let Ok(t) = read(&path) {
+                files.push((path, t));
+            }
+        }
+    }
+    files.push((main, text));
+    files
 }
 
 /// The systemd unit of an app and the directories it creates at start.
@@ -1085,6 +1149,42 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// php-fpm's pools read as its master sees them (`/proc/PID/root`, here this test's own
+    /// root): the shortest `request_terminate_timeout` of the included pools.
+    #[test]
+    fn php_fpm_request_terminate_timeout_from_its_pools() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("pool.d")).unwrap();
+        let main = d.join("php-fpm.conf");
+        std::fs::write(&main, "[global]\ninclude=pool.d/*.conf\n").unwrap();
+        std::fs::write(
+            d.join("pool.d/www.conf"),
+            "[www]\nrequest_terminate_timeout = 30s\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("pool.d/api.conf"),
+            "[api]\nrequest_terminate_timeout = 1m\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("pool.d/notes.txt"),
+            "request_terminate_timeout = 1\n",
+        )
+        .unwrap();
+        let p = ProcInfo {
+            pid: std::process::id(),
+            cmdline: format!("php-fpm: master process ({})", main.display()),
+            ..ProcInfo::default()
+        };
+        let mut notes = Vec::new();
+        let s = app_settings(&p, &mut notes).expect("php-fpm settings");
+        let t = s.kill_timeout.expect("a terminate timeout");
+        assert_eq!(t.value, 30, "{t:?} {notes:?}");
+        assert!(t.from.contains("pool.d/www.conf:2"), "{}", t.from);
+    }
 
     #[test]
     fn reads_a_configuration_from_disk_in_nginx_t_order() {

@@ -4,7 +4,7 @@
 use std::{fmt::Write as _, io::Write as _, path::PathBuf, process::ExitCode};
 
 use gwtrace::check::{self, Report, Severity};
-use gwtrace::pipeline::sinks::verdicts::{self, use_color};
+use gwtrace::pipeline::sinks::verdicts::{self, ColorMode};
 
 use super::{EXIT_FAILURE, UsageError};
 
@@ -28,13 +28,13 @@ pub struct CheckArgs {
 
 /// Runs the check; exit 0 when every target is healthy, 1 when one fails (or, with
 /// `--strict`, anything is flagged).
-pub fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
+pub fn check(a: &CheckArgs, color: ColorMode) -> anyhow::Result<ExitCode> {
     let report = check::run(&check::Options {
         proxies: a.proxy.clone(),
         config: a.config.clone(),
     })
     .map_err(|e| UsageError::Usage(e.to_string()))?;
-    let color = !a.json && use_color(&std::io::stdout());
+    let color = !a.json && color.for_stream(&std::io::stdout());
     let mut out = std::io::stdout().lock();
     if a.json {
         for f in report.findings() {

@@ -7,13 +7,13 @@ use gwtrace::{
     pipeline::{
         Pipeline, PipelineError, SourceError,
         replay::Replay,
-        sinks::{VerdictSink, verdicts::use_color},
+        sinks::{VerdictSink, verdicts::ColorMode},
     },
 };
 
 use super::{ExplainArgs, UsageError, session::default_proxy_names};
 
-pub fn explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
+pub fn explain(a: &ExplainArgs, color: ColorMode) -> anyhow::Result<ExitCode> {
     let mut source = Replay::open(&a.file).map_err(|e| UsageError::Usage(e.to_string()))?;
     let mut names = default_proxy_names();
     names.extend(a.proxy.iter().cloned());
@@ -22,7 +22,7 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
         proxy_pids: Vec::new(),
     });
     let stdout = std::io::stdout();
-    let color = !a.json && use_color(&stdout);
+    let color = !a.json && color.for_stream(&stdout);
     // The verdicts at the recording's end, then (human form) the table.
     let mut printer =
         VerdictSink::new(stdout, std::io::stderr(), a.json, color).with_summary(!a.json);

@@ -10,7 +10,10 @@ mod watch;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use gwtrace::capture::{CaptureError, Hooks};
+use gwtrace::{
+    capture::{CaptureError, Hooks},
+    pipeline::sinks::verdicts::ColorMode,
+};
 
 /// Exit codes (documented in README.md).
 pub const EXIT_FAILURE: u8 = 1;
@@ -37,6 +40,36 @@ pub struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     watch: WatchArgs,
+    /// Colour in human output (never in JSON): auto = on a terminal unless `NO_COLOR` is set.
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
+    color: ColorArg,
+}
+
+/// `--color`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ColorArg {
+    /// On a terminal, unless the `NO_COLOR` environment variable is set (<https://no-color.org>).
+    Auto,
+    /// Always, even into a pipe or a file.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl From<ColorArg> for ColorMode {
+    fn from(c: ColorArg) -> Self {
+        match c {
+            ColorArg::Auto => ColorMode::Auto,
+            ColorArg::Always => ColorMode::Always,
+            ColorArg::Never => ColorMode::Never,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,14 +175,15 @@ struct ExplainArgs {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let color = ColorMode::from(cli.color);
     match cli.command {
         Some(Command::Record(a)) => record::record(&a),
-        Some(Command::Explain(a)) => explain::explain(&a),
-        Some(Command::Serve(a)) => serve::serve(&a),
+        Some(Command::Explain(a)) => explain::explain(&a, color),
+        Some(Command::Serve(a)) => serve::serve(&a, color),
         Some(Command::Completions(a)) => generate::completions(&a),
         Some(Command::Man(a)) => generate::man(&a),
-        Some(Command::Check(a)) => check::check(&a),
-        None => watch::watch(&cli.watch),
+        Some(Command::Check(a)) => check::check(&a, color),
+        None => watch::watch(&cli.watch, color),
     }
 }
 

@@ -15,7 +15,7 @@ use gwtrace::{
     metrics::{CONTENT_TYPE, Exporter, Metrics, MetricsConfig},
     pipeline::{
         Pipeline, Sink,
-        sinks::{MetricsSink, RecordSink, VerdictSink, WallClock, verdicts::use_color},
+        sinks::{MetricsSink, RecordSink, VerdictSink, WallClock, verdicts::ColorMode},
     },
 };
 
@@ -130,7 +130,7 @@ impl Drop for HttpServer {
 }
 
 /// Runs the daemon.
-pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
+pub fn serve(a: &ServeArgs, color: ColorMode) -> anyhow::Result<ExitCode> {
     // Bind first: a taken port fails in a line, before any program is loaded.
     let listener = bind(a.metrics)?;
     let w = &a.watch;
@@ -159,7 +159,7 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
     }));
     let http = HttpServer::start(listener, metrics.metrics().exporter())?;
     let stdout = std::io::stdout();
-    let color = !w.json && use_color(&stdout);
+    let color = !w.json && color.for_stream(&stdout);
     // Wall-clock times: the offset to the events' monotonic clock, measured once now.
     let mut printer = VerdictSink::new(stdout, std::io::stderr(), w.json, color)
         .with_wall_clock(WallClock::live(Clock::now()));

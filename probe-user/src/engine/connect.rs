@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use super::deaths;
 use super::lifecycle::{
     CrashLoop, app_exec_failure, crash_part, find_restart, loop_for, restart_part,
 };
@@ -240,10 +241,23 @@ fn outage(v: &View<'_>, loops: &[CrashLoop<'_>], a: &Agg, base: Base) -> Vec<Par
         let (lo, hi) = r.window();
         let (n, first, last) = a.split(lo, hi);
         if n > 0 {
-            let mut p = restart_part(v, &r, a.proxy.clone(), &a.target, (n, first, last));
             let mut during = a.clone();
             (during.count, during.first_ns, during.last_ns) = (n, first, last);
-            p.evidence.insert(0, symptom_line(&during));
+            // A crashed, OOM-killed or master-killed app that its supervisor restarted: the
+            // refusals are that death's consequence, counted in its verdict.
+            let p = deaths::consequence(
+                v,
+                &r,
+                a.proxy.clone(),
+                &a.target,
+                symptom_line(&during),
+                (n, first, last),
+            )
+            .unwrap_or_else(|| {
+                let mut p = restart_part(v, &r, a.proxy.clone(), &a.target, (n, first, last));
+                p.evidence.insert(0, symptom_line(&during));
+                p
+            });
             parts.push(p);
             rest.count -= n.min(rest.count);
             rest.recent.retain(|t| !(lo..=hi).contains(t));

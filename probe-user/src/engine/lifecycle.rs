@@ -125,8 +125,9 @@ fn normalize_bind(raw: &str) -> Option<String> {
 /// puma, waitress flags), with each server's default when it names none, and whether the
 /// command line named them (false: the server's default). A config file (`-c`) may bind
 /// elsewhere, so no default is assumed then.
-fn parse_binds(cmdline: &str) -> (Vec<String>, bool) {
-    const BIND_FLAGS: [&str; 11] = [
+pub(crate) fn parse_binds(cmdline: &str) -> (Vec<String>, bool) {
+    const BIND_FLAGS: [&str; 12] = [
+        "--shared-socket",
         "--bind",
         "-b",
         "--listen",
@@ -849,6 +850,10 @@ mod tests {
             ["unix:/run/uwsgi.sock"]
         );
         assert_eq!(bind_targets("uwsgi --http :8080"), ["0.0.0.0:8080"]);
+        assert_eq!(
+            bind_targets("uwsgi --shared-socket /run/u.sock --http-socket =0"),
+            ["unix:/run/u.sock"]
+        );
         assert_eq!(
             bind_targets("puma -b unix:///run/puma.sock"),
             ["unix:/run/puma.sock"]

@@ -128,13 +128,17 @@ impl Engine {
         out
     }
 
-    /// For each pid, whether the engine counts that process as an upstream (it or an ancestor
-    /// runs a known app server, or its family serves a target a proxy connects to; never a
-    /// proxy): `gwtrace serve` counts upstream worker deaths with it.
+    /// For each pid, whether the engine counts that process as a proxy's upstream, by the rule
+    /// its worker-death verdicts use (its family held a listener, or its command line binds a
+    /// target, that a proxy's configuration names or that a proxy failed to connect to; never a
+    /// proxy): `gwtrace serve` counts upstream worker deaths with it, so another app server's
+    /// deaths on the host are not counted.
     #[must_use]
     pub fn upstreams(&self, pids: &[u32]) -> Vec<bool> {
         let v = view::View::new(&self.state, &self.cfg);
-        pids.iter().map(|&pid| v.is_upstream(pid)).collect()
+        pids.iter()
+            .map(|&pid| deaths::upstream_of_a_proxy(&v, pid))
+            .collect()
     }
 }
 

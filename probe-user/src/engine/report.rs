@@ -31,6 +31,9 @@ pub(crate) struct Part {
     pub upstream_pid: Option<u32>,
     /// The broken connections behind it (connection verdicts).
     pub broken: Vec<BrokenConn>,
+    /// Failed connects that are the consequence of this pid's death (refused while a
+    /// supervisor restarted it): folded into that death's part, never a verdict of their own.
+    pub consequence_of: Option<u32>,
 }
 
 impl Part {
@@ -50,6 +53,7 @@ impl Part {
             crash_family: None,
             upstream_pid: None,
             broken: Vec::new(),
+            consequence_of: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use super::{
     END_OF_INPUT, Pipeline, PipelineError, Sink, SourceError, Stop,
     replay::{Replay, ReplayError},
-    sinks::{MetricsSink, RecordSink, VerdictSink, WallClock, verdicts},
+    sinks::{MetricsSink, RecordSink, TerminalSink, VerdictSink, WallClock, verdicts},
 };
 use crate::{
     engine::{Engine, EngineConfig, Life, Verdict, VerdictState, render_human},
@@ -549,4 +549,65 @@ fn the_stream_and_metrics_follow_the_verdict_lifecycle() {
     assert_eq!(at(1015).1.as_deref(), Some("0"), "{gauges:?}");
     assert_eq!(at(1015).2.as_deref(), Some("1"), "{gauges:?}");
     assert_eq!(at(1020).2.as_deref(), Some("0"), "{gauges:?}");
+}
+
+/// The terminal view over a restart (a verdict superseded mid-run) ends with what the plain log
+/// told: every verdict that stood (the superseded one with its `~` line), the same table.
+#[test]
+fn the_terminal_view_loses_nothing_of_the_plain_log() {
+    const S: u64 = 1_000_000_000;
+    let evs = restart_events();
+    let mut e = engine();
+    let boot = i128::from(1_795_564_800_u64) * i128::from(S);
+    let wall = || WallClock::with_zone(boot, jiff::tz::TimeZone::UTC, true);
+    let mut plain = VerdictSink::new(Vec::new(), Vec::new(), false, false).with_wall_clock(wall());
+    let printer = VerdictSink::new(Vec::new(), Vec::new(), false, false).with_wall_clock(wall());
+    let mut view = TerminalSink::new(printer, crate::catalog::default_proxy_names(), false, false)
+        .with_size(200, 50);
+    let mut rest = evs.as_slice();
+    for now in (1001..=1020).map(|s| s * S) {
+        let n = rest.iter().take_while(|x| x.mono_ns <= now).count();
+        let (batch, later) = rest.split_at(n);
+        rest = later;
+        for ev in batch {
+            e.feed(ev);
+            plain.event(ev).unwrap();
+            view.event(ev).unwrap();
+        }
+        let a = e.advance(now);
+        let tick = super::Tick {
+            now_ns: now,
+            verdicts: &a.verdicts,
+            superseded: &a.superseded,
+            engine: Some(&e),
+            counters: None,
+        };
+        plain.tick(&tick).unwrap();
+        view.tick(&tick).unwrap();
+    }
+    let stats = super::Stats::default();
+    plain.finish(&stats).unwrap();
+    view.finish(&stats).unwrap();
+    let plain = String::from_utf8(plain.into_inner().0).unwrap();
+    let out = String::from_utf8(view.out().clone()).unwrap();
+    let (drawn, end) = out.rsplit_once("\x1b[J").unwrap();
+    assert!(drawn.contains("gwtrace live: "), "{drawn}");
+    assert!(
+        !end.contains("gwtrace live: ") && !end.contains('\x1b'),
+        "{end}"
+    );
+    // Each verdict by its head (status, cause, proxy, target), the superseded lines, the table.
+    let heads = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter(|l| l.starts_with("50") || l.starts_with("  ~ "))
+            .map(|l| l.split(": ").next().unwrap().to_owned())
+            .collect()
+    };
+    assert!(
+        plain.contains("  ~ upstream-not-listening"),
+        "the fixture supersedes: {plain}"
+    );
+    assert_eq!(heads(end), heads(&plain), "{end}\n---\n{plain}");
+    let table = |t: &str| t[t.find("CAUSE ").unwrap()..].to_owned();
+    assert_eq!(table(end), table(&plain));
 }

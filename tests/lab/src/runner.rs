@@ -25,6 +25,40 @@ pub fn start_gwtrace(
     secs: u64,
     json: bool,
 ) -> anyhow::Result<(Child, Lines)> {
+    let g = start(bin, stack, secs, json, true)?;
+    Ok((g.child, g.stdout))
+}
+
+/// A running gwtrace and the threads reading its outputs.
+struct Started {
+    child: Child,
+    stdout: Lines,
+    /// Its stderr lines (kept when not echoed).
+    stderr: Lines,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Started {
+    /// Waits for gwtrace to end and for every line it wrote: (stdout, stderr).
+    fn wait(mut self) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let st = self.child.wait()?;
+        for r in self.readers {
+            let _ = r.join();
+        }
+        anyhow::ensure!(st.success(), "gwtrace ended with {st}");
+        let take = |l: &Lines| {
+            l.lock()
+                .map(|l| l.iter().map(|(_, s)| s.clone()).collect())
+                .unwrap_or_default()
+        };
+        Ok((take(&self.stdout), take(&self.stderr)))
+    }
+}
+
+/// Starts gwtrace against `stack` and waits for its ready line. Its stderr goes to the stack's
+/// `gwtrace.stderr` and is either echoed as it comes (`echo`: the lab) or kept, to be printed
+/// in its place (the demo).
+fn start(bin: &Path, stack: &Stack, secs: u64, json: bool, echo: bool) -> anyhow::Result<Started> {
     let mut cmd = Command::new(bin);
     cmd.args(["--duration", &secs.to_string()]);
     if json {
@@ -48,7 +82,7 @@ pub fn start_gwtrace(
     let lines: Lines = Arc::default();
     let out = child.stdout.take().context("gwtrace stdout")?;
     let l2 = Arc::clone(&lines);
-    std::thread::spawn(move || {
+    let out_reader = std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             if let Ok(mut l) = l2.lock() {
                 l.push((Instant::now(), line));
@@ -58,7 +92,9 @@ pub fn start_gwtrace(
     let err = child.stderr.take().context("gwtrace stderr")?;
     let (tx, rx) = std::sync::mpsc::channel();
     let log = stack.path("gwtrace.stderr");
-    std::thread::spawn(move || {
+    let kept: Lines = Arc::default();
+    let k2 = Arc::clone(&kept);
+    let err_reader = std::thread::spawn(move || {
         let mut f = std::fs::File::create(log).ok();
         for line in BufReader::new(err).lines().map_while(Result::ok) {
             if line.contains("tracing") {
@@ -67,12 +103,21 @@ pub fn start_gwtrace(
             if let Some(f) = f.as_mut() {
                 let _ = writeln!(f, "{line}");
             }
-            eprintln!("    [gwtrace] {line}");
+            if echo {
+                eprintln!("    [gwtrace] {line}");
+            } else if let Ok(mut k) = k2.lock() {
+                k.push((Instant::now(), line));
+            }
         }
     });
     rx.recv_timeout(Duration::from_secs(20))
         .context("gwtrace did not become ready")?;
-    Ok((child, lines))
+    Ok(Started {
+        child,
+        stdout: lines,
+        stderr: kept,
+        readers: vec![out_reader, err_reader],
+    })
 }
 
 /// Runs one scenario end to end and scores it.
@@ -189,12 +234,17 @@ pub fn demo(bin: &Path, name: &str) -> anyhow::Result<()> {
         "demo: nginx on 127.0.0.1:{} proxies to {}",
         stack.port, stack.upstream
     );
-    let (mut gw, lines) = start_gwtrace(bin, &stack, sc.secs, false)?;
+    // gwtrace's output is kept and printed after the client's, in order: one clean screen.
+    let gw = start(bin, &stack, sc.secs, false, false)?;
+    println!(
+        "demo: gwtrace is tracing for {} s while a client sends requests ...",
+        sc.secs
+    );
     if let Some(f) = sc.fault {
         f(&mut stack)?;
     }
     let responses = (sc.drive)(&stack);
-    gw.wait()?;
+    let (diagnosis, log) = gw.wait()?;
     println!("\n=== what the client saw ===");
     for r in &responses {
         println!(
@@ -207,8 +257,12 @@ pub fn demo(bin: &Path, name: &str) -> anyhow::Result<()> {
     for l in stack.nginx_errors().iter().take(3) {
         println!("{l}");
     }
-    println!("\n=== gwtrace ===");
-    for (_, l) in lines.lock().map(|l| l.clone()).unwrap_or_default() {
+    println!("\n=== gwtrace's log (stderr) ===");
+    for l in &log {
+        println!("{l}");
+    }
+    println!("\n=== gwtrace's diagnosis (stdout) ===");
+    for l in &diagnosis {
         println!("{l}");
     }
     Ok(())

@@ -116,6 +116,122 @@ fn healthy_with_noise(s: &Stack) -> Vec<Response> {
     r
 }
 
+/// One request that crashes the app, then steady requests (every 100 ms for 5 s) while its
+/// supervisor loop starts it again.
+fn crash_then_steady(s: &Stack) -> Vec<Response> {
+    let mut out = vec![s.get("/crash", Duration::from_secs(10))];
+    out.extend(sequential("/", 50, 100, Duration::from_secs(5))(s));
+    out
+}
+
+/// One request that exhausts the app's memory cgroup, then steady requests while its
+/// supervisor loop starts it again.
+fn oom_then_steady(s: &Stack) -> Vec<Response> {
+    let mut out = vec![s.get("/oom", Duration::from_secs(20))];
+    out.extend(sequential("/", 50, 100, Duration::from_secs(5))(s));
+    out
+}
+
+/// The oom-supervised verdict: the OOM kill, with the refused connects counted in it.
+fn check_oom_supervised(lines: &[serde_json::Value], _upstream: &str) -> Result<(), String> {
+    let v = final_of(lines, "worker-oom-killed")?;
+    let count = v
+        .get("count")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let summary = v.get("summary").and_then(|s| s.as_str()).unwrap_or("");
+    if count < 2 || !summary.contains("failed while it was restarted") {
+        return Err(format!(
+            "the refused connects are not counted in the OOM kill (count {count}): {summary}"
+        ));
+    }
+    Ok(())
+}
+
+/// Healthy requests while unrelated python processes of ours crash on the same host
+/// (`kill -SEGV`, as a fault would end them): a plain script, and the worker of a gunicorn app
+/// that no proxy fronts (an app server, so the old rule pinned its death on any proxy).
+fn healthy_beside_a_crash(s: &Stack) -> Vec<Response> {
+    use std::os::unix::process::CommandExt as _;
+    let mut out = sequential("/", 5, 100, Duration::from_secs(5))(s);
+    let bind = format!("127.0.0.1:{}", free_port().unwrap_or(1));
+    let script = Command::new("/usr/bin/python3")
+        .args(["-c", "import time; time.sleep(30)"])
+        .spawn();
+    let other = Command::new("gunicorn")
+        .args(crate::stack::gunicorn_args(&bind))
+        .arg("app:app")
+        .current_dir(&s.dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    let segv = |pid: u32| {
+        if let Ok(pid) = i32::try_from(pid) {
+            // SAFETY: kill(2) on a process this function started (or its forked worker).
+            unsafe { libc::kill(pid, libc::SIGSEGV) };
+        }
+    };
+    if let Ok(mut other) = other {
+        let master = other.id();
+        let worker = || {
+            std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+                .ok()
+                .and_then(|c| c.split_whitespace().next().and_then(|w| w.parse().ok()))
+        };
+        let _ = wait_for(
+            "the other gunicorn's worker",
+            Duration::from_secs(10),
+            || worker().is_some() && std::net::TcpStream::connect(&bind).is_ok(),
+        );
+        if let Some(w) = worker() {
+            segv(w);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        if let Ok(pgid) = i32::try_from(master) {
+            // SAFETY: kill(2) on the process group started just above.
+            unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        }
+        let _ = other.wait();
+    }
+    if let Ok(mut child) = script {
+        segv(child.id());
+        let _ = child.wait();
+    }
+    out.extend(sequential("/", 10, 100, Duration::from_secs(5))(s));
+    out
+}
+
+/// The crash-supervised verdict: the crash, with the refused connects counted in it.
+fn check_crash_supervised(lines: &[serde_json::Value], _upstream: &str) -> Result<(), String> {
+    let v = final_of(lines, "worker-crashed")?;
+    let count = v
+        .get("count")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let summary = v.get("summary").and_then(|s| s.as_str()).unwrap_or("");
+    if count < 2 || !summary.contains("failed while it was restarted") {
+        return Err(format!(
+            "the refused connects are not counted in the crash (count {count}): {summary}"
+        ));
+    }
+    if !evidence_has(v, "SIGSEGV") {
+        return Err("the crash's signal is not in the evidence".into());
+    }
+    Ok(())
+}
+
+/// The uwsgi-harakiri verdict names uwsgi's own setting and its value.
+fn check_harakiri(lines: &[serde_json::Value], _upstream: &str) -> Result<(), String> {
+    let v = final_of(lines, "worker-timeout")?;
+    if !evidence_has(v, "--harakiri 2") || !evidence_has(v, "SIGKILL") {
+        return Err(format!(
+            "the verdict does not name --harakiri 2 and the SIGKILL: {v}"
+        ));
+    }
+    Ok(())
+}
+
 /// Both sites, in turn: site A at `/` (the broken one), site B at `/b/`.
 fn two_sites(s: &Stack) -> Vec<Response> {
     let mut out = Vec::new();
@@ -676,6 +792,107 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: crash_get,
+            check: None,
+        },
+        Scenario {
+            name: "uwsgi-harakiri",
+            expect: Some("worker-timeout"),
+            nginx_log: "upstream prematurely closed connection",
+            status: 502,
+            about: "a view sleeps past uwsgi --harakiri 2: its master sends SIGUSR2, then SIGKILL",
+            secs: 9,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let bind = s.upstream.clone();
+                s.uwsgi(&bind, &["--harakiri", "2"], &[("GWLAB_SLOW", "15")])?;
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: slow_get,
+            check: Some(check_harakiri),
+        },
+        Scenario {
+            name: "uwsgi-harakiri-tcp",
+            expect: Some("worker-timeout"),
+            nginx_log: "upstream prematurely closed connection",
+            status: 502,
+            about: "uwsgi --harakiri 2 over TCP: its master SIGKILLs the busy worker",
+            secs: 9,
+            build: |s| {
+                s.upstream = format!("127.0.0.1:{}", free_port()?);
+                let bind = s.upstream.clone();
+                s.uwsgi(&bind, &["--harakiri", "2"], &[("GWLAB_SLOW", "15")])?;
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: slow_get,
+            check: Some(check_harakiri),
+        },
+        Scenario {
+            name: "crash-supervised",
+            expect: Some("worker-crashed"),
+            nginx_log: "upstream prematurely closed connection",
+            status: 502,
+            about: "uvicorn segfaults; its supervisor loop restarts it; nginx refused meanwhile",
+            secs: 8,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let script = format!(
+                    "while true; do /usr/bin/python3 -m uvicorn --uds {} --lifespan off asgi:app; sleep 1; done",
+                    s.path("app.sock").display()
+                );
+                s.spawn(Command::new("sh").arg("-c").arg(script))?;
+                let bind = s.upstream.clone();
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: crash_then_steady,
+            check: Some(check_crash_supervised),
+        },
+        Scenario {
+            name: "oom-supervised",
+            expect: Some("worker-oom-killed"),
+            nginx_log: "upstream prematurely closed connection",
+            status: 502,
+            about: "uvicorn allocates past its memory cgroup's limit; its supervisor loop restarts it",
+            secs: 9,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let cg = s.memcg(200)?;
+                let script = format!(
+                    "echo $$ > {}/cgroup.procs && while true; do /usr/bin/python3 -m uvicorn --uds {} --lifespan off \
+                     asgi:app; sleep 1; done",
+                    cg.display(),
+                    s.path("app.sock").display()
+                );
+                s.spawn(
+                    Command::new("sh")
+                        .arg("-c")
+                        .arg(script)
+                        .env("GWLAB_OOM_MB", "1024"),
+                )?;
+                let bind = s.upstream.clone();
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: oom_then_steady,
+            check: Some(check_oom_supervised),
+        },
+        Scenario {
+            name: "unrelated-crash",
+            expect: None,
+            nginx_log: "",
+            status: 200,
+            about: "a healthy nginx while unrelated python processes (a script, another gunicorn's worker) crash",
+            secs: 5,
+            build: |s| {
+                s.upstream = unix_sock(s);
+                let bind = s.upstream.clone();
+                s.gunicorn(&bind, &[], &[])?;
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: healthy_beside_a_crash,
             check: None,
         },
         Scenario {

@@ -221,6 +221,29 @@ impl Stack {
         self.spawn(&mut cmd)
     }
 
+    /// uwsgi (Debian's, with its python3 plugin) serving app.py over HTTP on `bind`
+    /// (`unix:/path` or `127.0.0.1:PORT`): a master and one worker, as the unprivileged app
+    /// user, with extra flags (`--harakiri 2`).
+    pub fn uwsgi(
+        &mut self,
+        bind: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<u32> {
+        let socket = bind.strip_prefix("unix:").unwrap_or(bind);
+        let mut cmd = Command::new("uwsgi");
+        // A shared socket is bound before uwsgi drops its privileges (a plain --http-socket
+        // on a unix path is bound as the app user, in a directory it cannot write).
+        cmd.args(["--plugin", "python3", "--master", "--processes", "1"])
+            .args(["--shared-socket", socket, "--http-socket", "=0"])
+            .arg("--chmod-socket=666")
+            .args(["--uid", "gwapp", "--gid", "gwapp", "--die-on-term"])
+            .args(["--wsgi-file", "app.py", "--callable", "app", "--need-app"])
+            .args(extra)
+            .envs(env.iter().copied());
+        self.spawn(&mut cmd)
+    }
+
     /// A network namespace for this stack's nginx and app (`ip netns add`, its `lo` up),
     /// deleted when the stack ends; [`Stack::start_nginx`], [`Stack::in_net`], [`Stack::get`]
     /// and [`Stack::wait_listening`] then work inside it.

@@ -5,6 +5,7 @@ use super::*;
 use crate::event::{Body, Event, errno_name, signal_name};
 use crate::facts::{
     FactsUpdate, Listener, MemcgInfo, MountNs, Netstat, PathComponent, PathInfo, ProcInfo,
+    ProxyConfig,
 };
 
 const MS: u64 = 1_000_000;
@@ -209,6 +210,22 @@ fn nginx_facts(t: u64) -> Event {
     )
 }
 
+/// [`nginx_facts`] with master 100's configuration naming `targets` (`nginx -T`), as the live
+/// collector reads it at start.
+fn nginx_configured(t: u64, targets: &[&str]) -> Event {
+    let mut e = nginx_facts(t);
+    if let Body::Facts(f) = &mut e.body {
+        f.proxy_configs = vec![ProxyConfig {
+            pid: 100,
+            kind: "nginx".into(),
+            source: "/usr/sbin/nginx -T".into(),
+            targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+            partial: false,
+        }];
+    }
+    e
+}
+
 /// gunicorn master 200 with worker 201 (uid 999), and the listener snapshot given.
 fn gunicorn_facts(t: u64, cmdline: &str, listeners: Vec<Listener>) -> Event {
     facts(
@@ -266,7 +283,7 @@ fn failures(events: &mut Vec<Event>, from: u64, n: u64, pid: u32, target: &str, 
 
 fn timeout_stream() -> Vec<Event> {
     vec![
-        nginx_facts(T0),
+        nginx_configured(T0, &["127.0.0.1:8000"]),
         gunicorn_facts(
             T0,
             "gunicorn --timeout 5 --bind 127.0.0.1:8000 app:app",

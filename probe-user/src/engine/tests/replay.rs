@@ -213,7 +213,7 @@ fn repeated_timeouts_are_not_a_crash_loop() {
     // Workers forked a few seconds before their master aborts them exit 1 (gunicorn's SIGABRT
     // handler): timeouts, not failed boots.
     let mut es = vec![
-        nginx_facts(T0),
+        nginx_configured(T0, &["127.0.0.1:8000"]),
         gunicorn_facts(
             T0,
             "gunicorn --timeout 2 app:app",

@@ -17,6 +17,30 @@ use crate::{
 
 const WHAT: &str = "the verdicts";
 
+/// When human output is coloured (`--color`); JSON never is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ColorMode {
+    /// On a terminal, unless `NO_COLOR` is set ([`use_color`]).
+    #[default]
+    Auto,
+    /// Always (a pager that understands colour: `gwtrace --color always | less -R`).
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorMode {
+    /// Whether human output to `stream` is coloured under this mode.
+    #[must_use]
+    pub fn for_stream(self, stream: &impl IsTerminal) -> bool {
+        match self {
+            Self::Auto => use_color(stream),
+            Self::Always => true,
+            Self::Never => false,
+        }
+    }
+}
+
 /// Whether human output to `stream` is coloured: only on a terminal, and never when `NO_COLOR`
 /// is set to anything but the empty string (<https://no-color.org>).
 #[must_use]
@@ -148,6 +172,16 @@ impl<W: Write, E: Write> VerdictSink<W, E> {
     pub fn with_summary(mut self, summary: bool) -> Self {
         self.summary = summary;
         self
+    }
+
+    /// The output (the terminal view draws on it).
+    pub fn out_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
+    /// Sets now on the events' axis (for ages), as a tick does.
+    pub fn at(&mut self, now_ns: u64) {
+        self.now_ns = now_ns;
     }
 
     /// The outputs back.
@@ -332,5 +366,8 @@ mod tests {
     fn a_file_is_never_coloured() {
         let f = tempfile::tempfile().unwrap();
         assert!(!use_color(&f));
+        assert!(!ColorMode::Auto.for_stream(&f));
+        assert!(!ColorMode::Never.for_stream(&f));
+        assert!(ColorMode::Always.for_stream(&f));
     }
 }
