@@ -83,6 +83,9 @@ scenarios! {
     lab_unrelated_crash => "unrelated-crash",
     lab_caddy_socket_missing => "caddy-socket-missing",
     lab_haproxy_tcp_refused => "haproxy-tcp-refused",
+    lab_keepalive_race => "keepalive-race",
+    lab_keepalive_healthy => "keepalive-healthy",
+    lab_worker_recycling => "worker-recycling",
 }
 
 /// `getent DB ID`'s name (the host's NSS: ground truth independent of gwtrace's reader).

@@ -15,14 +15,14 @@ use gwtrace::{
     },
 };
 use probe_common::{
-    AF_INET, AF_UNIX, KIND_ACCEPT_FAILED, KIND_CONNECT_FAILED, KIND_EXEC, KIND_EXEC_FAILED,
-    KIND_OOM_KILL, KIND_PROCESS_EXIT, KIND_SIGNAL, RawEvent, SOURCE_SYSCALL, SOURCE_TCP_ABANDONED,
-    SOURCE_TCP_STATE,
+    AF_INET, AF_UNIX, CONN_PEER_RST, CONN_PEER_TASK, ConnEnd, KIND_ACCEPT_FAILED, KIND_CONN_END,
+    KIND_CONNECT_FAILED, KIND_EXEC, KIND_EXEC_FAILED, KIND_OOM_KILL, KIND_PROCESS_EXIT,
+    KIND_SIGNAL, RawEvent, SOURCE_SYSCALL, SOURCE_TCP_ABANDONED, SOURCE_TCP_STATE,
 };
 use serde_json::Value;
 
 /// Every `kind` the schema version 1 defines.
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 10] = [
     "connect_failed",
     "accept_failed",
     "process_exit",
@@ -30,6 +30,7 @@ const KINDS: [&str; 9] = [
     "oom_kill",
     "exec",
     "exec_failed",
+    "conn_end",
     "loss",
     "facts",
 ];
@@ -158,6 +159,29 @@ fn kernel_records() -> Vec<RawEvent> {
     let file = b"/srv/app/venv/bin/gunicorn";
     r.data[..file.len()].copy_from_slice(file);
     r.data_len = u16::try_from(file.len()).expect("short");
+    raws.push(r);
+    let mut r = raw(KIND_CONN_END);
+    r.errno = 104;
+    r.family = AF_INET;
+    r.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    r.port = 8000;
+    r.target_pid = 5201;
+    r.target_comm[..8].copy_from_slice(b"gunicorn");
+    let end = ConnEnd {
+        established_ns: 1_000_000_000,
+        last_send_ns: 4_000_000_000,
+        prev_recv_ns: 2_000_000_000,
+        last_recv_ns: 2_000_000_000,
+        close_ns: 4_100_000_000,
+        bytes_received: 91,
+        bytes_acked: 282,
+        requests: 2,
+        flags: CONN_PEER_RST | CONN_PEER_TASK,
+        peer_pid: 5201,
+        peer_tid: 5202,
+    };
+    // SAFETY: `data` is larger than ConnEnd (asserted in probe-common), plain integers.
+    unsafe { std::ptr::write_unaligned(r.data.as_mut_ptr().cast::<ConnEnd>(), end) };
     raws.push(r);
 
     raws

@@ -43,6 +43,11 @@ pub const PROG_SIGNAL_GENERATE: &str = "signal_generate";
 pub const PROG_MARK_VICTIM: &str = "mark_victim";
 /// `skb:kfree_skb`, raw tracepoint: packets a netfilter rule dropped or rejected.
 pub const PROG_KFREE_SKB: &str = "kfree_skb";
+/// `sock:sock_send_length`, raw tracepoint: the proxy's writes on its tracked upstream connections.
+pub const PROG_SOCK_SEND: &str = "sock_send_length";
+/// `sock:sock_recv_length`, raw tracepoint: the proxy's reads, where a broken connection shows
+/// (EOF or ECONNRESET before any byte of the answer).
+pub const PROG_SOCK_RECV: &str = "sock_recv_length";
 
 /// Why a program body gave up before its end (the `Err` of its fallible body). aya's
 /// tracepoint macros discard a program's return value, so the entry point counts each error
@@ -117,6 +122,9 @@ pub const CONNECTS_MAX: u32 = 8192;
 pub const EXECS_MAX: u32 = 2048;
 /// Bound of the TCP owner map.
 pub const TCP_OWNER_MAX: u32 = 8192;
+/// Bound of the tracked-connection map (TCP connections processes opened, from ESTABLISHED to
+/// their end; a connection that finds it full is not tracked, counted as `map_full`).
+pub const CONNS_MAX: u32 = 4096;
 /// Bound of the netfilter-drop fold map (distinct (process, target) keys kept).
 pub const NF_FOLD_MAX: u32 = 1024;
 /// Bound of the fold map (distinct failing (process, target, errno, source) keys kept).
@@ -142,6 +150,11 @@ pub const KIND_EXEC_FAILED: u32 = 7;
 /// A TCP SYN of a local connect freed by netfilter (`skb:kfree_skb` reason `NETFILTER_DROP`):
 /// a `reject` or `drop` rule, seen in the connecting task's context.
 pub const KIND_NETFILTER_DROP: u32 = 8;
+/// A TCP connection a process opened ended before any byte of the answer to its last request:
+/// the process read EOF or got ECONNRESET after writing. [`ConnEnd`] in `data`; the target in
+/// `family`/`port`/`addr`; the task that closed the other end (when the close ran in its
+/// context) in `target_pid`/`target_comm`; `errno` 0 for EOF, else the read's error.
+pub const KIND_CONN_END: u32 = 9;
 
 /// Where a connect failure was seen (`RawEvent::source`).
 pub const SOURCE_SYSCALL: u8 = 0;
@@ -175,8 +188,12 @@ pub const CNT_TCP_ABANDONED: u32 = 15;
 pub const CNT_EXEC_FAILED: u32 = 16;
 /// SYNs of local connects that netfilter dropped (before folding).
 pub const CNT_NETFILTER_DROP: u32 = 17;
+/// TCP connections entered into the tracked-connection map (at ESTABLISHED).
+pub const CNT_CONN_TRACKED: u32 = 18;
+/// Tracked connections that ended without an answer (before emitting).
+pub const CNT_CONN_BROKEN: u32 = 19;
 /// Number of counters.
-pub const NUM_COUNTERS: u32 = 18;
+pub const NUM_COUNTERS: u32 = 20;
 
 /// Tracepoint field offsets, read from tracefs `format` files at load time (no CO-RE in Rust eBPF).
 ///
@@ -248,6 +265,14 @@ pub struct Offsets {
     pub skb_dev: u32,
     /// `net_device.ifindex` (BTF): the loopback device is always ifindex 1.
     pub netdev_ifindex: u32,
+    /// `task_struct.flags` (BTF): `PF_EXITING` tells a close done by a dying task's exit.
+    pub task_flags: u32,
+    /// `tcp_sock.bytes_received` and `tcp_sock.bytes_acked` (BTF): what the connection carried.
+    pub tcp_bytes_received: u32,
+    pub tcp_bytes_acked: u32,
+    /// 1 when the connection-end programs are attached: the sock-state program then tracks
+    /// established connections (no use filling the map otherwise).
+    pub track_conns: u32,
 }
 
 /// Where every kernel since 4.x puts a syscall tracepoint's first argument (`sys_enter_*`; the
@@ -302,6 +327,67 @@ pub struct Owner {
     pub uid: u32,
     pub gid: u32,
     pub comm: [u8; 16],
+}
+
+/// `ConnTrack::flags` / `ConnEnd::flags`: the peer's FIN arrived (`ESTABLISHED -> CLOSE_WAIT`).
+pub const CONN_PEER_FIN: u32 = 1;
+/// The peer's RST arrived (the socket closed with `sk_err` ECONNRESET or EPIPE).
+pub const CONN_PEER_RST: u32 = 2;
+/// The FIN or RST was processed in a task other than the connection's owner (on loopback: the
+/// task that closed the other end); `peer_*` name it.
+pub const CONN_PEER_TASK: u32 = 4;
+/// That task had `PF_EXITING` set: the close was its exit closing its files.
+pub const CONN_PEER_EXITING: u32 = 8;
+/// The owner wrote on the connection after the peer's FIN or RST had arrived.
+pub const CONN_WROTE_AFTER_CLOSE: u32 = 16;
+/// Data arrived since the owner's last write (its last request has an answer, or part of one).
+pub const CONN_ANSWERED: u32 = 32;
+/// The owner closed the connection first (its FIN or RST went out before any from the peer).
+pub const CONN_OWNER_CLOSED: u32 = 64;
+/// `PF_EXITING` in `task_struct.flags`.
+pub const PF_EXITING: u32 = 4;
+
+/// A TCP connection a process opened, tracked from `ESTABLISHED` (value of `GW_CONNS`, keyed by
+/// the kernel socket address): who opened it and where, and its traffic as the opener's
+/// `sock_send_length`/`sock_recv_length` show it. Healthy connections are forgotten at their
+/// end without leaving the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnTrack {
+    pub owner: Owner,
+    pub end: ConnEnd,
+    pub family: u16,
+    pub port: u16,
+    pub pad: u32,
+    pub addr: [u8; 16],
+    /// The comm of the task the peer's FIN/RST was processed in.
+    pub peer_comm: [u8; 16],
+}
+
+/// What a connection's end event carries (in [`RawEvent::data`]); times are `bpf_ktime_get_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnEnd {
+    /// When the connection was established.
+    pub established_ns: u64,
+    /// The owner's last write (its last request), and the end of the data received before it
+    /// (the previous answer; 0: none): the difference is how long the connection sat idle.
+    pub last_send_ns: u64,
+    pub prev_recv_ns: u64,
+    /// The owner's last read that returned data.
+    pub last_recv_ns: u64,
+    /// When the peer's FIN or RST arrived (0: not seen).
+    pub close_ns: u64,
+    /// `tcp_sock.bytes_received` / `bytes_acked` at the end (`u64::MAX`: unread).
+    pub bytes_received: u64,
+    pub bytes_acked: u64,
+    /// Requests written: writes that followed a read (or were the first).
+    pub requests: u32,
+    /// `CONN_*` flags.
+    pub flags: u32,
+    /// The task the peer's FIN/RST was processed in (`CONN_PEER_TASK`).
+    pub peer_pid: u32,
+    pub peer_tid: u32,
 }
 
 /// What makes two failed connects the same (key of [`MAP_FOLD`]): the process, the errno, where it
@@ -425,3 +511,6 @@ const _: () = assert!(core::mem::size_of::<FoldKey>() == 140);
 const _: () = assert!(core::mem::size_of::<FoldVal>() == 24);
 const _: () = assert!(core::mem::size_of::<Owner>() == 48);
 const _: () = assert!(core::mem::size_of::<ConnectArgs>() == 24);
+const _: () = assert!(core::mem::size_of::<ConnEnd>() == 72);
+const _: () = assert!(core::mem::size_of::<ConnEnd>() <= DATA_LEN);
+const _: () = assert!(core::mem::size_of::<ConnTrack>() == 160);

@@ -23,12 +23,15 @@
 mod accept;
 mod common;
 mod connect;
+mod conns;
 mod exec;
 mod exit;
 mod fold;
 mod oom;
 mod signal;
 mod skb_drop;
+mod sock_recv;
+mod sock_send;
 mod sock_state;
 
 #[cfg(not(test))]

@@ -4,6 +4,10 @@
 //! `sk_err` (set before the state change: ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ...), or, when
 //! there is none, a connect the process itself abandoned (its own connect timeout).
 //!
+//! With the connection-end programs attached, `SYN_SENT -> ESTABLISHED` also enters the
+//! connection into `conns` (owner and target), and the transitions out of `ESTABLISHED` and
+//! `CLOSE_WAIT` tell it the peer's FIN or RST, or the owner's own close.
+//!
 //! Two entry points, one logic: the raw tracepoint (preferred: the kernel calls it with the
 //! tracepoint's arguments, without building the classic record first, so the state changes of
 //! healthy connections cost a few instructions) and the classic tracepoint (fallback). The raw
@@ -24,6 +28,7 @@ use crate::{
         GW_CONNECTS, GW_TCP_OWNER, count, count_errno, ctx_read, current_is_self, current_owner,
         finish, off,
     },
+    conns,
     fold::{emit_failure, scratch_key},
 };
 
@@ -31,6 +36,7 @@ const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
+const TCP_CLOSE_WAIT: i32 = 8;
 
 /// Where the failed connect went, read only when it failed.
 struct Peer {
@@ -42,10 +48,13 @@ struct Peer {
     addr: [u8; 16],
 }
 
-/// The transitions that matter: a connect starting, and anything leaving `SYN_SENT`.
+/// The transitions that matter: a connect starting, anything leaving `SYN_SENT`, and (when
+/// connections are tracked) anything leaving `ESTABLISHED` or `CLOSE_WAIT`.
 #[inline(always)]
 fn interesting(old: i32, new: i32) -> bool {
-    (old == TCP_CLOSE && new == TCP_SYN_SENT) || old == TCP_SYN_SENT
+    (old == TCP_CLOSE && new == TCP_SYN_SENT)
+        || old == TCP_SYN_SENT
+        || ((old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT) && conns::enabled())
 }
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
@@ -69,6 +78,12 @@ fn try_raw(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     let old = ctx.arg::<u64>(1) as i32;
     let new = ctx.arg::<u64>(2) as i32;
     if !interesting(old, new) {
+        return Ok(());
+    }
+    if old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT {
+        conns::on_state(sk, old, new, || {
+            sk_read::<i32>(sk, off!(sock_sk_err)).unwrap_or(0)
+        });
         return Ok(());
     }
     if sk_read::<u16>(sk, off!(sk_protocol))? != IPPROTO_TCP {
@@ -138,6 +153,13 @@ fn on_transition(
     new: i32,
     peer: impl FnOnce() -> Result<Peer, ProbeError>,
 ) -> Result<(), ProbeError> {
+    if old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT {
+        // The classic program's way here (the raw one calls `conns` before the protocol read).
+        conns::on_state(skaddr, old, new, || {
+            sk_read::<i32>(skaddr, off!(sock_sk_err)).unwrap_or(0)
+        });
+        return Ok(());
+    }
     if old == TCP_CLOSE {
         if current_is_self() {
             return Ok(());
@@ -165,6 +187,10 @@ fn on_transition(
     let _ = GW_TCP_OWNER.remove(&skaddr);
     if new == TCP_ESTABLISHED {
         count(CNT_TCP_ESTABLISHED);
+        if have_owner && conns::enabled() {
+            let p = peer()?;
+            conns::track(skaddr, &owner, p.family, p.dport, p.addr);
+        }
         return Ok(());
     }
     if new != TCP_CLOSE {

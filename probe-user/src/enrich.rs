@@ -521,6 +521,7 @@ impl<S: FactSource> Enricher<S> {
                     self.refresh_listeners(&mut up);
                 }
             }
+            Body::ConnEnd(c) => self.conn_end(ev.pid, c.peer_pid, relevant, &mut want, &mut up),
             Body::Loss { .. } | Body::Facts(_) => {}
         }
         for pid in want {
@@ -580,6 +581,23 @@ impl<S: FactSource> Enricher<S> {
             .as_ref()
             .is_some_and(|ls| ls.iter().any(|l| l.net_ns == Some(ns)))
             || self.listeners_read
+    }
+
+    /// A proxy's broken connection: the proxy, and the task that closed the other end (the
+    /// app's worker) with the listeners, so the engine can check that it serves the target.
+    fn conn_end(
+        &mut self,
+        pid: u32,
+        peer: Option<u32>,
+        relevant: bool,
+        want: &mut Vec<u32>,
+        up: &mut FactsUpdate,
+    ) {
+        want.push(pid);
+        want.extend(peer);
+        if relevant {
+            self.refresh_listeners(up);
+        }
     }
 
     fn refresh_listeners(&mut self, up: &mut FactsUpdate) {

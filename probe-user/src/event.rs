@@ -2,9 +2,10 @@
 //! values, serialised as the `gwtrace record` JSON lines (schema in docs/events.md).
 use nix::{errno::Errno, sys::signal::Signal};
 use probe_common::{
-    AF_INET, AF_INET6, AF_UNIX, KIND_ACCEPT_FAILED, KIND_CONNECT_FAILED, KIND_EXEC,
-    KIND_EXEC_FAILED, KIND_NETFILTER_DROP, KIND_OOM_KILL, KIND_PROCESS_EXIT, KIND_SIGNAL, RawEvent,
-    SOURCE_SYSCALL, SOURCE_TCP_ABANDONED, SOURCE_TCP_STATE,
+    AF_INET, AF_INET6, AF_UNIX, CONN_PEER_EXITING, CONN_PEER_FIN, CONN_PEER_RST, CONN_PEER_TASK,
+    CONN_WROTE_AFTER_CLOSE, ConnEnd, KIND_ACCEPT_FAILED, KIND_CONN_END, KIND_CONNECT_FAILED,
+    KIND_EXEC, KIND_EXEC_FAILED, KIND_NETFILTER_DROP, KIND_OOM_KILL, KIND_PROCESS_EXIT,
+    KIND_SIGNAL, RawEvent, SOURCE_SYSCALL, SOURCE_TCP_ABANDONED, SOURCE_TCP_STATE,
 };
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -144,11 +145,120 @@ pub enum Body {
         #[serde(default = "one", skip_serializing_if = "is_one")]
         count: u64,
     },
+    /// A TCP connection this process opened ended before any byte of the answer to its last
+    /// request: it read EOF or got a reset after writing (`pid` is the process, the proxy's
+    /// worker). Only connections the peer ended first are reported; healthy ones never leave
+    /// the kernel.
+    ConnEnd(ConnEndInfo),
     /// Events the kernel or gwtrace could not deliver, since the previous loss line.
     Loss { reason: String, count: u64 },
     /// Facts read from /proc (listeners, processes, paths) that the engine used: replay
     /// is deterministic because they travel with the events.
     Facts(FactsUpdate),
+}
+
+/// The body of a `conn_end` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnEndInfo {
+    /// Where the connection went (`127.0.0.1:8000`).
+    pub target: String,
+    /// What the process's read returned: `eof` (0) or `reset` (ECONNRESET, EPIPE).
+    pub outcome: String,
+    /// The read's errno (0 for EOF).
+    pub errno: i32,
+    /// How the peer ended it: `fin`, `rst` (a close with unread data, or an abort), or
+    /// `fin_then_rst` (the process wrote after the FIN and the closed peer answered RST).
+    pub peer_close: String,
+    /// The task the peer's FIN/RST was processed in (on loopback: the one that closed the
+    /// other end; for a remote peer, whatever ran the softirq).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_tid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_comm: Option<String>,
+    /// That task was exiting (`PF_EXITING`): its exit closed the socket (killed or crashed),
+    /// not the app itself while alive.
+    #[serde(default)]
+    pub peer_exiting: bool,
+    /// Requests written on the connection (writes that followed an answer): more than one
+    /// means the proxy reused a kept-alive connection.
+    pub requests: u32,
+    /// When the connection was established, the last request written, the end of the answer
+    /// before it (absent on a first request), the peer's FIN/RST (absent when not seen), all
+    /// monotonic ns like `mono_ns` (the process read the end at `mono_ns`).
+    pub established_ns: u64,
+    pub last_send_ns: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_recv_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_ns: Option<u64>,
+    /// The process wrote after the peer's FIN/RST had arrived (its request crossed the close).
+    #[serde(default)]
+    pub wrote_after_close: bool,
+    /// `tcp_sock.bytes_received` and `bytes_acked` at the end: all the connection carried.
+    pub bytes_received: u64,
+    pub bytes_acked: u64,
+}
+
+impl ConnEndInfo {
+    /// How long the connection sat idle before its last request (absent on a first request).
+    #[must_use]
+    pub fn idle_ns(&self) -> Option<u64> {
+        self.prev_recv_ns
+            .map(|p| self.last_send_ns.saturating_sub(p))
+    }
+
+    /// The peer's close minus the last request (negative: the close came first), in ns.
+    #[must_use]
+    pub fn close_after_send_ns(&self) -> Option<i64> {
+        self.close_ns.map(|c| {
+            i64::try_from(i128::from(c) - i128::from(self.last_send_ns)).unwrap_or(i64::MAX)
+        })
+    }
+
+    /// The connection was reused: its last request was not its first.
+    #[must_use]
+    pub fn reused(&self) -> bool {
+        self.requests > 1
+    }
+}
+
+/// The body of a `conn_end` record (outside `ConnEndInfo`'s impl: serde derives stay away from
+/// the unsafe read).
+fn conn_end_of(raw: &RawEvent) -> ConnEndInfo {
+    {
+        // SAFETY: `data` holds DATA_LEN bytes, more than ConnEnd (asserted in probe-common);
+        // ConnEnd is plain integers, any bits are valid; the read copes with any alignment.
+        let e: ConnEnd = unsafe { std::ptr::read_unaligned(raw.data.as_ptr().cast()) };
+        let fin = e.flags & CONN_PEER_FIN != 0;
+        let rst = e.flags & CONN_PEER_RST != 0;
+        let task = e.flags & CONN_PEER_TASK != 0;
+        ConnEndInfo {
+            target: format_target(raw.family, &raw.addr, raw.port, &[]),
+            outcome: if raw.errno == 0 { "eof" } else { "reset" }.to_owned(),
+            errno: raw.errno,
+            peer_close: match (fin, rst) {
+                (true, true) => "fin_then_rst",
+                (false, true) => "rst",
+                (true, false) => "fin",
+                (false, false) => "unknown",
+            }
+            .to_owned(),
+            peer_pid: task.then_some(e.peer_pid),
+            peer_tid: task.then_some(e.peer_tid),
+            peer_comm: task.then(|| cstr(&raw.target_comm)),
+            peer_exiting: task && e.flags & CONN_PEER_EXITING != 0,
+            requests: e.requests,
+            established_ns: e.established_ns,
+            last_send_ns: e.last_send_ns,
+            prev_recv_ns: (e.prev_recv_ns != 0).then_some(e.prev_recv_ns),
+            close_ns: (e.close_ns != 0).then_some(e.close_ns),
+            wrote_after_close: e.flags & CONN_WROTE_AFTER_CLOSE != 0,
+            bytes_received: e.bytes_received,
+            bytes_acked: e.bytes_acked,
+        }
+    }
 }
 
 impl Event {
@@ -190,6 +300,7 @@ impl Event {
             Body::Exec { .. } => "exec",
             Body::ExecFailed { .. } => "exec_failed",
             Body::NetfilterDrop { .. } => "netfilter_drop",
+            Body::ConnEnd(_) => "conn_end",
             Body::Loss { .. } => "loss",
             Body::Facts(_) => "facts",
         }
@@ -371,6 +482,7 @@ impl Decoder {
                     count: raw.aux[2].saturating_add(1),
                 }
             }
+            KIND_CONN_END => Body::ConnEnd(conn_end_of(raw)),
             k => return Err(DecodeError::Kind(k)),
         };
         Ok(Event {

@@ -951,6 +951,7 @@ mod tests {
             proxy_net_ns: None,
             upstream_pid: None,
             upstream_origin: None,
+            broken_connections: Vec::new(),
             life: crate::engine::Life::default(),
         }
     }

@@ -1,6 +1,7 @@
 //! Kernel capture: loads the embedded eBPF object with this kernel's field offsets, attaches one
 //! program per hook, and drains the ring buffer on a timer (the programs never wake us up).
 pub mod btf;
+pub mod conn_end;
 pub mod fold;
 pub mod tracefs;
 
@@ -257,6 +258,7 @@ pub fn offsets(hooks: Hooks) -> Result<Offsets, CaptureError> {
     o.sk_v6_daddr = sk_common("skc_v6_daddr")?;
     o.sock_sk_err = kbtf.member_offset("sock", "sk_err")?;
     netfilter_offsets(&tfs, &kbtf, &mut o);
+    conn_end::offsets(&tfs, &kbtf, &mut o);
     Ok(o)
 }
 
@@ -319,6 +321,9 @@ impl Capture {
             log::warn!(
                 "raw tracepoint kfree_skb unavailable ({e}): firewall rejects are not told apart"
             );
+        }
+        if offsets.track_conns != 0 {
+            conn_end::attach(&mut ebpf)?;
         }
         for &(prog, category, name, syscall) in PROGRAMS {
             if (syscall && hooks == Hooks::Sock)
@@ -570,6 +575,7 @@ fn prog_recursion_misses(fd: i32) -> u64 {
 #[cfg(test)]
 mod tests {
     use object::{Object as _, ObjectSymbol as _};
+    use probe_common::{PROG_SOCK_RECV, PROG_SOCK_SEND};
 
     use super::*;
 
@@ -582,6 +588,8 @@ mod tests {
         let mut wanted: Vec<&str> = PROGRAMS.iter().map(|&(p, ..)| p).collect();
         wanted.push(RAW_SOCK_STATE);
         wanted.push(PROG_KFREE_SKB);
+        wanted.push(PROG_SOCK_SEND);
+        wanted.push(PROG_SOCK_RECV);
         for prog in &wanted {
             assert!(
                 obj.programs.contains_key(*prog),

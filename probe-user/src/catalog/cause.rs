@@ -42,6 +42,10 @@ pub enum Cause {
     ConnectTimeout,
     /// The upstream reset the connection (ECONNRESET).
     UpstreamReset,
+    /// The upstream closed an idle kept-alive connection just as the proxy reused it.
+    KeepaliveRace,
+    /// The upstream app closed the connection itself, alive, before answering.
+    UpstreamClosedEarly,
     /// Failures only while the app restarted (old one gone, new one not listening yet).
     UpstreamRestarting,
     /// `gwtrace check`: the app kills requests sooner than the proxy stops waiting for them.
@@ -56,7 +60,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, the engine's first (in README's order), then `gwtrace check`'s warnings.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 22] = [
         Self::SocketMissing,
         Self::StaleSocket,
         Self::UpstreamNotListening,
@@ -72,6 +76,8 @@ impl Cause {
         Self::NetworkUnreachable,
         Self::ConnectTimeout,
         Self::UpstreamReset,
+        Self::KeepaliveRace,
+        Self::UpstreamClosedEarly,
         Self::UpstreamRestarting,
         Self::TimeoutMismatch,
         Self::RuntimeDirVolatile,
@@ -81,8 +87,8 @@ impl Cause {
 
     /// The causes the engine establishes from kernel events (the metrics' `cause` series,
     /// README's cause table).
-    pub const OBSERVED: [Self; 16] = {
-        let mut out = [Self::SocketMissing; 16];
+    pub const OBSERVED: [Self; 18] = {
+        let mut out = [Self::SocketMissing; 18];
         let mut i = 0;
         while i < out.len() {
             out[i] = Self::ALL[i];
@@ -119,6 +125,8 @@ impl Cause {
             Self::NetworkUnreachable => "network-unreachable",
             Self::ConnectTimeout => "connect-timeout",
             Self::UpstreamReset => "upstream-reset",
+            Self::KeepaliveRace => "keepalive-race",
+            Self::UpstreamClosedEarly => "upstream-closed-early",
             Self::UpstreamRestarting => "upstream-restarting",
             Self::TimeoutMismatch => "timeout-mismatch",
             Self::RuntimeDirVolatile => "runtime-dir-volatile",
@@ -203,6 +211,10 @@ impl Cause {
             Self::NetworkUnreachable => "there is no route to the upstream",
             Self::ConnectTimeout => "the upstream never completed the handshake (504)",
             Self::UpstreamReset => "the upstream reset the connection",
+            Self::KeepaliveRace => {
+                "the upstream closed an idle keep-alive connection as the proxy reused it"
+            }
+            Self::UpstreamClosedEarly => "the app closed the connection itself before answering",
             Self::UpstreamRestarting => "the upstream was restarting: nothing listened meanwhile",
             Self::TimeoutMismatch => "the app kills requests the proxy still waits for",
             Self::RuntimeDirVolatile => "the socket's directory is not recreated at boot",

@@ -313,6 +313,7 @@ fn warning(proxy: &Proxy, world: &World, cause: Cause, target: &str) -> Verdict 
         proxy_net_ns: None,
         upstream_pid: None,
         upstream_origin: None,
+        broken_connections: Vec::new(),
         life: crate::engine::Life::default(),
     }
 }

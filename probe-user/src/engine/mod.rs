@@ -14,6 +14,7 @@ use crate::event::Event;
 use crate::origin::Origin;
 
 mod connect;
+mod conns;
 mod deaths;
 mod ledger;
 mod lifecycle;
@@ -93,6 +94,7 @@ impl Engine {
             parts.extend(connect::classify(&v, &loops, &a));
         }
         deaths::parts(&v, &mut parts);
+        conns::parts(&v, &mut parts);
         for l in &loops {
             if !parts
                 .iter()
@@ -140,6 +142,37 @@ impl Engine {
     }
 }
 
+/// Broken connections listed per verdict.
+pub const MAX_BROKEN: usize = 32;
+
+/// One proxy -> upstream connection that ended before the answer to the proxy's request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokenConn {
+    /// The proxy worker that held it.
+    pub proxy_pid: u32,
+    /// Where it went (`127.0.0.1:8000`).
+    pub target: String,
+    /// The upstream process that closed the other end, when its close ran in that process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_comm: Option<String>,
+    /// When the proxy read the end (monotonic ns, like the verdict's `*_seen_ns`).
+    pub at_ns: u64,
+    /// What the proxy read: `eof` or `reset`.
+    pub outcome: String,
+    /// How the upstream ended it: `fin`, `rst`, `fin_then_rst`, `unknown`.
+    pub peer_close: String,
+    /// How long the connection sat idle before the proxy's last request (absent: first one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_ns: Option<u64>,
+    /// The upstream's close minus the proxy's last request (negative: the close came first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_after_send_ns: Option<i64>,
+    /// Requests the proxy wrote on it (more than 1: a reused keep-alive connection).
+    pub requests: u32,
+}
+
 /// One established root cause of the proxy's 502s (or 504s), deduplicated by (cause, proxy, target).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -179,6 +212,10 @@ pub struct Verdict {
     /// Where that upstream process runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_origin: Option<Origin>,
+    /// The proxy's connections that broke before their answer, one entry each (the first
+    /// [`MAX_BROKEN`]), for collectors that count 502s per cause (connection verdicts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broken_connections: Vec<BrokenConn>,
     /// Its id and state across a run (empty from [`Engine::verdicts`]; [`Engine::advance`] fills
     /// it in).
     #[serde(flatten, default)]

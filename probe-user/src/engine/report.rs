@@ -2,9 +2,9 @@
 //! [`Verdict`]s: one per (cause, proxy master, target).
 use std::collections::BTreeMap;
 
-use super::Verdict;
 use super::text::rate;
 use super::view::{ProxyId, ProxyKey};
+use super::{BrokenConn, MAX_BROKEN, Verdict};
 use crate::catalog::{Cause, in_proxy_terms};
 
 /// Evidence lines kept per verdict: enough to prove, short enough to read.
@@ -29,6 +29,8 @@ pub(crate) struct Part {
     pub crash_family: Option<String>,
     /// The upstream process behind it (the dead worker, the crashing app), when one is known.
     pub upstream_pid: Option<u32>,
+    /// The broken connections behind it (connection verdicts).
+    pub broken: Vec<BrokenConn>,
     /// Failed connects that are the consequence of this pid's death (refused while a
     /// supervisor restarted it): folded into that death's part, never a verdict of their own.
     pub consequence_of: Option<u32>,
@@ -50,6 +52,7 @@ impl Part {
             fix: String::new(),
             crash_family: None,
             upstream_pid: None,
+            broken: Vec::new(),
             consequence_of: None,
         }
     }
@@ -79,6 +82,8 @@ pub(crate) fn merge(
                 m.last_ns = m.last_ns.max(p.last_ns);
                 m.count += p.count;
                 m.upstream_pid = m.upstream_pid.or(p.upstream_pid);
+                let room = MAX_BROKEN.saturating_sub(m.broken.len());
+                m.broken.extend(p.broken.iter().take(room).cloned());
                 if p.count > *biggest {
                     // The largest group's wording leads; its evidence goes first.
                     *biggest = p.count;
@@ -129,6 +134,11 @@ pub(crate) fn merge(
                 proxy_net_ns: None,
                 upstream_pid: p.upstream_pid,
                 upstream_origin: None,
+                broken_connections: {
+                    let mut b = p.broken;
+                    b.truncate(MAX_BROKEN);
+                    b
+                },
                 life: super::Life::default(),
             }
         })

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::EngineConfig;
 use crate::catalog::{ProcNames, ProxyRule};
-use crate::event::{Body, Event};
+use crate::event::{Body, ConnEndInfo, Event};
 use crate::facts::{
     FactsUpdate, IdNames, Listener, MemcgInfo, Netstat, PathInfo, ProcInfo, ProxyConfig,
 };
@@ -27,6 +27,8 @@ pub(crate) const MAX_SIGNALS: usize = 4096;
 pub(crate) const MAX_OOMS: usize = 1024;
 pub(crate) const MAX_EXEC_FAILURES: usize = 1024;
 pub(crate) const MAX_NETFILTER_DROPS: usize = 1024;
+/// Broken connection ends remembered.
+pub(crate) const MAX_CONN_ENDS: usize = 4096;
 /// Socket paths, memory cgroups, listener targets with owner history.
 pub(crate) const MAX_PATHS: usize = 4096;
 pub(crate) const MAX_MEMCGS: usize = 4096;
@@ -105,6 +107,17 @@ pub(crate) struct NetfilterDropRecord {
     pub pid: u32,
     pub target: String,
     pub count: u64,
+}
+
+/// A connection a process opened that ended before the answer to its last request
+/// (`conn_end` event).
+#[derive(Clone, Debug)]
+pub(crate) struct ConnEndRecord {
+    /// When the process read the end.
+    pub ns: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub info: ConnEndInfo,
 }
 
 /// A signal generated for a process.
@@ -217,6 +230,7 @@ pub(crate) struct State {
     pub ooms: VecDeque<OomRecord>,
     pub exec_failures: VecDeque<ExecFailRecord>,
     pub netfilter_drops: VecDeque<NetfilterDropRecord>,
+    pub conn_ends: VecDeque<ConnEndRecord>,
     /// Events lost by the kernel or the collector, and why.
     pub lost: u64,
     pub loss_reasons: Vec<String>,
@@ -233,6 +247,21 @@ impl State {
             count,
         };
         push_capped(&mut self.netfilter_drops, rec, MAX_NETFILTER_DROPS);
+    }
+
+    /// A `conn_end` event: the proxy, the task that closed the other end, the connection.
+    fn record_conn_end(&mut self, ev: &Event, info: &ConnEndInfo) {
+        self.touch(ev);
+        if let (Some(pid), Some(comm)) = (info.peer_pid, info.peer_comm.as_deref()) {
+            self.touch_pid(pid, comm, info.close_ns.unwrap_or(ev.mono_ns));
+        }
+        let rec = ConnEndRecord {
+            ns: ev.mono_ns,
+            pid: ev.pid,
+            comm: ev.comm.clone(),
+            info: info.clone(),
+        };
+        push_capped(&mut self.conn_ends, rec, MAX_CONN_ENDS);
     }
 
     /// An `exec_failed` event.
@@ -342,6 +371,7 @@ impl State {
                 filename, errno, ..
             } => self.record_exec_failure(ev, filename, *errno),
             Body::NetfilterDrop { target, count, .. } => self.record_drop(ev, target, *count),
+            Body::ConnEnd(info) => self.record_conn_end(ev, info),
             Body::Loss { reason, count } => {
                 self.lost = self.lost.saturating_add(*count);
                 if !self.loss_reasons.contains(reason) && self.loss_reasons.len() < 8 {

@@ -1,4 +1,5 @@
-//! The lab's HTTP client: bounded HTTP/1.0 GETs, nothing more (a status code or no answer).
+//! The lab's HTTP client: bounded HTTP/1.0 GETs and POSTs, nothing more (a status code or no
+//! answer).
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -15,11 +16,32 @@ pub struct Response {
 /// A bounded HTTP/1.0 GET; the status code, or None when the connection failed or timed out.
 #[must_use]
 pub fn http_get(port: u16, path: &str, timeout: Duration) -> Option<u16> {
+    http_request(
+        port,
+        &format!("GET {path} HTTP/1.0\r\nHost: lab\r\n\r\n"),
+        timeout,
+    )
+}
+
+/// A bounded HTTP/1.0 POST of a small form body (nginx does not retry it on another upstream
+/// connection once sent); the status code, or None.
+#[must_use]
+pub fn http_post(port: u16, path: &str, timeout: Duration) -> Option<u16> {
+    let body = "order=42";
+    let req = format!(
+        "POST {path} HTTP/1.0\r\nHost: lab\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http_request(port, &req, timeout)
+}
+
+fn http_request(port: u16, request: &str, timeout: Duration) -> Option<u16> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
     s.set_read_timeout(Some(timeout)).ok()?;
     s.set_write_timeout(Some(timeout)).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: lab\r\n\r\n").ok()?;
+    s.write_all(request.as_bytes()).ok()?;
     let mut buf = [0u8; 64];
     let mut got = 0;
     while got < 12 {

@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    http::{Response, http_get},
+    http::{Response, http_get, http_post},
     stack::{ProxyKind, Stack, in_mount_namespace, wait_for, wait_unix_listed},
     support::free_port,
 };
@@ -444,6 +444,109 @@ fn check_superseded(lines: &[serde_json::Value], _upstream: &str) -> Result<(), 
                 .collect::<Vec<_>>()
         )),
     }
+}
+
+/// nginx in front of `keepalive.py` over TCP through an upstream block with `keepalive 8`:
+/// the app closes idle connections after 1 s, its sweep 0.3 s late.
+fn keepalive_build(s: &mut Stack) -> anyhow::Result<()> {
+    let port = free_port()?;
+    s.upstream = format!("127.0.0.1:{port}");
+    s.upstream_keepalive = Some(8);
+    let bind = s.upstream.clone();
+    s.keepalive_app(&bind, "1", "0.3")?;
+    s.wait_listening(&bind)
+}
+
+/// POSTs `gap_ms` apart (after each answer).
+fn posts(n: usize, gap_ms: u64) -> impl Fn(&Stack) -> Vec<Response> {
+    move |s| {
+        (0..n)
+            .map(|_| {
+                let r = s.post("/orders", Duration::from_secs(5));
+                std::thread::sleep(Duration::from_millis(gap_ms));
+                r
+            })
+            .collect()
+    }
+}
+
+/// 8 clients, 15 POSTs each, back to back.
+fn concurrent_posts(s: &Stack) -> Vec<Response> {
+    let port = s.port;
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..15)
+                    .map(|_| Response {
+                        status: http_post(port, "/orders", Duration::from_secs(5)),
+                        at: Instant::now(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap_or_default())
+        .collect()
+}
+
+/// The recycling's verdict lists broken connections closed by gunicorn workers that exited.
+fn check_recycled(lines: &[serde_json::Value], upstream: &str) -> Result<(), String> {
+    let v = lines
+        .iter()
+        .rev()
+        .find(|v| v["cause"] == "upstream-closed-early")
+        .ok_or("no upstream-closed-early line")?;
+    let broken = v["broken_connections"]
+        .as_array()
+        .ok_or_else(|| format!("no broken_connections in {v}"))?;
+    let named = broken
+        .iter()
+        .filter(|b| b["target"] == upstream && b["upstream_comm"] == "gunicorn")
+        .count();
+    if named == 0 || !v.to_string().contains("--max-requests is 20") {
+        return Err(format!("the recycling gunicorn workers are not named: {v}"));
+    }
+    Ok(())
+}
+
+/// The keep-alive race's verdict lists its broken connections, each held by nginx's worker
+/// (not the master the verdict names) to the upstream, closed by the app.
+fn check_broken_connections(lines: &[serde_json::Value], upstream: &str) -> Result<(), String> {
+    let v = lines
+        .iter()
+        .rev()
+        .find(|v| v["cause"] == "keepalive-race")
+        .ok_or("no keepalive-race line")?;
+    let broken = v["broken_connections"]
+        .as_array()
+        .ok_or_else(|| format!("no broken_connections in {v}"))?;
+    if broken.is_empty() || broken.len() as u64 != v["count"].as_u64().unwrap_or(0) {
+        return Err(format!(
+            "{} broken connections for count {}",
+            broken.len(),
+            v["count"]
+        ));
+    }
+    for b in broken {
+        let worker = b["proxy_pid"].as_u64().unwrap_or(0);
+        let comm = std::fs::read_to_string(format!("/proc/{worker}/comm")).unwrap_or_default();
+        if worker == 0 || b["proxy_pid"] == v["proxy_pid"] || comm.trim() != "nginx" {
+            return Err(format!(
+                "broken connection not held by an nginx worker: {b} (comm {comm:?})"
+            ));
+        }
+        if b["target"] != upstream
+            || b["upstream_pid"].as_u64().is_none()
+            || b["peer_close"] != "rst"
+        {
+            return Err(format!(
+                "broken connection does not name the app's close: {b}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Every scenario, in the order.
@@ -1117,6 +1220,66 @@ pub fn scenarios() -> Vec<Scenario> {
             fault: None,
             drive: five_gets,
             check: Some(check_status_503_or_502),
+        },
+        Scenario {
+            name: "keepalive-race",
+            expect: Some("keepalive-race"),
+            nginx_log: "recv() failed (104: Connection reset by peer) while reading response header from upstream",
+            status: 502,
+            about: "nginx keeps upstream connections alive (keepalive 8, HTTP/1.1); the app closes idle ones after 1 s, its sweep 0.3 s late; POSTs 1.15 s apart land on connections being closed",
+            secs: 8,
+            build: keepalive_build,
+            fault: None,
+            drive: |s| posts(5, 1150)(s),
+            check: Some(check_broken_connections),
+        },
+        Scenario {
+            name: "keepalive-healthy",
+            expect: None,
+            nginx_log: "",
+            status: 200,
+            about: "the same keep-alive stack, POSTs inside the app's keep-alive and after its close: nginx sees each idle close in time",
+            secs: 8,
+            build: keepalive_build,
+            fault: None,
+            drive: |s| {
+                let mut out = posts(4, 300)(s);
+                out.extend(posts(3, 1600)(s));
+                out
+            },
+            check: None,
+        },
+        Scenario {
+            name: "worker-recycling",
+            expect: Some("upstream-closed-early"),
+            nginx_log: "recv() failed (104: Connection reset by peer) while reading response header from upstream",
+            status: 502,
+            about: "gunicorn gthread --max-requests 20 behind nginx upstream keepalive, 8 clients POSTing: each recycled worker closes connections nginx just wrote on",
+            secs: 8,
+            build: |s| {
+                let port = free_port()?;
+                s.upstream = format!("127.0.0.1:{port}");
+                s.upstream_keepalive = Some(8);
+                let bind = s.upstream.clone();
+                s.gunicorn(
+                    &bind,
+                    &[
+                        "-k",
+                        "gthread",
+                        "--threads",
+                        "4",
+                        "--keep-alive",
+                        "5",
+                        "--max-requests",
+                        "20",
+                    ],
+                    &[],
+                )?;
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: concurrent_posts,
+            check: Some(check_recycled),
         },
         Scenario {
             name: "restart-superseded",

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    http::{Response, http_get},
+    http::{Response, http_get, http_post},
     support::free_port,
 };
 
@@ -21,6 +21,8 @@ const WSGI_APP: &str = include_str!("../apps/app.py");
 const ASGI_APP: &str = include_str!("../apps/asgi.py");
 /// A systemd stand-in (fork, `(unit)` name, chdir, exec; exit 200/203 like systemd's child).
 const SUPERVISE: &str = include_str!("../apps/supervise.py");
+/// An HTTP/1.1 app whose keep-alive sweep loses the race with the proxy's reuse.
+const KEEPALIVE_APP: &str = include_str!("../apps/keepalive.py");
 
 /// The proxy a stack puts in front of its app.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,6 +48,9 @@ pub struct Stack {
     pub upstream: String,
     /// Extra nginx `location` directives.
     pub nginx_extra: String,
+    /// Reach the upstream through an `upstream` block keeping this many idle connections
+    /// (`keepalive N`, HTTP/1.1, no `Connection: close`), instead of a direct `proxy_pass`.
+    pub upstream_keepalive: Option<u32>,
     /// Other sites of the same nginx: (`location` prefix, its upstream as gwtrace prints it).
     pub sites: Vec<(String, String)>,
     /// Targets of other apps that no verdict may blame or point at (another site's app).
@@ -110,6 +115,7 @@ impl Stack {
         std::fs::write(dir.join("app.py"), WSGI_APP)?;
         std::fs::write(dir.join("asgi.py"), ASGI_APP)?;
         std::fs::write(dir.join("supervise.py"), SUPERVISE)?;
+        std::fs::write(dir.join("keepalive.py"), KEEPALIVE_APP)?;
         Ok(Self {
             proxy: ProxyKind::Nginx,
             name: name.to_owned(),
@@ -117,6 +123,7 @@ impl Stack {
             port: free_port().context("a free port for nginx")?,
             upstream: String::new(),
             nginx_extra: String::new(),
+            upstream_keepalive: None,
             sites: Vec::new(),
             innocent: Vec::new(),
             nginx_private_dir: None,
@@ -414,7 +421,20 @@ impl Stack {
             t.strip_prefix("unix:")
                 .map_or_else(|| format!("http://{t}"), |p| format!("http://unix:{p}:"))
         };
-        let pass = pass_of(&self.upstream);
+        let mut pass = pass_of(&self.upstream);
+        let mut upstreams = String::new();
+        let mut extra = self.nginx_extra.clone();
+        if let Some(n) = self.upstream_keepalive {
+            let server = self.upstream.clone();
+            let _ = writeln!(
+                upstreams,
+                "  upstream gwlab_app {{\n    server {server};\n    keepalive {n};\n  }}"
+            );
+            "http://gwlab_app".clone_into(&mut pass);
+            extra.push_str(
+                "\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";",
+            );
+        }
         let mut sites = String::new();
         for (prefix, t) in &self.sites {
             let _ = writeln!(
@@ -428,9 +448,8 @@ impl Stack {
              error_log {d}/error.log error;\nevents {{ worker_connections 512; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n\
                fastcgi_temp_path {d}/tmp/fcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
-               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass {pass};\n      {extra}\n    }}\n{sites}  }}\n}}\n",
+             {upstreams}  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass {pass};\n      {extra}\n    }}\n{sites}  }}\n}}\n",
             port = self.port,
-            extra = self.nginx_extra,
         );
         std::fs::write(self.path("nginx.conf"), conf)?;
         let conf_path = self.path("nginx.conf");
@@ -545,6 +564,49 @@ impl Stack {
             .filter(|l| keep(l))
             .map(str::to_owned)
             .collect()
+    }
+
+    /// One POST through nginx (from inside the stack's network namespace when it has one).
+    #[must_use]
+    pub fn post(&self, path: &str, timeout: Duration) -> Response {
+        let port = self.port;
+        Response {
+            status: self
+                .on_net(|| http_post(port, path, timeout))
+                .ok()
+                .flatten(),
+            at: Instant::now(),
+        }
+    }
+
+    /// `keepalive.py` bound to `bind` (`127.0.0.1:PORT`), as the app user, closing idle
+    /// connections after `keep_alive` seconds with its sweep `lag` seconds late.
+    pub fn keepalive_app(
+        &mut self,
+        bind: &str,
+        keep_alive: &str,
+        lag: &str,
+    ) -> anyhow::Result<u32> {
+        let script = self.path("keepalive.py");
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid",
+            "gwapp",
+            "--regid",
+            "gwapp",
+            "--init-groups",
+            "/usr/bin/python3",
+        ])
+        .arg(script)
+        .args([
+            "--bind",
+            bind,
+            "--keep-alive",
+            keep_alive,
+            "--sweep-lag",
+            lag,
+        ]);
+        self.spawn(&mut cmd)
     }
 
     /// One GET through nginx (from inside the stack's network namespace when it has one).

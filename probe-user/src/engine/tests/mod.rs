@@ -15,6 +15,7 @@ const T0: u64 = 1000 * S;
 
 mod attribution;
 mod connect;
+mod conns;
 mod deaths;
 mod deploy;
 mod ledger;
