@@ -278,6 +278,10 @@ impl State {
     }
 
     /// Takes one event into the state.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per event kind; each arm delegates to a record_* method"
+    )]
     pub(crate) fn feed(&mut self, ev: &Event, cfg: &EngineConfig) {
         let ns = ev.mono_ns;
         match &ev.body {
