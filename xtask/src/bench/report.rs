@@ -314,8 +314,10 @@ pub fn summarise(runs: &[Run], workloads: &[Workload], storm: bool) -> Vec<Row> 
                         .map(|t| t.window_cpu_ms() / t.window_s.max(1e-3))
                         .collect(),
                 );
-                if matches!(c, Config::Gwtrace | Config::GwtraceSock)
-                    && let Some(t) = m.target
+                if matches!(
+                    c,
+                    Config::Gwtrace | Config::GwtraceFull | Config::GwtraceSock
+                ) && let Some(t) = m.target
                 {
                     r.target = t.text();
                     r.met = t.met(r.median, r.ratio);
@@ -519,6 +521,7 @@ fn tracer_rows(runs: &[Run]) -> Vec<Row> {
     let group = "tracers (all runs)";
     for c in [
         Config::Gwtrace,
+        Config::GwtraceFull,
         Config::GwtraceSock,
         Config::GwtraceRecord,
         Config::Bpftrace,

@@ -18,8 +18,12 @@ use anyhow::{Context as _, bail};
 pub enum Config {
     /// No tracing.
     Baseline,
-    /// The daemon: `gwtrace --json` (every hook, the diagnosis engine), verdicts to /dev/null.
+    /// The daemon in its default mode: `gwtrace --json` (the diagnosis engine), verdicts to
+    /// /dev/null.
     Gwtrace,
+    /// `gwtrace --json --hooks full`: every hook attached all the time (what the default mode
+    /// costs while escalated, during an incident).
+    GwtraceFull,
     /// `gwtrace --json --hooks sock`: no syscall tracepoints.
     GwtraceSock,
     /// `gwtrace record --output /dev/null --force`: every event serialised as JSON.
@@ -32,9 +36,10 @@ pub enum Config {
 
 impl Config {
     /// The configurations of the overhead workloads, in their base order.
-    pub const OVERHEAD: [Self; 5] = [
+    pub const OVERHEAD: [Self; 6] = [
         Self::Baseline,
         Self::Gwtrace,
+        Self::GwtraceFull,
         Self::GwtraceSock,
         Self::Bpftrace,
         Self::Strace,
@@ -46,6 +51,7 @@ impl Config {
         match self {
             Self::Baseline => "baseline",
             Self::Gwtrace => "gwtrace",
+            Self::GwtraceFull => "gwtrace-full",
             Self::GwtraceSock => "gwtrace-sock",
             Self::GwtraceRecord => "gwtrace-record",
             Self::Bpftrace => "bpftrace",
@@ -58,6 +64,7 @@ impl Config {
         match self {
             Self::Baseline => "no tracing",
             Self::Gwtrace => "gwtrace --json > /dev/null",
+            Self::GwtraceFull => "gwtrace --json --hooks full > /dev/null",
             Self::GwtraceSock => "gwtrace --json --hooks sock > /dev/null",
             Self::GwtraceRecord => "gwtrace record --output /dev/null --force",
             Self::Bpftrace => "bpftrace bench/incident.bt > /dev/null",
@@ -68,7 +75,7 @@ impl Config {
     pub const fn is_gwtrace(self) -> bool {
         matches!(
             self,
-            Self::Gwtrace | Self::GwtraceSock | Self::GwtraceRecord
+            Self::Gwtrace | Self::GwtraceFull | Self::GwtraceSock | Self::GwtraceRecord
         )
     }
 }
@@ -312,15 +319,19 @@ impl Tracer {
         let max = format!("{max_secs}");
         let mut cmd = match config {
             Config::Baseline => return Ok(None),
-            Config::Gwtrace | Config::GwtraceSock => {
+            Config::Gwtrace | Config::GwtraceFull | Config::GwtraceSock => {
                 let mut c = Command::new(bin);
-                let hooks = if config == Config::Gwtrace {
-                    "full"
-                } else {
-                    "sock"
-                };
-                c.args(["--json", "--hooks", hooks, "--duration", &max])
-                    .stdout(Stdio::null());
+                c.arg("--json");
+                match config {
+                    Config::GwtraceFull => {
+                        c.args(["--hooks", "full"]);
+                    }
+                    Config::GwtraceSock => {
+                        c.args(["--hooks", "sock"]);
+                    }
+                    _ => {}
+                }
+                c.args(["--duration", &max]).stdout(Stdio::null());
                 c
             }
             Config::GwtraceRecord => {
