@@ -230,7 +230,8 @@ fn line(v: &View<'_>, f: &Finding<'_>) -> String {
     let _ = write!(
         out,
         "; {} {read} with no byte of the answer ({} bytes received on the connection)",
-        f.rec.comm, i.bytes_received
+        f.rec.comm,
+        i.data_received()
     );
     out
 }

@@ -232,6 +232,31 @@ fn check_harakiri(lines: &[serde_json::Value], _upstream: &str) -> Result<(), St
     Ok(())
 }
 
+/// gunicorn at `s.upstream` with --timeout 2, its view sleeping 15 s.
+fn timeout_build(s: &mut Stack) -> anyhow::Result<()> {
+    let bind = s.upstream.clone();
+    s.gunicorn(&bind, &["--timeout", "2"], &[("GWLAB_SLOW", "15")])?;
+    s.wait_listening(&bind)
+}
+
+/// gunicorn at `s.upstream` in a 200 MiB memory cgroup, a request allocating 1 GiB.
+fn oom_build(s: &mut Stack) -> anyhow::Result<()> {
+    let cg = s.memcg(200)?;
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec gunicorn --bind {} --workers 1 --user gwapp --group gwapp app:app",
+        cg.display(),
+        s.upstream
+    );
+    s.spawn(
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("GWLAB_OOM_MB", "1024"),
+    )?;
+    let bind = s.upstream.clone();
+    s.wait_listening(&bind)
+}
+
 /// Both sites, in turn: site A at `/` (the broken one), site B at `/b/`.
 fn two_sites(s: &Stack) -> Vec<Response> {
     let mut out = Vec::new();
@@ -530,13 +555,7 @@ fn check_broken_connections(lines: &[serde_json::Value], upstream: &str) -> Resu
         ));
     }
     for b in broken {
-        let worker = b["proxy_pid"].as_u64().unwrap_or(0);
-        let comm = std::fs::read_to_string(format!("/proc/{worker}/comm")).unwrap_or_default();
-        if worker == 0 || b["proxy_pid"] == v["proxy_pid"] || comm.trim() != "nginx" {
-            return Err(format!(
-                "broken connection not held by an nginx worker: {b} (comm {comm:?})"
-            ));
-        }
+        held_by_nginx_worker(b, v)?;
         if b["target"] != upstream
             || b["upstream_pid"].as_u64().is_none()
             || b["peer_close"] != "rst"
@@ -547,6 +566,54 @@ fn check_broken_connections(lines: &[serde_json::Value], upstream: &str) -> Resu
         }
     }
     Ok(())
+}
+
+/// A broken connection of verdict `v` was held by one of nginx's workers (not the master the
+/// verdict names).
+fn held_by_nginx_worker(b: &serde_json::Value, v: &serde_json::Value) -> Result<(), String> {
+    let worker = b["proxy_pid"].as_u64().unwrap_or(0);
+    let comm = std::fs::read_to_string(format!("/proc/{worker}/comm")).unwrap_or_default();
+    if worker == 0 || b["proxy_pid"] == v["proxy_pid"] || comm.trim() != "nginx" {
+        return Err(format!(
+            "broken connection not held by an nginx worker: {b} (comm {comm:?})"
+        ));
+    }
+    Ok(())
+}
+
+/// The final `cause` verdict of a worker's death over TCP lists the proxy connection the
+/// dying worker held: nginx's worker, to the upstream, closed by the dead worker.
+fn death_broke(lines: &[serde_json::Value], upstream: &str, cause: &str) -> Result<(), String> {
+    let v = final_of(lines, cause)?;
+    let broken = v["broken_connections"]
+        .as_array()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| format!("no broken_connections in {v}"))?;
+    for b in broken {
+        held_by_nginx_worker(b, v)?;
+        if b["target"] != upstream || b["upstream_pid"] != v["upstream_pid"] {
+            return Err(format!(
+                "broken connection does not name the dead worker's close of {upstream}: {b}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// [`check_harakiri`] over TCP, plus the broken connection.
+fn check_harakiri_tcp(lines: &[serde_json::Value], upstream: &str) -> Result<(), String> {
+    check_harakiri(lines, upstream)?;
+    death_broke(lines, upstream, "worker-timeout")
+}
+
+/// gunicorn's timeout kill over TCP lists the broken connection.
+fn check_timeout_tcp(lines: &[serde_json::Value], upstream: &str) -> Result<(), String> {
+    death_broke(lines, upstream, "worker-timeout")
+}
+
+/// The OOM kill over TCP lists the broken connection.
+fn check_oom_tcp(lines: &[serde_json::Value], upstream: &str) -> Result<(), String> {
+    death_broke(lines, upstream, "worker-oom-killed")
 }
 
 /// Every scenario, in the order.
@@ -758,13 +825,26 @@ pub fn scenarios() -> Vec<Scenario> {
             secs: 8,
             build: |s| {
                 s.upstream = unix_sock(s);
-                let bind = s.upstream.clone();
-                s.gunicorn(&bind, &["--timeout", "2"], &[("GWLAB_SLOW", "15")])?;
-                s.wait_listening(&bind)
+                timeout_build(s)
             },
             fault: None,
             drive: slow_get,
             check: None,
+        },
+        Scenario {
+            name: "worker-timeout-tcp",
+            expect: Some("worker-timeout"),
+            nginx_log: "upstream prematurely closed connection",
+            status: 502,
+            about: "gunicorn --timeout 2 over TCP: the verdict lists nginx's connection the killed worker held",
+            secs: 8,
+            build: |s| {
+                s.upstream = format!("127.0.0.1:{}", free_port()?);
+                timeout_build(s)
+            },
+            fault: None,
+            drive: slow_get,
+            check: Some(check_timeout_tcp),
         },
         Scenario {
             name: "worker-oom",
@@ -775,24 +855,26 @@ pub fn scenarios() -> Vec<Scenario> {
             secs: 8,
             build: |s| {
                 s.upstream = unix_sock(s);
-                let cg = s.memcg(200)?;
-                let script = format!(
-                    "echo $$ > {}/cgroup.procs && exec gunicorn --bind {} --workers 1 --user gwapp --group gwapp app:app",
-                    cg.display(),
-                    s.upstream
-                );
-                s.spawn(
-                    Command::new("sh")
-                        .arg("-c")
-                        .arg(script)
-                        .env("GWLAB_OOM_MB", "1024"),
-                )?;
-                let bind = s.upstream.clone();
-                s.wait_listening(&bind)
+                oom_build(s)
             },
             fault: None,
             drive: oom_get,
             check: None,
+        },
+        Scenario {
+            name: "worker-oom-tcp",
+            expect: Some("worker-oom-killed"),
+            nginx_log: "upstream prematurely closed connection",
+            status: 502,
+            about: "the OOM kill over TCP: the verdict lists nginx's connection the killed worker held",
+            secs: 8,
+            build: |s| {
+                s.upstream = format!("127.0.0.1:{}", free_port()?);
+                oom_build(s)
+            },
+            fault: None,
+            drive: oom_get,
+            check: Some(check_oom_tcp),
         },
         Scenario {
             name: "worker-crash",
@@ -843,7 +925,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: slow_get,
-            check: Some(check_harakiri),
+            check: Some(check_harakiri_tcp),
         },
         Scenario {
             name: "crash-supervised",
