@@ -86,6 +86,7 @@ scenarios! {
     lab_caddy_socket_missing => "caddy-socket-missing",
     lab_haproxy_tcp_refused => "haproxy-tcp-refused",
     lab_keepalive_race => "keepalive-race",
+    lab_keepalive_fin_race => "keepalive-fin-race",
     lab_keepalive_healthy => "keepalive-healthy",
     lab_worker_recycling => "worker-recycling",
 }

@@ -291,6 +291,20 @@ fn keepalive_words(v: &View<'_>, p: &mut Part) {
         )),
         _ => None,
     };
+    // The app's idle close as the kernel saw it: its FIN/RST after the previous answer.
+    let measured = p
+        .broken
+        .iter()
+        .filter_map(|b| b.idle_ns?.checked_add_signed(b.close_after_send_ns?))
+        .min();
+    if let Some(d) = measured {
+        p.evidence.push(format!(
+            "the app closed idle connections {} after its last answer on them (its keep-alive timeout, as \
+             measured in the kernel), shorter than nginx's upstream keepalive_timeout (60 s by default): nginx \
+             still reuses connections the app has given up on",
+            fmt_dur(d)
+        ));
+    }
     if let Some(s) = &setting {
         p.evidence.push(format!(
             "{s}, shorter than nginx's upstream keepalive_timeout (60 s by default): the app closes idle connections nginx still reuses"

@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    http::{Response, http_get, http_post},
+    http::{Response, http_get, http_post, read_answer, write_post_keepalive},
     stack::{ProxyKind, Stack, in_mount_namespace, wait_for, wait_unix_listed},
     support::free_port,
 };
@@ -480,6 +480,129 @@ fn keepalive_build(s: &mut Stack) -> anyhow::Result<()> {
     let bind = s.upstream.clone();
     s.keepalive_app(&bind, "1", "0.3")?;
     s.wait_listening(&bind)
+}
+
+/// nginx in front of `keepalive.py` as [`keepalive_build`], the app closing an idle connection
+/// after 1 s with no sweep lag: a FIN (nothing unread), the order where the close comes first.
+fn keepalive_fin_build(s: &mut Stack) -> anyhow::Result<()> {
+    let port = free_port()?;
+    s.upstream = format!("127.0.0.1:{port}");
+    s.upstream_keepalive = Some(8);
+    let bind = s.upstream.clone();
+    s.keepalive_app(&bind, "1", "0")?;
+    s.wait_listening(&bind)
+}
+
+/// nginx's connections to `app_port` in `CLOSE_WAIT` (the app's FIN arrived and nginx has not
+/// closed them yet), from the worker's own network namespace's table.
+fn close_wait_to(worker: u32, app_port: u16) -> usize {
+    let table = std::fs::read_to_string(format!("/proc/{worker}/net/tcp")).unwrap_or_default();
+    let remote = format!(":{app_port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            c.len() > 3 && c[2].ends_with(&remote) && c[3] == "08"
+        })
+        .count()
+}
+
+/// Sends `sig` to nginx's worker.
+fn signal_worker(worker: u32, sig: i32) {
+    let Ok(pid) = i32::try_from(worker) else {
+        return;
+    };
+    // SAFETY: kill(2) on a pid of this stack's nginx worker; no memory is shared.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// One round of the FIN-before-request order: a POST on a kept-alive client connection leaves
+/// nginx an idle upstream connection; 0.6 s later nginx's worker is frozen (SIGSTOP) and the
+/// next POST written on the client connection; the app's idle close (1 s) sends its FIN; once
+/// it has arrived (nginx's socket in `CLOSE_WAIT`) the worker resumes (SIGCONT) with the client's
+/// request ahead of the FIN in its event queue, so it sends the request on the closed
+/// connection before it notices the close. In the wild that window is the microseconds
+/// between the FIN's arrival and nginx's event loop; the freeze holds it open.
+fn fin_round(port: u16, worker: u32, app_port: u16) -> Vec<Response> {
+    let mut out = Vec::new();
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return out;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+    let first = write_post_keepalive(&mut c, "/orders")
+        .ok()
+        .and_then(|()| read_answer(&mut c));
+    out.push(Response {
+        status: first,
+        at: Instant::now(),
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    signal_worker(worker, libc::SIGSTOP);
+    let wrote = write_post_keepalive(&mut c, "/orders");
+    let t0 = Instant::now();
+    while close_wait_to(worker, app_port) == 0 && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    signal_worker(worker, libc::SIGCONT);
+    let second = wrote.ok().and_then(|()| read_answer(&mut c));
+    out.push(Response {
+        status: second,
+        at: Instant::now(),
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    out
+}
+
+/// Three rounds of [`fin_round`].
+fn fin_before_request(s: &Stack) -> Vec<Response> {
+    let worker = s.nginx_pid.and_then(|m| {
+        std::fs::read_to_string(format!("/proc/{m}/task/{m}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    });
+    let app_port = s.upstream.rsplit(':').next().and_then(|p| p.parse().ok());
+    let (Some(worker), Some(app_port)) = (worker, app_port) else {
+        return Vec::new();
+    };
+    let port = s.port;
+    s.on_net(|| {
+        (0..3)
+            .flat_map(|_| fin_round(port, worker, app_port))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The FIN-first race's verdict: every broken connection was closed by the app with a FIN the
+/// request crossed, held by nginx's worker, and the verdict names the measured idle timeout.
+fn check_fin_race(lines: &[serde_json::Value], upstream: &str) -> Result<(), String> {
+    let v = final_of(lines, "keepalive-race")?;
+    let broken = v["broken_connections"]
+        .as_array()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| format!("no broken_connections in {v}"))?;
+    for b in broken {
+        held_by_nginx_worker(b, v)?;
+        let before = b["close_after_send_ns"].as_i64().is_some_and(|d| d < 0);
+        if b["target"] != upstream || b["peer_close"] != "fin_then_rst" || !before {
+            return Err(format!(
+                "broken connection is not the app's FIN before the request: {b}"
+            ));
+        }
+    }
+    if !evidence_has(
+        v,
+        "the app closed idle connections 1.0 s after its last answer",
+    ) {
+        return Err(format!("the idle timeout mismatch is not named: {v}"));
+    }
+    Ok(())
 }
 
 /// POSTs `gap_ms` apart (after each answer).
@@ -1314,6 +1437,18 @@ pub fn scenarios() -> Vec<Scenario> {
             fault: None,
             drive: |s| posts(5, 1150)(s),
             check: Some(check_broken_connections),
+        },
+        Scenario {
+            name: "keepalive-fin-race",
+            expect: Some("keepalive-race"),
+            nginx_log: "upstream prematurely closed connection while reading response header from upstream",
+            status: 502,
+            about: "the FIN-first order: the app (keep-alive 1 s) closes an idle upstream connection with a FIN after nginx took the next POST and before it noticed the close (its worker frozen over the FIN's arrival); nginx writes on the closed connection and reads EOF",
+            secs: 9,
+            build: keepalive_fin_build,
+            fault: None,
+            drive: fin_before_request,
+            check: Some(check_fin_race),
         },
         Scenario {
             name: "keepalive-healthy",

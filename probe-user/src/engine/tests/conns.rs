@@ -97,6 +97,14 @@ fn reset_of_a_reused_idle_connection_is_keepalive_race() {
         "{v:#?}"
     );
     assert!(has(v, "gunicorn --keep-alive is 1 s"), "{v:#?}");
+    // Idle 1.1 s, the close 80 ms after the request: the app's timer, measured.
+    assert!(
+        has(
+            v,
+            "the app closed idle connections 1.2 s after its last answer on them (its keep-alive timeout, as measured"
+        ),
+        "{v:#?}"
+    );
     assert!(
         v.fix.contains("--keep-alive") && v.fix.contains("--timeout-keep-alive"),
         "{}",
