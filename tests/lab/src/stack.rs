@@ -416,6 +416,43 @@ impl Stack {
 
     /// Writes nginx.conf and starts nginx (master root, workers www-data) in front of `upstream`.
     pub fn start_nginx(&mut self) -> anyhow::Result<()> {
+        self.write_nginx_conf()?;
+        let conf_path = self.path("nginx.conf");
+        let mut cmd = if let Some(private) = &self.nginx_private_dir {
+            // unshare execs (no fork), then sh execs nginx: the pid stays nginx's master.
+            let mut c = in_mount_namespace(private);
+            c.arg(format!(
+                "exec nginx -c {} -e {}",
+                conf_path.display(),
+                self.path("error.log").display()
+            ));
+            c
+        } else {
+            let mut c = self.in_net("nginx");
+            c.arg("-c")
+                .arg(&conf_path)
+                .arg("-e")
+                .arg(self.path("error.log"));
+            c
+        };
+        let pid = self.spawn(&mut cmd)?;
+        self.nginx_pid = Some(pid);
+        let port = self.port;
+        wait_for("nginx to listen", Duration::from_secs(10), || {
+            self.on_net(|| TcpStream::connect(("127.0.0.1", port)).is_ok())
+                .unwrap_or(false)
+        })
+    }
+
+    /// Writes nginx.conf again from the stack's current `upstream` and `sites`, then
+    /// [`Stack::reload_nginx`]: a site added by a reload.
+    pub fn reconfigure_nginx(&self) -> anyhow::Result<()> {
+        self.write_nginx_conf()?;
+        self.reload_nginx()
+    }
+
+    /// nginx.conf for `upstream` at `/` and each of `sites`.
+    fn write_nginx_conf(&self) -> anyhow::Result<()> {
         let d = self.dir.display();
         let pass_of = |t: &str| {
             t.strip_prefix("unix:")
@@ -452,31 +489,7 @@ impl Stack {
             port = self.port,
         );
         std::fs::write(self.path("nginx.conf"), conf)?;
-        let conf_path = self.path("nginx.conf");
-        let mut cmd = if let Some(private) = &self.nginx_private_dir {
-            // unshare execs (no fork), then sh execs nginx: the pid stays nginx's master.
-            let mut c = in_mount_namespace(private);
-            c.arg(format!(
-                "exec nginx -c {} -e {}",
-                conf_path.display(),
-                self.path("error.log").display()
-            ));
-            c
-        } else {
-            let mut c = self.in_net("nginx");
-            c.arg("-c")
-                .arg(&conf_path)
-                .arg("-e")
-                .arg(self.path("error.log"));
-            c
-        };
-        let pid = self.spawn(&mut cmd)?;
-        self.nginx_pid = Some(pid);
-        let port = self.port;
-        wait_for("nginx to listen", Duration::from_secs(10), || {
-            self.on_net(|| TcpStream::connect(("127.0.0.1", port)).is_ok())
-                .unwrap_or(false)
-        })
+        Ok(())
     }
 
     /// `nginx -s reload` on this stack's configuration (the master re-reads it, starts new
