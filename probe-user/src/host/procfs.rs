@@ -380,7 +380,11 @@ impl FactSource for SystemFacts {
 
     fn path_of(&mut self, pid: u32, path: &str) -> PathInfo {
         let theirs = mount_ns_of(&pid.to_string());
-        if theirs.is_none() || theirs == mount_ns_of("self") {
+        // A chrooted process (haproxy's `chroot`) in gwtrace's own mount namespace resolves
+        // paths under its root too.
+        let root_of = |p: &str| std::fs::read_link(format!("/proc/{p}/root")).ok();
+        let chrooted = root_of(&pid.to_string()).is_some_and(|r| Some(r) != root_of("self"));
+        if !chrooted && (theirs.is_none() || theirs == mount_ns_of("self")) {
             return Self::path_walk(path).0;
         }
         let root = PathBuf::from(format!("/proc/{pid}/root"));
