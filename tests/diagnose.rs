@@ -85,6 +85,7 @@ scenarios! {
     lab_unrelated_crash => "unrelated-crash",
     lab_caddy_socket_missing => "caddy-socket-missing",
     lab_haproxy_tcp_refused => "haproxy-tcp-refused",
+    lab_haproxy_chroot_socket_missing => "haproxy-chroot-socket-missing",
     lab_keepalive_race => "keepalive-race",
     lab_keepalive_fin_race => "keepalive-fin-race",
     lab_keepalive_healthy => "keepalive-healthy",

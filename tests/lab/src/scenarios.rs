@@ -739,6 +739,27 @@ fn check_oom_tcp(lines: &[serde_json::Value], upstream: &str) -> Result<(), Stri
     death_broke(lines, upstream, "worker-oom-killed")
 }
 
+/// The chrooted haproxy's verdict says where its path is: under its chroot.
+fn check_chroot(lines: &[serde_json::Value], upstream: &str) -> Result<(), String> {
+    check_status_503_or_502(lines, upstream)?;
+    let v = final_of(lines, "socket-missing")?;
+    let summary = v["summary"].as_str().unwrap_or("");
+    if !summary.contains("does not exist in haproxy's chroot ")
+        || !summary.contains("outside it")
+        || !evidence_has(v, "runs chrooted in ")
+    {
+        return Err(format!(
+            "the verdict does not name haproxy's chroot and the app outside it: {v}"
+        ));
+    }
+    if evidence_has(v, "is listened on") {
+        return Err(format!(
+            "the app outside the chroot was taken for the target working again: {v}"
+        ));
+    }
+    Ok(())
+}
+
 /// Every scenario, in the order.
 #[expect(
     clippy::too_many_lines,
@@ -1425,6 +1446,27 @@ pub fn scenarios() -> Vec<Scenario> {
             fault: None,
             drive: five_gets,
             check: Some(check_status_503_or_502),
+        },
+        Scenario {
+            name: "haproxy-chroot-socket-missing",
+            expect: Some("socket-missing"),
+            nginx_log: " SC-- ",
+            status: 503,
+            about: "HAProxy chrooted (chroot in global) in front of a gunicorn listening on the host's path: inside the chroot the socket does not exist",
+            secs: 6,
+            build: |s| {
+                s.proxy = ProxyKind::Haproxy;
+                let jail = s.path("jail");
+                std::fs::create_dir_all(&jail)?;
+                s.haproxy_chroot = Some(jail);
+                s.upstream = unix_sock(s);
+                let bind = s.upstream.clone();
+                s.gunicorn(&bind, &[], &[])?;
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: five_gets,
+            check: Some(check_chroot),
         },
         Scenario {
             name: "keepalive-race",

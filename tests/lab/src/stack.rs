@@ -58,6 +58,8 @@ pub struct Stack {
     /// Run nginx in its own mount namespace with an empty tmpfs over this directory (systemd
     /// `PrivateTmp=`, a container without the app's volume).
     pub nginx_private_dir: Option<PathBuf>,
+    /// haproxy's `chroot` directory (its workers resolve unix server paths under it).
+    pub haproxy_chroot: Option<PathBuf>,
     /// The network namespace (`ip netns` name) nginx and its app run in, when the scenario
     /// made one ([`Stack::make_netns`]): a container's or a pod's own loopback.
     pub net: Option<String>,
@@ -127,6 +129,7 @@ impl Stack {
             sites: Vec::new(),
             innocent: Vec::new(),
             nginx_private_dir: None,
+            haproxy_chroot: None,
             net: None,
             children: Vec::new(),
             nginx_pid: None,
@@ -397,8 +400,12 @@ impl Stack {
             .upstream
             .strip_prefix("unix:")
             .map_or_else(|| self.upstream.clone(), |p| format!("unix@{p}"));
+        let chroot = self
+            .haproxy_chroot
+            .as_ref()
+            .map_or_else(String::new, |d| format!("\tchroot {}\n", d.display()));
         let conf = format!(
-            "global\n\tlog stdout format raw local0\n\
+            "global\n{chroot}\tlog stdout format raw local0\n\
              defaults\n\tmode http\n\tlog global\n\toption httplog\n\tretries 0\n\
              \ttimeout connect 2s\n\ttimeout client 10s\n\ttimeout server 10s\n\
              frontend www\n\tbind 127.0.0.1:{port}\n\tdefault_backend app\n\
