@@ -19,7 +19,9 @@ use crate::{
     catalog::APP_SERVERS,
     engine::covers,
     event::{Body, Event},
-    facts::{FactSource, FactsUpdate, Listener, MountNs, NetNs, Netstat, PathInfo, ProcInfo},
+    facts::{
+        FactSource, FactsUpdate, Listener, MountNs, NetNs, Netstat, PathInfo, ProcInfo, ProcRoot,
+    },
 };
 use owners::{Budget, OwnerCache};
 use proctable::ProcTable;
@@ -565,8 +567,13 @@ impl<S: FactSource> Enricher<S> {
             self.refresh_listeners(up);
         }
         if let Some(path) = target.strip_prefix("unix:").filter(|p| p.starts_with('/')) {
-            // The path as the proxy sees it: in its own mount namespace.
+            // The path as the proxy sees it: in its own mount namespace, under its chroot.
             self.note_ns(ev.pid, &mut up.mount_ns);
+            if let Some(root) = self.src.chroot(ev.pid)
+                && !up.roots.iter().any(|r| r.pid == ev.pid)
+            {
+                up.roots.push(ProcRoot { pid: ev.pid, root });
+            }
             if self.walk(ev, path, up) && !self.listeners_read {
                 // Who listens may have changed too (at most once a tick: the periodic refresh
                 // follows anomalies).
