@@ -485,7 +485,12 @@ impl<S: FactSource> Enricher<S> {
             }
             Body::OomKill { victim_pid, .. } => {
                 want.push(*victim_pid);
-                if let Some(m) = self.src.memcg(*victim_pid) {
+                let known = self
+                    .table
+                    .get(*victim_pid)
+                    .map(|p| p.cgroup.clone())
+                    .unwrap_or_default();
+                if let Some(m) = self.src.memcg(*victim_pid, &known) {
                     up.memcgs.push(m);
                 }
             }
@@ -754,7 +759,7 @@ mod tests {
                 gids,
             ))
         }
-        fn memcg(&mut self, _pid: u32) -> Option<MemcgInfo> {
+        fn memcg(&mut self, _pid: u32, _known_cgroup: &str) -> Option<MemcgInfo> {
             None
         }
         fn netstat(&mut self) -> Option<Netstat> {

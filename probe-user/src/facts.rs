@@ -377,8 +377,9 @@ pub trait FactSource {
     fn now_ns(&mut self) -> Option<u64> {
         None
     }
-    /// Memory cgroup of a process.
-    fn memcg(&mut self, pid: u32) -> Option<MemcgInfo>;
+    /// Memory cgroup of a process; `known_cgroup` is its cgroup as read while it was alive
+    /// (an OOM victim may be gone, or already shown in the root cgroup, by the time it is read).
+    fn memcg(&mut self, pid: u32, known_cgroup: &str) -> Option<MemcgInfo>;
     /// TCP listen-queue counters.
     fn netstat(&mut self) -> Option<Netstat>;
 }

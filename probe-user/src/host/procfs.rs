@@ -462,9 +462,18 @@ impl FactSource for SystemFacts {
         Some(secs * 1_000_000_000 + nanos)
     }
 
-    fn memcg(&mut self, pid: u32) -> Option<MemcgInfo> {
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        Mounts::system().memcg(pid, &cgroup)
+    fn memcg(&mut self, pid: u32, known_cgroup: &str) -> Option<MemcgInfo> {
+        let mounts = Mounts::system();
+        let now = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|text| mounts.memcg(pid, &text))
+            .filter(|m| m.cgroup != "/");
+        // Gone, or shown in the root cgroup while it exits: the cgroup it lived in (v2 path).
+        now.or_else(|| {
+            (!known_cgroup.is_empty() && known_cgroup != "/")
+                .then(|| mounts.memcg(pid, &format!("0::{known_cgroup}\n")))
+                .flatten()
+        })
     }
 
     fn netstat(&mut self) -> Option<Netstat> {
