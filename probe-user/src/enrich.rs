@@ -182,6 +182,16 @@ impl<S: FactSource> Enricher<S> {
     }
 
     /// Sends a process's mount namespace once (a socket bound in one is invisible in another).
+    /// An OOM victim's memory cgroup, with the cgroup it was seen in while alive.
+    fn victim_memcg(&mut self, pid: u32) -> Option<MemcgInfo> {
+        let known = self
+            .table
+            .get(pid)
+            .map(|p| p.cgroup.clone())
+            .unwrap_or_default();
+        self.src.memcg(pid, &known)
+    }
+
     fn note_ns(&mut self, pid: u32, out: &mut Vec<MountNs>) {
         if pid == 0 || self.ns_known.contains(&pid) {
             return;
@@ -485,12 +495,7 @@ impl<S: FactSource> Enricher<S> {
             }
             Body::OomKill { victim_pid, .. } => {
                 want.push(*victim_pid);
-                let known = self
-                    .table
-                    .get(*victim_pid)
-                    .map(|p| p.cgroup.clone())
-                    .unwrap_or_default();
-                if let Some(m) = self.src.memcg(*victim_pid, &known) {
+                if let Some(m) = self.victim_memcg(*victim_pid) {
                     up.memcgs.push(m);
                 }
             }
