@@ -183,7 +183,7 @@ impl<S: FactSource> Enricher<S> {
 
     /// Sends a process's mount namespace once (a socket bound in one is invisible in another).
     /// An OOM victim's memory cgroup, with the cgroup it was seen in while alive.
-    fn victim_memcg(&mut self, pid: u32) -> Option<MemcgInfo> {
+    fn victim_memcg(&mut self, pid: u32) -> Option<crate::facts::MemcgInfo> {
         let known = self
             .table
             .get(pid)
