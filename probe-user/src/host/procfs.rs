@@ -468,10 +468,17 @@ impl FactSource for SystemFacts {
             .ok()
             .and_then(|text| mounts.memcg(pid, &text))
             .filter(|m| m.cgroup != "/");
-        // Gone, or shown in the root cgroup while it exits: the cgroup it lived in (v2 path).
+        // Gone, or shown in the root cgroup while it exits: the cgroup it lived in, as the
+        // memory controller's path (v1; on hybrid systemd hosts the hierarchies mirror each
+        // other) or the v2 one.
         now.or_else(|| {
             (!known_cgroup.is_empty() && known_cgroup != "/")
-                .then(|| mounts.memcg(pid, &format!("0::{known_cgroup}\n")))
+                .then(|| {
+                    mounts.memcg(
+                        pid,
+                        &format!("1:memory:{known_cgroup}\n0::{known_cgroup}\n"),
+                    )
+                })
                 .flatten()
         })
     }
