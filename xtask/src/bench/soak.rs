@@ -314,6 +314,9 @@ struct Sample {
     hwm_kib: u64,
     cpu_ms: f64,
     bpf_memlock_kib: u64,
+    /// bpftrace processes on the host (other tracers' programs make classic tracepoints skip
+    /// runs: `tracepoint_recursion` losses).
+    bpftrace_procs: usize,
     /// One scrape of /metrics: `None` when it failed.
     metrics: Option<Scrape>,
 }
@@ -368,6 +371,32 @@ fn parse_metrics(body: &str) -> Scrape {
     m
 }
 
+/// Processes on the host whose `comm` is `name`.
+fn procs_named(name: &str) -> usize {
+    std::fs::read_dir("/proc").map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+                    && std::fs::read_to_string(e.path().join("comm"))
+                        .is_ok_and(|c| c.trim_end() == name)
+            })
+            .count()
+    })
+}
+
+/// `reason N, reason N`, or `none`.
+fn by_reason(m: &BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        return "none".to_owned();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn sample(pid: u32, t0: Instant, metrics: &str) -> anyhow::Result<Sample> {
     let p = tracer::sample(pid)?;
     Ok(Sample {
@@ -376,6 +405,7 @@ fn sample(pid: u32, t0: Instant, metrics: &str) -> anyhow::Result<Sample> {
         hwm_kib: p.hwm_kib,
         cpu_ms: tracer::task_cpu_ms(pid)?,
         bpf_memlock_kib: tracer::map_memlock_kib(pid),
+        bpftrace_procs: procs_named("bpftrace"),
         metrics: scrape(metrics).ok(),
     })
 }
@@ -398,6 +428,7 @@ struct VerdictLine {
     state: String,
     cause: String,
     target: String,
+    summary: String,
 }
 
 /// The verdict lines about `proxy` (the soak's nginx master), the closing (`final`) lines about
@@ -424,6 +455,7 @@ fn verdict_lines(lines: &[(Instant, String)], proxy: u32) -> (Vec<VerdictLine>, 
             state: s("state"),
             cause: s("cause"),
             target: s("target"),
+            summary: s("summary"),
         });
     }
     (out, finals, others)
@@ -435,11 +467,6 @@ struct RecordFile {
     path: String,
     bytes: u64,
     lines: u64,
-    /// `loss` lines and the losses they carry (`count`).
-    loss_lines: u64,
-    losses: u64,
-    /// `hooks` lines (escalations and calms of the default mode), by their `state`/`mode`.
-    hooks: BTreeMap<String, u64>,
     /// `gwtrace explain --json` on it: exit status and verdict lines.
     explain_ok: bool,
     explain_verdicts: u64,
@@ -449,29 +476,6 @@ struct RecordFile {
 fn record_file(bin: &Path, path: &Path) -> anyhow::Result<RecordFile> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let (mut lines, mut loss_lines, mut losses) = (0, 0, 0);
-    let mut hooks = BTreeMap::new();
-    for l in text.lines() {
-        lines += 1;
-        let Ok(v) = serde_json::from_str::<Value>(l) else {
-            continue;
-        };
-        match v.get("kind").and_then(Value::as_str) {
-            Some("loss") => {
-                loss_lines += 1;
-                losses += v.get("count").and_then(Value::as_u64).unwrap_or(1);
-            }
-            Some("hooks") => {
-                let what = ["state", "mode", "hooks", "action"]
-                    .iter()
-                    .find_map(|k| v.get(*k).and_then(Value::as_str))
-                    .unwrap_or("hooks")
-                    .to_owned();
-                *hooks.entry(what).or_insert(0) += 1;
-            }
-            _ => {}
-        }
-    }
     let out = Command::new(bin)
         .args(["explain", "--json", "--color", "never"])
         .arg(path)
@@ -482,10 +486,7 @@ fn record_file(bin: &Path, path: &Path) -> anyhow::Result<RecordFile> {
     Ok(RecordFile {
         path: path.display().to_string(),
         bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
-        lines,
-        loss_lines,
-        losses,
-        hooks,
+        lines: text.lines().count() as u64,
         explain_ok: out.status.success(),
         explain_verdicts: stdout.lines().filter(|l| l.starts_with('{')).count() as u64,
         explain_error: (!out.status.success()).then(|| {
@@ -496,6 +497,105 @@ fn record_file(bin: &Path, path: &Path) -> anyhow::Result<RecordFile> {
                 .to_owned()
         }),
     })
+}
+
+/// The record file and its rotations (`FILE`, `FILE.1` .. `FILE.N`).
+fn record_paths(base: &Path) -> Vec<PathBuf> {
+    (0..=ROTATE_KEEP)
+        .map(|k| {
+            if k == 0 {
+                base.to_path_buf()
+            } else {
+                PathBuf::from(format!("{}.{k}", base.display()))
+            }
+        })
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// What the record files said over the run, read at every sample (files rotate away after
+/// `ROTATE_KEEP` more): the `loss` and `hooks` lines (each counted once, whatever file it is in
+/// by then) and the files seen (by inode: one more than the rotations).
+#[derive(Debug, Default)]
+struct RecordWatch {
+    inodes: BTreeSet<u64>,
+    loss: BTreeSet<String>,
+    hooks: BTreeSet<String>,
+}
+
+impl RecordWatch {
+    fn scan(&mut self, base: &Path) {
+        for p in record_paths(base) {
+            let Ok(meta) = std::fs::metadata(&p) else {
+                continue;
+            };
+            self.inodes
+                .insert(std::os::unix::fs::MetadataExt::ino(&meta));
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            for l in text.lines() {
+                // Cheap filter first; the kind is checked on the parsed line.
+                if !(l.contains("\"loss\"") || l.contains("\"hooks\"")) {
+                    continue;
+                }
+                match serde_json::from_str::<Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("kind").and_then(Value::as_str).map(str::to_owned))
+                    .as_deref()
+                {
+                    Some("loss") => {
+                        self.loss.insert(l.to_owned());
+                    }
+                    Some("hooks") => {
+                        self.hooks.insert(l.to_owned());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Events lost, as the `loss` lines count them, by reason (`ringbuf_full`,
+    /// `tracepoint_recursion`, ...).
+    fn losses(&self) -> BTreeMap<String, u64> {
+        let mut by = BTreeMap::new();
+        for v in self
+            .loss
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        {
+            let reason = v.get("reason").and_then(Value::as_str).unwrap_or("?");
+            *by.entry(reason.to_owned()).or_insert(0) +=
+                v.get("count").and_then(Value::as_u64).unwrap_or(1);
+        }
+        by
+    }
+
+    /// `hooks` lines by their `state` (`escalated`, `calm`), and the escalations' attach times (µs).
+    fn hooks(&self) -> (BTreeMap<String, u64>, Vec<u64>) {
+        let mut by_state = BTreeMap::new();
+        let mut latency = Vec::new();
+        for v in self
+            .hooks
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        {
+            let state = v
+                .get("state")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_owned();
+            if state == "escalated"
+                && let Some(us) = v.get("latency_us").and_then(Value::as_u64)
+            {
+                latency.push(us);
+            }
+            *by_state.entry(state).or_insert(0) += 1;
+        }
+        latency.sort_unstable();
+        (by_state, latency)
+    }
 }
 
 /// Runs the soak and writes bench/results/soak-DATE.json and its markdown summary.
@@ -514,7 +614,11 @@ pub fn soak(bin: &Path, opts: Opts) -> anyhow::Result<()> {
     let sites = build(&mut stack)?;
     let nginx = stack.nginx_pid.context("nginx did not start")?;
     let metrics = format!("127.0.0.1:{}", lonely_port()?);
-    let record = stack.path("events.jsonl");
+    // Outside the stack's directory, so the files outlive the run for a replay.
+    let record_dir = PathBuf::from(format!("/tmp/gwsoak-{}", std::process::id()));
+    std::fs::create_dir_all(&record_dir)
+        .with_context(|| format!("creating {}", record_dir.display()))?;
+    let record = record_dir.join("events.jsonl");
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--json", "--color", "never", "--force"])
         .args(["--proxy", &nginx.to_string(), "--metrics", &metrics])
@@ -543,6 +647,7 @@ pub fn soak(bin: &Path, opts: Opts) -> anyhow::Result<()> {
         startup.map_memlock_kib,
         EVERY.as_secs()
     );
+    let context_start = super::box_context();
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = {
@@ -551,29 +656,27 @@ pub fn soak(bin: &Path, opts: Opts) -> anyhow::Result<()> {
         let port = stack.port;
         std::thread::spawn(move || client(port, &paths, &stop))
     };
-    let result = drive(&stack, &sites, agent.pid, t0, secs, &metrics);
+    let mut watch = RecordWatch::default();
+    let result = drive(
+        &stack, &sites, agent.pid, t0, secs, &metrics, &record, &mut watch,
+    );
     stop.store(true, Ordering::Relaxed);
     let answers = traffic
         .join()
         .map_err(|_| anyhow::anyhow!("the client thread panicked"))?;
     let (incidents, samples) = result?;
     let window_s = t0.elapsed().as_secs_f64();
+    let context = json!({"start": context_start, "end": super::box_context()});
     let finished = agent.stop(STOP_GRACE)?;
     let lines = agent.stdout_from(0);
     let errors = stack.nginx_errors();
-    let mut files = Vec::new();
-    for k in 0..=ROTATE_KEEP {
-        let p = if k == 0 {
-            record.clone()
-        } else {
-            PathBuf::from(format!("{}.{k}", record.display()))
-        };
-        if p.exists() {
-            files.push(record_file(bin, &p)?);
-        }
-    }
+    watch.scan(&record);
+    let files = record_paths(&record)
+        .iter()
+        .map(|p| record_file(bin, p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let a = Analysis::new(
-        nginx, &sites, &incidents, &answers, &lines, &errors, &samples, &files, &finished,
+        nginx, &sites, &incidents, &answers, &lines, &errors, &samples, &files, &watch, &finished,
     );
     drop(stack);
     let run = RunFacts {
@@ -584,6 +687,7 @@ pub fn soak(bin: &Path, opts: Opts) -> anyhow::Result<()> {
         sites: &sites,
         startup: &startup,
         window_s,
+        context,
         finished: &finished,
         samples: &samples,
         files: &files,
@@ -609,6 +713,8 @@ struct RunFacts<'a> {
     sites: &'a Sites,
     startup: &'a tracer::Startup,
     window_s: f64,
+    /// The box at the start and the end: load average, TCP sockets.
+    context: Value,
     finished: &'a tracer::Finished,
     samples: &'a [Sample],
     files: &'a [RecordFile],
@@ -643,6 +749,7 @@ fn write_results(run: &RunFacts<'_>, a: &Analysis) -> anyhow::Result<()> {
         "startup": {"attached_ms": run.startup.attached_ms, "attach_fds": run.startup.attach_fds,
             "map_memlock_kib": run.startup.map_memlock_kib},
         "window_s": run.window_s,
+        "context": run.context,
         "agent": {"exit": run.finished.status, "cpu_ms_total": run.finished.cpu_ms,
             "maxrss_kib": run.finished.maxrss_kib, "summary": run.finished.summary,
             "stderr": run.finished.stderr.iter().rev().take(30).rev().collect::<Vec<_>>()},
@@ -663,6 +770,10 @@ fn write_results(run: &RunFacts<'_>, a: &Analysis) -> anyhow::Result<()> {
 }
 
 /// The main loop: incidents on schedule, samples every 10 s, until `secs` have passed.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the stack, the agent and what is watched"
+)]
 fn drive(
     stack: &Stack,
     sites: &Sites,
@@ -670,6 +781,8 @@ fn drive(
     t0: Instant,
     secs: u64,
     metrics: &str,
+    record: &Path,
+    watch: &mut RecordWatch,
 ) -> anyhow::Result<(Vec<Incident>, Vec<Sample>)> {
     let end = t0 + Duration::from_secs(secs);
     let mut incidents = Vec::new();
@@ -732,6 +845,7 @@ fn drive(
                 )
             );
             samples.push(s);
+            watch.scan(record);
             next_sample += SAMPLE_EVERY;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -770,6 +884,8 @@ struct Analysis {
     healthy_answers: u64,
     total_answers: u64,
     unmatched_verdicts: Vec<String>,
+    /// Every verdict line about the soak's nginx (time from the first incident's start).
+    verdict_log: Vec<Value>,
     healthy_log_lines: usize,
     final_lines: usize,
     other_proxy_lines: usize,
@@ -782,8 +898,14 @@ struct Analysis {
     lost_summary: Option<u64>,
     lost_metrics: Option<f64>,
     scrapes: (usize, usize),
+    /// `loss` lines in the record files, and the losses they count.
     loss_lines: u64,
+    losses: BTreeMap<String, u64>,
+    /// `hooks` lines by state, and the escalations' attach times (µs, sorted).
     hooks: BTreeMap<String, u64>,
+    escalation_us: Vec<u64>,
+    /// Most bpftrace processes seen on the host at one sample.
+    bpftrace_max: usize,
     files: usize,
     rotated: usize,
     unreadable: Vec<String>,
@@ -809,6 +931,7 @@ impl Analysis {
         errors: &[String],
         samples: &[Sample],
         files: &[RecordFile],
+        watch: &RecordWatch,
         finished: &tracer::Finished,
     ) -> Self {
         let (verdicts, final_lines, other_proxy_lines) = verdict_lines(lines, proxy);
@@ -903,10 +1026,18 @@ impl Analysis {
             });
         }
         // Verdicts no incident explains: every id whose opening line belongs to none.
+        let t0 = incidents.first().map(|i| i.started);
+        let verdict_log = verdicts
+            .iter()
+            .map(|v| {
+                json!({"t_s": t0.map(|t| if v.at >= t { secs_between(t, v.at) } else { -secs_between(v.at, t) }),
+                    "id": v.id, "state": v.state, "cause": v.cause, "target": v.target, "summary": v.summary})
+            })
+            .collect();
         let unmatched_verdicts: Vec<String> = verdicts
             .iter()
             .filter(|v| v.state == "open" && belongs(v).is_none())
-            .map(|v| format!("{} {} -> {} ({})", v.id, v.cause, v.target, v.state))
+            .map(|v| format!("{} {} -> {}: {}", v.id, v.cause, v.target, v.summary))
             .collect();
         let rss: Vec<u64> = samples.iter().map(|s| s.rss_kib).collect();
         let cpu_rates: Vec<f64> = samples
@@ -924,18 +1055,14 @@ impl Analysis {
             .rev()
             .find_map(|s| s.metrics.as_ref())
             .map(|m| m.lost_events);
-        let mut hooks = BTreeMap::new();
-        for f in files {
-            for (k, v) in &f.hooks {
-                *hooks.entry(k.clone()).or_insert(0) += v;
-            }
-        }
+        let (hooks, escalation_us) = watch.hooks();
         let mut a = Self {
             incidents: results,
             unexpected_answers,
             healthy_answers,
             total_answers: answers.len() as u64,
             unmatched_verdicts,
+            verdict_log,
             healthy_log_lines: errors.len().saturating_sub(attributed_log),
             final_lines,
             other_proxy_lines,
@@ -951,10 +1078,13 @@ impl Analysis {
             lost_summary: finished.summary.as_ref().and_then(|s| s.lost),
             lost_metrics,
             scrapes: (scrapes_ok, samples.len()),
-            loss_lines: files.iter().map(|f| f.loss_lines).sum(),
+            loss_lines: watch.loss.len() as u64,
+            losses: watch.losses(),
             hooks,
+            escalation_us,
+            bpftrace_max: samples.iter().map(|s| s.bpftrace_procs).max().unwrap_or(0),
             files: files.len(),
-            rotated: files.len().saturating_sub(1),
+            rotated: watch.inodes.len().saturating_sub(1),
             unreadable: files
                 .iter()
                 .filter(|f| !f.explain_ok)
@@ -1031,15 +1161,16 @@ impl Analysis {
                 self.healthy_log_lines
             ));
         }
-        let lost = self.lost_summary.unwrap_or(0) + self.loss_lines;
+        let lost = self.lost_summary.unwrap_or(0) + self.losses.values().sum::<u64>();
         if self.lost_summary.is_none() {
             missed.push("gwtrace's summary has no `lost events` line".to_owned());
         }
         if lost > 0 || self.lost_metrics.unwrap_or(0.0) > 0.0 {
             missed.push(format!(
-                "events lost: summary {}, loss lines {}, gwtrace_lost_events_total {} (target 0)",
+                "events lost: summary {}, loss lines {} ({}), gwtrace_lost_events_total {} (target 0)",
                 self.lost_summary.unwrap_or(0),
                 self.loss_lines,
+                by_reason(&self.losses),
                 self.lost_metrics.unwrap_or(0.0)
             ));
         }
@@ -1072,15 +1203,18 @@ impl Analysis {
             "healthy_answers": self.healthy_answers,
             "unexpected_answers": self.unexpected_answers,
             "unmatched_verdicts": self.unmatched_verdicts,
+            "verdicts": self.verdict_log,
             "nginx_log_lines_outside_incidents": self.healthy_log_lines,
             "final_verdict_lines": self.final_lines,
             "other_proxies_verdict_lines": self.other_proxy_lines,
             "rss_kib": {"first": self.rss_first_kib, "last": self.rss_last_kib, "max": self.rss_max_kib},
             "cpu_ms_per_s": {"mean": self.cpu_ms_per_s, "max_10s": self.cpu_ms_per_s_max},
             "bpf_memlock_kib": {"first": self.memlock_kib.0, "last": self.memlock_kib.1},
-            "lost": {"summary": self.lost_summary, "metrics": self.lost_metrics, "loss_lines": self.loss_lines},
+            "lost": {"summary": self.lost_summary, "metrics": self.lost_metrics,
+                "loss_lines": self.loss_lines, "loss_by_reason": self.losses},
             "scrapes": {"ok": self.scrapes.0, "total": self.scrapes.1},
             "hooks_lines": self.hooks,
+            "escalation_attach_us": self.escalation_us,
             "record_files": self.files,
             "record_files_rotated": self.rotated,
             "missed": self.missed,
@@ -1164,14 +1298,17 @@ impl Analysis {
         );
         let _ = writeln!(
             md,
-            "- loss: summary {}, gwtrace_lost_events_total {}, loss lines {} (target 0); scrapes {} of {} ok",
+            "- loss: summary {}, gwtrace_lost_events_total {}, loss lines {} ({}) (target 0); scrapes {} of {} ok; \
+             bpftrace processes on the host at the samples: up to {}",
             self.lost_summary
                 .map_or_else(|| "?".to_owned(), |v| v.to_string()),
             self.lost_metrics
                 .map_or_else(|| "?".to_owned(), |v| v.to_string()),
             self.loss_lines,
+            by_reason(&self.losses),
             self.scrapes.0,
-            self.scrapes.1
+            self.scrapes.1,
+            self.bpftrace_max
         );
         let _ = writeln!(
             md,
@@ -1179,11 +1316,21 @@ impl Analysis {
             if self.hooks.is_empty() {
                 "none (this gwtrace writes none)".to_owned()
             } else {
-                self.hooks
+                let by_state = self
+                    .hooks
                     .iter()
                     .map(|(k, v)| format!("{k} {v}"))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", ");
+                match (
+                    self.escalation_us.get(self.escalation_us.len() / 2),
+                    self.escalation_us.last(),
+                ) {
+                    (Some(p50), Some(max)) => {
+                        format!("{by_state}; escalation attach p50 {p50} µs, max {max} µs")
+                    }
+                    _ => by_state,
+                }
             }
         );
         let _ = writeln!(
