@@ -892,6 +892,9 @@ struct Analysis {
     rss_first_kib: u64,
     rss_last_kib: u64,
     rss_max_kib: u64,
+    /// Least-squares slope of RSS over the second half of the run, KiB per minute: near 0 when
+    /// it has levelled off.
+    rss_slope_kib_per_min: f64,
     cpu_ms_per_s: f64,
     cpu_ms_per_s_max: f64,
     memlock_kib: (u64, u64),
@@ -910,6 +913,29 @@ struct Analysis {
     rotated: usize,
     unreadable: Vec<String>,
     missed: Vec<String>,
+}
+
+/// RSS slope (KiB/min, least squares) over the samples of the second half of the run.
+fn second_half_slope(samples: &[Sample]) -> f64 {
+    let end = samples.last().map_or(0.0, |s| s.t_s);
+    #[expect(clippy::cast_precision_loss, reason = "KiB")]
+    let pts: Vec<(f64, f64)> = samples
+        .iter()
+        .filter(|s| s.t_s >= end / 2.0)
+        .map(|s| (s.t_s / 60.0, s.rss_kib as f64))
+        .collect();
+    #[expect(clippy::cast_precision_loss, reason = "a few samples")]
+    let n = pts.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let (mx, my) = (
+        pts.iter().map(|p| p.0).sum::<f64>() / n,
+        pts.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    if sxx > 0.0 { sxy / sxx } else { 0.0 }
 }
 
 fn secs_between(a: Instant, b: Instant) -> f64 {
@@ -1069,6 +1095,7 @@ impl Analysis {
             rss_first_kib: rss.first().copied().unwrap_or(0),
             rss_last_kib: rss.last().copied().unwrap_or(0),
             rss_max_kib: rss.iter().copied().max().unwrap_or(0),
+            rss_slope_kib_per_min: second_half_slope(samples),
             cpu_ms_per_s,
             cpu_ms_per_s_max: cpu_rates.iter().copied().fold(0.0, f64::max),
             memlock_kib: (
@@ -1207,7 +1234,8 @@ impl Analysis {
             "nginx_log_lines_outside_incidents": self.healthy_log_lines,
             "final_verdict_lines": self.final_lines,
             "other_proxies_verdict_lines": self.other_proxy_lines,
-            "rss_kib": {"first": self.rss_first_kib, "last": self.rss_last_kib, "max": self.rss_max_kib},
+            "rss_kib": {"first": self.rss_first_kib, "last": self.rss_last_kib, "max": self.rss_max_kib,
+                "second_half_slope_per_min": self.rss_slope_kib_per_min},
             "cpu_ms_per_s": {"mean": self.cpu_ms_per_s, "max_10s": self.cpu_ms_per_s_max},
             "bpf_memlock_kib": {"first": self.memlock_kib.0, "last": self.memlock_kib.1},
             "lost": {"summary": self.lost_summary, "metrics": self.lost_metrics,
@@ -1249,6 +1277,29 @@ impl Analysis {
         }
     }
 
+    /// The `hooks` lines by state, with the escalations' attach times.
+    fn hooks_text(&self) -> String {
+        if self.hooks.is_empty() {
+            "none (this gwtrace writes none)".to_owned()
+        } else {
+            let by_state = self
+                .hooks
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            match (
+                self.escalation_us.get(self.escalation_us.len() / 2),
+                self.escalation_us.last(),
+            ) {
+                (Some(p50), Some(max)) => {
+                    format!("{by_state}; escalation attach p50 {p50} µs, max {max} µs")
+                }
+                _ => by_state,
+            }
+        }
+    }
+
     fn markdown(&self, env: &report::Env, secs: u64, json_path: &Path) -> String {
         let mut md = String::new();
         let _ = writeln!(md, "<!-- written by `cargo xtask soak`; do not edit -->");
@@ -1287,10 +1338,11 @@ impl Analysis {
         );
         let _ = writeln!(
             md,
-            "- agent RSS: first {:.1} MiB, last {:.1} MiB, max {:.1} MiB (target <= {RSS_TARGET_MIB} MiB); CPU {} ms/s (worst 10 s: {}); locked BPF maps {} -> {} KiB",
+            "- agent RSS: first {:.1} MiB, last {:.1} MiB, max {:.1} MiB (target <= {RSS_TARGET_MIB} MiB), second half {:+.0} KiB/min; CPU {} ms/s (worst 10 s: {}); locked BPF maps {} -> {} KiB",
             mib(self.rss_first_kib),
             mib(self.rss_last_kib),
             mib(self.rss_max_kib),
+            self.rss_slope_kib_per_min,
             report::num(self.cpu_ms_per_s),
             report::num(self.cpu_ms_per_s_max),
             self.memlock_kib.0,
@@ -1313,25 +1365,7 @@ impl Analysis {
         let _ = writeln!(
             md,
             "- hooks lines (escalations/calms): {}",
-            if self.hooks.is_empty() {
-                "none (this gwtrace writes none)".to_owned()
-            } else {
-                let by_state = self
-                    .hooks
-                    .iter()
-                    .map(|(k, v)| format!("{k} {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                match (
-                    self.escalation_us.get(self.escalation_us.len() / 2),
-                    self.escalation_us.last(),
-                ) {
-                    (Some(p50), Some(max)) => {
-                        format!("{by_state}; escalation attach p50 {p50} µs, max {max} µs")
-                    }
-                    _ => by_state,
-                }
-            }
+            self.hooks_text()
         );
         let _ = writeln!(
             md,
@@ -1355,6 +1389,151 @@ impl Analysis {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{Analysis, Answer, Incident, Kind, RecordWatch, Sample, Sites};
+
+    fn sites() -> Sites {
+        Sites {
+            all: [
+                ("/".to_owned(), "unix:/s/perm/g.sock".to_owned()),
+                ("/u/".to_owned(), "unix:/s/sock/a.sock".to_owned()),
+                ("/t/".to_owned(), "127.0.0.1:4000".to_owned()),
+            ],
+            unix_down: "/s/unix.down".into(),
+            tcp_down: "/s/tcp.down".into(),
+            perm_dir: "/s/perm".into(),
+        }
+    }
+
+    fn verdict(proxy: u32, id: &str, state: &str, cause: &str, target: &str) -> String {
+        serde_json::json!({"proxy_pid": proxy, "id": id, "state": state, "cause": cause,
+            "target": target, "summary": "s"})
+        .to_string()
+    }
+
+    fn analyse(lines: &[(Instant, String)], t: Instant) -> Analysis {
+        let ms = |n: u64| t + Duration::from_millis(n);
+        let incidents = [Incident {
+            kind: Kind::SocketMissing,
+            started: ms(0),
+            repaired: ms(12_000),
+            log_before: 0,
+            log_after: 1,
+        }];
+        let answers = [
+            Answer {
+                at: ms(50),
+                site: 0,
+                status: Some(200),
+            },
+            Answer {
+                at: ms(100),
+                site: 1,
+                status: Some(502),
+            },
+            Answer {
+                at: ms(30_000),
+                site: 1,
+                status: Some(200),
+            },
+        ];
+        let errors =
+            ["connect() to unix:/s/sock/a.sock failed (2: No such file or directory)".to_owned()];
+        let sample = |t_s: f64| Sample {
+            t_s,
+            rss_kib: 1000,
+            hwm_kib: 1000,
+            cpu_ms: t_s,
+            bpf_memlock_kib: 8,
+            bpftrace_procs: 0,
+            metrics: Some(super::Scrape::default()),
+        };
+        let finished = super::tracer::Finished {
+            summary: Some(super::tracer::GwSummary {
+                lost: Some(0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Analysis::new(
+            7,
+            &sites(),
+            &incidents,
+            &answers,
+            lines,
+            &errors,
+            &[sample(0.0), sample(40.0)],
+            &[],
+            &RecordWatch::default(),
+            &finished,
+        )
+    }
+
+    #[test]
+    fn times_the_verdict_from_the_first_502_and_flags_what_no_incident_explains() {
+        let t = Instant::now();
+        let ms = |n: u64| t + Duration::from_millis(n);
+        let sock = "unix:/s/sock/a.sock";
+        let lines = vec![
+            (ms(600), verdict(7, "v1", "open", "socket-missing", sock)),
+            (
+                ms(1600),
+                verdict(7, "v1", "updated", "socket-missing", sock),
+            ),
+            // Another proxy's verdict: not the soak's to judge.
+            (
+                ms(2000),
+                verdict(9, "v2", "open", "socket-missing", "unix:/x"),
+            ),
+            // Blamed in a healthy minute.
+            (
+                ms(40_000),
+                verdict(7, "v3", "open", "upstream-not-listening", "127.0.0.1:4000"),
+            ),
+        ];
+        let a = analyse(&lines, t);
+        let i = &a.incidents[0];
+        let lat = i.verdict_after_first_502_s.expect("named");
+        assert!((lat - 0.5).abs() < 1e-6, "{lat}");
+        assert_eq!(i.verdict_ids, ["v1"]);
+        assert_eq!((i.flaps, i.nginx_log_matching), (0, 1));
+        assert_eq!(a.other_proxy_lines, 1);
+        assert_eq!(a.unmatched_verdicts.len(), 1);
+        // The only misses: that verdict, and no record file (none in this test).
+        assert_eq!(a.missed.len(), 2, "{:?}", a.missed);
+        assert!(a.missed[0].contains("1 verdict(s) match no incident: v3"));
+        assert_eq!(a.missed[1], "no record file was written");
+    }
+
+    #[test]
+    fn a_verdict_resolved_and_reopened_mid_incident_is_a_flap() {
+        let t = Instant::now();
+        let ms = |n: u64| t + Duration::from_millis(n);
+        let sock = "unix:/s/sock/a.sock";
+        let lines = vec![
+            (ms(2600), verdict(7, "v1", "open", "socket-missing", sock)),
+            (
+                ms(6000),
+                verdict(7, "v1", "resolved", "socket-missing", sock),
+            ),
+            (ms(8000), verdict(7, "v2", "open", "socket-missing", sock)),
+        ];
+        let a = analyse(&lines, t);
+        let i = &a.incidents[0];
+        assert_eq!(i.verdict_ids, ["v1", "v2"]);
+        assert_eq!(i.flaps, 1);
+        assert!(
+            a.missed
+                .iter()
+                .any(|m| m.contains("2.50 s after the first 502")),
+            "{:?}",
+            a.missed
+        );
+        assert!(a.missed.iter().any(|m| m.contains("instead of one")));
+        assert!(a.missed.iter().any(|m| m.contains("disappeared 1 time")));
+    }
+
     #[test]
     fn sums_the_watched_metrics() {
         let m = super::parse_metrics(
