@@ -38,7 +38,7 @@ fn first_line(cmd: &str, args: &[&str]) -> String {
 }
 
 /// Collects the environment.
-pub fn environment(bin: &Path, _opts: &Opts) -> Env {
+pub fn environment(bin: &Path) -> Env {
     let (date, timestamp) = super::utc_now();
     let read = |p: &str| {
         std::fs::read_to_string(p)
