@@ -1202,3 +1202,143 @@ print('survived')
         "{exit:?}"
     );
 }
+
+/// The syscall programs of this process that are attached (linked) now: perf-event links
+/// (`bpftool link`) whose program is one of this process's (`/proc/self/fdinfo`) and is named
+/// `sys_*`.
+fn attached_syscall_tracepoints() -> Vec<String> {
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new("bpftool").args(args).output().expect("bpftool runs");
+        serde_json::from_slice(&out.stdout).expect("bpftool JSON")
+    };
+    let mine: std::collections::HashSet<u64> = std::fs::read_dir("/proc/self/fdinfo")
+        .expect("fdinfo")
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
+    let progs = json(&["-j", "prog", "show"]);
+    let name_of = |id: u64| {
+        progs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["id"].as_u64() == Some(id))
+            .and_then(|p| p["name"].as_str())
+            .map(str::to_owned)
+    };
+    json(&["-j", "link", "show"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["type"] == "perf_event")
+        .filter_map(|l| l["prog_id"].as_u64())
+        .filter(|id| mine.contains(id))
+        .filter_map(name_of)
+        .filter(|n| n.starts_with("sys_"))
+        .collect()
+}
+
+/// Unix connects, `n` of them, to `path`, from one child (every one succeeds).
+const CONNECT_LOOP: &str = r"
+import socket, sys
+n, path = int(sys.argv[1]), sys.argv[2]
+ok = 0
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path); ok += 1
+    except OSError as e:
+        print(e.errno)
+    s.close()
+print(ok)
+";
+
+/// `--hooks auto`: while calm no syscall tracepoint is attached, yet the cgroup programs see a
+/// child's unix connects (rate-limited: one report for a burst, the attempts counted) and a
+/// missing socket's attempt; escalating attaches the syscall hooks (then the real ENOENT
+/// arrives), calming detaches them, both idempotent.
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn auto_mode_sees_attempts_and_escalates_on_demand() {
+    require_root("auto_mode_sees_attempts_and_escalates_on_demand");
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut cap = Capture::start(Hooks::Auto).unwrap_or_else(|e| panic!("starting: {e}"));
+    assert!(!cap.escalated());
+    assert!(cap.sees_unix_attempts(), "the unix connect program is attached");
+    assert_eq!(attached_syscall_tracepoints(), Vec::<String>::new());
+    let dir = tmpdir();
+    let sock = dir.path().join("ok.sock");
+    let listener = UnixListener::bind(&sock).expect("bind");
+    let _ = &listener;
+    let (pid, out) = Proc::run(&mut python(CONNECT_LOOP, &["50", path_str(&sock)]));
+    assert_child_said(&out, "50");
+    let target = format!("unix:{}", path_str(&sock));
+    let deadline = Instant::now() + TIMEOUT;
+    let mut attempts = Vec::new();
+    while Instant::now() < deadline {
+        cap.drain(|_| {});
+        attempts.extend(cap.take_attempts().into_iter().filter(|a| a.pid == pid));
+        if !attempts.is_empty() {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    assert!(!attempts.is_empty(), "no attempt seen from {pid}");
+    assert!(attempts.iter().all(|a| a.target == target), "{attempts:?}");
+    assert!(attempts.len() < 5, "one report per second, not per connect: {attempts:?}");
+    assert_eq!(attached_syscall_tracepoints(), Vec::<String>::new());
+
+    let missing = dir.path().join("missing.sock");
+    let (pid, out) = Proc::run(&mut python(CONNECT, &["unix", path_str(&missing)]));
+    assert_child_said(&out, "2");
+    let missing_target = format!("unix:{}", path_str(&missing));
+    let deadline = Instant::now() + TIMEOUT;
+    let mut seen = false;
+    while !seen && Instant::now() < deadline {
+        cap.drain(|_| {});
+        seen = cap
+            .take_attempts()
+            .iter()
+            .any(|a| a.pid == pid && a.target == missing_target);
+        std::thread::sleep(POLL);
+    }
+    assert!(seen, "the missing socket's attempt");
+
+    let took = cap.escalate().expect("escalating").expect("it attaches");
+    assert!(cap.escalated());
+    assert_eq!(cap.escalate().expect("again"), None, "idempotent");
+    let mut attached = attached_syscall_tracepoints();
+    attached.sort();
+    assert!(
+        attached.contains(&"sys_enter_connect".to_owned())
+            && attached.contains(&"sys_exit_connect".to_owned()),
+        "{attached:?} after {took:?}"
+    );
+    let mut events = Vec::new();
+    let (pid, out) = Proc::run(&mut python(CONNECT, &["unix", path_str(&missing)]));
+    assert_child_said(&out, "2");
+    let deadline = Instant::now() + TIMEOUT;
+    while Instant::now() < deadline
+        && !events.iter().any(|e: &Event| is_connect_failed(pid, e))
+    {
+        cap.drain(|e| events.push(e));
+        std::thread::sleep(POLL);
+    }
+    let ev = events
+        .iter()
+        .find(|e| is_connect_failed(pid, e))
+        .expect("the real ENOENT once escalated");
+    assert_eq!(
+        ev.body,
+        connect_failed(&missing_target, 2, "ENOENT", "syscall")
+    );
+    assert!(cap.calm().is_some());
+    assert_eq!(cap.calm(), None, "idempotent");
+    assert_eq!(attached_syscall_tracepoints(), Vec::<String>::new());
+    let losses = cap.loss_events(gwtrace::event::monotonic_ns());
+    assert!(losses.is_empty(), "{losses:?}");
+}

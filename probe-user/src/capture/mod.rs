@@ -412,8 +412,9 @@ impl Capture {
             }
             let p = tracepoint(&mut ebpf, prog, category, name)?;
             p.load().map_err(|e| attach_err(category, name, &e))?;
-            // Auto keeps the syscall programs loaded and detached until an escalation.
-            if !(syscall && hooks == Hooks::Auto) {
+            // The syscall programs are attached by `attach_syscalls` (`Full`: now; `Auto`: on
+            // escalation), which keeps their links.
+            if !syscall {
                 p.attach(category, name)
                     .map_err(|e| attach_err(category, name, &e))?;
             }

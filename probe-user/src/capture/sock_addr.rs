@@ -88,7 +88,7 @@ pub fn attach_inet(ebpf: &mut Ebpf, root: &Path) -> Result<(), String> {
             .try_into()
             .map_err(|e: aya::programs::ProgramError| e.to_string())?;
         p.load().map_err(|e| format!("{name}: {e}"))?;
-        p.attach(cgroup.as_fd(), CgroupAttachMode::AllowMultiple)
+        p.attach(cgroup.as_fd(), CgroupAttachMode::Single)
             .map_err(|e| format!("{name}: {e}"))?;
     }
     Ok(())
@@ -146,6 +146,7 @@ fn relocated(ebpf: &Ebpf, object: &[u8]) -> Result<Vec<bpf_insn>, String> {
     let program_sections: HashSet<usize> = obj.programs.values().map(|p| p.section_index).collect();
     obj.functions
         .retain(|k, _| *k == key || !program_sections.contains(&k.0));
+    obj.programs.retain(|name, _| name == PROG_CONNECT_UNIX);
     let maps: Vec<(String, i32)> = ebpf
         .maps()
         .filter_map(|(name, m)| map_fd(m).map(|fd| (name.to_owned(), fd)))
@@ -226,7 +227,7 @@ fn prog_load(insns: &[bpf_insn]) -> Result<OwnedFd, String> {
             license: license.as_ptr() as u64,
             log_level: u32::from(!log.is_empty()),
             log_size: u32::try_from(log.len()).unwrap_or(0),
-            log_buf: log.as_mut_ptr() as u64,
+            log_buf: if log.is_empty() { 0 } else { log.as_mut_ptr() as u64 },
             kern_version: 0,
             prog_flags: 0,
             prog_name: name,
@@ -238,10 +239,11 @@ fn prog_load(insns: &[bpf_insn]) -> Result<OwnedFd, String> {
     };
     load(&mut Vec::new()).or_else(|first| {
         // Once more with the verifier's log, for the message.
-        let mut log = vec![0u8; 1 << 16];
+        let mut log = vec![0u8; 1 << 24];
         load(&mut log).map_err(|_| {
             let text = String::from_utf8_lossy(&log);
-            let tail: String = text.trim_end_matches('\0').lines().rev().take(3).collect::<Vec<_>>().join(" / ");
+            let lines: Vec<&str> = text.trim_end_matches('\0').lines().collect();
+            let tail = lines[lines.len().saturating_sub(4)..].join(" / ");
             format!("BPF_PROG_LOAD: {first} ({tail})")
         })
     })
