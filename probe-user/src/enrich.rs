@@ -522,7 +522,7 @@ impl<S: FactSource> Enricher<S> {
                 }
             }
             Body::ConnEnd(c) => self.conn_end(ev.pid, c.peer_pid, relevant, &mut want, &mut up),
-            Body::Loss { .. } | Body::Facts(_) => {}
+            Body::Loss { .. } | Body::Facts(_) | Body::Hooks { .. } => {}
         }
         for pid in want {
             if pid == 0 || self.known.contains(&pid) {

@@ -953,6 +953,7 @@ mod tests {
             upstream_origin: None,
             broken_connections: Vec::new(),
             life: crate::engine::Life::default(),
+            errno_from: None,
         }
     }
 

@@ -132,6 +132,8 @@ impl Engine {
             abandoned: p.timeout_ms.is_some() && errno == 110,
             source: "check".to_owned(),
             count: 1,
+            // Predicted, not observed: the check is all there is.
+            inferred: 1,
             first_ns: now_ns,
             last_ns: now_ns,
             recent: vec![now_ns],
