@@ -430,7 +430,8 @@ impl<S: FactSource> Enricher<S> {
     }
 
     /// Whether an event concerns a proxy or an upstream (the engine ignores the rest).
-    fn relevant(&self, ev: &Event) -> bool {
+    #[must_use]
+    pub fn relevant(&self, ev: &Event) -> bool {
         let by_name = self.proxy_names.contains(&ev.comm)
             || APP_SERVERS.iter().any(|n| ev.comm.starts_with(n));
         by_name

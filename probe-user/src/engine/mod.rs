@@ -20,6 +20,7 @@ mod ledger;
 mod lifecycle;
 mod perm;
 mod predict;
+pub use predict::{PathReach, unix_path_reach};
 mod render;
 mod report;
 mod state;

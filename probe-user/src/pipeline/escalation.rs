@@ -9,8 +9,10 @@
 //!   inferred `connect_failed` (source `attempt`), which the escalated hooks then confirm;
 //! - any failure the always-on hooks see from a proxy: a failed TCP connect (`tcp_state`), a
 //!   netfilter drop, a connection that ended before its answer;
-//! - any abnormal end of a process that may be an upstream: killed by a signal (not a
-//!   termination request), an OOM kill, a non-zero exit status.
+//! - any abnormal end of a process that may be an upstream (a proxy's or app server's, as the
+//!   enricher tells them): killed by a signal (not a termination request), a non-zero exit
+//!   status; any OOM kill; and from any process the exit statuses of a start that failed
+//!   (systemd's 203/EXEC, a shell's 126/127), whose exec failure only the syscall hooks see.
 //!
 //! [`Policy::decide`] then asks for an escalation (with the first trigger as its reason) or,
 //! [`QUIET_NS`] after the last trigger, for calm.
@@ -72,6 +74,9 @@ pub struct Policy {
 
 /// Signals that ask a process to end: its exit is an ordinary stop, not an upstream death.
 const TERMINATION: [i32; 4] = [1, 2, 13, 15];
+/// Exit statuses of a start that failed before the program ran: systemd's EXEC (203), a
+/// shell's "not executable" (126) and "not found" (127).
+const FAILED_START: [i32; 3] = [126, 127, 203];
 
 impl Policy {
     /// Whether the syscall hooks are (to be) attached.
@@ -140,8 +145,8 @@ impl Policy {
     }
 
     /// An event from the always-on hooks (or, escalated, any hook); `is_proxy`: the event's
-    /// process is a proxy's.
-    pub fn event(&mut self, ev: &Event, is_proxy: bool) {
+    /// process is a proxy's; `upstream`: a proxy's or an app server's (what the engine looks at).
+    pub fn event(&mut self, ev: &Event, is_proxy: bool, upstream: bool) {
         let who = || format!("{}[{}]", ev.comm, ev.pid);
         match &ev.body {
             Body::ConnectFailed {
@@ -168,8 +173,10 @@ impl Policy {
                 exit_code, signal, ..
             } => {
                 let abnormal = match (exit_code, signal) {
-                    (_, Some(s)) => !TERMINATION.contains(s),
-                    (Some(c), None) => *c != 0,
+                    (_, Some(s)) => upstream && !TERMINATION.contains(s),
+                    (Some(c), None) => {
+                        (upstream && *c != 0) || FAILED_START.contains(c)
+                    }
                     (None, None) => false,
                 };
                 if abnormal {
@@ -377,7 +384,7 @@ mod tests {
         for (pid, body) in cases {
             let mut p = Policy::default();
             let kind = format!("{body:?}");
-            p.event(&ev(S, pid, "x", body), proxy(pid));
+            p.event(&ev(S, pid, "x", body), proxy(pid), pid == 10 || pid == 20);
             assert!(
                 matches!(p.decide(S), Some(Decision::Escalate { .. })),
                 "{kind}"
@@ -432,8 +439,29 @@ mod tests {
         for (pid, body) in cases {
             let mut p = Policy::default();
             let kind = format!("{body:?}");
-            p.event(&ev(S, pid, "x", body), proxy(pid));
+            p.event(&ev(S, pid, "x", body), proxy(pid), true);
             assert_eq!(p.decide(S), None, "{kind}");
+        }
+    }
+
+    #[test]
+    fn deaths_of_unrelated_processes_trigger_only_for_a_failed_start() {
+        let exit = |code: Option<i32>, sig: Option<i32>| Body::ProcessExit {
+            exit_code: code,
+            signal: sig,
+            signal_name: None,
+            core_dumped: false,
+        };
+        for (body, triggers) in [
+            (exit(Some(1), None), false),
+            (exit(None, Some(9)), false),
+            (exit(Some(203), None), true),
+            (exit(Some(127), None), true),
+        ] {
+            let mut p = Policy::default();
+            let kind = format!("{body:?}");
+            p.event(&ev(S, 30, "grep", body), false, false);
+            assert_eq!(p.decide(S).is_some(), triggers, "{kind}");
         }
     }
 

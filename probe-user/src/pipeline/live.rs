@@ -1,8 +1,20 @@
 //! The live source: the kernel capture (decode and fold happen there), enriched with `/proc`
 //! facts and attributed to cgroups, units and containers before anything else sees the events.
-use super::{Source, SourceError};
+//!
+//! With `--hooks auto` it also runs the escalation ([`super::escalation`]): the connect
+//! attempts the cgroup programs report and the events of the cheap hooks go to the policy; a
+//! proxy's unix target is checked here (its path walked in the proxy's mount namespace with the
+//! proxy's credentials, its listener and accept queue read with `sock_diag`); the capture
+//! attaches or detaches the syscall hooks as the policy decides, and each transition is a
+//! `hooks` event. A failed check before the escalation is reported as the `connect_failed` it
+//! implies (source `attempt`); once escalated, the kernel reports each failure with its errno.
+use super::{
+    Source, SourceError,
+    escalation::{Attempt, CheckFailed, Decision, Policy},
+};
 use crate::{
     capture::{Capture, Counters, Hooks},
+    engine::{PathReach, unix_path_reach},
     check::live::proxy_upstreams,
     enrich::{Enricher, configs::ConfigWatcher},
     event::{Body, Clock, Event, monotonic_ns},
@@ -37,6 +49,10 @@ pub struct Live {
     /// The first snapshot of the host, handed over with the first drain.
     pending: Vec<Event>,
     raw: Vec<Event>,
+    /// `--hooks auto`: when to attach the syscall hooks, and the checks it asks for.
+    policy: Policy,
+    checker: SystemFacts,
+    proxy_names: Vec<String>,
 }
 
 impl Live {
@@ -75,7 +91,94 @@ impl Live {
             configs,
             pending,
             raw: Vec::new(),
+            policy: Policy::default(),
+            checker: SystemFacts::new(),
+            proxy_names: opts.proxy_names.clone(),
         })
+    }
+
+    /// Whether a process is a proxy's (by the names the session watches).
+    fn is_proxy(&self, comm: &str) -> bool {
+        self.proxy_names.iter().any(|n| n == comm)
+    }
+
+    /// `--hooks auto`: the policy sees the events just handed on (from `from` in `out`) and
+    /// the attempts drained; a failed check before the escalation becomes an inferred failure;
+    /// then the capture follows the policy's decision.
+    fn escalation(&mut self, from: usize, out: &mut Vec<Event>, now_ns: u64) {
+        let Some(capture) = self.capture.as_mut() else {
+            return;
+        };
+        if capture.hooks() != Hooks::Auto {
+            return;
+        }
+        for ev in &out[from..] {
+            let proxy = self.proxy_names.iter().any(|n| *n == ev.comm);
+            let upstream = self.enricher.relevant(ev);
+            self.policy.event(ev, proxy, upstream);
+        }
+        let attempts = capture.take_attempts();
+        let escalated = capture.escalated();
+        for a in attempts {
+            let proxy = self.is_proxy(&a.comm);
+            let checker = &mut self.checker;
+            let failed = self.policy.attempt(&a, proxy, |a| check_unix(checker, a));
+            if let Some(f) = failed
+                && !escalated
+            {
+                // Not seen by the kernel (its syscall hooks were detached): the attempt plus
+                // the check. Enriched like a kernel event (facts of the path, the listeners).
+                self.raw.push(inferred_failure(&self.clock, &a, &f));
+            }
+        }
+        if !self.raw.is_empty() {
+            self.enrich(out);
+        }
+        self.decide(now_ns, out);
+    }
+
+    /// Applies the policy's decision to the capture, with one `hooks` event per transition.
+    fn decide(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        let Some(capture) = self.capture.as_mut() else {
+            return;
+        };
+        let (state, reason, took) = match self.policy.decide(now_ns) {
+            None => return,
+            Some(Decision::Escalate { reason }) => match capture.escalate() {
+                Ok(took) => ("escalated", reason, took.unwrap_or_default()),
+                Err(e) => {
+                    log::warn!("attaching the syscall hooks failed ({e}): staying calm");
+                    self.policy.escalation_failed();
+                    return;
+                }
+            },
+            Some(Decision::Calm) => (
+                "calm",
+                format!(
+                    "no anomaly for {} s",
+                    super::escalation::QUIET_NS / 1_000_000_000
+                ),
+                capture.calm().unwrap_or_default(),
+            ),
+        };
+        log::info!(
+            "hooks {state} in {} us: {reason}",
+            took.as_micros()
+        );
+        let body = Body::Hooks {
+            state: state.to_owned(),
+            reason,
+            latency_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        };
+        let mut ev = Event::of_task(
+            self.clock.rfc3339(now_ns),
+            now_ns,
+            std::process::id(),
+            "gwtrace",
+            body,
+        );
+        ev.tid = 0;
+        out.push(ev);
     }
 
     /// Enriches, attributes and hands on the drained events, in order.
@@ -139,8 +242,11 @@ impl Source for Live {
         };
         let raw = &mut self.raw;
         let n = capture.drain(|ev| raw.push(ev));
+        let from = out.len();
         self.enrich(out);
-        self.configs_read(monotonic_ns(), out);
+        let now = monotonic_ns();
+        self.escalation(from, out, now);
+        self.configs_read(now, out);
         Ok(Some(n))
     }
 
@@ -152,6 +258,8 @@ impl Source for Live {
         if let Some(c) = self.capture.as_mut() {
             out.extend(c.loss_events(now_ns));
         }
+        // The quiet period ends on a tick too, when nothing else drains.
+        self.decide(now_ns, out);
         Ok(())
     }
 
@@ -185,4 +293,64 @@ impl Source for Live {
 
 fn facts_event(clock: &Clock, mono_ns: u64, up: FactsUpdate) -> Event {
     Event::facts(clock.rfc3339(mono_ns), mono_ns, up)
+}
+
+/// What a unix connect by the attempt's process would meet now: its path walked in the
+/// process's mount namespace with its credentials, then the listener and its accept queue
+/// (`sock_diag`, gwtrace's network namespace: a path is reached through the filesystem from
+/// any namespace, but a listener bound in another one is not listed here, so "nobody listens"
+/// is only claimed when the attempt's process shares gwtrace's network namespace). `None`: it
+/// would succeed, or the facts cannot tell.
+fn check_unix(facts: &mut SystemFacts, a: &Attempt) -> Option<CheckFailed> {
+    let path = a.target.strip_prefix("unix:")?;
+    if !path.starts_with('/') {
+        return None; // abstract names have no path to check
+    }
+    let info = facts.path_of(a.pid, path);
+    let groups = facts.process(a.pid).map(|p| p.groups).unwrap_or_default();
+    let fail = |errno: i32, what: &str| {
+        Some(CheckFailed {
+            errno,
+            what: what.to_owned(),
+        })
+    };
+    match unix_path_reach(&info, a.uid, a.gid, &groups) {
+        PathReach::Fails(2) => fail(2, "no such file"),
+        PathReach::Fails(20) => fail(20, "a component of the path is not a directory"),
+        PathReach::Fails(13) => fail(13, "not writable for the process's credentials"),
+        PathReach::Fails(e) => fail(e, "the path walk fails"),
+        PathReach::NotSocket => fail(111, "not a socket"),
+        PathReach::Socket => {
+            let listeners = crate::host::sockdiag::unix_listeners().ok()?;
+            match listeners.iter().find(|l| l.target == a.target) {
+                Some(l) if l.queue > l.backlog => fail(
+                    11,
+                    &format!("accept queue full ({} waiting, backlog {})", l.queue, l.backlog),
+                ),
+                Some(_) => None,
+                None if facts.net_ns(a.pid) == facts.net_ns(std::process::id()) => {
+                    fail(111, "a socket file nobody listens on")
+                }
+                None => None,
+            }
+        }
+    }
+}
+
+/// The `connect_failed` a failed check implies (source `attempt`): the attempt's process and
+/// target, the errno the check found, as many failures as the attempts it stands for.
+fn inferred_failure(clock: &Clock, a: &Attempt, f: &CheckFailed) -> Event {
+    let body = Body::ConnectFailed {
+        target: a.target.clone(),
+        errno: f.errno,
+        errno_name: crate::event::errno_name(f.errno).to_owned(),
+        source: "attempt".to_owned(),
+        count: a.count,
+    };
+    let mut ev = Event::of_task(clock.rfc3339(a.mono_ns), a.mono_ns, a.pid, &a.comm, body);
+    ev.tid = a.tid;
+    ev.uid = a.uid;
+    ev.gid = a.gid;
+    ev.cgroup_id = a.cgroup_id;
+    ev
 }
