@@ -119,7 +119,13 @@ impl Policy {
         is_proxy: bool,
         check: impl FnOnce(&Attempt) -> Option<CheckFailed>,
     ) -> Option<CheckFailed> {
-        if !is_proxy || !a.target.starts_with("unix:") || !self.due(a) {
+        // The host's own sockets (nscd, journald, D-Bus: libc and logging connect to them, and
+        // a missing nscd is normal) are no upstream: the engine ignores them too.
+        if !is_proxy
+            || !a.target.starts_with("unix:")
+            || crate::catalog::system_socket(&a.target).is_some()
+            || !self.due(a)
+        {
             return None;
         }
         let failed = check(a)?;
@@ -154,7 +160,10 @@ impl Policy {
                 errno_name,
                 source,
                 ..
-            } if is_proxy && source != "attempt" => {
+            } if is_proxy
+                && source != "attempt"
+                && crate::catalog::system_socket(target).is_none() =>
+            {
                 self.trigger(ev.mono_ns, || {
                     format!("{}: connect to {target} failed ({errno_name})", who())
                 });
@@ -302,6 +311,10 @@ mod tests {
     fn other_processes_and_tcp_attempts_are_not_checked() {
         let mut p = Policy::default();
         let never = |_: &Attempt| -> Option<CheckFailed> { panic!("checked") };
+        assert_eq!(
+            p.attempt(&attempt(S, "unix:/var/run/nscd/socket"), true, never),
+            None
+        );
         assert_eq!(p.attempt(&attempt(S, "unix:/run/x.sock"), false, never), None);
         assert_eq!(p.attempt(&attempt(S, "127.0.0.1:8000"), true, never), None);
         assert_eq!(p.decide(S), None);
