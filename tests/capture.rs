@@ -1342,3 +1342,139 @@ fn auto_mode_sees_attempts_and_escalates_on_demand() {
     let losses = cap.loss_events(gwtrace::event::monotonic_ns());
     assert!(losses.is_empty(), "{losses:?}");
 }
+
+/// A child that names itself `comm` (a proxy name for the live session), then connects to the
+/// unix socket `path` `n` times, `gap_ms` apart, printing each errno (0: connected).
+const NAMED_CONNECTS: &str = r"
+import ctypes, socket, sys, time
+comm, path, n, gap = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]) / 1000
+ctypes.CDLL(None).prctl(15, comm.encode(), 0, 0, 0)
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path); print(0, flush=True)
+    except OSError as e:
+        print(e.errno, flush=True)
+    s.close()
+    time.sleep(gap)
+";
+
+/// Drains a live source (and ticks it) for up to `timeout`, until `done` says the events seen
+/// so far are enough.
+fn live_until(
+    live: &mut gwtrace::pipeline::live::Live,
+    seen: &mut Vec<Event>,
+    timeout: Duration,
+    done: impl Fn(&[Event]) -> bool,
+) -> bool {
+    use gwtrace::pipeline::Source as _;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        live.drain(seen).expect("drain");
+        live.tick(gwtrace::event::monotonic_ns(), seen).expect("tick");
+        if done(seen) {
+            return true;
+        }
+        std::thread::sleep(POLL);
+    }
+    false
+}
+
+fn hooks_state(e: &Event) -> Option<&str> {
+    match &e.body {
+        Body::Hooks { state, .. } => Some(state),
+        _ => None,
+    }
+}
+
+/// The live session in `--hooks auto`: a proxy's healthy unix connects attach no syscall
+/// tracepoint; its first connect to a missing socket is reported from the attempt and the
+/// check (source `attempt`, ENOENT) and escalates within 1 s, after which the kernel reports
+/// the real ENOENT (source `syscall`); the quiet period detaches the hooks again.
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn auto_session_escalates_on_a_missing_socket_and_calms() {
+    use gwtrace::pipeline::{
+        Source as _,
+        live::{Live, LiveOptions},
+    };
+    require_root("auto_session_escalates_on_a_missing_socket_and_calms");
+    let comm = "gwtest-proxy";
+    let mut live = Live::start(&LiveOptions {
+        hooks: Hooks::Auto,
+        proxy_names: vec![comm.to_owned()],
+        proxy_pids: Vec::new(),
+        calm_after: Duration::from_secs(2),
+    })
+    .unwrap_or_else(|e| panic!("starting: {e}"));
+    let dir = tmpdir();
+    let ok = dir.path().join("ok.sock");
+    let _listener = UnixListener::bind(&ok).expect("bind");
+    let mut seen = Vec::new();
+    let (pid, out) = Proc::run(&mut python(
+        NAMED_CONNECTS,
+        &[comm, path_str(&ok), "20", "20"],
+    ));
+    assert!(out.stdout.lines().all(|l| l == "0"), "{out:?}");
+    live_until(&mut live, &mut seen, Duration::from_millis(1500), |_| false);
+    assert!(
+        !seen.iter().any(|e| hooks_state(e).is_some()),
+        "healthy connects escalated: {:?}",
+        seen.iter().filter(|e| e.pid == pid).collect::<Vec<_>>()
+    );
+    assert!(!live.escalated());
+    assert_eq!(attached_syscall_tracepoints(), Vec::<String>::new());
+
+    let missing = dir.path().join("missing.sock");
+    let target = format!("unix:{}", path_str(&missing));
+    let mut child = Proc::spawn(&mut python(
+        NAMED_CONNECTS,
+        &[comm, path_str(&missing), "30", "100"],
+    ));
+    let pid = child.pid();
+    let inferred = |e: &Event| {
+        e.pid == pid
+            && matches!(&e.body, Body::ConnectFailed { target: t, errno: 2, source, .. }
+                if *t == target && source == "attempt")
+    };
+    let real = |e: &Event| {
+        e.pid == pid
+            && matches!(&e.body, Body::ConnectFailed { target: t, errno: 2, source, .. }
+                if *t == target && source == "syscall")
+    };
+    assert!(
+        live_until(&mut live, &mut seen, TIMEOUT, |s| s.iter().any(real)),
+        "no real ENOENT: {:?}",
+        seen.iter()
+            .filter(|e| e.pid == pid || hooks_state(e).is_some())
+            .collect::<Vec<_>>()
+    );
+    let first = seen.iter().find(|e| inferred(e)).expect("the inferred ENOENT");
+    let up = seen
+        .iter()
+        .find(|e| hooks_state(e) == Some("escalated"))
+        .expect("a hooks escalated event");
+    let latency = up.mono_ns.saturating_sub(first.mono_ns);
+    assert!(
+        latency < 1_000_000_000,
+        "escalated {latency} ns after the first attempt"
+    );
+    assert!(live.escalated());
+    let _ = child.finish();
+    assert!(
+        live_until(&mut live, &mut seen, Duration::from_secs(8), |s| {
+            s.iter().any(|e| hooks_state(e) == Some("calm"))
+        }),
+        "no calm"
+    );
+    assert!(!live.escalated());
+    assert_eq!(attached_syscall_tracepoints(), Vec::<String>::new());
+    let mut end = Vec::new();
+    live.finish(gwtrace::event::monotonic_ns(), &mut end).expect("finish");
+    let lost: Vec<&Event> = seen
+        .iter()
+        .chain(&end)
+        .filter(|e| matches!(e.body, Body::Loss { .. }))
+        .collect();
+    assert!(lost.is_empty(), "{lost:?}");
+}

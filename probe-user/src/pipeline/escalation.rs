@@ -15,12 +15,12 @@
 //!   (systemd's 203/EXEC, a shell's 126/127), whose exec failure only the syscall hooks see.
 //!
 //! [`Policy::decide`] then asks for an escalation (with the first trigger as its reason) or,
-//! [`QUIET_NS`] after the last trigger, for calm.
+//! a quiet period ([`QUIET_NS`] by default) after the last trigger, for calm.
 use std::collections::HashMap;
 
 use crate::event::{Body, Event};
 
-/// Longest quiet period (no trigger) before the syscall hooks are detached again.
+/// Quiet period (no trigger) before the syscall hooks are detached again, by default.
 pub const QUIET_NS: u64 = 45_000_000_000;
 /// A target is checked at most once per interval (per process and target).
 pub const CHECK_INTERVAL_NS: u64 = 1_000_000_000;
@@ -62,8 +62,10 @@ pub enum Decision {
 }
 
 /// The escalation state machine.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Policy {
+    /// The quiet period before calm.
+    quiet_ns: u64,
     escalated: bool,
     /// The last trigger's time and the first unanswered trigger's reason.
     last_trigger_ns: Option<u64>,
@@ -78,7 +80,31 @@ const TERMINATION: [i32; 4] = [1, 2, 13, 15];
 /// shell's "not executable" (126) and "not found" (127).
 const FAILED_START: [i32; 3] = [126, 127, 203];
 
+impl Default for Policy {
+    fn default() -> Self {
+        Self::with_quiet(QUIET_NS)
+    }
+}
+
 impl Policy {
+    /// A policy that calms after `quiet_ns` without a trigger.
+    #[must_use]
+    pub fn with_quiet(quiet_ns: u64) -> Self {
+        Self {
+            quiet_ns,
+            escalated: false,
+            last_trigger_ns: None,
+            pending: None,
+            checked: HashMap::new(),
+        }
+    }
+
+    /// The quiet period before calm.
+    #[must_use]
+    pub fn quiet_ns(&self) -> u64 {
+        self.quiet_ns
+    }
+
     /// Whether the syscall hooks are (to be) attached.
     #[must_use]
     pub fn escalated(&self) -> bool {
@@ -218,7 +244,7 @@ impl Policy {
         }
         let quiet = self
             .last_trigger_ns
-            .is_none_or(|t| now_ns.saturating_sub(t) >= QUIET_NS);
+            .is_none_or(|t| now_ns.saturating_sub(t) >= self.quiet_ns);
         if self.escalated && quiet {
             self.escalated = false;
             return Some(Decision::Calm);

@@ -32,6 +32,9 @@ pub struct LiveOptions {
     pub proxy_names: Vec<String>,
     /// Proxy pids named on the command line.
     pub proxy_pids: Vec<u32>,
+    /// `--hooks auto`: how long without an anomaly before the syscall hooks are detached
+    /// ([`super::escalation::QUIET_NS`] by default).
+    pub calm_after: std::time::Duration,
 }
 
 /// Longest wait at start for the running proxies' configurations.
@@ -91,10 +94,18 @@ impl Live {
             configs,
             pending,
             raw: Vec::new(),
-            policy: Policy::default(),
+            policy: Policy::with_quiet(
+                u64::try_from(opts.calm_after.as_nanos()).unwrap_or(u64::MAX),
+            ),
             checker: SystemFacts::new(),
             proxy_names: opts.proxy_names.clone(),
         })
+    }
+
+    /// Whether the syscall hooks are attached now (always with `--hooks full`).
+    #[must_use]
+    pub fn escalated(&self) -> bool {
+        self.capture.as_ref().is_some_and(Capture::escalated)
     }
 
     /// Whether a process is a proxy's (by the names the session watches).
@@ -154,10 +165,7 @@ impl Live {
             },
             Some(Decision::Calm) => (
                 "calm",
-                format!(
-                    "no anomaly for {} s",
-                    super::escalation::QUIET_NS / 1_000_000_000
-                ),
+                format!("no anomaly for {} s", self.policy.quiet_ns() / 1_000_000_000),
                 capture.calm().unwrap_or_default(),
             ),
         };
