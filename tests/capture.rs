@@ -1208,7 +1208,10 @@ print('survived')
 /// `sys_*`.
 fn attached_syscall_tracepoints() -> Vec<String> {
     let json = |args: &[&str]| -> serde_json::Value {
-        let out = Command::new("bpftool").args(args).output().expect("bpftool runs");
+        let out = Command::new("bpftool")
+            .args(args)
+            .output()
+            .expect("bpftool runs");
         serde_json::from_slice(&out.stdout).expect("bpftool JSON")
     };
     let mine: std::collections::HashSet<u64> = std::fs::read_dir("/proc/self/fdinfo")
@@ -1268,7 +1271,10 @@ fn auto_mode_sees_attempts_and_escalates_on_demand() {
     let _ = env_logger::builder().is_test(true).try_init();
     let mut cap = Capture::start(Hooks::Auto).unwrap_or_else(|e| panic!("starting: {e}"));
     assert!(!cap.escalated());
-    assert!(cap.sees_unix_attempts(), "the unix connect program is attached");
+    assert!(
+        cap.sees_unix_attempts(),
+        "the unix connect program is attached"
+    );
     assert_eq!(attached_syscall_tracepoints(), Vec::<String>::new());
     let dir = tmpdir();
     let sock = dir.path().join("ok.sock");
@@ -1289,7 +1295,10 @@ fn auto_mode_sees_attempts_and_escalates_on_demand() {
     }
     assert!(!attempts.is_empty(), "no attempt seen from {pid}");
     assert!(attempts.iter().all(|a| a.target == target), "{attempts:?}");
-    assert!(attempts.len() < 5, "one report per second, not per connect: {attempts:?}");
+    assert!(
+        attempts.len() < 5,
+        "one report per second, not per connect: {attempts:?}"
+    );
     assert_eq!(attached_syscall_tracepoints(), Vec::<String>::new());
 
     let missing = dir.path().join("missing.sock");
@@ -1322,9 +1331,7 @@ fn auto_mode_sees_attempts_and_escalates_on_demand() {
     let (pid, out) = Proc::run(&mut python(CONNECT, &["unix", path_str(&missing)]));
     assert_child_said(&out, "2");
     let deadline = Instant::now() + TIMEOUT;
-    while Instant::now() < deadline
-        && !events.iter().any(|e: &Event| is_connect_failed(pid, e))
-    {
+    while Instant::now() < deadline && !events.iter().any(|e: &Event| is_connect_failed(pid, e)) {
         cap.drain(|e| events.push(e));
         std::thread::sleep(POLL);
     }
@@ -1371,7 +1378,8 @@ fn live_until(
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         live.drain(seen).expect("drain");
-        live.tick(gwtrace::event::monotonic_ns(), seen).expect("tick");
+        live.tick(gwtrace::event::monotonic_ns(), seen)
+            .expect("tick");
         if done(seen) {
             return true;
         }
@@ -1449,7 +1457,10 @@ fn auto_session_escalates_on_a_missing_socket_and_calms() {
             .filter(|e| e.pid == pid || hooks_state(e).is_some())
             .collect::<Vec<_>>()
     );
-    let first = seen.iter().find(|e| inferred(e)).expect("the inferred ENOENT");
+    let first = seen
+        .iter()
+        .find(|e| inferred(e))
+        .expect("the inferred ENOENT");
     let up = seen
         .iter()
         .find(|e| hooks_state(e) == Some("escalated"))
@@ -1470,7 +1481,8 @@ fn auto_session_escalates_on_a_missing_socket_and_calms() {
     assert!(!live.escalated());
     assert_eq!(attached_syscall_tracepoints(), Vec::<String>::new());
     let mut end = Vec::new();
-    live.finish(gwtrace::event::monotonic_ns(), &mut end).expect("finish");
+    live.finish(gwtrace::event::monotonic_ns(), &mut end)
+        .expect("finish");
     let lost: Vec<&Event> = seen
         .iter()
         .chain(&end)

@@ -124,9 +124,8 @@ fn try_connect_unix(ctx: &SockAddrContext) -> Result<(), ProbeError> {
     let uaddr = unsafe { bpf_probe_read_kernel::<u64>(kern.add(off!(sa_kern_uaddr)).cast()) }
         .map_err(|_| ProbeError::KernelRead)?;
     // SAFETY: as above.
-    let uaddrlen =
-        unsafe { bpf_probe_read_kernel::<u32>(kern.add(off!(sa_kern_uaddrlen)).cast()) }
-            .map_err(|_| ProbeError::KernelRead)?;
+    let uaddrlen = unsafe { bpf_probe_read_kernel::<u32>(kern.add(off!(sa_kern_uaddrlen)).cast()) }
+        .map_err(|_| ProbeError::KernelRead)?;
     let len = (uaddrlen as usize).saturating_sub(2).min(UNIX_PATH_MAX);
     // SAFETY: `uaddr` is the kernel's copy of the caller's address (a sockaddr_storage, at least
     // `uaddrlen` bytes); the read is bounded by the key's path.

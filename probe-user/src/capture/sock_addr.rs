@@ -121,13 +121,13 @@ impl UnixConnect {
 
 /// The fd of a map aya created, for the map types the programs use.
 fn map_fd(map: &Map) -> Option<i32> {
-    let data = match map {
-        Map::Array(d)
-        | Map::HashMap(d)
-        | Map::LruHashMap(d)
-        | Map::PerCpuArray(d)
-        | Map::RingBuf(d) => d,
-        _ => return None,
+    let (Map::Array(data)
+    | Map::HashMap(data)
+    | Map::LruHashMap(data)
+    | Map::PerCpuArray(data)
+    | Map::RingBuf(data)) = map
+    else {
+        return None;
     };
     Some(data.fd().as_fd().as_raw_fd())
 }
@@ -227,7 +227,11 @@ fn prog_load(insns: &[bpf_insn]) -> Result<OwnedFd, String> {
             license: license.as_ptr() as u64,
             log_level: u32::from(!log.is_empty()),
             log_size: u32::try_from(log.len()).unwrap_or(0),
-            log_buf: if log.is_empty() { 0 } else { log.as_mut_ptr() as u64 },
+            log_buf: if log.is_empty() {
+                0
+            } else {
+                log.as_mut_ptr() as u64
+            },
             kern_version: 0,
             prog_flags: 0,
             prog_name: name,

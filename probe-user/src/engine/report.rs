@@ -147,9 +147,9 @@ pub(crate) fn merge(
                     b.truncate(MAX_BROKEN);
                     b
                 },
-                errno_from: p.inferred.map(|i| {
-                    super::ErrnoFrom::of(i.min(p.count), p.count)
-                }),
+                errno_from: p
+                    .inferred
+                    .map(|i| super::ErrnoFrom::of(i.min(p.count), p.count)),
                 life: super::Life::default(),
             }
         })

@@ -50,6 +50,7 @@ const UDIAG_SHOW_NAME: u32 = 0x1;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_RQLEN: u16 = 4;
+const SOCK_STREAM: u8 = 1;
 
 /// Every listening unix stream socket of gwtrace's network namespace, with its queue.
 pub fn unix_listeners() -> std::io::Result<Vec<UnixListenerQueue>> {
@@ -70,7 +71,6 @@ fn parse_unix_msg(m: &[u8]) -> Option<UnixListenerQueue> {
             .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
     };
     // unix_diag_msg: family, type, state, pad, ino, cookie[2] (16 bytes), then attributes.
-    const SOCK_STREAM: u8 = 1;
     if *m.get(1)? != SOCK_STREAM {
         return None;
     }

@@ -201,7 +201,11 @@ impl Policy {
             }
             Body::ConnEnd(c) if is_proxy => {
                 self.trigger(ev.mono_ns, || {
-                    format!("{}: connection to {} ended before its answer", who(), c.target)
+                    format!(
+                        "{}: connection to {} ended before its answer",
+                        who(),
+                        c.target
+                    )
                 });
             }
             Body::ProcessExit {
@@ -209,9 +213,7 @@ impl Policy {
             } => {
                 let abnormal = match (exit_code, signal) {
                     (_, Some(s)) => upstream && !TERMINATION.contains(s),
-                    (Some(c), None) => {
-                        (upstream && *c != 0) || FAILED_START.contains(c)
-                    }
+                    (Some(c), None) => (upstream && *c != 0) || FAILED_START.contains(c),
                     (None, None) => false,
                 };
                 if abnormal {
@@ -279,6 +281,10 @@ mod tests {
         }
     }
 
+    #[expect(
+        clippy::unnecessary_wraps,
+        reason = "the shape of a check: Policy::attempt takes an Option"
+    )]
     fn missing(_: &Attempt) -> Option<CheckFailed> {
         Some(CheckFailed {
             errno: 2,
@@ -321,7 +327,10 @@ mod tests {
         let Some(Decision::Escalate { reason }) = p.decide(S) else {
             panic!("no escalation");
         };
-        assert!(reason.contains("unix:/run/app.sock") && reason.contains("ENOENT"), "{reason}");
+        assert!(
+            reason.contains("unix:/run/app.sock") && reason.contains("ENOENT"),
+            "{reason}"
+        );
         // More failures while escalated keep it so, without a second escalation.
         for i in 2..10 {
             p.attempt(&attempt(i * S, "unix:/run/app.sock"), true, missing);
@@ -341,7 +350,10 @@ mod tests {
             p.attempt(&attempt(S, "unix:/var/run/nscd/socket"), true, never),
             None
         );
-        assert_eq!(p.attempt(&attempt(S, "unix:/run/x.sock"), false, never), None);
+        assert_eq!(
+            p.attempt(&attempt(S, "unix:/run/x.sock"), false, never),
+            None
+        );
         assert_eq!(p.attempt(&attempt(S, "127.0.0.1:8000"), true, never), None);
         assert_eq!(p.decide(S), None);
     }

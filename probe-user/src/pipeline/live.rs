@@ -14,8 +14,8 @@ use super::{
 };
 use crate::{
     capture::{Capture, Counters, Hooks},
-    engine::{PathReach, unix_path_reach},
     check::live::proxy_upstreams,
+    engine::{PathReach, unix_path_reach},
     enrich::{Enricher, configs::ConfigWatcher},
     event::{Body, Clock, Event, monotonic_ns},
     facts::FactSource as _,
@@ -124,7 +124,7 @@ impl Live {
             return;
         }
         for ev in &out[from..] {
-            let proxy = self.proxy_names.iter().any(|n| *n == ev.comm);
+            let proxy = self.proxy_names.contains(&ev.comm);
             let upstream = self.enricher.relevant(ev);
             self.policy.event(ev, proxy, upstream);
         }
@@ -165,14 +165,14 @@ impl Live {
             },
             Some(Decision::Calm) => (
                 "calm",
-                format!("no anomaly for {} s", self.policy.quiet_ns() / 1_000_000_000),
+                format!(
+                    "no anomaly for {} s",
+                    self.policy.quiet_ns() / 1_000_000_000
+                ),
                 capture.calm().unwrap_or_default(),
             ),
         };
-        log::info!(
-            "hooks {state} in {} us: {reason}",
-            took.as_micros()
-        );
+        log::info!("hooks {state} in {} us: {reason}", took.as_micros());
         let body = Body::Hooks {
             state: state.to_owned(),
             reason,
@@ -333,13 +333,16 @@ fn check_unix(facts: &mut SystemFacts, a: &Attempt) -> Option<CheckFailed> {
             match listeners.iter().find(|l| l.target == a.target) {
                 Some(l) if l.queue > l.backlog => fail(
                     11,
-                    &format!("accept queue full ({} waiting, backlog {})", l.queue, l.backlog),
+                    &format!(
+                        "accept queue full ({} waiting, backlog {})",
+                        l.queue, l.backlog
+                    ),
                 ),
-                Some(_) => None,
                 None if facts.net_ns(a.pid) == facts.net_ns(std::process::id()) => {
                     fail(111, "a socket file nobody listens on")
                 }
-                None => None,
+                // Served, or bound in a namespace sock_diag does not show from here.
+                Some(_) | None => None,
             }
         }
     }
