@@ -286,7 +286,7 @@ fn unknown_hooks_value_lists_the_choices() {
     assert_clear_error(
         &run(&["--hooks", "kprobe"]),
         2,
-        "[possible values: full, sock]",
+        "[possible values: auto, full, sock]",
     );
 }
 
