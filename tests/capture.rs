@@ -1490,3 +1490,80 @@ fn auto_session_escalates_on_a_missing_socket_and_calms() {
         .collect();
     assert!(lost.is_empty(), "{lost:?}");
 }
+
+/// Escalation latency of `--hooks auto`, measured (`cargo test --test capture -- --ignored
+/// --nocapture escalation_latency`; figures in bench/README.md): 20 trials, each a proxy's
+/// attempt to a missing socket after a calm period, from the attempt (the kernel's timestamp of
+/// the first attempt) to the syscall hooks being attached. Asserts only that every trial
+/// escalates and calms again; prints p50/p99.
+#[test]
+#[ignore = "needs root: a measurement, run by hand"]
+fn escalation_latency() {
+    use gwtrace::pipeline::live::{Live, LiveOptions};
+    require_root("escalation_latency");
+    let comm = "gwtest-lat";
+    let mut live = Live::start(&LiveOptions {
+        hooks: Hooks::Auto,
+        proxy_names: vec![comm.to_owned()],
+        proxy_pids: Vec::new(),
+        calm_after: Duration::from_millis(500),
+    })
+    .unwrap_or_else(|e| panic!("starting: {e}"));
+    let dir = tmpdir();
+    let mut lat_ns = Vec::new();
+    for i in 0..20 {
+        let missing = dir.path().join(format!("missing-{i}.sock"));
+        let target = format!("unix:{}", path_str(&missing));
+        let mut seen = Vec::new();
+        let (pid, _) = Proc::run(&mut python(
+            NAMED_CONNECTS,
+            &[comm, path_str(&missing), "1", "0"],
+        ));
+        assert!(
+            live_until(&mut live, &mut seen, TIMEOUT, |s| {
+                s.iter().any(|e| hooks_state(e) == Some("escalated"))
+            }),
+            "trial {i}: no escalation"
+        );
+        let first = seen
+            .iter()
+            .find(|e| {
+                e.pid == pid
+                    && matches!(&e.body, Body::ConnectFailed { target: t, source, .. }
+                        if *t == target && source == "attempt")
+            })
+            .expect("the inferred failure");
+        let up = seen
+            .iter()
+            .find(|e| hooks_state(e) == Some("escalated"))
+            .expect("escalated");
+        let Body::Hooks { latency_us, .. } = up.body else {
+            unreachable!()
+        };
+        lat_ns.push(up.mono_ns + latency_us * 1000 - first.mono_ns);
+        assert!(
+            live_until(&mut live, &mut seen, TIMEOUT, |s| {
+                s.iter().any(|e| hooks_state(e) == Some("calm"))
+            }),
+            "trial {i}: no calm"
+        );
+    }
+    lat_ns.sort_unstable();
+    let pick = |q: f64| {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "an index into 20 samples"
+        )]
+        let i = ((lat_ns.len() - 1) as f64 * q).round() as usize;
+        lat_ns[i]
+    };
+    println!(
+        "escalation latency over {} trials: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (drain every {POLL:?})",
+        lat_ns.len(),
+        pick(0.5) as f64 / 1e6,
+        pick(0.99) as f64 / 1e6,
+        lat_ns[lat_ns.len() - 1] as f64 / 1e6
+    );
+}
