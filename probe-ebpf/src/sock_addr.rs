@@ -18,7 +18,10 @@
 //! reach the helper).
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, bpf_sock_addr},
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf,
+    },
     macros::{cgroup_sock_addr, map},
     maps::LruHashMap,
     programs::SockAddrContext,
@@ -28,7 +31,7 @@ use probe_common::{
     FoldKey, KIND_CONNECT_ATTEMPT, ProbeError, SOURCE_ATTEMPT, UNIX_PATH_MAX,
 };
 
-use crate::common::{count, current_is_self, current_owner, emit, off};
+use crate::common::{count, current_owner, emit, off};
 
 /// Attempts per (process, target), rate-limited ([`FoldKey`] with errno 0, [`SOURCE_ATTEMPT`]).
 #[map]
@@ -62,11 +65,12 @@ pub fn gw_connect_unix(ctx: SockAddrContext) -> i32 {
 /// A new key for the current process, or `None` for gwtrace's own connects.
 #[inline(always)]
 fn new_key(family: u16) -> Option<FoldKey> {
-    if current_is_self() {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == off!(self_tgid) as u32 {
         return None;
     }
     Some(FoldKey {
-        tgid: 0,
+        tgid,
         errno: 0,
         family,
         port: 0,
@@ -104,7 +108,7 @@ fn try_connect_inet(ctx: &SockAddrContext, family: u16) -> Result<(), ProbeError
             key.addr[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
         }
     }
-    report(&mut key);
+    report(&key);
     Ok(())
 }
 
@@ -135,17 +139,18 @@ fn try_connect_unix(ctx: &SockAddrContext) -> Result<(), ProbeError> {
         return Err(ProbeError::KernelRead);
     }
     key.path_len = len as u8;
-    report(&mut key);
+    report(&key);
     Ok(())
 }
 
 /// Counts one attempt of `key`; reports it when it is the key's first or its window has passed.
+/// The healthy path (a key reported less than a window ago) costs the lookup and a count: the
+/// owner's other fields are read only for a report.
 #[inline(always)]
-fn report(key: &mut FoldKey) {
+fn report(key: &FoldKey) {
     count(CNT_CONNECT_ATTEMPTS);
-    let owner = current_owner();
-    key.tgid = owner.pid;
-    let now = owner.ktime_ns;
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
     let attempts = if let Some(v) = GW_ATTEMPTS.get_ptr_mut(key) {
         // SAFETY: a value just looked up; LRU values stay valid for the program's run (RCU). Two
         // CPUs counting the same key at once may lose one count: the figure is an estimate.
@@ -169,6 +174,7 @@ fn report(key: &mut FoldKey) {
         let _ = GW_ATTEMPTS.insert(key, &first, u64::from(BPF_NOEXIST));
         1
     };
+    let owner = current_owner();
     emit(KIND_CONNECT_ATTEMPT, &owner, |ev| {
         ev.family = key.family;
         ev.port = key.port;
