@@ -1549,21 +1549,13 @@ fn escalation_latency() {
         );
     }
     lat_ns.sort_unstable();
-    let pick = |q: f64| {
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss,
-            reason = "an index into 20 samples"
-        )]
-        let i = ((lat_ns.len() - 1) as f64 * q).round() as usize;
-        lat_ns[i]
-    };
+    // Nearest-rank percentiles over the 20 sorted samples, in microseconds.
+    let pick = |pct: usize| lat_ns[(lat_ns.len() * pct).div_ceil(100).max(1) - 1] / 1000;
     println!(
-        "escalation latency over {} trials: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (drain every {POLL:?})",
+        "escalation latency over {} trials: p50 {} us, p99 {} us, max {} us (drain every {POLL:?})",
         lat_ns.len(),
-        pick(0.5) as f64 / 1e6,
-        pick(0.99) as f64 / 1e6,
-        lat_ns[lat_ns.len() - 1] as f64 / 1e6
+        pick(50),
+        pick(99),
+        lat_ns[lat_ns.len() - 1] / 1000
     );
 }
