@@ -31,12 +31,25 @@ use probe_common::{
     FoldKey, KIND_CONNECT_ATTEMPT, ProbeError, SOURCE_ATTEMPT, UNIX_PATH_MAX,
 };
 
-use crate::common::{count, current_owner, emit, off};
+use crate::common::{GW_CONNECTS, count, current_owner, emit, off};
 
 /// Attempts per (process, target), rate-limited ([`FoldKey`] with errno 0, [`SOURCE_ATTEMPT`]).
 #[map]
 pub static GW_ATTEMPTS: LruHashMap<FoldKey, AttemptVal> =
     LruHashMap::with_max_entries(ATTEMPTS_MAX, 0);
+
+/// The errno of a TCP connect that found no free local port (`sock_state` reports it while the
+/// syscall hooks are detached).
+pub const EADDRNOTAVAIL: i32 = 99;
+
+/// Whether the current thread's `connect()` is seen by the syscall hooks (its entry saved its
+/// arguments): false while `--hooks auto` has them detached.
+#[inline(always)]
+pub fn syscall_hooked() -> bool {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: only the presence of the entry is read.
+    unsafe { GW_CONNECTS.get(&tid) }.is_some()
+}
 
 const SOCK_STREAM: u32 = 1;
 const IPPROTO_TCP: u32 = 6;

@@ -3,9 +3,10 @@
 //! While the host is healthy only the cheap hooks run (socket state machine, process deaths,
 //! cgroup connect attempts). The syscall tracepoints (exact errno of every connect, exec
 //! failures) are attached while an anomaly is suspected and detached after a quiet period:
-//! - a proxy's connect attempt to a unix target that fails the caller's check (missing, not a
-//!   socket, nobody listening, not writable for the proxy, listener queue full), asked at most
-//!   once per target per [`CHECK_INTERVAL_NS`]; the failed check is also reported as an
+//! - a proxy's connect attempt to a target that fails the caller's check (unix: missing, not a
+//!   socket, nobody listening, not writable for the proxy, listener queue full; TCP: no route,
+//!   an error `connect()` returns before any handshake and no socket event shows), asked at
+//!   most once per target per [`CHECK_INTERVAL_NS`]; the failed check is also reported as an
 //!   inferred `connect_failed` (source `attempt`), which the escalated hooks then confirm;
 //! - any failure the always-on hooks see from a proxy: a failed TCP connect (`tcp_state`), a
 //!   netfilter drop, a connection that ended before its answer;
@@ -136,9 +137,9 @@ impl Policy {
         true
     }
 
-    /// A connect attempt by a proxy (`is_proxy`) or another process. A proxy's unix targets
-    /// are checked with `check` (at most once per target per interval); a failed check is a
-    /// trigger and is returned, for the caller to report as an inferred failure.
+    /// A connect attempt by a proxy (`is_proxy`) or another process. A proxy's targets are
+    /// checked with `check` (at most once per target per interval); a failed check is a trigger
+    /// and is returned, for the caller to report as an inferred failure.
     pub fn attempt(
         &mut self,
         a: &Attempt,
@@ -147,11 +148,7 @@ impl Policy {
     ) -> Option<CheckFailed> {
         // The host's own sockets (nscd, journald, D-Bus: libc and logging connect to them, and
         // a missing nscd is normal) are no upstream: the engine ignores them too.
-        if !is_proxy
-            || !a.target.starts_with("unix:")
-            || crate::catalog::system_socket(&a.target).is_some()
-            || !self.due(a)
-        {
+        if !is_proxy || crate::catalog::system_socket(&a.target).is_some() || !self.due(a) {
             return None;
         }
         let failed = check(a)?;
@@ -343,7 +340,7 @@ mod tests {
     }
 
     #[test]
-    fn other_processes_and_tcp_attempts_are_not_checked() {
+    fn other_processes_and_system_sockets_are_not_checked() {
         let mut p = Policy::default();
         let never = |_: &Attempt| -> Option<CheckFailed> { panic!("checked") };
         assert_eq!(
@@ -354,8 +351,16 @@ mod tests {
             p.attempt(&attempt(S, "unix:/run/x.sock"), false, never),
             None
         );
-        assert_eq!(p.attempt(&attempt(S, "127.0.0.1:8000"), true, never), None);
+        assert_eq!(p.attempt(&attempt(S, "127.0.0.1:8000"), false, never), None);
         assert_eq!(p.decide(S), None);
+        // A proxy's TCP target is checked too (no route: no socket event would show it).
+        let unreachable = p.attempt(&attempt(S, "10.0.0.1:80"), true, |_| {
+            Some(CheckFailed {
+                errno: 101,
+                what: "no route".into(),
+            })
+        });
+        assert_eq!(unreachable.map(|f| f.errno), Some(101));
     }
 
     #[test]

@@ -133,7 +133,7 @@ impl Live {
         for a in attempts {
             let proxy = self.is_proxy(&a.comm);
             let checker = &mut self.checker;
-            let failed = self.policy.attempt(&a, proxy, |a| check_unix(checker, a));
+            let failed = self.policy.attempt(&a, proxy, |a| check_target(checker, a));
             if let Some(f) = failed
                 && !escalated
             {
@@ -303,14 +303,16 @@ fn facts_event(clock: &Clock, mono_ns: u64, up: FactsUpdate) -> Event {
     Event::facts(clock.rfc3339(mono_ns), mono_ns, up)
 }
 
-/// What a unix connect by the attempt's process would meet now: its path walked in the
+/// What a connect by the attempt's process would meet now. Unix: its path walked in the
 /// process's mount namespace with its credentials, then the listener and its accept queue
 /// (`sock_diag`, gwtrace's network namespace: a path is reached through the filesystem from
 /// any namespace, but a listener bound in another one is not listed here, so "nobody listens"
-/// is only claimed when the attempt's process shares gwtrace's network namespace). `None`: it
-/// would succeed, or the facts cannot tell.
-fn check_unix(facts: &mut SystemFacts, a: &Attempt) -> Option<CheckFailed> {
-    let path = a.target.strip_prefix("unix:")?;
+/// is only claimed when the attempt's process shares gwtrace's network namespace). TCP: its
+/// route ([`check_route`]). `None`: it would succeed, or the facts cannot tell.
+fn check_target(facts: &mut SystemFacts, a: &Attempt) -> Option<CheckFailed> {
+    let Some(path) = a.target.strip_prefix("unix:") else {
+        return check_route(facts, a);
+    };
     if !path.starts_with('/') {
         return None; // abstract names have no path to check
     }
@@ -346,6 +348,28 @@ fn check_unix(facts: &mut SystemFacts, a: &Attempt) -> Option<CheckFailed> {
             }
         }
     }
+}
+
+/// Whether a TCP target has a route from the attempt's process: a UDP socket connected to it
+/// does the same route lookup as a TCP connect and sends nothing. Catches what fails before the
+/// handshake with no socket event (ENETUNREACH, EHOSTUNREACH from an `unreachable` route).
+/// Only for a process in gwtrace's own network namespace (`None` otherwise).
+fn check_route(facts: &mut SystemFacts, a: &Attempt) -> Option<CheckFailed> {
+    let addr: std::net::SocketAddr = a.target.parse().ok()?;
+    if facts.net_ns(a.pid) != facts.net_ns(std::process::id()) {
+        return None;
+    }
+    let local: std::net::SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let udp = std::net::UdpSocket::bind(local).ok()?;
+    let errno = udp.connect(addr).err()?.raw_os_error()?;
+    Some(CheckFailed {
+        errno,
+        what: format!("no route ({})", std::io::Error::from_raw_os_error(errno)),
+    })
 }
 
 /// The `connect_failed` a failed check implies (source `attempt`): the attempt's process and
