@@ -452,7 +452,7 @@ fn local_port_exhaustion_is_eaddrnotavail_once() {
 }
 
 /// `--hooks auto`, calm: no syscall hook, yet the state machine reports the connect that found
-/// no free local port (SYN_SENT -> CLOSE, no port bound, no socket error), once.
+/// no free local port (`SYN_SENT -> CLOSE`, no port bound, no socket error), once.
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn auto_local_port_exhaustion_is_eaddrnotavail_from_the_state_machine() {
