@@ -1,7 +1,15 @@
+"""Kernel time per connect of gwtrace's programs (bench/README.md, "--hooks auto").
+
+Usage (root, kernel.bpf_stats_enabled=1): python3 bench/auto_cost.py auto|full|sock [GWTRACE]
+"""
 import json, os, socket, subprocess, sys, time, tempfile, threading
 mode = sys.argv[1]
-gw = "/work/wt-auto/target/debug/gwtrace"
-p = subprocess.Popen([gw, "record", "--hooks", mode, "--duration", "40", "-o", "/tmp/auto-m/rec-%s.jsonl" % mode, "--force"],
+here = os.path.dirname(os.path.abspath(__file__))
+gw = sys.argv[2] if len(sys.argv) > 2 else next(
+    (p for p in (os.path.join(here, "..", "target", b, "gwtrace") for b in ("release", "debug")) if os.path.exists(p)),
+    "gwtrace")
+rec = tempfile.mkdtemp()
+p = subprocess.Popen([gw, "record", "--hooks", mode, "--duration", "40", "-o", os.path.join(rec, "rec.jsonl"), "--force"],
                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 # wait ready
 t0 = time.time()
