@@ -1219,45 +1219,23 @@ print('survived')
     );
 }
 
-/// The syscall programs of this process that are attached (linked) now: perf-event links
-/// (`bpftool link`) whose program is one of this process's (`/proc/self/fdinfo`) and is named
-/// `sys_*`.
-fn attached_syscall_tracepoints() -> Vec<String> {
-    let json = |args: &[&str]| -> serde_json::Value {
-        let out = Command::new("bpftool")
-            .args(args)
-            .output()
-            .expect("bpftool runs");
-        serde_json::from_slice(&out.stdout).expect("bpftool JSON")
-    };
-    let mine: std::collections::HashSet<u64> = std::fs::read_dir("/proc/self/fdinfo")
-        .expect("fdinfo")
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .filter_map(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .collect();
-    let progs = json(&["-j", "prog", "show"]);
-    let name_of = |id: u64| {
-        progs
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["id"].as_u64() == Some(id))
-            .and_then(|p| p["name"].as_str())
-            .map(str::to_owned)
-    };
-    json(&["-j", "link", "show"])
+/// Which of the programs `ids` (a capture's syscall programs) are linked now (`bpftool link`:
+/// perf-event links of those programs): by id, so captures of tests running in parallel in
+/// this process do not count.
+fn attached_syscall_tracepoints(ids: &[u32]) -> Vec<u64> {
+    assert!(!ids.is_empty(), "the capture has syscall programs loaded");
+    let out = Command::new("bpftool")
+        .args(["-j", "link", "show"])
+        .output()
+        .expect("bpftool runs");
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    links
         .as_array()
         .into_iter()
         .flatten()
         .filter(|l| l["type"] == "perf_event")
         .filter_map(|l| l["prog_id"].as_u64())
-        .filter(|id| mine.contains(id))
-        .filter_map(name_of)
-        .filter(|n| n.starts_with("sys_"))
+        .filter(|id| ids.iter().any(|&i| u64::from(i) == *id))
         .collect()
 }
 
@@ -1284,14 +1262,14 @@ print(ok)
 #[ignore = "needs root: run by cargo xtask test"]
 fn auto_mode_sees_attempts_and_escalates_on_demand() {
     require_root("auto_mode_sees_attempts_and_escalates_on_demand");
-    let _ = env_logger::builder().is_test(true).try_init();
     let mut cap = Capture::start(Hooks::Auto).unwrap_or_else(|e| panic!("starting: {e}"));
     assert!(!cap.escalated());
     assert!(
         cap.sees_unix_attempts(),
         "the unix connect program is attached"
     );
-    assert_eq!(attached_syscall_tracepoints(), Vec::<String>::new());
+    let ids = cap.syscall_program_ids();
+    assert_eq!(attached_syscall_tracepoints(&ids), Vec::<u64>::new());
     let dir = tmpdir();
     let sock = dir.path().join("ok.sock");
     let listener = UnixListener::bind(&sock).expect("bind");
@@ -1315,7 +1293,7 @@ fn auto_mode_sees_attempts_and_escalates_on_demand() {
         attempts.len() < 5,
         "one report per second, not per connect: {attempts:?}"
     );
-    assert_eq!(attached_syscall_tracepoints(), Vec::<String>::new());
+    assert_eq!(attached_syscall_tracepoints(&ids), Vec::<u64>::new());
 
     let missing = dir.path().join("missing.sock");
     let (pid, out) = Proc::run(&mut python(CONNECT, &["unix", path_str(&missing)]));
@@ -1336,13 +1314,8 @@ fn auto_mode_sees_attempts_and_escalates_on_demand() {
     let took = cap.escalate().expect("escalating").expect("it attaches");
     assert!(cap.escalated());
     assert_eq!(cap.escalate().expect("again"), None, "idempotent");
-    let mut attached = attached_syscall_tracepoints();
-    attached.sort();
-    assert!(
-        attached.contains(&"sys_enter_connect".to_owned())
-            && attached.contains(&"sys_exit_connect".to_owned()),
-        "{attached:?} after {took:?}"
-    );
+    let attached = attached_syscall_tracepoints(&ids);
+    assert_eq!(attached.len(), ids.len(), "{attached:?} after {took:?}");
     let mut events = Vec::new();
     let (pid, out) = Proc::run(&mut python(CONNECT, &["unix", path_str(&missing)]));
     assert_child_said(&out, "2");
@@ -1361,7 +1334,7 @@ fn auto_mode_sees_attempts_and_escalates_on_demand() {
     );
     assert!(cap.calm().is_some());
     assert_eq!(cap.calm(), None, "idempotent");
-    assert_eq!(attached_syscall_tracepoints(), Vec::<String>::new());
+    assert_eq!(attached_syscall_tracepoints(&ids), Vec::<u64>::new());
     let losses = cap.loss_events(gwtrace::event::monotonic_ns());
     assert!(losses.is_empty(), "{losses:?}");
 }
@@ -1404,6 +1377,23 @@ fn live_until(
     false
 }
 
+/// Drains until the live source is calm (its syscall hooks detached), for up to `timeout`.
+fn live_until_calm(
+    live: &mut gwtrace::pipeline::live::Live,
+    seen: &mut Vec<Event>,
+    timeout: Duration,
+) -> bool {
+    use gwtrace::pipeline::Source as _;
+    let deadline = Instant::now() + timeout;
+    while live.escalated() && Instant::now() < deadline {
+        live.drain(seen).expect("drain");
+        live.tick(gwtrace::event::monotonic_ns(), seen)
+            .expect("tick");
+        std::thread::sleep(POLL);
+    }
+    !live.escalated()
+}
+
 fn hooks_state(e: &Event) -> Option<&str> {
     match &e.body {
         Body::Hooks { state, .. } => Some(state),
@@ -1431,71 +1421,82 @@ fn auto_session_escalates_on_a_missing_socket_and_calms() {
         calm_after: Duration::from_secs(2),
     })
     .unwrap_or_else(|e| panic!("starting: {e}"));
+    let ids = live.syscall_program_ids();
     let dir = tmpdir();
     let ok = dir.path().join("ok.sock");
     let _listener = UnixListener::bind(&ok).expect("bind");
     let mut seen = Vec::new();
-    let (pid, out) = Proc::run(&mut python(
+    let (_, out) = Proc::run(&mut python(
         NAMED_CONNECTS,
         &[comm, path_str(&ok), "20", "20"],
     ));
     assert!(out.stdout.lines().all(|l| l == "0"), "{out:?}");
     live_until(&mut live, &mut seen, Duration::from_millis(1500), |_| false);
-    assert!(
-        !seen.iter().any(|e| hooks_state(e).is_some()),
-        "healthy connects escalated: {:?}",
-        seen.iter().filter(|e| e.pid == pid).collect::<Vec<_>>()
-    );
-    assert!(!live.escalated());
-    assert_eq!(attached_syscall_tracepoints(), Vec::<String>::new());
-
+    // Tests running in parallel kill processes (an OOM kill or a worker's death anywhere is a
+    // trigger): only an escalation this child caused is a failure here.
+    let ours: Vec<&Event> = seen
+        .iter()
+        .filter(|e| matches!(&e.body, Body::Hooks { reason, .. } if reason.contains(comm)))
+        .collect();
+    assert!(ours.is_empty(), "healthy connects escalated: {ours:?}");
+    if !seen.iter().any(|e| hooks_state(e).is_some()) {
+        assert!(!live.escalated());
+        assert_eq!(attached_syscall_tracepoints(&ids), Vec::<u64>::new());
+    }
+    // The anomaly, from calm. Another test's trigger may escalate first (then this child's
+    // failure is the kernel's from the start, and there is no inferred one): try again.
     let missing = dir.path().join("missing.sock");
     let target = format!("unix:{}", path_str(&missing));
-    let mut child = Proc::spawn(&mut python(
-        NAMED_CONNECTS,
-        &[comm, path_str(&missing), "30", "100"],
-    ));
-    let pid = child.pid();
-    let inferred = |e: &Event| {
-        e.pid == pid
-            && matches!(&e.body, Body::ConnectFailed { target: t, errno: 2, source, .. }
-                if *t == target && source == "attempt")
-    };
-    let real = |e: &Event| {
-        e.pid == pid
-            && matches!(&e.body, Body::ConnectFailed { target: t, errno: 2, source, .. }
-                if *t == target && source == "syscall")
-    };
+    let mut measured = false;
+    for _ in 0..3 {
+        assert!(
+            live_until_calm(&mut live, &mut seen, Duration::from_secs(20)),
+            "never calm: the host keeps triggering"
+        );
+        let from = seen.len();
+        let mut child = Proc::spawn(&mut python(
+            NAMED_CONNECTS,
+            &[comm, path_str(&missing), "30", "100"],
+        ));
+        let pid = child.pid();
+        let is = |e: &Event, want: &str| {
+            e.pid == pid
+                && matches!(&e.body, Body::ConnectFailed { target: t, errno: 2, source, .. }
+                    if *t == target && source == want)
+        };
+        assert!(
+            live_until(&mut live, &mut seen, TIMEOUT, |s| s[from..]
+                .iter()
+                .any(|e| is(e, "syscall"))),
+            "no real ENOENT: {:?}",
+            seen[from..]
+                .iter()
+                .filter(|e| e.pid == pid || hooks_state(e).is_some())
+                .collect::<Vec<_>>()
+        );
+        let _ = child.finish();
+        let Some(first) = seen[from..].iter().find(|e| is(e, "attempt")) else {
+            continue;
+        };
+        let up = seen[from..]
+            .iter()
+            .find(|e| hooks_state(e) == Some("escalated"))
+            .expect("a hooks escalated event");
+        let latency = up.mono_ns.saturating_sub(first.mono_ns);
+        assert!(
+            latency < 1_000_000_000,
+            "escalated {latency} ns after the first attempt"
+        );
+        measured = true;
+        break;
+    }
+    assert!(measured, "every try was escalated by another trigger first");
     assert!(
-        live_until(&mut live, &mut seen, TIMEOUT, |s| s.iter().any(real)),
-        "no real ENOENT: {:?}",
-        seen.iter()
-            .filter(|e| e.pid == pid || hooks_state(e).is_some())
-            .collect::<Vec<_>>()
-    );
-    let first = seen
-        .iter()
-        .find(|e| inferred(e))
-        .expect("the inferred ENOENT");
-    let up = seen
-        .iter()
-        .find(|e| hooks_state(e) == Some("escalated"))
-        .expect("a hooks escalated event");
-    let latency = up.mono_ns.saturating_sub(first.mono_ns);
-    assert!(
-        latency < 1_000_000_000,
-        "escalated {latency} ns after the first attempt"
-    );
-    assert!(live.escalated());
-    let _ = child.finish();
-    assert!(
-        live_until(&mut live, &mut seen, Duration::from_secs(8), |s| {
-            s.iter().any(|e| hooks_state(e) == Some("calm"))
-        }),
+        live_until_calm(&mut live, &mut seen, Duration::from_secs(20)),
         "no calm"
     );
-    assert!(!live.escalated());
-    assert_eq!(attached_syscall_tracepoints(), Vec::<String>::new());
+    assert!(seen.iter().any(|e| hooks_state(e) == Some("calm")));
+    assert_eq!(attached_syscall_tracepoints(&ids), Vec::<u64>::new());
     let mut end = Vec::new();
     live.finish(gwtrace::event::monotonic_ns(), &mut end)
         .expect("finish");
@@ -1527,10 +1528,17 @@ fn escalation_latency() {
     .unwrap_or_else(|e| panic!("starting: {e}"));
     let dir = tmpdir();
     let mut lat_ns = Vec::new();
-    for i in 0..20 {
-        let missing = dir.path().join(format!("missing-{i}.sock"));
-        let target = format!("unix:{}", path_str(&missing));
+    let mut tries = 0;
+    while lat_ns.len() < 20 {
+        tries += 1;
+        assert!(tries <= 40, "the host kept escalating on its own");
         let mut seen = Vec::new();
+        assert!(
+            live_until_calm(&mut live, &mut seen, Duration::from_secs(20)),
+            "never calm"
+        );
+        let missing = dir.path().join(format!("missing-{tries}.sock"));
+        let target = format!("unix:{}", path_str(&missing));
         let (pid, _) = Proc::run(&mut python(
             NAMED_CONNECTS,
             &[comm, path_str(&missing), "1", "0"],
@@ -1539,8 +1547,21 @@ fn escalation_latency() {
             live_until(&mut live, &mut seen, TIMEOUT, |s| {
                 s.iter().any(|e| hooks_state(e) == Some("escalated"))
             }),
-            "trial {i}: no escalation"
+            "try {tries}: no escalation"
         );
+        let up = seen
+            .iter()
+            .find(|e| hooks_state(e) == Some("escalated"))
+            .expect("escalated");
+        let Body::Hooks {
+            latency_us, reason, ..
+        } = &up.body
+        else {
+            unreachable!()
+        };
+        if !reason.contains(&target) {
+            continue; // another test's trigger came first: not this trial's
+        }
         let first = seen
             .iter()
             .find(|e| {
@@ -1549,20 +1570,7 @@ fn escalation_latency() {
                         if *t == target && source == "attempt")
             })
             .expect("the inferred failure");
-        let up = seen
-            .iter()
-            .find(|e| hooks_state(e) == Some("escalated"))
-            .expect("escalated");
-        let Body::Hooks { latency_us, .. } = up.body else {
-            unreachable!()
-        };
         lat_ns.push(up.mono_ns + latency_us * 1000 - first.mono_ns);
-        assert!(
-            live_until(&mut live, &mut seen, TIMEOUT, |s| {
-                s.iter().any(|e| hooks_state(e) == Some("calm"))
-            }),
-            "trial {i}: no calm"
-        );
     }
     lat_ns.sort_unstable();
     // Nearest-rank percentiles over the 20 sorted samples, in microseconds.

@@ -468,6 +468,18 @@ impl Capture {
         Ok(())
     }
 
+    /// The kernel ids of the syscall programs (loaded in every mode but `Sock`, attached or
+    /// not): tests check with bpftool which of them are linked.
+    #[must_use]
+    pub fn syscall_program_ids(&self) -> Vec<u32> {
+        PROGRAMS
+            .iter()
+            .filter(|&&(.., syscall)| syscall)
+            .filter_map(|&(prog, ..)| self.ebpf.program(prog)?.info().ok())
+            .map(|i| i.id())
+            .collect()
+    }
+
     /// Whether the syscall hooks are attached now.
     #[must_use]
     pub fn escalated(&self) -> bool {

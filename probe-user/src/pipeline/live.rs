@@ -108,6 +108,15 @@ impl Live {
         self.capture.as_ref().is_some_and(Capture::escalated)
     }
 
+    /// [`Capture::syscall_program_ids`] of the running capture.
+    #[must_use]
+    pub fn syscall_program_ids(&self) -> Vec<u32> {
+        self.capture
+            .as_ref()
+            .map(Capture::syscall_program_ids)
+            .unwrap_or_default()
+    }
+
     /// Whether a process is a proxy's (by the names the session watches).
     fn is_proxy(&self, comm: &str) -> bool {
         self.proxy_names.iter().any(|n| n == comm)
