@@ -56,6 +56,9 @@ pub struct Live {
     policy: Policy,
     checker: SystemFacts,
     proxy_names: Vec<String>,
+    /// The proxies' unix upstreams from their configurations (master pid -> targets): checked
+    /// once a tick when the unix connect attempts are not seen (kernel before 6.7).
+    configured: std::collections::BTreeMap<u32, Vec<String>>,
 }
 
 impl Live {
@@ -99,7 +102,53 @@ impl Live {
             ),
             checker: SystemFacts::new(),
             proxy_names: opts.proxy_names.clone(),
+            configured: std::collections::BTreeMap::new(),
         })
+    }
+
+    /// Remembers the proxies' unix upstreams from the `facts` lines handed on.
+    fn note_configs(&mut self, events: &[Event]) {
+        for ev in events {
+            if let Body::Facts(f) = &ev.body {
+                for c in &f.proxy_configs {
+                    self.configured
+                        .insert(c.pid, configured_unix_targets(&c.targets));
+                }
+            }
+        }
+    }
+
+    /// `--hooks auto` without the unix connect program: the configured unix upstreams are
+    /// checked once a tick (as the proxy's master sees them: its mount namespace and
+    /// credentials), a failure is a trigger (no inferred failure: no connect was seen).
+    fn check_configured(&mut self, now_ns: u64) {
+        let Some(capture) = self.capture.as_ref() else {
+            return;
+        };
+        if capture.hooks() != Hooks::Auto || capture.sees_unix_attempts() {
+            return;
+        }
+        for (&pid, targets) in &self.configured {
+            let Some(p) = self.checker.process(pid) else {
+                continue;
+            };
+            for target in targets {
+                let a = Attempt {
+                    mono_ns: now_ns,
+                    pid,
+                    tid: pid,
+                    uid: p.uid,
+                    gid: p.gid,
+                    cgroup_id: 0,
+                    comm: p.comm.clone(),
+                    target: target.clone(),
+                    count: 0,
+                };
+                if let Some(f) = check_target(&mut self.checker, &a) {
+                    self.policy.configured_target_failed(now_ns, target, &f);
+                }
+            }
+        }
     }
 
     /// Whether the syscall hooks are attached now (always with `--hooks full`).
@@ -253,6 +302,7 @@ impl Live {
 
 impl Source for Live {
     fn drain(&mut self, out: &mut Vec<Event>) -> Result<Option<usize>, SourceError> {
+        let start = out.len();
         out.append(&mut self.pending);
         let Some(capture) = self.capture.as_mut() else {
             return Ok(None);
@@ -264,6 +314,7 @@ impl Source for Live {
         let now = monotonic_ns();
         self.escalation(from, out, now);
         self.configs_read(now, out);
+        self.note_configs(&out[start..]);
         Ok(Some(n))
     }
 
@@ -275,6 +326,7 @@ impl Source for Live {
         if let Some(c) = self.capture.as_mut() {
             out.extend(c.loss_events(now_ns));
         }
+        self.check_configured(now_ns);
         // The quiet period ends on a tick too, when nothing else drains.
         self.decide(now_ns, out);
         Ok(())
@@ -359,6 +411,15 @@ fn check_target(facts: &mut SystemFacts, a: &Attempt) -> Option<CheckFailed> {
     }
 }
 
+/// The unix path upstreams among a configuration's targets (the host's own sockets excluded).
+fn configured_unix_targets(targets: &[String]) -> Vec<String> {
+    targets
+        .iter()
+        .filter(|t| t.starts_with("unix:/") && crate::catalog::system_socket(t).is_none())
+        .cloned()
+        .collect()
+}
+
 /// Whether a TCP target has a route from the attempt's process: a UDP socket connected to it
 /// does the same route lookup as a TCP connect and sends nothing. Catches what fails before the
 /// handshake with no socket event (ENETUNREACH, EHOSTUNREACH from an `unreachable` route).
@@ -397,4 +458,23 @@ fn inferred_failure(clock: &Clock, a: &Attempt, f: &CheckFailed) -> Event {
     ev.gid = a.gid;
     ev.cgroup_id = a.cgroup_id;
     ev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_unix_targets_are_the_path_upstreams() {
+        let t = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            configured_unix_targets(&t(&[
+                "127.0.0.1:8000",
+                "unix:/run/app.sock",
+                "unix:@abstract",
+                "unix:/var/run/nscd/socket",
+            ])),
+            t(&["unix:/run/app.sock"])
+        );
+    }
 }
