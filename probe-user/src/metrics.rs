@@ -293,7 +293,7 @@ impl Metrics {
             kernel_connects: register(
                 &mut r,
                 "kernel_connects",
-                "connect() syscalls on the host, by result (ok, in_progress, failed); 0 with --hooks sock",
+                "connect() syscalls on the host, by result (ok, in_progress, failed), counted while the syscall hooks are attached: always with --hooks full, while escalated with auto, never with sock",
             ),
             kernel_connect_errors: register(
                 &mut r,
@@ -308,7 +308,7 @@ impl Metrics {
             kernel_accepts: register(
                 &mut r,
                 "kernel_accepts",
-                "accept()/accept4() syscalls on the host, by result (ok, failed); 0 with --hooks sock",
+                "accept()/accept4() syscalls on the host, by result (ok, failed), counted while the syscall hooks are attached (as kernel_connects)",
             ),
             kernel_accept_errors: register(
                 &mut r,
