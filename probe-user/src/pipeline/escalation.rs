@@ -23,7 +23,8 @@ use crate::event::{Body, Event};
 
 /// Quiet period (no trigger) before the syscall hooks are detached again, by default.
 pub const QUIET_NS: u64 = 45_000_000_000;
-/// A target is checked at most once per interval (per process and target).
+/// A target is checked at most once per interval (per cgroup, uid and target: a proxy's
+/// workers share it).
 pub const CHECK_INTERVAL_NS: u64 = 1_000_000_000;
 /// Bound of the remembered checks (the oldest half is forgotten beyond it).
 const MAX_CHECKED: usize = 4096;
@@ -71,8 +72,9 @@ pub struct Policy {
     /// The last trigger's time and the first unanswered trigger's reason.
     last_trigger_ns: Option<u64>,
     pending: Option<String>,
-    /// When each (pid, target) was last checked.
-    checked: HashMap<(u32, String), u64>,
+    /// When each (cgroup, uid, target) was last checked: a proxy's workers share one check (a
+    /// unit's workers share its cgroup, credentials and mount namespace).
+    checked: HashMap<(u64, u32, String), u64>,
 }
 
 /// Signals that ask a process to end: its exit is an ordinary stop, not an upstream death.
@@ -121,7 +123,7 @@ impl Policy {
 
     /// Whether the attempt's target is due for a check now (and marks it checked).
     fn due(&mut self, a: &Attempt) -> bool {
-        let key = (a.pid, a.target.clone());
+        let key = (a.cgroup_id, a.uid, a.target.clone());
         if let Some(&t) = self.checked.get(&key)
             && a.mono_ns < t + CHECK_INTERVAL_NS
         {
@@ -313,6 +315,29 @@ mod tests {
         // 10 s of attempts every 100 ms: checked once a second.
         assert_eq!(checks, 10);
         assert!(!p.escalated());
+    }
+
+    #[test]
+    fn workers_of_one_proxy_share_a_check() {
+        let mut p = Policy::default();
+        let mut checks = 0;
+        for pid in 10..18 {
+            let mut a = attempt(S, "unix:/run/app.sock");
+            a.pid = pid;
+            p.attempt(&a, true, |_| {
+                checks += 1;
+                None
+            });
+        }
+        assert_eq!(checks, 1);
+        // Another unit (cgroup) with the same path is checked on its own.
+        let mut other = attempt(S, "unix:/run/app.sock");
+        other.cgroup_id = 2;
+        p.attempt(&other, true, |_| {
+            checks += 1;
+            None
+        });
+        assert_eq!(checks, 2);
     }
 
     #[test]
