@@ -218,8 +218,17 @@ fn symptom_line(a: &Agg) -> String {
     } else {
         String::new()
     };
+    let inferred = match a.inferred {
+        0 => String::new(),
+        n if n >= a.count => {
+            " (inferred: connect attempts whose target failed gwtrace's check, before the syscall hooks were attached)".to_owned()
+        }
+        n => format!(
+            " ({n} inferred from connect attempts and gwtrace's check before the syscall hooks were attached, the rest reported by the kernel)"
+        ),
+    };
     format!(
-        "{} pid {}{others} ({}): connect() to {} failed with {} {}× [{}] from {} to {}",
+        "{} pid {}{others} ({}): connect() to {} failed with {} {}× [{}] from {} to {}{inferred}",
         a.worker_comm,
         a.worker,
         a.user.clone().unwrap_or_else(|| format!("uid {}", a.uid)),
