@@ -73,10 +73,17 @@ fn bpf_object_exists(id: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Starts `gwtrace record` into `out` and waits until it is attached.
+/// Starts `gwtrace record --hooks full` into `out` and waits until it is attached: every
+/// process's failed connect is recorded (the default `auto` records a non-proxy's unix connect
+/// errors only while escalated).
 fn start_recording(out: &Path) -> (Child, BTreeSet<String>) {
+    start_recording_with(out, "full")
+}
+
+/// [`start_recording`] with another `--hooks` mode.
+fn start_recording_with(out: &Path, hooks: &str) -> (Child, BTreeSet<String>) {
     let child = gwtrace()
-        .args(["record", "--output"])
+        .args(["record", "--hooks", hooks, "--output"])
         .arg(out)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -199,8 +206,16 @@ fn sighup_detaches_flushes_and_summarises() {
 #[ignore = "needs root: run by cargo xtask test"]
 fn kill_9_leaves_nothing_attached() {
     require_root("kill_9_leaves_nothing_attached");
-    let dir = TempDir::new("kill9");
-    let (mut child, objects) = start_recording(&dir.join("events.jsonl"));
+    for hooks in ["full", "auto"] {
+        let dir = TempDir::new("kill9");
+        kill_9_in(&dir, hooks);
+    }
+}
+
+/// `kill -9` of a `gwtrace record --hooks HOOKS`: every program, map and link (the cgroup
+/// ones of `auto` too: a link's fdinfo names its program) is freed by the kernel.
+fn kill_9_in(dir: &TempDir, hooks: &str) {
+    let (mut child, objects) = start_recording_with(&dir.join("events.jsonl"), hooks);
     signal(&child, libc::SIGKILL);
     let _ = child.wait();
     // The kernel frees programs and maps when their last fd closes.
@@ -286,7 +301,7 @@ fn unknown_hooks_value_lists_the_choices() {
     assert_clear_error(
         &run(&["--hooks", "kprobe"]),
         2,
-        "[possible values: full, sock]",
+        "[possible values: auto, full, sock]",
     );
 }
 

@@ -22,7 +22,7 @@ use probe_common::{
 use serde_json::Value;
 
 /// Every `kind` the schema version 1 defines.
-const KINDS: [&str; 10] = [
+const KINDS: [&str; 11] = [
     "connect_failed",
     "accept_failed",
     "process_exit",
@@ -33,6 +33,7 @@ const KINDS: [&str; 10] = [
     "conn_end",
     "loss",
     "facts",
+    "hooks",
 ];
 
 fn repo() -> PathBuf {
@@ -326,6 +327,37 @@ fn every_kind() -> Vec<Event> {
         .clone();
     in_netns.net_ns = Some(4_026_532_301);
     events.push(in_netns);
+    // `--hooks auto`: a failure inferred from an attempt and a check, and the transitions.
+    let mut inferred = events
+        .iter()
+        .find(|e| e.kind() == "connect_failed")
+        .expect("connect_failed")
+        .clone();
+    if let Body::ConnectFailed { source, .. } = &mut inferred.body {
+        "attempt".clone_into(source);
+    }
+    events.push(inferred);
+    for (state, reason) in [
+        (
+            "escalated",
+            "nginx[1235] connects to unix:/run/app.sock: no such file (ENOENT)",
+        ),
+        ("calm", "no anomaly for 45 s"),
+    ] {
+        let mut e = Event::of_task(
+            clock.rfc3339(6_500_000_000),
+            6_500_000_000,
+            4242,
+            "gwtrace",
+            Body::Hooks {
+                state: state.to_owned(),
+                reason: reason.to_owned(),
+                latency_us: 650,
+            },
+        );
+        e.tid = 0;
+        events.push(e);
+    }
     // The live session attributes each event to its cgroup, unit, container and pod.
     let id = "4f3c2b1a00112233445566778899aabbccddeeff00112233445566778899aabb";
     for path in [

@@ -48,6 +48,16 @@ pub const PROG_SOCK_SEND: &str = "sock_send_length";
 /// `sock:sock_recv_length`, raw tracepoint: the proxy's reads, where a broken connection shows
 /// (EOF or ECONNRESET before any byte of the answer).
 pub const PROG_SOCK_RECV: &str = "sock_recv_length";
+/// cgroup v2 `sock_addr` programs on the unified root: connect attempts, per connect, with no
+/// syscall tracepoint (`--hooks auto`).
+pub const PROG_CONNECT4: &str = "gw_connect4";
+pub const PROG_CONNECT6: &str = "gw_connect6";
+/// The unix connect one (attach type `BPF_CGROUP_UNIX_CONNECT`, which aya does not name: the
+/// loader loads and links it itself).
+pub const PROG_CONNECT_UNIX: &str = "gw_connect_unix";
+/// Connect attempts rate-limited in the kernel: [`FoldKey`] (errno 0, [`SOURCE_ATTEMPT`]) ->
+/// [`AttemptVal`].
+pub const MAP_ATTEMPTS: &str = "GW_ATTEMPTS";
 
 /// Why a program body gave up before its end (the `Err` of its fallible body). aya's
 /// tracepoint macros discard a program's return value, so the entry point counts each error
@@ -133,6 +143,11 @@ pub const FOLD_MAX: u32 = 2048;
 /// and the count travels with the key's next event (or the loader reads it from [`MAP_FOLD`]
 /// once the window has passed). Bounds how late a folded failure is delivered.
 pub const FOLD_WINDOW_NS: u64 = 20_000_000;
+/// Bound of the connect-attempt map (distinct (process, target) keys kept).
+pub const ATTEMPTS_MAX: u32 = 4096;
+/// A (process, target) key's connect attempts are reported at most once per window: the first
+/// at once, the rest counted and carried by the key's next report.
+pub const ATTEMPT_WINDOW_NS: u64 = 1_000_000_000;
 /// Longest unix socket path (`sun_path`).
 pub const UNIX_PATH_MAX: usize = 108;
 /// Number of errno slots per counter family.
@@ -155,6 +170,10 @@ pub const KIND_NETFILTER_DROP: u32 = 8;
 /// `family`/`port`/`addr`; the task that closed the other end (when the close ran in its
 /// context) in `target_pid`/`target_comm`; `errno` 0 for EOF, else the read's error.
 pub const KIND_CONN_END: u32 = 9;
+/// A connect attempt seen by a cgroup `sock_addr` program (before the kernel tried it): the
+/// target in `family`/`port`/`addr`/`data`, the attempts it stands for in `aux[1]` (reported at
+/// most once per (process, target) per [`ATTEMPT_WINDOW_NS`]).
+pub const KIND_CONNECT_ATTEMPT: u32 = 10;
 
 /// Where a connect failure was seen (`RawEvent::source`).
 pub const SOURCE_SYSCALL: u8 = 0;
@@ -162,6 +181,8 @@ pub const SOURCE_SYSCALL: u8 = 0;
 pub const SOURCE_TCP_STATE: u8 = 1;
 /// A TCP connect the process closed itself while still in `SYN_SENT` (its own connect timeout).
 pub const SOURCE_TCP_ABANDONED: u8 = 2;
+/// Not a failure seen by the kernel: the key of a connect attempt ([`KIND_CONNECT_ATTEMPT`]).
+pub const SOURCE_ATTEMPT: u8 = 3;
 
 /// Counter indexes in [`MAP_COUNTERS`].
 pub const CNT_CONNECT_OK: u32 = 0;
@@ -192,8 +213,10 @@ pub const CNT_NETFILTER_DROP: u32 = 17;
 pub const CNT_CONN_TRACKED: u32 = 18;
 /// Tracked connections that ended without an answer (before emitting).
 pub const CNT_CONN_BROKEN: u32 = 19;
+/// Connect attempts the cgroup `sock_addr` programs saw (TCP and unix stream, before folding).
+pub const CNT_CONNECT_ATTEMPTS: u32 = 20;
 /// Number of counters.
-pub const NUM_COUNTERS: u32 = 20;
+pub const NUM_COUNTERS: u32 = 21;
 
 /// Tracepoint field offsets, read from tracefs `format` files at load time (no CO-RE in Rust eBPF).
 ///
@@ -273,6 +296,10 @@ pub struct Offsets {
     /// 1 when the connection-end programs are attached: the sock-state program then tracks
     /// established connections (no use filling the map otherwise).
     pub track_conns: u32,
+    /// `bpf_sock_addr_kern.uaddr` and `.uaddrlen` (BTF): the unix connect program's context is
+    /// that struct at run time, the only way to the `sun_path` it is given.
+    pub sa_kern_uaddr: u32,
+    pub sa_kern_uaddrlen: u32,
 }
 
 /// Where every kernel since 4.x puts a syscall tracepoint's first argument (`sys_enter_*`; the
@@ -445,6 +472,16 @@ pub struct FoldVal {
     pub last_ns: u64,
 }
 
+/// Connect attempts of one (process, target) key (value of [`MAP_ATTEMPTS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttemptVal {
+    /// Attempts since the key was last reported (the reported one included at report time).
+    pub pending: u64,
+    /// When the key was last reported.
+    pub emitted_ns: u64,
+}
+
 #[cfg(feature = "user")]
 // SAFETY: `repr(C)` integers and byte arrays, no padding (size asserted below); any bits are valid.
 unsafe impl aya::Pod for FoldKey {}
@@ -514,3 +551,4 @@ const _: () = assert!(core::mem::size_of::<ConnectArgs>() == 24);
 const _: () = assert!(core::mem::size_of::<ConnEnd>() == 72);
 const _: () = assert!(core::mem::size_of::<ConnEnd>() <= DATA_LEN);
 const _: () = assert!(core::mem::size_of::<ConnTrack>() == 160);
+const _: () = assert!(core::mem::size_of::<AttemptVal>() == 16);

@@ -30,6 +30,7 @@ mod fold;
 mod oom;
 mod signal;
 mod skb_drop;
+mod sock_addr;
 mod sock_recv;
 mod sock_send;
 mod sock_state;

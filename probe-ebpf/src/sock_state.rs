@@ -30,6 +30,7 @@ use crate::{
     },
     conns,
     fold::{emit_failure, scratch_key},
+    sock_addr,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -215,9 +216,10 @@ fn on_transition(
         }
     }
     let peer = peer()?;
-    if sk_err == 0 && peer.sport == 0 {
-        // No local port was ever bound: connect() failed before the handshake (EADDRNOTAVAIL),
-        // and the syscall hook reports it.
+    // No local port was ever bound: connect() failed before the handshake (EADDRNOTAVAIL), and
+    // the syscall hook reports it; while it is detached (--hooks auto), this program does.
+    let no_port = sk_err == 0 && peer.sport == 0;
+    if no_port && sock_addr::syscall_hooked() {
         return Ok(());
     }
     if !have_owner {
@@ -227,6 +229,8 @@ fn on_transition(
     count(CNT_TCP_FAILED);
     let (errno, source) = if sk_err > 0 {
         (sk_err, SOURCE_TCP_STATE)
+    } else if no_port {
+        (sock_addr::EADDRNOTAVAIL, SOURCE_TCP_STATE)
     } else {
         count(CNT_TCP_ABANDONED);
         (ETIMEDOUT as i32, SOURCE_TCP_ABANDONED)

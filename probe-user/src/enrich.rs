@@ -442,7 +442,8 @@ impl<S: FactSource> Enricher<S> {
     }
 
     /// Whether an event concerns a proxy or an upstream (the engine ignores the rest).
-    fn relevant(&self, ev: &Event) -> bool {
+    #[must_use]
+    pub fn relevant(&self, ev: &Event) -> bool {
         let by_name = self.proxy_names.contains(&ev.comm)
             || APP_SERVERS.iter().any(|n| ev.comm.starts_with(n));
         by_name
@@ -534,7 +535,7 @@ impl<S: FactSource> Enricher<S> {
                 }
             }
             Body::ConnEnd(c) => self.conn_end(ev.pid, c.peer_pid, relevant, &mut want, &mut up),
-            Body::Loss { .. } | Body::Facts(_) => {}
+            Body::Loss { .. } | Body::Facts(_) | Body::Hooks { .. } => {}
         }
         for pid in want {
             if pid == 0 || self.known.contains(&pid) {

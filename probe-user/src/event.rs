@@ -152,6 +152,17 @@ pub enum Body {
     ConnEnd(ConnEndInfo),
     /// Events the kernel or gwtrace could not deliver, since the previous loss line.
     Loss { reason: String, count: u64 },
+    /// `--hooks auto` attached the syscall hooks (`escalated`) or detached them again
+    /// (`calm`): before an escalation, unix connect errors are inferred from attempts plus a
+    /// check (`connect_failed` source `attempt`); while escalated the kernel reports each.
+    Hooks {
+        /// `escalated` or `calm`.
+        state: String,
+        /// What triggered the escalation (the first anomaly), or the quiet period that ended it.
+        reason: String,
+        /// How long attaching (or detaching) the syscall programs took, in microseconds.
+        latency_us: u64,
+    },
     /// Facts read from /proc (listeners, processes, paths) that the engine used: replay
     /// is deterministic because they travel with the events.
     Facts(FactsUpdate),
@@ -310,6 +321,7 @@ impl Event {
             Body::NetfilterDrop { .. } => "netfilter_drop",
             Body::ConnEnd(_) => "conn_end",
             Body::Loss { .. } => "loss",
+            Body::Hooks { .. } => "hooks",
             Body::Facts(_) => "facts",
         }
     }
@@ -369,7 +381,9 @@ pub fn monotonic_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
-fn cstr(bytes: &[u8]) -> String {
+/// A NUL-terminated byte string (a comm) as text.
+#[must_use]
+pub fn cstr(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }

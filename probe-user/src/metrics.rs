@@ -195,6 +195,9 @@ pub struct Metrics {
     kernel_tcp_connects: Family<ResultLabels, Counter>,
     kernel_accepts: Family<ResultLabels, Counter>,
     kernel_accept_errors: Family<ErrnoLabels, Counter>,
+    /// `--hooks auto`: 1 while the syscall hooks are attached, and how often they were.
+    hooks_escalated: Gauge,
+    hooks_escalations: Counter,
     targets: Capped,
     comms: Capped,
     /// Causes with a series: the observed ones from the start, any other once labelled.
@@ -290,7 +293,7 @@ impl Metrics {
             kernel_connects: register(
                 &mut r,
                 "kernel_connects",
-                "connect() syscalls on the host, by result (ok, in_progress, failed); 0 with --hooks sock",
+                "connect() syscalls on the host, by result (ok, in_progress, failed), counted while the syscall hooks are attached: always with --hooks full, while escalated with auto, never with sock",
             ),
             kernel_connect_errors: register(
                 &mut r,
@@ -305,12 +308,22 @@ impl Metrics {
             kernel_accepts: register(
                 &mut r,
                 "kernel_accepts",
-                "accept()/accept4() syscalls on the host, by result (ok, failed); 0 with --hooks sock",
+                "accept()/accept4() syscalls on the host, by result (ok, failed), counted while the syscall hooks are attached (as kernel_connects)",
             ),
             kernel_accept_errors: register(
                 &mut r,
                 "kernel_accept_errors",
                 "Failed accepts on the host (every process), by errno",
+            ),
+            hooks_escalated: register(
+                &mut r,
+                "hooks_escalated",
+                "1 while --hooks auto has the syscall hooks attached (an anomaly is suspected), else 0",
+            ),
+            hooks_escalations: register(
+                &mut r,
+                "hooks_escalations",
+                "Times --hooks auto attached the syscall hooks",
             ),
             registry: Arc::new(Registry::default()),
             targets: Capped::new(cfg.max_targets),
@@ -490,6 +503,13 @@ impl Metrics {
                 });
             }
             Body::Facts(f) => self.learn(f),
+            Body::Hooks { state, .. } => {
+                let escalated = state == "escalated";
+                self.hooks_escalated.set(i64::from(escalated));
+                if escalated {
+                    self.hooks_escalations.inc();
+                }
+            }
             Body::Loss { reason, count } => {
                 let reason = if LOSS_REASONS.contains(&reason.as_str()) {
                     reason.clone()
@@ -953,6 +973,7 @@ mod tests {
             upstream_origin: None,
             broken_connections: Vec::new(),
             life: crate::engine::Life::default(),
+            errno_from: None,
         }
     }
 

@@ -3,26 +3,33 @@
 pub mod btf;
 pub mod conn_end;
 pub mod fold;
+pub mod sock_addr;
 pub mod tracefs;
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    time::{Duration, Instant},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{RawTracePoint, TracePoint, trace_point::TracePointLinkId},
 };
 use probe_common::{
     CNT_LOST_MAP_FULL, CNT_LOST_READ, CNT_LOST_RINGBUF, CNT_LOST_TCP_OWNER, ERRNO_SLOTS, FoldKey,
-    FoldVal, GLOBAL_OFFSETS, KIND_ACCEPT_FAILED, KIND_CONNECT_FAILED, MAP_COUNTERS, MAP_ERRNO,
-    MAP_ERRORS, MAP_EVENTS, MAP_FOLD, NUM_COUNTERS, Offsets, PROG_KFREE_SKB, PROG_MARK_VICTIM,
-    PROG_SCHED_PROCESS_EXEC, PROG_SCHED_PROCESS_EXIT, PROG_SIGNAL_GENERATE, PROG_SOCK_STATE,
-    PROG_SOCK_STATE_RAW, PROG_SYS_ENTER_CONNECT, PROG_SYS_ENTER_EXECVE, PROG_SYS_ENTER_EXECVEAT,
-    PROG_SYS_EXIT_ACCEPT, PROG_SYS_EXIT_ACCEPT4, PROG_SYS_EXIT_CONNECT, PROG_SYS_EXIT_EXECVE,
-    PROG_SYS_EXIT_EXECVEAT, ProbeError, RawEvent,
+    FoldVal, GLOBAL_OFFSETS, KIND_ACCEPT_FAILED, KIND_CONNECT_ATTEMPT, KIND_CONNECT_FAILED,
+    MAP_COUNTERS, MAP_ERRNO, MAP_ERRORS, MAP_EVENTS, MAP_FOLD, NUM_COUNTERS, Offsets,
+    PROG_KFREE_SKB, PROG_MARK_VICTIM, PROG_SCHED_PROCESS_EXEC, PROG_SCHED_PROCESS_EXIT,
+    PROG_SIGNAL_GENERATE, PROG_SOCK_STATE, PROG_SOCK_STATE_RAW, PROG_SYS_ENTER_CONNECT,
+    PROG_SYS_ENTER_EXECVE, PROG_SYS_ENTER_EXECVEAT, PROG_SYS_EXIT_ACCEPT, PROG_SYS_EXIT_ACCEPT4,
+    PROG_SYS_EXIT_CONNECT, PROG_SYS_EXIT_EXECVE, PROG_SYS_EXIT_EXECVEAT, ProbeError, RawEvent,
 };
 
-use crate::event::{Body, Clock, Decoder, Event, monotonic_ns};
+use crate::{
+    event::{Body, Clock, Decoder, Event, format_target, monotonic_ns},
+    pipeline::escalation::Attempt,
+};
 
 /// The eBPF object, built by build.rs from probe-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gwtrace"));
@@ -47,6 +54,11 @@ pub enum CaptureError {
 /// Which hooks to attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hooks {
+    /// The default: `Sock`'s hooks plus cgroup `sock_addr` programs that see every connect
+    /// attempt (no syscall slow path); the syscall tracepoints stay loaded but detached and are
+    /// attached only while an anomaly is suspected ([`Capture::escalate`], [`Capture::calm`]).
+    /// Without a cgroup v2 hierarchy it runs as `Full`.
+    Auto,
     /// Every hook: syscall tracepoints on connect/accept (every cause; every syscall on the host
     /// pays the syscall-tracepoint slow path, ~20-50 ns).
     Full,
@@ -133,6 +145,24 @@ fn attach_raw(ebpf: &mut Ebpf, prog: &str, tracepoint: &str) -> Result<(), Strin
     Ok(())
 }
 
+/// The error of a tracepoint that could not be loaded or attached.
+fn attach_err(category: &str, name: &str, e: &dyn std::fmt::Display) -> CaptureError {
+    CaptureError::Attach(format!("{category}:{name}"), e.to_string())
+}
+
+/// A classic tracepoint program of the object.
+fn tracepoint<'a>(
+    ebpf: &'a mut Ebpf,
+    prog: &str,
+    category: &str,
+    name: &str,
+) -> Result<&'a mut TracePoint, CaptureError> {
+    ebpf.program_mut(prog)
+        .ok_or_else(|| attach_err(category, name, &"program missing from the object"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| attach_err(category, name, &e))
+}
+
 /// Kernel counters, summed over CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
@@ -185,6 +215,48 @@ pub struct Capture {
     hooks: Hooks,
     /// Loss already reported, per reason (in `loss_reasons()` order).
     reported_loss: Vec<(&'static str, u64)>,
+    /// The syscall programs attached now (always in `Full`, while escalated in `Auto`).
+    syscall_links: Vec<(&'static str, TracePointLinkId)>,
+    /// The unix connect program, when this kernel has its attach type (`Auto`).
+    unix_connect: Option<sock_addr::UnixConnect>,
+    /// Connect attempts drained and not taken yet ([`Capture::take_attempts`]).
+    attempts: Vec<Attempt>,
+    /// Until when syscall exits without their entry are not loss: a syscall that was in flight
+    /// when its hooks were attached reaches the exit program alone.
+    entry_grace_until: Option<Instant>,
+}
+
+/// How long after attaching the syscall hooks an exit without its entry is a call that was
+/// already in flight (a blocking connect to a full backlog can wait that long), not a loss.
+const ENTRY_GRACE: Duration = Duration::from_secs(5);
+
+/// What became of the cgroup attempt programs at start.
+fn attach_attempts(ebpf: &mut Ebpf, hooks: Hooks) -> (Hooks, Option<sock_addr::UnixConnect>) {
+    if hooks != Hooks::Auto {
+        return (hooks, None);
+    }
+    let Some(root) = sock_addr::cgroup2_root() else {
+        log::warn!(
+            "no cgroup v2 (unified) hierarchy is mounted: connect attempts cannot be seen without syscall hooks, running as --hooks full (mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`)"
+        );
+        return (Hooks::Full, None);
+    };
+    if let Err(e) = sock_addr::attach_inet(ebpf, &root) {
+        log::warn!(
+            "attaching the cgroup connect programs to {} failed ({e}): running as --hooks full",
+            root.display()
+        );
+        return (Hooks::Full, None);
+    }
+    match sock_addr::UnixConnect::attach(ebpf, EBPF_OBJECT, &root) {
+        Ok(u) => (Hooks::Auto, Some(u)),
+        Err(e) => {
+            log::warn!(
+                "the unix connect program could not be attached ({e}; it needs kernel 6.7+): unix upstream failures are found by checking the proxies' configured sockets instead"
+            );
+            (Hooks::Auto, None)
+        }
+    }
 }
 
 fn is_root() -> bool {
@@ -200,7 +272,7 @@ pub fn offsets(hooks: Hooks) -> Result<Offsets, CaptureError> {
         self_tgid: std::process::id(),
         ..Offsets::default()
     };
-    if hooks == Hooks::Full {
+    if hooks != Hooks::Sock {
         let enter = fmt("syscalls", "sys_enter_connect")?;
         o.enter_connect_fd = enter.offset("fd")?;
         o.enter_connect_addr = enter.offset("uservaddr")?;
@@ -259,6 +331,9 @@ pub fn offsets(hooks: Hooks) -> Result<Offsets, CaptureError> {
     o.sock_sk_err = kbtf.member_offset("sock", "sk_err")?;
     netfilter_offsets(&tfs, &kbtf, &mut o);
     conn_end::offsets(&tfs, &kbtf, &mut o);
+    if hooks == Hooks::Auto {
+        sock_addr::offsets(&kbtf, &mut o)?;
+    }
     Ok(o)
 }
 
@@ -325,22 +400,21 @@ impl Capture {
         if offsets.track_conns != 0 {
             conn_end::attach(&mut ebpf)?;
         }
+        let (hooks, unix_connect) = attach_attempts(&mut ebpf, hooks);
         for &(prog, category, name, syscall) in PROGRAMS {
             if (syscall && hooks == Hooks::Sock)
                 || (prog == CLASSIC_SOCK_STATE && raw_sock_state.is_ok())
             {
                 continue;
             }
-            let attach_err = |e: &dyn std::fmt::Display| {
-                CaptureError::Attach(format!("{category}:{name}"), e.to_string())
-            };
-            let p: &mut TracePoint = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| attach_err(&"program missing from the object"))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| attach_err(&e))?;
-            p.load().map_err(|e| attach_err(&e))?;
-            p.attach(category, name).map_err(|e| attach_err(&e))?;
+            let p = tracepoint(&mut ebpf, prog, category, name)?;
+            p.load().map_err(|e| attach_err(category, name, &e))?;
+            // The syscall programs are attached by `attach_syscalls` (`Full`: now; `Auto`: on
+            // escalation), which keeps their links.
+            if !syscall {
+                p.attach(category, name)
+                    .map_err(|e| attach_err(category, name, &e))?;
+            }
         }
         let take = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name)
@@ -356,7 +430,7 @@ impl Capture {
             .map_err(|e| CaptureError::Load(e.to_string()))?;
         let fold_map = BpfHashMap::try_from(take(&mut ebpf, MAP_FOLD)?)
             .map_err(|e| CaptureError::Load(e.to_string()))?;
-        Ok(Self {
+        let mut capture = Self {
             ebpf,
             ring,
             counters,
@@ -367,7 +441,95 @@ impl Capture {
             clock: Clock::now(),
             hooks,
             reported_loss: loss_reasons().into_iter().map(|r| (r, 0)).collect(),
-        })
+            syscall_links: Vec::new(),
+            unix_connect,
+            attempts: Vec::new(),
+            entry_grace_until: None,
+        };
+        if hooks == Hooks::Full {
+            capture.attach_syscalls()?;
+        }
+        Ok(capture)
+    }
+
+    /// Attaches the syscall programs (each entry before its exit: `PROGRAMS` lists them so).
+    fn attach_syscalls(&mut self) -> Result<(), CaptureError> {
+        for &(prog, category, name, syscall) in PROGRAMS {
+            if !syscall || self.syscall_links.iter().any(|&(p, _)| p == prog) {
+                continue;
+            }
+            let p = tracepoint(&mut self.ebpf, prog, category, name)?;
+            let link = p
+                .attach(category, name)
+                .map_err(|e| attach_err(category, name, &e))?;
+            self.syscall_links.push((prog, link));
+        }
+        self.entry_grace_until = Some(Instant::now() + ENTRY_GRACE);
+        Ok(())
+    }
+
+    /// The kernel ids of the syscall programs (loaded in every mode but `Sock`, attached or
+    /// not): tests check with bpftool which of them are linked.
+    #[must_use]
+    pub fn syscall_program_ids(&self) -> Vec<u32> {
+        PROGRAMS
+            .iter()
+            .filter(|&&(.., syscall)| syscall)
+            .filter_map(|&(prog, ..)| self.ebpf.program(prog)?.info().ok())
+            .map(|i| i.id())
+            .collect()
+    }
+
+    /// Whether the syscall hooks are attached now.
+    #[must_use]
+    pub fn escalated(&self) -> bool {
+        !self.syscall_links.is_empty()
+    }
+
+    /// Whether the unix connect attempts are seen (`Auto` on kernel 6.7+).
+    #[must_use]
+    pub fn sees_unix_attempts(&self) -> bool {
+        self.unix_connect.is_some()
+    }
+
+    /// `Auto`: attaches the syscall hooks, and says how long that took. `None` when they were
+    /// attached already or the mode is not `Auto` (idempotent, cheap).
+    pub fn escalate(&mut self) -> Result<Option<Duration>, CaptureError> {
+        if self.hooks != Hooks::Auto || self.escalated() {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        let attached = self.attach_syscalls();
+        if attached.is_err() {
+            self.detach_syscalls();
+        }
+        attached.map(|()| Some(t.elapsed()))
+    }
+
+    /// `Auto`: detaches the syscall hooks, and says how long that took. `None` when they were
+    /// not attached or the mode is not `Auto` (idempotent, cheap).
+    pub fn calm(&mut self) -> Option<Duration> {
+        if self.hooks != Hooks::Auto || !self.escalated() {
+            return None;
+        }
+        let t = Instant::now();
+        self.detach_syscalls();
+        Some(t.elapsed())
+    }
+
+    /// Detaches every syscall program attached, in reverse order (an entry saved after its exit
+    /// was detached is harmless: the tid's next entry overwrites it).
+    fn detach_syscalls(&mut self) {
+        while let Some((prog, link)) = self.syscall_links.pop() {
+            let detached = self
+                .ebpf
+                .program_mut(prog)
+                .and_then(|p| <&mut TracePoint>::try_from(p).ok())
+                .map(|p| p.detach(link));
+            if let Some(Err(e)) = detached {
+                log::warn!("detaching {prog} failed: {e}");
+            }
+        }
     }
 
     /// Which hooks are attached.
@@ -410,6 +572,10 @@ impl Capture {
             if kernel_restart(&raw) {
                 continue;
             }
+            if raw.kind == KIND_CONNECT_ATTEMPT {
+                self.attempts.push(attempt_of(&raw));
+                continue;
+            }
             let count = if raw.kind == KIND_CONNECT_FAILED {
                 self.folds.count(&raw)
             } else {
@@ -425,6 +591,12 @@ impl Capture {
             deliver(&self.clock, &raw, count, &mut sink);
         }
         n
+    }
+
+    /// The connect attempts drained since the last call (`Auto`): they are the escalation
+    /// policy's input, not events of the record.
+    pub fn take_attempts(&mut self) -> Vec<Attempt> {
+        std::mem::take(&mut self.attempts)
     }
 
     /// One kernel counter (`probe_common::CNT_*`), summed over CPUs.
@@ -451,11 +623,16 @@ impl Capture {
     /// Sum of the kernel's `recursion_misses` over our programs.
     #[must_use]
     pub fn recursion_misses(&self) -> u64 {
+        let unix = self
+            .unix_connect
+            .as_ref()
+            .map_or(0, |u| prog_recursion_misses(u.prog_fd()));
         self.ebpf
             .programs()
             .filter_map(|(_, p)| p.fd().ok())
             .map(|fd| prog_recursion_misses(fd.as_fd().as_raw_fd()))
-            .sum()
+            .sum::<u64>()
+            + unix
     }
 
     /// `loss` events for every loss counter that grew since the last call (reads just those
@@ -471,6 +648,9 @@ impl Capture {
                 .map(|&e| (e.reason(), sum_cpus(&self.errors, e as u32))),
         );
         current.push((RECURSION, self.recursion_misses()));
+        let in_grace = self
+            .entry_grace_until
+            .is_some_and(|until| Instant::now() < until);
         let mut out = Vec::new();
         for (reason, prev) in &mut self.reported_loss {
             let now: u64 = current
@@ -478,6 +658,10 @@ impl Capture {
                 .filter(|(r, _)| r == reason)
                 .map(|&(_, n)| n)
                 .sum();
+            if in_grace && *reason == ProbeError::EntryMissing.reason() {
+                // Calls in flight when the syscall hooks were attached: not loss.
+                *prev = now;
+            }
             if now > *prev {
                 out.push(loss_event(&self.clock, now_mono_ns, reason, now - *prev));
                 *prev = now;
@@ -502,6 +686,22 @@ const KERNEL_RESTART_CODES: std::ops::RangeInclusive<i32> = 512..=516;
 fn kernel_restart(raw: &RawEvent) -> bool {
     (raw.kind == KIND_ACCEPT_FAILED || raw.kind == KIND_CONNECT_FAILED)
         && KERNEL_RESTART_CODES.contains(&raw.errno)
+}
+
+/// The attempt a `KIND_CONNECT_ATTEMPT` record reports.
+fn attempt_of(raw: &RawEvent) -> Attempt {
+    let len = usize::from(raw.data_len).min(raw.data.len());
+    Attempt {
+        mono_ns: raw.ktime_ns,
+        pid: raw.pid,
+        tid: raw.tid,
+        uid: raw.uid,
+        gid: raw.gid,
+        cgroup_id: raw.cgroup_id,
+        comm: crate::event::cstr(&raw.comm),
+        target: format_target(raw.family, &raw.addr, raw.port, &raw.data[..len]),
+        count: raw.aux[1].max(1),
+    }
 }
 
 /// Decodes a record and hands it on, a failed connect with the number of failures it stands for.
@@ -590,6 +790,9 @@ mod tests {
         wanted.push(PROG_KFREE_SKB);
         wanted.push(PROG_SOCK_SEND);
         wanted.push(PROG_SOCK_RECV);
+        wanted.push(probe_common::PROG_CONNECT4);
+        wanted.push(probe_common::PROG_CONNECT6);
+        wanted.push(probe_common::PROG_CONNECT_UNIX);
         for prog in &wanted {
             assert!(
                 obj.programs.contains_key(*prog),

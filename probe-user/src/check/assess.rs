@@ -315,6 +315,7 @@ fn warning(proxy: &Proxy, world: &World, cause: Cause, target: &str) -> Verdict 
         upstream_origin: None,
         broken_connections: Vec::new(),
         life: crate::engine::Life::default(),
+        errno_from: None,
     }
 }
 

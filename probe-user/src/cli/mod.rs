@@ -93,7 +93,10 @@ enum Command {
 /// Which kernel hooks to use.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum HooksArg {
-    /// Every cause (syscall tracepoints on connect/accept: a small cost on every syscall).
+    /// The default: no syscall tracepoint while the host is healthy (cgroup programs see each
+    /// connect attempt); the syscall hooks are attached only while an anomaly is suspected.
+    Auto,
+    /// Always escalated: every cause (syscall tracepoints on connect/accept: a small cost on every syscall).
     Full,
     /// No syscall tracepoints: TCP failures and worker deaths only (misses unix-socket errors).
     Sock,
@@ -102,6 +105,7 @@ enum HooksArg {
 impl From<HooksArg> for Hooks {
     fn from(h: HooksArg) -> Self {
         match h {
+            HooksArg::Auto => Hooks::Auto,
             HooksArg::Full => Hooks::Full,
             HooksArg::Sock => Hooks::Sock,
         }
@@ -126,7 +130,7 @@ struct CaptureArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_hyphen_values = true)]
     duration: Option<f64>,
     /// Kernel hooks to attach.
-    #[arg(long, value_enum, default_value = "full")]
+    #[arg(long, value_enum, default_value = "auto")]
     hooks: HooksArg,
 }
 

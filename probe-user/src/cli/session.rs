@@ -89,6 +89,7 @@ pub fn run_live(
         hooks: capture.hooks.into(),
         proxy_names,
         proxy_pids,
+        calm_after: Duration::from_nanos(gwtrace::pipeline::escalation::QUIET_NS),
     })?;
     note!(
         "gwtrace: {ready_msg} (attached in {} ms)",

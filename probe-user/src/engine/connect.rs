@@ -42,6 +42,8 @@ pub(crate) struct Agg {
     pub abandoned: bool,
     pub source: String,
     pub count: u64,
+    /// Of `count`, the failures inferred from attempts plus a check (source `attempt`).
+    pub inferred: u64,
     pub first_ns: u64,
     pub last_ns: u64,
     /// Latest failure times (bounded), sorted.
@@ -97,6 +99,7 @@ impl Agg {
     /// The part's counters for the whole group.
     fn fill(&self, p: &mut Part) {
         p.count = self.count;
+        p.inferred = Some(self.inferred);
         p.first_ns = self.first_ns;
         p.last_ns = self.last_ns;
     }
@@ -118,6 +121,7 @@ pub(crate) fn aggregate(v: &View<'_>) -> Vec<Agg> {
             abandoned: k.abandoned,
             source: g.source.clone(),
             count: 0,
+            inferred: 0,
             first_ns: g.first_ns,
             last_ns: 0,
             recent: Vec::new(),
@@ -130,6 +134,7 @@ pub(crate) fn aggregate(v: &View<'_>) -> Vec<Agg> {
             check: None,
         });
         a.count += g.count;
+        a.inferred += g.inferred;
         a.first_ns = a.first_ns.min(g.first_ns);
         if g.last_ns >= a.last_ns {
             a.last_ns = g.last_ns;
@@ -213,8 +218,17 @@ fn symptom_line(a: &Agg) -> String {
     } else {
         String::new()
     };
+    let inferred = match a.inferred {
+        0 => String::new(),
+        n if n >= a.count => {
+            " (inferred: connect attempts whose target failed gwtrace's check, before the syscall hooks were attached)".to_owned()
+        }
+        n => format!(
+            " ({n} inferred from connect attempts and gwtrace's check before the syscall hooks were attached, the rest reported by the kernel)"
+        ),
+    };
     format!(
-        "{} pid {}{others} ({}): connect() to {} failed with {} {}× [{}] from {} to {}",
+        "{} pid {}{others} ({}): connect() to {} failed with {} {}× [{}] from {} to {}{inferred}",
         a.worker_comm,
         a.worker,
         a.user.clone().unwrap_or_else(|| format!("uid {}", a.uid)),

@@ -20,6 +20,7 @@ mod ledger;
 mod lifecycle;
 mod perm;
 mod predict;
+pub use predict::{PathReach, unix_path_reach};
 mod render;
 mod report;
 mod state;
@@ -221,4 +222,36 @@ pub struct Verdict {
     /// it in).
     #[serde(flatten, default)]
     pub life: Life,
+    /// Connect verdicts under `--hooks auto`: whether the errno is the kernel's (`kernel`),
+    /// inferred from connect attempts plus a check of the target before the syscall hooks were
+    /// attached (`check`), or first inferred and then confirmed by the kernel (`check+kernel`).
+    /// Absent for other verdicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno_from: Option<ErrnoFrom>,
+}
+
+/// Where a connect verdict's errno comes from ([`Verdict::errno_from`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ErrnoFrom {
+    /// The syscall or socket hooks reported every failure with its errno.
+    #[serde(rename = "kernel")]
+    Kernel,
+    /// Only inferred: connect attempts whose target failed gwtrace's check.
+    #[serde(rename = "check")]
+    Check,
+    /// Inferred first, then the escalated hooks reported failures with their errno.
+    #[serde(rename = "check+kernel")]
+    CheckThenKernel,
+}
+
+impl ErrnoFrom {
+    /// From the failures inferred out of all of them.
+    #[must_use]
+    pub fn of(inferred: u64, count: u64) -> Self {
+        match inferred {
+            0 => Self::Kernel,
+            i if i >= count => Self::Check,
+            _ => Self::CheckThenKernel,
+        }
+    }
 }

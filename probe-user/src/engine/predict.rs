@@ -13,7 +13,7 @@ use super::state::Creds;
 use super::target::{Target, covers, parse};
 use super::view::{ProxyId, ProxyKey, View};
 use super::{Engine, Verdict};
-use crate::facts::{Listener, PathComponent};
+use crate::facts::{Listener, PathComponent, PathInfo};
 
 const ENOENT: i32 = 2;
 const EACCES: i32 = 13;
@@ -29,6 +29,52 @@ pub(crate) enum Reach {
     Fails(i32),
     /// The facts cannot tell (no path walk for a unix path, an unknown target shape).
     Unknown(String),
+}
+
+/// What the path walk of a unix socket says of a connect to it by `creds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathReach {
+    /// The walk fails: ENOENT (a component is missing), ENOTDIR (a file on the way), EACCES
+    /// (a component refuses the credentials).
+    Fails(i32),
+    /// Every component lets the caller through to a socket file (whether anyone listens is
+    /// the listener table's question).
+    Socket,
+    /// The path ends at something that is not a socket: ECONNREFUSED.
+    NotSocket,
+}
+
+/// The path walk's answer for a unix connect by `creds` (the kernel's namei rules).
+pub(crate) fn path_reach(info: &PathInfo, creds: &Creds) -> PathReach {
+    match walk(info, creds) {
+        Walk::Missing(c) => {
+            let below_file = info
+                .components
+                .iter()
+                .take_while(|x| x.path != c.path)
+                .any(|x| !x.is_dir() && x.mode & 0o170_000 != 0o120_000);
+            PathReach::Fails(if below_file { ENOTDIR } else { ENOENT })
+        }
+        Walk::Denied { .. } => PathReach::Fails(EACCES),
+        Walk::Allowed => {
+            if info.components.last().is_some_and(PathComponent::is_socket) {
+                PathReach::Socket
+            } else {
+                PathReach::NotSocket
+            }
+        }
+    }
+}
+
+/// [`path_reach`] for a process's credentials (effective uid and gid, supplementary groups).
+#[must_use]
+pub fn unix_path_reach(info: &PathInfo, uid: u32, gid: u32, groups: &[u32]) -> PathReach {
+    let creds = Creds {
+        uid,
+        gid,
+        groups: groups.to_vec(),
+    };
+    path_reach(info, &creds)
 }
 
 /// A connect `gwtrace check` predicts for one proxy worker.
@@ -73,24 +119,13 @@ impl Engine {
                 let Some((_, info)) = st.paths.get(path) else {
                     return Reach::Unknown(format!("no path walk of {path}"));
                 };
-                match walk(info, creds) {
-                    Walk::Missing(c) => {
-                        let below_file = info
-                            .components
-                            .iter()
-                            .take_while(|x| x.path != c.path)
-                            .any(|x| !x.is_dir() && x.mode & 0o170_000 != 0o120_000);
-                        Reach::Fails(if below_file { ENOTDIR } else { ENOENT })
-                    }
-                    Walk::Denied { .. } => Reach::Fails(EACCES),
-                    Walk::Allowed => {
-                        let is_socket =
-                            info.components.last().is_some_and(PathComponent::is_socket);
-                        match listener() {
-                            Some(l) if is_socket => Reach::Ok(Some(l)),
-                            _ => Reach::Fails(ECONNREFUSED),
-                        }
-                    }
+                match path_reach(info, creds) {
+                    PathReach::Fails(errno) => Reach::Fails(errno),
+                    PathReach::NotSocket => Reach::Fails(ECONNREFUSED),
+                    PathReach::Socket => match listener() {
+                        Some(l) => Reach::Ok(Some(l)),
+                        None => Reach::Fails(ECONNREFUSED),
+                    },
                 }
             }
             Target::UnixAbstract(_) => {
@@ -132,6 +167,8 @@ impl Engine {
             abandoned: p.timeout_ms.is_some() && errno == 110,
             source: "check".to_owned(),
             count: 1,
+            // Predicted, not observed: the check is all there is.
+            inferred: 1,
             first_ns: now_ns,
             last_ns: now_ns,
             recent: vec![now_ns],

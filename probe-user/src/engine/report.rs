@@ -34,6 +34,9 @@ pub(crate) struct Part {
     /// Failed connects that are the consequence of this pid's death (refused while a
     /// supervisor restarted it): folded into that death's part, never a verdict of their own.
     pub consequence_of: Option<u32>,
+    /// Connect verdicts: how many of `count` were inferred from attempts plus a check rather
+    /// than reported with their errno by the kernel (None: not a connect verdict).
+    pub inferred: Option<u64>,
 }
 
 impl Part {
@@ -54,6 +57,7 @@ impl Part {
             upstream_pid: None,
             broken: Vec::new(),
             consequence_of: None,
+            inferred: None,
         }
     }
 }
@@ -81,6 +85,10 @@ pub(crate) fn merge(
                 m.first_ns = m.first_ns.min(p.first_ns);
                 m.last_ns = m.last_ns.max(p.last_ns);
                 m.count += p.count;
+                m.inferred = match (m.inferred, p.inferred) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    (a, b) => a.or(b),
+                };
                 m.upstream_pid = m.upstream_pid.or(p.upstream_pid);
                 let room = MAX_BROKEN.saturating_sub(m.broken.len());
                 m.broken.extend(p.broken.iter().take(room).cloned());
@@ -139,6 +147,9 @@ pub(crate) fn merge(
                     b.truncate(MAX_BROKEN);
                     b
                 },
+                errno_from: p
+                    .inferred
+                    .map(|i| super::ErrnoFrom::of(i.min(p.count), p.count)),
                 life: super::Life::default(),
             }
         })

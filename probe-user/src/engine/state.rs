@@ -194,6 +194,9 @@ pub(crate) struct FailGroup {
     pub gid: u32,
     pub source: String,
     pub count: u64,
+    /// Of `count`, the failures inferred from a connect attempt plus a check (source
+    /// `attempt`, `--hooks auto` before the syscall hooks were attached).
+    pub inferred: u64,
     pub first_ns: u64,
     pub last_ns: u64,
     /// The latest failure times (at most [`RECENT_PER_GROUP`]), oldest first.
@@ -378,6 +381,8 @@ impl State {
             } => self.record_exec_failure(ev, filename, *errno),
             Body::NetfilterDrop { target, count, .. } => self.record_drop(ev, target, *count),
             Body::ConnEnd(info) => self.record_conn_end(ev, info),
+            // The capture's own state (which hooks run): no fact about the host.
+            Body::Hooks { .. } => {}
             Body::Loss { reason, count } => {
                 self.lost = self.lost.saturating_add(*count);
                 if !self.loss_reasons.contains(reason) && self.loss_reasons.len() < 8 {
@@ -444,6 +449,9 @@ impl State {
         g.uid = ev.uid;
         g.gid = ev.gid;
         g.count += count;
+        if source == "attempt" {
+            g.inferred += count;
+        }
         g.first_ns = g.first_ns.min(ev.mono_ns);
         g.last_ns = g.last_ns.max(ev.mono_ns);
         if g.recent.len() >= RECENT_PER_GROUP {

@@ -7,6 +7,7 @@
 //! [`Engine`] and hands every event, tick and the end of the run to its [`Sink`]s (the record
 //! file, the verdict printer, the Prometheus metrics: [`sinks`]). Sources know nothing of sinks;
 //! the binary only parses flags and picks them.
+pub mod escalation;
 pub mod live;
 mod pace;
 pub mod replay;

@@ -545,3 +545,50 @@ fn timeout_with_netfilter_drops_says_dropped_by_a_rule() {
     assert!(has(v, "dropped by a netfilter rule"), "{v:#?}");
     assert!(v.fix.contains("nft list ruleset"), "{}", v.fix);
 }
+
+/// `--hooks auto`: a failure inferred from an attempt and a check (source `attempt`), then the
+/// kernel's own reports once escalated, make one verdict counting each failure once, and the
+/// verdict says where its errno came from.
+#[test]
+fn inferred_then_kernel_failures_count_once_and_say_so() {
+    use crate::engine::ErrnoFrom;
+    let stream = |inferred: u64, kernel: u64| {
+        let mut es = vec![
+            nginx_facts(T0),
+            facts(
+                T0,
+                FactsUpdate {
+                    paths: vec![path(&[
+                        ("/", true, 0, 0, 0o040_755),
+                        ("/run", true, 0, 0, 0o040_755),
+                        ("/run/app.sock", false, 0, 0, 0),
+                    ])],
+                    ..FactsUpdate::default()
+                },
+            ),
+        ];
+        for i in 0..inferred {
+            let mut e = connect(T0 + S + i * MS, 101, "nginx", "unix:/run/app.sock", 2);
+            if let Body::ConnectFailed { source, count, .. } = &mut e.body {
+                "attempt".clone_into(source);
+                *count = 3;
+            }
+            es.push(e);
+        }
+        failures(&mut es, T0 + 2 * S, kernel, 101, "unix:/run/app.sock", 2);
+        es
+    };
+    for (inferred, kernel, from, count) in [
+        (1, 4, ErrnoFrom::CheckThenKernel, 7),
+        (1, 0, ErrnoFrom::Check, 3),
+        (0, 4, ErrnoFrom::Kernel, 4),
+    ] {
+        let vs = run(&stream(inferred, kernel));
+        let v = only(&vs, Cause::SocketMissing);
+        assert_eq!(
+            (v.count, v.errno_from),
+            (count, Some(from)),
+            "{inferred} inferred line(s), {kernel} kernel failures"
+        );
+    }
+}
