@@ -36,6 +36,20 @@ impl Session {
     /// Starts a capture with every hook; fails the test `test` loudly without root.
     fn start(test: &str) -> Self {
         require_root(test);
+        let mut cap =
+            Capture::start(Hooks::Full).unwrap_or_else(|e| panic!("starting the capture: {e}"));
+        // The children each test starts stand for proxies: watched from their fork on (the
+        // test process itself is gwtrace's own, never reported).
+        cap.watch(std::process::id());
+        Self {
+            cap,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Starts a capture that watches nobody yet (see `watched_processes_only`).
+    fn start_unwatched(test: &str) -> Self {
+        require_root(test);
         let cap =
             Capture::start(Hooks::Full).unwrap_or_else(|e| panic!("starting the capture: {e}"));
         Self {
@@ -254,6 +268,69 @@ fn tcp_refused_blocking_connect() {
         )
     );
     assert_reported_once(&mut s, pid);
+}
+
+/// Only watched processes' TCP connects are remembered: an unwatched process's refused
+/// connect is not reported (by either hook), a process that execs under a proxy's name is
+/// watched from its exec, and the child it forks from its fork.
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn watched_processes_only() {
+    const FORKING: &str = r"
+import os, socket, sys
+pid = os.fork()
+if pid == 0:
+    s = socket.socket()
+    try:
+        s.connect(('127.0.0.1', int(sys.argv[1])))
+    except OSError as e:
+        print(os.getpid(), e.errno, flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+";
+    let mut s = Session::start_unwatched("watched_processes_only");
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .expect("bind 127.0.0.1:0")
+        .to_string();
+    let (pid, out) = Proc::run(&mut python(CONNECT, &["inet", "127.0.0.1", &port]));
+    assert_child_said(&out, "111");
+    s.settle(Duration::from_millis(300));
+    assert!(
+        !s.involving(pid).iter().any(|e| is_connect_failed(pid, e)),
+        "an unwatched process's refused connect was reported: {}",
+        s.describe(&[pid])
+    );
+    assert!(!s.cap.is_watched(pid), "pid {pid} watched after its exit");
+    // A "proxy": python run under a proxy's name (the kernel names a process after the file it
+    // executes), forking a worker that connects.
+    let dir = tmpdir();
+    let name = format!("gwproxy{}", std::process::id() % 100_000);
+    let exe = dir.path().join(&name);
+    std::os::unix::fs::symlink(gwtrace_lab::support::PYTHON, &exe).expect("symlink python");
+    s.cap.watch_names(std::slice::from_ref(&name));
+    let (_, out) = Proc::run(Command::new(&exe).args(["-I", "-c", FORKING, &port]));
+    let mut words = out.stdout.split_whitespace();
+    let child: u32 = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("the worker said nothing: {out:?}"));
+    assert_eq!(words.next(), Some("111"), "{out:?}");
+    let ev = s.expect("the watched worker's refused connect", &[child], |e| {
+        is_connect_failed(child, e)
+    });
+    assert_eq!(
+        ev.body,
+        connect_failed(
+            &format!("127.0.0.1:{port}"),
+            111,
+            "ECONNREFUSED",
+            "tcp_state"
+        )
+    );
+    assert!(
+        !s.cap.is_watched(child),
+        "pid {child} watched after its exit"
+    );
 }
 
 #[test]
