@@ -169,11 +169,11 @@ pub fn on_state(sk: u64, old: i32, new: i32, sk_err: impl FnOnce() -> i32) {
 /// will return.
 #[inline(always)]
 fn report_if_unanswered(sk: u64, c: &mut ConnTrack, now: u64, errno: i32, rst: bool) {
-    if kread::<u32>(sk, off!(tcp_data_segs_out)) == 0 {
-        // Nothing was ever asked.
-        return;
-    }
     let requests = if kread::<u64>(sk, off!(tcp_bytes_received)) == 0 {
+        if kread::<u32>(sk, off!(tcp_data_segs_out)) == 0 {
+            // Nothing was ever asked.
+            return;
+        }
         1
     } else {
         let sent = kread::<u32>(sk, off!(tcp_lsndtime));
