@@ -169,7 +169,7 @@ pub fn on_state(sk: u64, old: i32, new: i32, sk_err: impl FnOnce() -> i32) {
 /// will return.
 #[inline(always)]
 fn report_if_unanswered(sk: u64, c: &mut ConnTrack, now: u64, errno: i32, rst: bool) {
-    let requests = if kread::<u64>(sk, off!(tcp_bytes_received)) == 0 {
+    let requests = if data_received(sk, c) == 0 {
         if kread::<u32>(sk, off!(tcp_data_segs_out)) == 0 {
             // Nothing was ever asked.
             return;
@@ -186,6 +186,13 @@ fn report_if_unanswered(sk: u64, c: &mut ConnTrack, now: u64, errno: i32, rst: b
         2
     };
     report(sk, c, now, errno, requests);
+}
+
+/// The data bytes the connection received: `bytes_received` counts the peer's FIN as one.
+#[inline(always)]
+fn data_received(sk: u64, c: &ConnTrack) -> u64 {
+    let fin = u64::from(c.end.flags & CONN_PEER_FIN != 0);
+    kread::<u64>(sk, off!(tcp_bytes_received)).saturating_sub(fin)
 }
 
 /// `bpf_ktime_get_ns` of the jiffy stamp `j`, given the clock `now` (ns) at jiffy `now_j`.
@@ -209,7 +216,7 @@ fn report(sk: u64, c: &mut ConnTrack, now: u64, errno: i32, requests: u32) {
     let established = c.end.established_ns;
     let last_send = jiffy_time(now, now_j, kread::<u32>(sk, off!(tcp_lsndtime))).max(established);
     let received = kread::<u64>(sk, off!(tcp_bytes_received));
-    let prev_recv = if received > 0 {
+    let prev_recv = if data_received(sk, c) > 0 {
         jiffy_time(now, now_j, kread::<u32>(sk, off!(icsk_lrcvtime))).max(established)
     } else {
         0
