@@ -1233,12 +1233,16 @@ print('survived')
     {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let memcg = gwtrace::facts::FactSource::memcg(&mut SystemFacts::new(), sleeper.pid());
+    let memcg = gwtrace::facts::FactSource::memcg(&mut SystemFacts::new(), sleeper.pid(), "");
     sleeper.signal(9);
     sleeper.finish();
     let memcg = memcg.expect("the sleeper's memory cgroup");
     assert_eq!(memcg.limit_bytes, Some(64 << 20), "{memcg:?}");
     assert!(memcg.cgroup.ends_with(&name), "{memcg:?}");
+    // Once the process is gone, the cgroup it was seen in while alive still gives the limit.
+    let gone =
+        gwtrace::facts::FactSource::memcg(&mut SystemFacts::new(), sleeper.pid(), &memcg.cgroup);
+    assert_eq!(gone.as_ref(), Some(&memcg), "after the exit: {gone:?}");
     let mut child = Proc::spawn(&mut python(SCRIPT, &[path_str(&cg.path)]));
     let pid = child.pid();
     let oom = s.expect_within(

@@ -755,3 +755,100 @@ fn check_judges_a_proxy_in_a_netns_from_its_own_view() {
         "the evidence names nginx's namespace ({ns}): {f:#}"
     );
 }
+
+/// haproxy chrooted (`chroot` in `global`) resolves its unix server paths inside the chroot:
+/// `server app unix@/run/gwlab-chroot-N/app.sock` is `JAIL/run/gwlab-chroot-N/app.sock` on the
+/// host. With the app listening there, haproxy answers 200 and `gwtrace check` finds nothing
+/// wrong (the host's own /run has no such socket: read outside the chroot it would be
+/// `socket-missing`); with the app gone, haproxy answers 503 and check says `socket-missing`.
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn check_haproxy_resolves_unix_servers_under_its_chroot() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let _s = serial();
+    let ns = netns();
+    let mut stack = lab::Stack::new("check-haproxy-chroot").expect("stack");
+    let jail = stack.path("jail");
+    let inner = format!("/run/gwlab-chroot-{}", std::process::id());
+    let host_dir = jail.join(inner.trim_start_matches('/'));
+    std::fs::create_dir_all(&host_dir).expect("the chroot");
+    std::fs::set_permissions(&host_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    assert!(
+        !Path::new(&inner).exists(),
+        "{inner} exists on the host: the test needs it absent"
+    );
+    let inner_sock = format!("{inner}/app.sock");
+    let host_sock = format!("unix:{}/app.sock", host_dir.display());
+    // The app in haproxy's network namespace (unix sockets are listed per namespace).
+    let mut cmd = ns.command("setpriv");
+    cmd.args([
+        "--reuid",
+        "gwapp",
+        "--regid",
+        "gwapp",
+        "--init-groups",
+        "/usr/bin/python3",
+    ])
+    .arg(stack.path("keepalive.py"))
+    .args(["--bind", &host_sock, "--keep-alive", "5"]);
+    let app = stack
+        .spawn(&mut cmd)
+        .expect("the app on the chroot's socket");
+    let t0 = Instant::now();
+    while std::os::unix::net::UnixStream::connect(host_dir.join("app.sock")).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the app never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let conf = format!(
+        "global\n\tchroot {}\n\tlog stdout format raw local0\n\
+         defaults\n\tmode http\n\tlog global\n\toption httplog\n\tretries 0\n\
+         \ttimeout connect 2s\n\ttimeout client 5s\n\ttimeout server 5s\n\
+         frontend www\n\tbind 127.0.0.1:{{PORT}}\n\tdefault_backend app\n\
+         backend app\n\tserver app unix@{inner_sock}\n",
+        jail.display()
+    );
+    let p = start_other(
+        &mut stack,
+        &ns,
+        "haproxy.cfg",
+        &conf,
+        "haproxy",
+        &["-W", "-db", "-f", "{CONF}"],
+        &[],
+    );
+    assert_eq!(
+        get_in(&ns, stack.port, "/"),
+        Some(200),
+        "{}",
+        app_log(&stack)
+    );
+    let check = || {
+        let mut cmd = ns.command(gwtrace_bin!());
+        cmd.args(["check", "--json", "--proxy", &p.pid.to_string()]);
+        run_check(cmd)
+    };
+    let r = check();
+    assert!(
+        !r.causes().contains(&"socket-missing") && r.code == Some(0),
+        "the socket exists in haproxy's chroot: {r:#?}"
+    );
+    // The app gone, its socket removed: haproxy's own answer and log (503, SC), and check.
+    stack.kill_group(app, libc::SIGKILL);
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = std::fs::remove_file(host_dir.join("app.sock"));
+    assert_eq!(get_in(&ns, stack.port, "/"), Some(503));
+    std::thread::sleep(Duration::from_millis(200));
+    let log = app_log(&stack);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("app/app") && l.contains(" 503 ") && l.contains(" SC")),
+        "haproxy's log: {log}"
+    );
+    let r = check();
+    let f = r.one("socket-missing");
+    assert_eq!(f["target"], format!("unix:{inner_sock}"), "{f:#}");
+    assert_eq!(r.code, Some(1), "{r:#?}");
+}

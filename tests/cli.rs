@@ -290,6 +290,18 @@ fn unknown_hooks_value_lists_the_choices() {
     );
 }
 
+/// A metrics address that is not IP:PORT says what to give, with an example.
+#[test]
+fn bad_metrics_address_says_what_to_give() {
+    for addr in ["abc", "localhost:9464", "9464", "127.0.0.1"] {
+        assert_clear_error(
+            &run(&["serve", "--metrics", addr]),
+            2,
+            "give an IP address and a port, e.g. --metrics 127.0.0.1:9464",
+        );
+    }
+}
+
 #[test]
 fn explain_of_a_directory_or_missing_file_says_what_to_give() {
     let dir = TempDir::new("explain-dir");
@@ -402,6 +414,15 @@ fn output_paths_are_safe() {
         "/proc/gwtrace-no/x.jsonl",
     ]);
     assert_clear_error(&out, 2, "cannot create");
+    // A directory that does not exist: what to do about it.
+    let out = run(&[
+        "record",
+        "--duration",
+        "1",
+        "--output",
+        &dir.join("no-such-dir/x.jsonl").to_string_lossy(),
+    ]);
+    assert_clear_error(&out, 2, "its directory does not exist: create it");
     // A new file is private.
     let fresh = dir.join("fresh.jsonl");
     let out = run(&[

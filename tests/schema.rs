@@ -11,7 +11,7 @@ use gwtrace::{
     event::{Body, Clock, Decoder, Event},
     facts::{
         FactsUpdate, IdNames, Listener, MemcgInfo, MountNs, NetNs, Netstat, PathComponent,
-        PathInfo, ProcInfo, ProxyConfig,
+        PathInfo, ProcInfo, ProcRoot, ProxyConfig,
     },
 };
 use probe_common::{
@@ -274,6 +274,10 @@ fn full_facts() -> FactsUpdate {
         proc_net_ns: vec![NetNs {
             pid: 4101,
             net_ns: 4_026_532_301,
+        }],
+        roots: vec![ProcRoot {
+            pid: 4101,
+            root: "/var/lib/haproxy".into(),
         }],
         names: vec![IdNames::from_files(
             4101,

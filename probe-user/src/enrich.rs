@@ -19,7 +19,9 @@ use crate::{
     catalog::APP_SERVERS,
     engine::covers,
     event::{Body, Event},
-    facts::{FactSource, FactsUpdate, Listener, MountNs, NetNs, Netstat, PathInfo, ProcInfo},
+    facts::{
+        FactSource, FactsUpdate, Listener, MountNs, NetNs, Netstat, PathInfo, ProcInfo, ProcRoot,
+    },
 };
 use owners::{Budget, OwnerCache};
 use proctable::ProcTable;
@@ -180,6 +182,16 @@ impl<S: FactSource> Enricher<S> {
     }
 
     /// Sends a process's mount namespace once (a socket bound in one is invisible in another).
+    /// An OOM victim's memory cgroup, with the cgroup it was seen in while alive.
+    fn victim_memcg(&mut self, pid: u32) -> Option<crate::facts::MemcgInfo> {
+        let known = self
+            .table
+            .get(pid)
+            .map(|p| p.cgroup.clone())
+            .unwrap_or_default();
+        self.src.memcg(pid, &known)
+    }
+
     fn note_ns(&mut self, pid: u32, out: &mut Vec<MountNs>) {
         if pid == 0 || self.ns_known.contains(&pid) {
             return;
@@ -483,7 +495,7 @@ impl<S: FactSource> Enricher<S> {
             }
             Body::OomKill { victim_pid, .. } => {
                 want.push(*victim_pid);
-                if let Some(m) = self.src.memcg(*victim_pid) {
+                if let Some(m) = self.victim_memcg(*victim_pid) {
                     up.memcgs.push(m);
                 }
             }
@@ -565,8 +577,13 @@ impl<S: FactSource> Enricher<S> {
             self.refresh_listeners(up);
         }
         if let Some(path) = target.strip_prefix("unix:").filter(|p| p.starts_with('/')) {
-            // The path as the proxy sees it: in its own mount namespace.
+            // The path as the proxy sees it: in its own mount namespace, under its chroot.
             self.note_ns(ev.pid, &mut up.mount_ns);
+            if let Some(root) = self.src.chroot(ev.pid)
+                && !up.roots.iter().any(|r| r.pid == ev.pid)
+            {
+                up.roots.push(ProcRoot { pid: ev.pid, root });
+            }
             if self.walk(ev, path, up) && !self.listeners_read {
                 // Who listens may have changed too (at most once a tick: the periodic refresh
                 // follows anomalies).
@@ -747,7 +764,7 @@ mod tests {
                 gids,
             ))
         }
-        fn memcg(&mut self, _pid: u32) -> Option<MemcgInfo> {
+        fn memcg(&mut self, _pid: u32, _known_cgroup: &str) -> Option<MemcgInfo> {
             None
         }
         fn netstat(&mut self) -> Option<Netstat> {

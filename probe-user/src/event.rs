@@ -219,6 +219,14 @@ impl ConnEndInfo {
         })
     }
 
+    /// The data bytes the connection carried to the process: `bytes_received` counts the
+    /// peer's FIN as one (it takes a sequence number).
+    #[must_use]
+    pub fn data_received(&self) -> u64 {
+        let fin = self.peer_close.starts_with("fin");
+        self.bytes_received.saturating_sub(u64::from(fin))
+    }
+
     /// The connection was reused: its last request was not its first.
     #[must_use]
     pub fn reused(&self) -> bool {

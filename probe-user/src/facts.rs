@@ -36,6 +36,10 @@ pub struct FactsUpdate {
     /// (Not `net_ns`: that is the event header's own namespace, and facts are flattened into it.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proc_net_ns: Vec<NetNs>,
+    /// Root directories of proxy workers that run chrooted (haproxy's `chroot`): they resolve
+    /// unix socket paths under it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roots: Vec<ProcRoot>,
     /// User and group names as a process's own system spells them (its mount namespace's
     /// /etc/passwd and /etc/group), for the ids a verdict about it prints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -59,6 +63,7 @@ impl FactsUpdate {
             && self.mount_ns.is_empty()
             && self.proxy_configs.is_empty()
             && self.proc_net_ns.is_empty()
+            && self.roots.is_empty()
             && self.names.is_empty()
     }
 }
@@ -179,6 +184,14 @@ fn lookup(text: &str, ids: &[u32]) -> Vec<IdName> {
 pub struct MountNs {
     pub pid: u32,
     pub mnt_ns: u64,
+}
+
+/// A process's root directory when it is not gwtrace's own (`chroot`), as gwtrace names it
+/// (`/var/lib/haproxy`): a path `P` it connects to is `ROOT/P` on the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcRoot {
+    pub pid: u32,
+    pub root: String,
 }
 
 /// The network namespace a process lives in, when it is not the host's (the inode of
@@ -337,6 +350,11 @@ pub trait FactSource {
     fn mount_ns(&mut self, _pid: u32) -> Option<u64> {
         None
     }
+    /// A process's root directory when it runs chrooted in gwtrace's view (not gwtrace's own
+    /// root).
+    fn chroot(&mut self, _pid: u32) -> Option<String> {
+        None
+    }
     /// The network namespace of a process (the inode of `/proc/PID/ns/net`), if readable.
     fn net_ns(&mut self, _pid: u32) -> Option<u64> {
         None
@@ -359,8 +377,9 @@ pub trait FactSource {
     fn now_ns(&mut self) -> Option<u64> {
         None
     }
-    /// Memory cgroup of a process.
-    fn memcg(&mut self, pid: u32) -> Option<MemcgInfo>;
+    /// Memory cgroup of a process; `known_cgroup` is its cgroup as read while it was alive
+    /// (an OOM victim may be gone, or already shown in the root cgroup, by the time it is read).
+    fn memcg(&mut self, pid: u32, known_cgroup: &str) -> Option<MemcgInfo>;
     /// TCP listen-queue counters.
     fn netstat(&mut self) -> Option<Netstat>;
 }

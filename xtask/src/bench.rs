@@ -9,6 +9,7 @@ mod hostsize;
 pub use hostsize::idle_pool;
 pub mod nginx;
 mod report;
+pub mod soak;
 pub mod tracer;
 pub mod worker;
 
@@ -205,7 +206,7 @@ pub fn bench(bin: &Path, opts: &Opts) -> anyhow::Result<()> {
             opts.filter
         );
     }
-    let env = report::environment(bin, opts);
+    let env = report::environment(bin);
     let started = Instant::now();
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let nginx = if host_size || workloads.iter().any(|w| w.worker().is_none()) {
@@ -304,7 +305,7 @@ fn write_results(
     Ok(())
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
+pub fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')
@@ -312,7 +313,7 @@ fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path)

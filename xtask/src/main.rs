@@ -58,6 +58,14 @@ enum Cmd {
         /// null-syscall, storm, host-size).
         filter: Option<String>,
     },
+    /// Soak of the whole pipeline (see bench/README.md): nginx under steady traffic, `gwtrace
+    /// serve` in its default mode (verdicts, metrics, rotating record), an incident a minute;
+    /// agent RSS/CPU, loss, time to verdict, flapping; writes bench/results/soak-DATE.json.
+    Soak {
+        /// How long to run (one incident a minute, the first 20 s in).
+        #[arg(long, value_name = "N", default_value_t = 600)]
+        secs: u64,
+    },
     /// Release artifacts: `dist/gwtrace-VERSION-ARCH-linux.tar.gz` and `dist/gwtrace_VERSION_ARCH.deb`
     /// (binary, systemd unit, man pages, completions), for machines without a Rust toolchain.
     Dist {
@@ -185,6 +193,11 @@ fn real_main() -> anyhow::Result<()> {
             let bin = build_gwtrace()?;
             let opts = bench::Opts::new(quick, rounds, storm_secs, filter);
             bench::bench(&bin, &opts)
+        }
+        Cmd::Soak { secs } => {
+            setup::setup()?;
+            let bin = build_gwtrace()?;
+            bench::soak::soak(&bin, bench::soak::Opts { secs })
         }
         Cmd::Dist { binary, out_dir } => dist::dist(&dist::Opts { binary, out_dir }),
         Cmd::BenchWorker(args) => bench::worker::run(&args),

@@ -7,6 +7,10 @@
 //! redispatch` a failed connect is retried on the same server, so a dead server fails its share
 //! of requests even when others are up: the backend's group "does not retry elsewhere".
 //!
+//! `chroot DIR` in `global`: haproxy's workers run chrooted there (after binding their
+//! listeners), so a unix server path `/run/app.sock` is `DIR/run/app.sock` on the host
+//! ([`NginxConfig::chroot`]); the target keeps the name haproxy connects to.
+//!
 //! Pure but for [`load`], which reads the files named on the command line (`-f FILE|DIR`,
 //! repeatable; Debian's default `/etc/haproxy/haproxy.cfg`).
 use super::nginx::{Addr, ConfFile, Dest, Loc, NginxConfig, Server, Upstream};
@@ -194,6 +198,7 @@ pub fn parse(files: &[ConfFile]) -> NginxConfig {
     let mut sections: Vec<Section> = Vec::new();
     for f in files {
         let mut in_defaults = false;
+        let mut in_global = false;
         let mut current: Option<Section> = None;
         for (line_no, raw) in (1_u32..).zip(f.text.lines()) {
             let w = words(raw);
@@ -205,6 +210,7 @@ pub fn parse(files: &[ConfFile]) -> NginxConfig {
             if SECTIONS.contains(&first.as_str()) {
                 sections.extend(current.take());
                 in_defaults = first == "defaults";
+                in_global = first == "global";
                 if in_defaults {
                     // A new unnamed defaults section resets what the previous one set.
                     defaults = Defaults::default();
@@ -219,6 +225,14 @@ pub fn parse(files: &[ConfFile]) -> NginxConfig {
                         default_server: defaults.server.clone(),
                         servers: Vec::new(),
                     });
+                }
+                continue;
+            }
+            if in_global {
+                if first == "chroot"
+                    && let Some(dir) = w.get(1)
+                {
+                    cfg.chroot = Some((dir.clone(), loc));
                 }
                 continue;
             }
@@ -454,6 +468,8 @@ mod tests {
         }]);
         assert_eq!((c.passes.len(), c.upstreams.len()), (0, 0));
         assert_eq!(c.notes, Vec::<String>::new());
+        let (dir, loc) = c.chroot.expect("Debian's haproxy.cfg chroots");
+        assert_eq!((dir.as_str(), loc.line), ("/var/lib/haproxy", 4));
     }
 
     #[test]

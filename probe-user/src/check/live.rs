@@ -3,7 +3,7 @@
 //! cannot run), the listeners and socket paths, app servers' settings, `ss` accept queues,
 //! systemd units. Everything is bounded in time (subprocesses are killed after a few seconds,
 //! probe connects time out) and whatever cannot be seen is said in a note.
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -1145,16 +1145,91 @@ fn probe_remote_in(ns_path: &str, targets: &[(String, SocketAddr)]) -> HashMap<S
         .collect()
 }
 
-/// Facts about every target at once: listeners, path walks, remote probes, accept queues,
-/// the app servers behind the targets and their units.
+/// Where a chrooted proxy (haproxy's `chroot`) reaches a unix target: the chroot directory as
+/// its configuration names it, and the master whose root it is under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Chroot {
+    dir: String,
+    master: u32,
+}
+
+impl Chroot {
+    /// Where gwtrace reads the chroot: through the master's root (its mount namespace; the
+    /// master itself does not chroot), or as named when no process runs (`--config`).
+    fn seen(&self) -> PathBuf {
+        let base = if self.master == 0 {
+            PathBuf::from("/")
+        } else {
+            PathBuf::from(format!("/proc/{}/root", self.master))
+        };
+        base.join(self.dir.trim_start_matches('/'))
+    }
+}
+
+/// The unix targets of chrooted proxies, by target (the first proxy's chroot when several
+/// name one), and a note for each chroot saying where its paths are.
+fn chroots(loaded: &[Checked], notes: &mut Vec<String>) -> BTreeMap<String, Chroot> {
+    let mut out = BTreeMap::new();
+    for l in loaded {
+        let Some((dir, loc)) = &l.proxy.config.chroot else {
+            continue;
+        };
+        let unix: Vec<&String> = l
+            .targets
+            .by_target
+            .keys()
+            .filter(|t| matches!(parse_target(t), Target::UnixPath(_)))
+            .collect();
+        if unix.is_empty() {
+            continue;
+        }
+        let dir = dir.trim_end_matches('/');
+        for t in &unix {
+            out.entry((*t).clone()).or_insert_with(|| Chroot {
+                dir: dir.to_owned(),
+                master: l.proxy.master,
+            });
+        }
+        let first = unix[0].trim_start_matches("unix:");
+        notes.push(format!(
+            "{loc}: {} pid {} runs chrooted in {dir} (chroot): its unix server paths are resolved under it              ({first} is {dir}{first} on the host) and checked there",
+            l.proxy.comm, l.proxy.master
+        ));
+    }
+    out
+}
+
+/// A socket bound at `DIR/P` is the one a proxy chrooted in `DIR` reaches as `P`: the socket
+/// table gets that name too, so the target's listener is found.
+fn chroot_aliases(sockets: &mut Vec<(String, u64)>, chroots: &BTreeMap<String, Chroot>) {
+    let mut aliases = Vec::new();
+    for (t, c) in chroots {
+        let Some(p) = t.strip_prefix("unix:") else {
+            continue;
+        };
+        let host = format!("unix:{}{p}", c.dir);
+        aliases.extend(
+            sockets
+                .iter()
+                .filter(|(s, _)| *s == host)
+                .map(|(_, inode)| (t.clone(), *inode)),
+        );
+    }
+    sockets.extend(aliases);
+}
+
+/// Facts about every target at once: listeners, path walks (under a chrooted proxy's chroot),
+/// remote probes, accept queues, the app servers behind the targets and their units.
 fn collect(
     procs: Vec<ProcInfo>,
     all_targets: &BTreeSet<String>,
-    elsewhere: &[Elsewhere],
+    (elsewhere, chroots): (&[Elsewhere], &BTreeMap<String, Chroot>),
     world: &mut World,
     notes: &mut Vec<String>,
 ) {
-    world.listeners = listeners(listening_sockets(), &procs, all_targets, None);
+    let mut sockets = listening_sockets();
+    chroot_aliases(&mut sockets, chroots);
+    world.listeners = listeners(sockets, &procs, all_targets, None);
     other_namespaces(&procs, elsewhere, world, notes);
     world.processes = procs;
     if !is_root() {
@@ -1168,7 +1243,8 @@ fn collect(
     for t in all_targets {
         match parse_target(t) {
             Target::UnixPath(p) => {
-                let (info, blocked) = SystemFacts::path_walk(p);
+                let root = chroots.get(t).map(Chroot::seen);
+                let (info, blocked) = SystemFacts::path_walk_in(root.as_deref(), p);
                 if let Some((comp, e)) = blocked {
                     notes.push(format!(
                         "{t}: cannot look into {comp} as uid {} ({e}): run as root to check it",
@@ -1326,10 +1402,11 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
         .flat_map(|l| l.targets.by_target.keys().cloned())
         .collect();
     let elsewhere = elsewhere(&loaded);
+    let chroots = chroots(&loaded, &mut report.notes);
     collect(
         procs,
         &all_targets,
-        &elsewhere,
+        (&elsewhere, &chroots),
         &mut world,
         &mut report.notes,
     );
@@ -1362,6 +1439,60 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// haproxy chrooted in a directory: its unix server `/run/app.sock` is read under the
+    /// chroot (through the master's root), and a socket bound at the chroot's path is the
+    /// target's listener, under the name haproxy connects to.
+    #[test]
+    fn a_chrooted_haproxys_unix_servers_resolve_under_its_chroot() {
+        let config = super::super::haproxy::parse(&[ConfFile {
+            path: "/etc/haproxy/haproxy.cfg".into(),
+            text: include_str!("../../../tests/fixtures/haproxy/chroot.cfg").into(),
+        }]);
+        let proxy = Proxy {
+            comm: "haproxy".into(),
+            config,
+            ..Proxy::default()
+        };
+        let checked = Checked {
+            targets: assess::targets(&proxy.config, &HashMap::new()),
+            proxy,
+            invalid: None,
+        };
+        let mut notes = Vec::new();
+        let roots = chroots(std::slice::from_ref(&checked), &mut notes);
+        let want = Chroot {
+            dir: "/var/lib/haproxy".into(),
+            master: 0,
+        };
+        assert_eq!(
+            roots.into_iter().collect::<Vec<_>>(),
+            [("unix:/run/app.sock".to_owned(), want.clone())],
+            "TCP servers have no chroot"
+        );
+        assert_eq!(want.seen(), Path::new("/var/lib/haproxy"));
+        assert_eq!(
+            Chroot {
+                master: 42,
+                ..want.clone()
+            }
+            .seen(),
+            Path::new("/proc/42/root/var/lib/haproxy")
+        );
+        assert!(
+            notes[0].contains("haproxy.cfg:2: haproxy pid 0 runs chrooted in /var/lib/haproxy")
+                && notes[0].contains("/run/app.sock is /var/lib/haproxy/run/app.sock on the host"),
+            "{notes:?}"
+        );
+        let mut sockets = vec![
+            ("unix:/var/lib/haproxy/run/app.sock".to_owned(), 7),
+            ("unix:/run/other.sock".to_owned(), 8),
+        ];
+        let roots = BTreeMap::from([("unix:/run/app.sock".to_owned(), want)]);
+        chroot_aliases(&mut sockets, &roots);
+        assert_eq!(sockets.last(), Some(&("unix:/run/app.sock".to_owned(), 7)));
+        assert_eq!(sockets.len(), 3);
+    }
 
     /// php-fpm's pools read as its master sees them (`/proc/PID/root`, here this test's own
     /// root): the shortest `request_terminate_timeout` of the included pools.

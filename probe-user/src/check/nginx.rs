@@ -558,6 +558,9 @@ pub struct NginxConfig {
     pub upstreams: Vec<Upstream>,
     /// Things the parser could not follow (an include matching no file of the dump, ...).
     pub notes: Vec<String>,
+    /// The directory the proxy's workers run chrooted in (haproxy's `chroot` in `global`):
+    /// they resolve unix server paths under it.
+    pub chroot: Option<(String, Loc)>,
 }
 
 /// Parses an nginx time (`60`, `60s`, `1m30s`, `500ms`) into milliseconds.

@@ -30,7 +30,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     watch: WatchArgs,
     /// Serve Prometheus metrics (text format) on `http://ADDR/metrics`.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR, value_parser = metrics_addr)]
     metrics: SocketAddr,
     /// Distinct upstream targets with series of their own; later ones are counted as
     /// `target="other"`.
@@ -43,6 +43,15 @@ pub struct ServeArgs {
     /// Rotated --record files to keep (FILE.1 .. FILE.N).
     #[arg(long, value_name = "N", default_value_t = 5)]
     rotate_keep: u32,
+}
+
+/// Parses `--metrics`: an IP address and a port, said with an example when it is not one.
+fn metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "give an IP address and a port, e.g. --metrics {DEFAULT_METRICS_ADDR} or --metrics [::1]:9464 (host names are not resolved)"
+        )
+    })
 }
 
 /// Binds the metrics address: a port already taken is a usage error (exit code 2), said in

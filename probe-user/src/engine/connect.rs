@@ -675,6 +675,9 @@ fn socket_missing(v: &View<'_>, a: &Agg) -> Part {
             .evidence
             .push("no path facts for the socket path".to_owned()),
     }
+    if let (Target::UnixPath(path), Some(root)) = (parse(&a.target), v.chroot(a.worker)) {
+        return chroot_part(v, a, p, (root, path));
+    }
     if let Some(f) = foreign_listener(v, a) {
         return mount_ns_part(v, a, p, &f);
     }
@@ -827,6 +830,48 @@ fn mount_ns_part(v: &View<'_>, a: &Agg, mut p: Part, f: &Foreign<'_>) -> Part {
          (docker/podman -v /run/app:/run/app on both containers), or for systemd units keep the socket out of a \
          private /tmp (PrivateTmp=, ProtectSystem=): bind in /run/<app>/ (RuntimeDirectory=) or join the \
          namespaces (JoinsNamespaceOf=)"
+    );
+    p
+}
+
+/// `socket-missing` of a chrooted proxy (haproxy's `chroot`): the path it connects to is
+/// `ROOT/PATH` on the host, and the walk was made there; an app listening on the host's `PATH`
+/// is outside the chroot, out of the proxy's reach.
+fn chroot_part(v: &View<'_>, a: &Agg, mut p: Part, (root, path): (&str, &str)) -> Part {
+    let proxy = proxy_name(a);
+    if let Some(walk) = p.evidence.get_mut(1) {
+        *walk = format!("in {proxy}'s chroot {root}: {walk}");
+    }
+    p.evidence.push(format!(
+        "{proxy} pid {} runs chrooted in {root} (its configuration's chroot): it resolves {path} as {root}{path} \
+         on the host",
+        a.worker
+    ));
+    let outside =
+        v.st.listeners
+            .iter()
+            .find(|l| covers(&l.target, &a.target) && l.net_ns.is_none())
+            .map(|l| owner_label(v, l));
+    if let Some(owner) = &outside {
+        p.evidence.push(format!(
+            "{owner} listens on the host's {path}, outside the chroot: {proxy} cannot reach it"
+        ));
+    }
+    p.evidence.extend(app_servers_line(v));
+    p.summary = match &outside {
+        Some(owner) => format!(
+            "{} does not exist in {proxy}'s chroot {root}: {owner} listens on the host's {path}, outside it",
+            a.target
+        ),
+        None => format!(
+            "{} does not exist in {proxy}'s chroot {root} ({root}{path} on the host): the app is not \
+             running or binds outside the chroot",
+            a.target
+        ),
+    };
+    p.fix = format!(
+        "have the app bind its socket inside the chroot: {root}{path} on the host (the server line keeps {path}); \
+         or bind-mount the socket's directory into the chroot; or remove chroot from {proxy}'s global section"
     );
     p
 }

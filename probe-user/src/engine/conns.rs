@@ -1,13 +1,14 @@
 //! The proxy's upstream connections that broke before their answer (`conn_end` events): the
 //! keep-alive race (`keepalive-race`: the app closed an idle kept-alive connection just as the
 //! proxy reused it) and the app closing a connection itself, alive, before answering
-//! (`upstream-closed-early`). A close done by a worker's exit (`PF_EXITING`: killed, OOM-killed,
-//! crashed) is the death verdicts' to explain; one by a worker that exited on its own (recycled
-//! after `--max-requests`) is `upstream-closed-early`.
+//! (`upstream-closed-early`). A close done by a dying worker (killed by its master, OOM-killed,
+//! crashed: [`Deaths::broke`]) is a consequence of that death, listed in its verdict; one by a
+//! worker that exited on its own (recycled after `--max-requests`) is `upstream-closed-early`.
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::BrokenConn;
+use super::deaths::Deaths;
 use super::report::Part;
 use super::state::{ConnEndRecord, ExitRecord};
 use super::target::covers;
@@ -25,26 +26,34 @@ const RECYCLE_NS: u64 = 30_000_000_000;
 /// Evidence lines listing individual connections, per verdict.
 const MAX_LISTED: usize = 4;
 
+/// One connection part: (cause, proxy, target, the dead worker whose consequence it is).
+type PartKey = (Cause, ProxyKey, String, Option<u32>);
+
 /// How one broken connection is explained.
 struct Finding<'a> {
     cause: Cause,
     rec: &'a ConnEndRecord,
     /// The upstream process that closed it, when the close ran in it and it serves the target.
     peer: Option<u32>,
+    /// The dead worker whose death broke it (the part is that death's consequence).
+    death: Option<u32>,
 }
 
-/// Every connection part.
+/// Every connection part; those a worker's death broke are left as that death's consequences
+/// (`Part::consequence_of`), which [`super::deaths::parts`] folds into its verdict.
 pub(crate) fn parts(v: &View<'_>, out: &mut Vec<Part>) {
-    let mut by: BTreeMap<(Cause, ProxyKey, String), (Part, usize)> = BTreeMap::new();
+    let deaths = Deaths::of(v);
+    let mut by: BTreeMap<PartKey, (Part, usize)> = BTreeMap::new();
     for rec in &v.st.conn_ends {
-        let Some(f) = classify(v, rec) else {
+        let Some(f) = classify(v, &deaths, rec) else {
             continue;
         };
         let proxy = v.proxy_id(rec.pid, &rec.comm);
-        let key = (f.cause, proxy.key.clone(), rec.info.target.clone());
+        let key = (f.cause, proxy.key.clone(), rec.info.target.clone(), f.death);
         let (p, listed) = by.entry(key).or_insert_with(|| {
             let mut p = Part::new(f.cause, proxy, &rec.info.target);
             p.first_ns = rec.ns;
+            p.consequence_of = f.death;
             (p, 0)
         });
         p.count += 1;
@@ -63,33 +72,47 @@ pub(crate) fn parts(v: &View<'_>, out: &mut Vec<Part>) {
         if listed > MAX_LISTED {
             p.evidence.push(format!("... {} more", listed - MAX_LISTED));
         }
-        match p.cause {
-            Cause::KeepaliveRace => keepalive_words(v, &mut p),
+        match (p.cause, p.consequence_of) {
+            (_, Some(dead)) => {
+                p.summary = format!("the death of pid {dead} broke {} connection(s)", p.count);
+                p.fix = "see the death's verdict".into();
+            }
+            (Cause::KeepaliveRace, None) => keepalive_words(v, &mut p),
             _ => closed_early_words(v, &mut p),
         }
         out.push(p);
     }
 }
 
-/// The cause of one broken connection, or None when it is not a proxy's upstream connection
-/// or a death explains it.
-fn classify<'a>(v: &View<'_>, rec: &'a ConnEndRecord) -> Option<Finding<'a>> {
+/// The cause of one broken connection (a death's when a worker's death broke it), or None when
+/// it is not a proxy's upstream connection, or its peer exited of a death no verdict explains
+/// (killed by another process).
+fn classify<'a>(v: &View<'_>, deaths: &Deaths<'_>, rec: &'a ConnEndRecord) -> Option<Finding<'a>> {
     let i = &rec.info;
     if !v.symptom(rec.pid, &rec.comm, &i.target) {
         return None;
+    }
+    if let Some((cause, dead)) = deaths.broke(v, rec) {
+        return Some(Finding {
+            cause,
+            rec,
+            peer: Some(dead),
+            death: Some(dead),
+        });
     }
     let peer = i
         .peer_pid
         .filter(|&p| p != rec.pid && serves(v, p, &i.target));
     let exit = peer.and_then(|p| own_exit(v, p));
     if i.peer_exiting {
-        // Its exit closed the socket: killed or crashed is a death verdict's; a worker that
-        // exited with a status (recycled after --max-requests) closed it on its own.
+        // Its exit closed the socket: a worker that exited with a status (recycled after
+        // --max-requests) closed it on its own; any other exit is no connection verdict's.
         exit?;
         return Some(Finding {
             cause: Cause::UpstreamClosedEarly,
             rec,
             peer,
+            death: None,
         });
     }
     let close = i.close_ns.unwrap_or(rec.ns);
@@ -107,7 +130,12 @@ fn classify<'a>(v: &View<'_>, rec: &'a ConnEndRecord) -> Option<Finding<'a>> {
     } else {
         Cause::UpstreamClosedEarly
     };
-    Some(Finding { cause, rec, peer })
+    Some(Finding {
+        cause,
+        rec,
+        peer,
+        death: None,
+    })
 }
 
 /// The exit of `pid` when it ended on its own (a status, no signal from another process).
@@ -201,7 +229,8 @@ fn line(v: &View<'_>, f: &Finding<'_>) -> String {
     let _ = write!(
         out,
         "; {} {read} with no byte of the answer ({} bytes received on the connection)",
-        f.rec.comm, i.bytes_received
+        f.rec.comm,
+        i.data_received()
     );
     out
 }
@@ -261,6 +290,20 @@ fn keepalive_words(v: &View<'_>, p: &mut Part) {
         )),
         _ => None,
     };
+    // The app's idle close as the kernel saw it: its FIN/RST after the previous answer.
+    let measured = p
+        .broken
+        .iter()
+        .filter_map(|b| b.idle_ns?.checked_add_signed(b.close_after_send_ns?))
+        .min();
+    if let Some(d) = measured {
+        p.evidence.push(format!(
+            "the app closed idle connections {} after its last answer on them (its keep-alive timeout, as \
+             measured in the kernel), shorter than nginx's upstream keepalive_timeout (60 s by default): nginx \
+             still reuses connections the app has given up on",
+            fmt_dur(d)
+        ));
+    }
     if let Some(s) = &setting {
         p.evidence.push(format!(
             "{s}, shorter than nginx's upstream keepalive_timeout (60 s by default): the app closes idle connections nginx still reuses"

@@ -5,13 +5,15 @@
 //! when the dead process was an upstream of a proxy (its family held a listener the proxy's
 //! configuration names, or that the proxy failed to connect to), never on another process's
 //! death on the same host. A death's consequences stay with it: the connects refused while a
-//! supervisor restarted the dead app ([`consequence`]) are counted in the death's verdict.
+//! supervisor restarted the dead app ([`consequence`]) are counted in the death's verdict, and
+//! the proxy connections the dying worker held (their ends ran in its task:
+//! [`Deaths::broke`]) are listed in it as its broken connections.
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use super::lifecycle::{Restart, parse_binds};
 use super::report::Part;
-use super::state::{ExitRecord, OomRecord, SignalRecord};
+use super::state::{ConnEndRecord, ExitRecord, OomRecord, SignalRecord};
 use super::target::covers;
 use super::text::{fmt_dur, fmt_ns, mib_bytes, mib_kb, signal_label};
 use super::view::{ProxyId, ProxyKey, View};
@@ -179,11 +181,19 @@ impl Parts {
                 p.evidence.push(format!("... {} more", n - MAX_LISTED));
             }
             f(&mut p);
-            let mut refused = 0;
+            let (mut refused, mut broken) = (0, 0);
             for victim in self.victims.get(&key).into_iter().flatten() {
                 for c in conseq.remove(victim).unwrap_or_default() {
-                    refused += c.count;
-                    p.count += c.count;
+                    if c.broken.is_empty() {
+                        // Refused connects while it was restarted: more 502s of this death.
+                        refused += c.count;
+                        p.count += c.count;
+                    } else {
+                        // The connections it held: the same 502s as the death itself.
+                        broken += c.count;
+                        let room = super::MAX_BROKEN.saturating_sub(p.broken.len());
+                        p.broken.extend(c.broken.into_iter().take(room));
+                    }
                     p.first_ns = p.first_ns.min(c.first_ns);
                     p.last_ns = p.last_ns.max(c.last_ns);
                     for l in c.evidence {
@@ -192,6 +202,13 @@ impl Parts {
                         }
                     }
                 }
+            }
+            if broken > 0 {
+                let _ = write!(
+                    p.summary,
+                    "; {} connection(s) of {} to it broke (listed in broken_connections)",
+                    broken, p.proxy.comm
+                );
             }
             if refused > 0 {
                 let _ = write!(
@@ -213,14 +230,14 @@ struct Kill<'a> {
 
 /// The app servers' deaths, classified once: the master kills, OOM kills and crashes of
 /// processes (not yet filtered on being a proxy's upstream).
-struct Deaths<'a> {
+pub(crate) struct Deaths<'a> {
     kills: BTreeMap<u32, Kill<'a>>,
     ooms: BTreeMap<u32, &'a OomRecord>,
     crashes: BTreeMap<u32, (u64, String, String)>,
 }
 
 impl<'a> Deaths<'a> {
-    fn of(v: &View<'a>) -> Self {
+    pub(crate) fn of(v: &View<'a>) -> Self {
         let kills = kills(v);
         let mut ooms = BTreeMap::new();
         for o in &v.st.ooms {
@@ -248,6 +265,36 @@ impl<'a> Deaths<'a> {
             return None;
         };
         who(v, pid).map(|_| cause)
+    }
+
+    /// When this process's death began (the master's first signal, the OOM kill, the fault)
+    /// and ended (its exit; a kill's escalation window when the exit was not seen).
+    fn window(&self, v: &View<'_>, pid: u32) -> Option<(u64, u64)> {
+        let start = self
+            .kills
+            .get(&pid)
+            .and_then(|k| k.signals.first().map(|s| s.ns))
+            .or_else(|| self.ooms.get(&pid).map(|o| o.ns))
+            .or_else(|| self.crashes.get(&pid).map(|c| c.0))?;
+        let end = v
+            .exit_of(pid)
+            .map(|e| e.ns)
+            .filter(|&e| e >= start)
+            .unwrap_or(start.saturating_add(ESCALATE_NS));
+        Some((start, end))
+    }
+
+    /// The death (its cause and the dead pid) that broke this proxy connection: its other end
+    /// was closed in the task of a worker that died of it, by the worker's exit (`PF_EXITING`)
+    /// or while it was dying (gunicorn's worker closes its sockets in its SIGABRT handler
+    /// before it exits). None: no death explains it (a connection verdict's, then).
+    pub(crate) fn broke(&self, v: &View<'_>, rec: &ConnEndRecord) -> Option<(Cause, u32)> {
+        let i = &rec.info;
+        let peer = i.peer_pid.filter(|&p| p != rec.pid)?;
+        let cause = self.cause_of(v, peer)?;
+        let (start, end) = self.window(v, peer)?;
+        let close = i.close_ns.unwrap_or(rec.ns);
+        (i.peer_exiting || (start..=end).contains(&close)).then_some((cause, peer))
     }
 }
 

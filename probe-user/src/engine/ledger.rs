@@ -270,9 +270,14 @@ impl Engine {
         let after = v.last_seen_ns;
         let fresh_listeners = st.listeners_ns.is_some_and(|t| t > after);
         let view = View::new(st, &self.cfg);
+        // A chrooted proxy reaches a unix path under its chroot only.
+        let seen = match (parse(&v.target), view.chroot(v.proxy_pid)) {
+            (Target::UnixPath(p), Some(root)) => format!("unix:{root}{p}"),
+            _ => v.target.clone(),
+        };
         let listener = || {
             st.listeners_for(v.proxy_pid).find(|l| {
-                covers(&l.target, &v.target)
+                covers(&l.target, &seen)
                     && l.pid
                         .is_none_or(|p| !view.is_proxy(p, l.comm.as_deref().unwrap_or("")))
             })

@@ -93,8 +93,9 @@ impl Engine {
         for a in connect::aggregate(&v) {
             parts.extend(connect::classify(&v, &loops, &a));
         }
-        deaths::parts(&v, &mut parts);
+        // Connection parts first: those a worker's death broke fold into the death's verdict.
         conns::parts(&v, &mut parts);
+        deaths::parts(&v, &mut parts);
         for l in &loops {
             if !parts
                 .iter()

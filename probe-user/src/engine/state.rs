@@ -78,6 +78,8 @@ pub(crate) struct Proc {
     pub mnt_ns: Option<u64>,
     /// Its network namespace (`/proc/PID/ns/net` inode) when it is not the host's.
     pub net_ns: Option<u64>,
+    /// Its root directory when it runs chrooted (facts `roots`): it resolves unix paths under it.
+    pub chroot: Option<String>,
     /// User and group names as its system spells them (facts `names`).
     pub names: Option<IdNames>,
 }
@@ -551,6 +553,10 @@ impl State {
             } else {
                 self.touch_pid(n.pid, "", ns).net_ns = Some(n.net_ns);
             }
+        }
+        for r in &f.roots {
+            let root = r.root.trim_end_matches('/');
+            self.touch_pid(r.pid, "", ns).chroot = (!root.is_empty()).then(|| root.to_owned());
         }
         for n in &f.names {
             let p = match self.procs.get_mut(&n.pid) {

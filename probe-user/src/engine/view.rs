@@ -336,6 +336,21 @@ impl<'a> View<'a> {
         root
     }
 
+    /// The chroot directory `pid` resolves unix paths under (facts `roots`), or for a master
+    /// that does not chroot itself (haproxy -W), the one of its workers.
+    pub(crate) fn chroot(&self, pid: u32) -> Option<&'a str> {
+        let st: &'a State = self.st;
+        st.procs
+            .get(&pid)
+            .and_then(|p| p.chroot.as_deref())
+            .or_else(|| {
+                st.procs
+                    .values()
+                    .filter(|p| p.ppid == Some(pid))
+                    .find_map(|p| p.chroot.as_deref())
+            })
+    }
+
     /// The mount namespace of a process, when known.
     pub(crate) fn mnt_ns(&self, pid: u32) -> Option<u64> {
         self.proc(pid).and_then(|p| p.mnt_ns)

@@ -266,7 +266,7 @@ mod tests {
                 components: Vec::new(),
             }
         }
-        fn memcg(&mut self, _pid: u32) -> Option<MemcgInfo> {
+        fn memcg(&mut self, _pid: u32, _known_cgroup: &str) -> Option<MemcgInfo> {
             None
         }
         fn netstat(&mut self) -> Option<Netstat> {

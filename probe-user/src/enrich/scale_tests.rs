@@ -95,7 +95,7 @@ impl FactSource for Host {
             components: Vec::new(),
         }
     }
-    fn memcg(&mut self, _pid: u32) -> Option<MemcgInfo> {
+    fn memcg(&mut self, _pid: u32, _known_cgroup: &str) -> Option<MemcgInfo> {
         None
     }
     fn netstat(&mut self) -> Option<Netstat> {

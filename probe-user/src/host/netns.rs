@@ -41,10 +41,12 @@ pub fn parse_ns_link(link: &str) -> Option<u64> {
     link.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
 }
 
-/// The host's network namespace: pid 1's.
+/// The host's network namespace: pid 1's, else (pid 1's link unreadable, as under some
+/// sandboxes and user namespaces) gwtrace's own. Without this fallback every process would seem
+/// to live in a namespace of its own.
 #[must_use]
 pub fn host_net_ns() -> Option<u64> {
-    net_ns_of("1")
+    net_ns_of("1").or_else(|| net_ns_of("self"))
 }
 
 /// Listening sockets of one network namespace, and its TCP listen-queue counters.

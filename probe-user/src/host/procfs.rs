@@ -176,6 +176,14 @@ impl SystemFacts {
 }
 
 /// The mount namespace of a process: the inode in `/proc/PID/ns/mnt` (`mnt:[4026531841]`).
+/// The root of a process when it is not gwtrace's own (`/proc/PID/root` names its chroot
+/// directory as gwtrace sees it; a process of another mount namespace shows `/`).
+fn chroot_of(pid: u32) -> Option<String> {
+    let root = |p: &str| std::fs::read_link(format!("/proc/{p}/root")).ok();
+    let theirs = root(&pid.to_string())?;
+    (Some(&theirs) != root("self").as_ref()).then(|| theirs.display().to_string())
+}
+
 fn mount_ns_of(pid: &str) -> Option<u64> {
     std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
         .ok()?
@@ -380,7 +388,9 @@ impl FactSource for SystemFacts {
 
     fn path_of(&mut self, pid: u32, path: &str) -> PathInfo {
         let theirs = mount_ns_of(&pid.to_string());
-        if theirs.is_none() || theirs == mount_ns_of("self") {
+        // A chrooted process (haproxy's `chroot`) in gwtrace's own mount namespace resolves
+        // paths under its root too.
+        if chroot_of(pid).is_none() && (theirs.is_none() || theirs == mount_ns_of("self")) {
             return Self::path_walk(path).0;
         }
         let root = PathBuf::from(format!("/proc/{pid}/root"));
@@ -389,6 +399,10 @@ impl FactSource for SystemFacts {
 
     fn mount_ns(&mut self, pid: u32) -> Option<u64> {
         mount_ns_of(&pid.to_string())
+    }
+
+    fn chroot(&mut self, pid: u32) -> Option<String> {
+        chroot_of(pid)
     }
 
     fn net_ns(&mut self, pid: u32) -> Option<u64> {
@@ -448,9 +462,25 @@ impl FactSource for SystemFacts {
         Some(secs * 1_000_000_000 + nanos)
     }
 
-    fn memcg(&mut self, pid: u32) -> Option<MemcgInfo> {
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        Mounts::system().memcg(pid, &cgroup)
+    fn memcg(&mut self, pid: u32, known_cgroup: &str) -> Option<MemcgInfo> {
+        let mounts = Mounts::system();
+        let now = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|text| mounts.memcg(pid, &text))
+            .filter(|m| m.cgroup != "/");
+        // Gone, or shown in the root cgroup while it exits: the cgroup it lived in, as the
+        // memory controller's path (v1; on hybrid systemd hosts the hierarchies mirror each
+        // other) or the v2 one.
+        now.or_else(|| {
+            (!known_cgroup.is_empty() && known_cgroup != "/")
+                .then(|| {
+                    mounts.memcg(
+                        pid,
+                        &format!("1:memory:{known_cgroup}\n0::{known_cgroup}\n"),
+                    )
+                })
+                .flatten()
+        })
     }
 
     fn netstat(&mut self) -> Option<Netstat> {

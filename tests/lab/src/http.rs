@@ -1,5 +1,5 @@
-//! The lab's HTTP client: bounded HTTP/1.0 GETs and POSTs, nothing more (a status code or no
-//! answer).
+//! The lab's HTTP client: bounded HTTP/1.0 GETs and POSTs, and HTTP/1.1 POSTs on a kept-alive
+//! connection, nothing more (a status code or no answer).
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -51,5 +51,50 @@ fn http_request(port: u16, request: &str, timeout: Duration) -> Option<u16> {
         }
     }
     let head = String::from_utf8_lossy(&buf[..got]);
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The small form POST of [`http_post`] in HTTP/1.1 on a kept-alive client connection to
+/// nginx, written only (the answer is read by [`read_answer`]).
+pub fn write_post_keepalive(s: &mut TcpStream, path: &str) -> std::io::Result<()> {
+    let body = "order=42";
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: lab\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+}
+
+/// Reads one whole answer (head, then a `Content-Length` body) from a kept-alive connection,
+/// so the next request can follow on it; its status, or None.
+pub fn read_answer(s: &mut TcpStream) -> Option<u16> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    while got.len() < head_end + length {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
     head.split_whitespace().nth(1)?.parse().ok()
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    http::{Response, http_get, http_post},
+    http::{Response, http_get, http_post, read_answer, write_post_keepalive},
     stack::{ProxyKind, Stack, in_mount_namespace, wait_for, wait_unix_listed},
     support::free_port,
 };
@@ -230,6 +230,31 @@ fn check_harakiri(lines: &[serde_json::Value], _upstream: &str) -> Result<(), St
         ));
     }
     Ok(())
+}
+
+/// gunicorn at `s.upstream` with --timeout 2, its view sleeping 15 s.
+fn timeout_build(s: &mut Stack) -> anyhow::Result<()> {
+    let bind = s.upstream.clone();
+    s.gunicorn(&bind, &["--timeout", "2"], &[("GWLAB_SLOW", "15")])?;
+    s.wait_listening(&bind)
+}
+
+/// gunicorn at `s.upstream` in a 200 MiB memory cgroup, a request allocating 1 GiB.
+fn oom_build(s: &mut Stack) -> anyhow::Result<()> {
+    let cg = s.memcg(200)?;
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec gunicorn --bind {} --workers 1 --user gwapp --group gwapp app:app",
+        cg.display(),
+        s.upstream
+    );
+    s.spawn(
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("GWLAB_OOM_MB", "1024"),
+    )?;
+    let bind = s.upstream.clone();
+    s.wait_listening(&bind)
 }
 
 /// Both sites, in turn: site A at `/` (the broken one), site B at `/b/`.
@@ -457,6 +482,129 @@ fn keepalive_build(s: &mut Stack) -> anyhow::Result<()> {
     s.wait_listening(&bind)
 }
 
+/// nginx in front of `keepalive.py` as [`keepalive_build`], the app closing an idle connection
+/// after 1 s with no sweep lag: a FIN (nothing unread), the order where the close comes first.
+fn keepalive_fin_build(s: &mut Stack) -> anyhow::Result<()> {
+    let port = free_port()?;
+    s.upstream = format!("127.0.0.1:{port}");
+    s.upstream_keepalive = Some(8);
+    let bind = s.upstream.clone();
+    s.keepalive_app(&bind, "1", "0")?;
+    s.wait_listening(&bind)
+}
+
+/// nginx's connections to `app_port` in `CLOSE_WAIT` (the app's FIN arrived and nginx has not
+/// closed them yet), from the worker's own network namespace's table.
+fn close_wait_to(worker: u32, app_port: u16) -> usize {
+    let table = std::fs::read_to_string(format!("/proc/{worker}/net/tcp")).unwrap_or_default();
+    let remote = format!(":{app_port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            c.len() > 3 && c[2].ends_with(&remote) && c[3] == "08"
+        })
+        .count()
+}
+
+/// Sends `sig` to nginx's worker.
+fn signal_worker(worker: u32, sig: i32) {
+    let Ok(pid) = i32::try_from(worker) else {
+        return;
+    };
+    // SAFETY: kill(2) on a pid of this stack's nginx worker; no memory is shared.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// One round of the FIN-before-request order: a POST on a kept-alive client connection leaves
+/// nginx an idle upstream connection; 0.6 s later nginx's worker is frozen (SIGSTOP) and the
+/// next POST written on the client connection; the app's idle close (1 s) sends its FIN; once
+/// it has arrived (nginx's socket in `CLOSE_WAIT`) the worker resumes (SIGCONT) with the client's
+/// request ahead of the FIN in its event queue, so it sends the request on the closed
+/// connection before it notices the close. In the wild that window is the microseconds
+/// between the FIN's arrival and nginx's event loop; the freeze holds it open.
+fn fin_round(port: u16, worker: u32, app_port: u16) -> Vec<Response> {
+    let mut out = Vec::new();
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return out;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+    let first = write_post_keepalive(&mut c, "/orders")
+        .ok()
+        .and_then(|()| read_answer(&mut c));
+    out.push(Response {
+        status: first,
+        at: Instant::now(),
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    signal_worker(worker, libc::SIGSTOP);
+    let wrote = write_post_keepalive(&mut c, "/orders");
+    let t0 = Instant::now();
+    while close_wait_to(worker, app_port) == 0 && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    signal_worker(worker, libc::SIGCONT);
+    let second = wrote.ok().and_then(|()| read_answer(&mut c));
+    out.push(Response {
+        status: second,
+        at: Instant::now(),
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    out
+}
+
+/// Three rounds of [`fin_round`].
+fn fin_before_request(s: &Stack) -> Vec<Response> {
+    let worker = s.nginx_pid.and_then(|m| {
+        std::fs::read_to_string(format!("/proc/{m}/task/{m}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    });
+    let app_port = s.upstream.rsplit(':').next().and_then(|p| p.parse().ok());
+    let (Some(worker), Some(app_port)) = (worker, app_port) else {
+        return Vec::new();
+    };
+    let port = s.port;
+    s.on_net(|| {
+        (0..3)
+            .flat_map(|_| fin_round(port, worker, app_port))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The FIN-first race's verdict: every broken connection was closed by the app with a FIN the
+/// request crossed, held by nginx's worker, and the verdict names the measured idle timeout.
+fn check_fin_race(lines: &[serde_json::Value], upstream: &str) -> Result<(), String> {
+    let v = final_of(lines, "keepalive-race")?;
+    let broken = v["broken_connections"]
+        .as_array()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| format!("no broken_connections in {v}"))?;
+    for b in broken {
+        held_by_nginx_worker(b, v)?;
+        let before = b["close_after_send_ns"].as_i64().is_some_and(|d| d < 0);
+        if b["target"] != upstream || b["peer_close"] != "fin_then_rst" || !before {
+            return Err(format!(
+                "broken connection is not the app's FIN before the request: {b}"
+            ));
+        }
+    }
+    if !evidence_has(
+        v,
+        "the app closed idle connections 1.0 s after its last answer",
+    ) {
+        return Err(format!("the idle timeout mismatch is not named: {v}"));
+    }
+    Ok(())
+}
+
 /// POSTs `gap_ms` apart (after each answer).
 fn posts(n: usize, gap_ms: u64) -> impl Fn(&Stack) -> Vec<Response> {
     move |s| {
@@ -530,13 +678,7 @@ fn check_broken_connections(lines: &[serde_json::Value], upstream: &str) -> Resu
         ));
     }
     for b in broken {
-        let worker = b["proxy_pid"].as_u64().unwrap_or(0);
-        let comm = std::fs::read_to_string(format!("/proc/{worker}/comm")).unwrap_or_default();
-        if worker == 0 || b["proxy_pid"] == v["proxy_pid"] || comm.trim() != "nginx" {
-            return Err(format!(
-                "broken connection not held by an nginx worker: {b} (comm {comm:?})"
-            ));
-        }
+        held_by_nginx_worker(b, v)?;
         if b["target"] != upstream
             || b["upstream_pid"].as_u64().is_none()
             || b["peer_close"] != "rst"
@@ -545,6 +687,75 @@ fn check_broken_connections(lines: &[serde_json::Value], upstream: &str) -> Resu
                 "broken connection does not name the app's close: {b}"
             ));
         }
+    }
+    Ok(())
+}
+
+/// A broken connection of verdict `v` was held by one of nginx's workers (not the master the
+/// verdict names).
+fn held_by_nginx_worker(b: &serde_json::Value, v: &serde_json::Value) -> Result<(), String> {
+    let worker = b["proxy_pid"].as_u64().unwrap_or(0);
+    let comm = std::fs::read_to_string(format!("/proc/{worker}/comm")).unwrap_or_default();
+    if worker == 0 || b["proxy_pid"] == v["proxy_pid"] || comm.trim() != "nginx" {
+        return Err(format!(
+            "broken connection not held by an nginx worker: {b} (comm {comm:?})"
+        ));
+    }
+    Ok(())
+}
+
+/// The final `cause` verdict of a worker's death over TCP lists the proxy connection the
+/// dying worker held: nginx's worker, to the upstream, closed by the dead worker.
+fn death_broke(lines: &[serde_json::Value], upstream: &str, cause: &str) -> Result<(), String> {
+    let v = final_of(lines, cause)?;
+    let broken = v["broken_connections"]
+        .as_array()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| format!("no broken_connections in {v}"))?;
+    for b in broken {
+        held_by_nginx_worker(b, v)?;
+        if b["target"] != upstream || b["upstream_pid"] != v["upstream_pid"] {
+            return Err(format!(
+                "broken connection does not name the dead worker's close of {upstream}: {b}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// [`check_harakiri`] over TCP, plus the broken connection.
+fn check_harakiri_tcp(lines: &[serde_json::Value], upstream: &str) -> Result<(), String> {
+    check_harakiri(lines, upstream)?;
+    death_broke(lines, upstream, "worker-timeout")
+}
+
+/// gunicorn's timeout kill over TCP lists the broken connection.
+fn check_timeout_tcp(lines: &[serde_json::Value], upstream: &str) -> Result<(), String> {
+    death_broke(lines, upstream, "worker-timeout")
+}
+
+/// The OOM kill over TCP lists the broken connection.
+fn check_oom_tcp(lines: &[serde_json::Value], upstream: &str) -> Result<(), String> {
+    death_broke(lines, upstream, "worker-oom-killed")
+}
+
+/// The chrooted haproxy's verdict says where its path is: under its chroot.
+fn check_chroot(lines: &[serde_json::Value], upstream: &str) -> Result<(), String> {
+    check_status_503_or_502(lines, upstream)?;
+    let v = final_of(lines, "socket-missing")?;
+    let summary = v["summary"].as_str().unwrap_or("");
+    if !summary.contains("does not exist in haproxy's chroot ")
+        || !summary.contains("outside it")
+        || !evidence_has(v, "runs chrooted in ")
+    {
+        return Err(format!(
+            "the verdict does not name haproxy's chroot and the app outside it: {v}"
+        ));
+    }
+    if evidence_has(v, "is listened on") {
+        return Err(format!(
+            "the app outside the chroot was taken for the target working again: {v}"
+        ));
     }
     Ok(())
 }
@@ -758,13 +969,26 @@ pub fn scenarios() -> Vec<Scenario> {
             secs: 8,
             build: |s| {
                 s.upstream = unix_sock(s);
-                let bind = s.upstream.clone();
-                s.gunicorn(&bind, &["--timeout", "2"], &[("GWLAB_SLOW", "15")])?;
-                s.wait_listening(&bind)
+                timeout_build(s)
             },
             fault: None,
             drive: slow_get,
             check: None,
+        },
+        Scenario {
+            name: "worker-timeout-tcp",
+            expect: Some("worker-timeout"),
+            nginx_log: "upstream prematurely closed connection",
+            status: 502,
+            about: "gunicorn --timeout 2 over TCP: the verdict lists nginx's connection the killed worker held",
+            secs: 8,
+            build: |s| {
+                s.upstream = format!("127.0.0.1:{}", free_port()?);
+                timeout_build(s)
+            },
+            fault: None,
+            drive: slow_get,
+            check: Some(check_timeout_tcp),
         },
         Scenario {
             name: "worker-oom",
@@ -775,24 +999,26 @@ pub fn scenarios() -> Vec<Scenario> {
             secs: 8,
             build: |s| {
                 s.upstream = unix_sock(s);
-                let cg = s.memcg(200)?;
-                let script = format!(
-                    "echo $$ > {}/cgroup.procs && exec gunicorn --bind {} --workers 1 --user gwapp --group gwapp app:app",
-                    cg.display(),
-                    s.upstream
-                );
-                s.spawn(
-                    Command::new("sh")
-                        .arg("-c")
-                        .arg(script)
-                        .env("GWLAB_OOM_MB", "1024"),
-                )?;
-                let bind = s.upstream.clone();
-                s.wait_listening(&bind)
+                oom_build(s)
             },
             fault: None,
             drive: oom_get,
             check: None,
+        },
+        Scenario {
+            name: "worker-oom-tcp",
+            expect: Some("worker-oom-killed"),
+            nginx_log: "upstream prematurely closed connection",
+            status: 502,
+            about: "the OOM kill over TCP: the verdict lists nginx's connection the killed worker held",
+            secs: 8,
+            build: |s| {
+                s.upstream = format!("127.0.0.1:{}", free_port()?);
+                oom_build(s)
+            },
+            fault: None,
+            drive: oom_get,
+            check: Some(check_oom_tcp),
         },
         Scenario {
             name: "worker-crash",
@@ -843,7 +1069,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             fault: None,
             drive: slow_get,
-            check: Some(check_harakiri),
+            check: Some(check_harakiri_tcp),
         },
         Scenario {
             name: "crash-supervised",
@@ -1222,6 +1448,27 @@ pub fn scenarios() -> Vec<Scenario> {
             check: Some(check_status_503_or_502),
         },
         Scenario {
+            name: "haproxy-chroot-socket-missing",
+            expect: Some("socket-missing"),
+            nginx_log: " SC-- ",
+            status: 503,
+            about: "HAProxy chrooted (chroot in global) in front of a gunicorn listening on the host's path: inside the chroot the socket does not exist",
+            secs: 6,
+            build: |s| {
+                s.proxy = ProxyKind::Haproxy;
+                let jail = s.path("jail");
+                std::fs::create_dir_all(&jail)?;
+                s.haproxy_chroot = Some(jail);
+                s.upstream = unix_sock(s);
+                let bind = s.upstream.clone();
+                s.gunicorn(&bind, &[], &[])?;
+                s.wait_listening(&bind)
+            },
+            fault: None,
+            drive: five_gets,
+            check: Some(check_chroot),
+        },
+        Scenario {
             name: "keepalive-race",
             expect: Some("keepalive-race"),
             nginx_log: "recv() failed (104: Connection reset by peer) while reading response header from upstream",
@@ -1232,6 +1479,18 @@ pub fn scenarios() -> Vec<Scenario> {
             fault: None,
             drive: |s| posts(5, 1150)(s),
             check: Some(check_broken_connections),
+        },
+        Scenario {
+            name: "keepalive-fin-race",
+            expect: Some("keepalive-race"),
+            nginx_log: "upstream prematurely closed connection while reading response header from upstream",
+            status: 502,
+            about: "the FIN-first order: the app (keep-alive 1 s) closes an idle upstream connection with a FIN after nginx took the next POST and before it noticed the close (its worker frozen over the FIN's arrival); nginx writes on the closed connection and reads EOF",
+            secs: 9,
+            build: keepalive_fin_build,
+            fault: None,
+            drive: fin_before_request,
+            check: Some(check_fin_race),
         },
         Scenario {
             name: "keepalive-healthy",

@@ -58,6 +58,8 @@ pub struct Stack {
     /// Run nginx in its own mount namespace with an empty tmpfs over this directory (systemd
     /// `PrivateTmp=`, a container without the app's volume).
     pub nginx_private_dir: Option<PathBuf>,
+    /// haproxy's `chroot` directory (its workers resolve unix server paths under it).
+    pub haproxy_chroot: Option<PathBuf>,
     /// The network namespace (`ip netns` name) nginx and its app run in, when the scenario
     /// made one ([`Stack::make_netns`]): a container's or a pod's own loopback.
     pub net: Option<String>,
@@ -127,6 +129,7 @@ impl Stack {
             sites: Vec::new(),
             innocent: Vec::new(),
             nginx_private_dir: None,
+            haproxy_chroot: None,
             net: None,
             children: Vec::new(),
             nginx_pid: None,
@@ -397,8 +400,12 @@ impl Stack {
             .upstream
             .strip_prefix("unix:")
             .map_or_else(|| self.upstream.clone(), |p| format!("unix@{p}"));
+        let chroot = self
+            .haproxy_chroot
+            .as_ref()
+            .map_or_else(String::new, |d| format!("\tchroot {}\n", d.display()));
         let conf = format!(
-            "global\n\tlog stdout format raw local0\n\
+            "global\n{chroot}\tlog stdout format raw local0\n\
              defaults\n\tmode http\n\tlog global\n\toption httplog\n\tretries 0\n\
              \ttimeout connect 2s\n\ttimeout client 10s\n\ttimeout server 10s\n\
              frontend www\n\tbind 127.0.0.1:{port}\n\tdefault_backend app\n\
@@ -416,6 +423,43 @@ impl Stack {
 
     /// Writes nginx.conf and starts nginx (master root, workers www-data) in front of `upstream`.
     pub fn start_nginx(&mut self) -> anyhow::Result<()> {
+        self.write_nginx_conf()?;
+        let conf_path = self.path("nginx.conf");
+        let mut cmd = if let Some(private) = &self.nginx_private_dir {
+            // unshare execs (no fork), then sh execs nginx: the pid stays nginx's master.
+            let mut c = in_mount_namespace(private);
+            c.arg(format!(
+                "exec nginx -c {} -e {}",
+                conf_path.display(),
+                self.path("error.log").display()
+            ));
+            c
+        } else {
+            let mut c = self.in_net("nginx");
+            c.arg("-c")
+                .arg(&conf_path)
+                .arg("-e")
+                .arg(self.path("error.log"));
+            c
+        };
+        let pid = self.spawn(&mut cmd)?;
+        self.nginx_pid = Some(pid);
+        let port = self.port;
+        wait_for("nginx to listen", Duration::from_secs(10), || {
+            self.on_net(|| TcpStream::connect(("127.0.0.1", port)).is_ok())
+                .unwrap_or(false)
+        })
+    }
+
+    /// Writes nginx.conf again from the stack's current `upstream` and `sites`, then
+    /// [`Stack::reload_nginx`]: a site added by a reload.
+    pub fn reconfigure_nginx(&self) -> anyhow::Result<()> {
+        self.write_nginx_conf()?;
+        self.reload_nginx()
+    }
+
+    /// nginx.conf for `upstream` at `/` and each of `sites`.
+    fn write_nginx_conf(&self) -> anyhow::Result<()> {
         let d = self.dir.display();
         let pass_of = |t: &str| {
             t.strip_prefix("unix:")
@@ -452,31 +496,7 @@ impl Stack {
             port = self.port,
         );
         std::fs::write(self.path("nginx.conf"), conf)?;
-        let conf_path = self.path("nginx.conf");
-        let mut cmd = if let Some(private) = &self.nginx_private_dir {
-            // unshare execs (no fork), then sh execs nginx: the pid stays nginx's master.
-            let mut c = in_mount_namespace(private);
-            c.arg(format!(
-                "exec nginx -c {} -e {}",
-                conf_path.display(),
-                self.path("error.log").display()
-            ));
-            c
-        } else {
-            let mut c = self.in_net("nginx");
-            c.arg("-c")
-                .arg(&conf_path)
-                .arg("-e")
-                .arg(self.path("error.log"));
-            c
-        };
-        let pid = self.spawn(&mut cmd)?;
-        self.nginx_pid = Some(pid);
-        let port = self.port;
-        wait_for("nginx to listen", Duration::from_secs(10), || {
-            self.on_net(|| TcpStream::connect(("127.0.0.1", port)).is_ok())
-                .unwrap_or(false)
-        })
+        Ok(())
     }
 
     /// `nginx -s reload` on this stack's configuration (the master re-reads it, starts new

@@ -23,7 +23,7 @@ use super::{
     Ctx, Run, box_context, finish_run,
     nginx::Nginx,
     traced,
-    tracer::{Config, signal},
+    tracer::{Config, signal, task_cpu_ms},
 };
 
 /// Name of the workload (for the filter and the report).
@@ -181,29 +181,6 @@ fn process_count() -> usize {
             })
             .count()
     })
-}
-
-/// CPU time of every thread of `pid` (`/proc/PID/task/*/schedstat`, ns on CPU), in ms: finer than
-/// the clock ticks of `/proc/PID/stat`, which matters at a few ms per second.
-fn task_cpu_ms(pid: u32) -> anyhow::Result<f64> {
-    let dir = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .with_context(|| format!("reading /proc/{pid}/task"))?;
-    let mut ns: u64 = 0;
-    for e in dir.filter_map(Result::ok) {
-        if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat"))
-            && let Some(v) = s
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-        {
-            ns += v;
-        }
-    }
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "ns of a benchmark run fit easily"
-    )]
-    Ok(ns as f64 / 1e6)
 }
 
 /// Sends `rate` requests a second for `secs` to `/fail/K` (K round-robin over `targets`), each on

@@ -38,7 +38,7 @@ fn first_line(cmd: &str, args: &[&str]) -> String {
 }
 
 /// Collects the environment.
-pub fn environment(bin: &Path, _opts: &Opts) -> Env {
+pub fn environment(bin: &Path) -> Env {
     let (date, timestamp) = super::utc_now();
     let read = |p: &str| {
         std::fs::read_to_string(p)
@@ -314,8 +314,10 @@ pub fn summarise(runs: &[Run], workloads: &[Workload], storm: bool) -> Vec<Row> 
                         .map(|t| t.window_cpu_ms() / t.window_s.max(1e-3))
                         .collect(),
                 );
-                if matches!(c, Config::Gwtrace | Config::GwtraceSock)
-                    && let Some(t) = m.target
+                if matches!(
+                    c,
+                    Config::Gwtrace | Config::GwtraceFull | Config::GwtraceSock
+                ) && let Some(t) = m.target
                 {
                     r.target = t.text();
                     r.met = t.met(r.median, r.ratio);
@@ -519,6 +521,7 @@ fn tracer_rows(runs: &[Run]) -> Vec<Row> {
     let group = "tracers (all runs)";
     for c in [
         Config::Gwtrace,
+        Config::GwtraceFull,
         Config::GwtraceSock,
         Config::GwtraceRecord,
         Config::Bpftrace,

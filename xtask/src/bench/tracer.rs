@@ -18,8 +18,12 @@ use anyhow::{Context as _, bail};
 pub enum Config {
     /// No tracing.
     Baseline,
-    /// The daemon: `gwtrace --json` (every hook, the diagnosis engine), verdicts to /dev/null.
+    /// The daemon in its default mode: `gwtrace --json` (the diagnosis engine), verdicts to
+    /// /dev/null.
     Gwtrace,
+    /// `gwtrace --json --hooks full`: every hook attached all the time (what the default mode
+    /// costs while escalated, during an incident).
+    GwtraceFull,
     /// `gwtrace --json --hooks sock`: no syscall tracepoints.
     GwtraceSock,
     /// `gwtrace record --output /dev/null --force`: every event serialised as JSON.
@@ -32,9 +36,10 @@ pub enum Config {
 
 impl Config {
     /// The configurations of the overhead workloads, in their base order.
-    pub const OVERHEAD: [Self; 5] = [
+    pub const OVERHEAD: [Self; 6] = [
         Self::Baseline,
         Self::Gwtrace,
+        Self::GwtraceFull,
         Self::GwtraceSock,
         Self::Bpftrace,
         Self::Strace,
@@ -46,6 +51,7 @@ impl Config {
         match self {
             Self::Baseline => "baseline",
             Self::Gwtrace => "gwtrace",
+            Self::GwtraceFull => "gwtrace-full",
             Self::GwtraceSock => "gwtrace-sock",
             Self::GwtraceRecord => "gwtrace-record",
             Self::Bpftrace => "bpftrace",
@@ -58,6 +64,7 @@ impl Config {
         match self {
             Self::Baseline => "no tracing",
             Self::Gwtrace => "gwtrace --json > /dev/null",
+            Self::GwtraceFull => "gwtrace --json --hooks full > /dev/null",
             Self::GwtraceSock => "gwtrace --json --hooks sock > /dev/null",
             Self::GwtraceRecord => "gwtrace record --output /dev/null --force",
             Self::Bpftrace => "bpftrace bench/incident.bt > /dev/null",
@@ -68,7 +75,7 @@ impl Config {
     pub const fn is_gwtrace(self) -> bool {
         matches!(
             self,
-            Self::Gwtrace | Self::GwtraceSock | Self::GwtraceRecord
+            Self::Gwtrace | Self::GwtraceFull | Self::GwtraceSock | Self::GwtraceRecord
         )
     }
 }
@@ -83,7 +90,11 @@ struct Lines {
 /// Lines kept per stream (the rest are only counted: bpftrace may print a lot).
 const KEEP_LINES: usize = 2000;
 
-fn reader(stream: impl Read + Send + 'static, into: Arc<Mutex<Lines>>) -> JoinHandle<()> {
+fn reader(
+    stream: impl Read + Send + 'static,
+    into: Arc<Mutex<Lines>>,
+    keep: usize,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut r = BufReader::new(stream);
         let mut buf = Vec::new();
@@ -95,7 +106,7 @@ fn reader(stream: impl Read + Send + 'static, into: Arc<Mutex<Lines>>) -> JoinHa
                     let now = Instant::now();
                     let Ok(mut l) = into.lock() else { break };
                     l.total += 1;
-                    if l.kept.len() < KEEP_LINES {
+                    if l.kept.len() < keep {
                         l.kept
                             .push((now, String::from_utf8_lossy(&buf).trim_end().to_owned()));
                     }
@@ -177,8 +188,31 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
     })
 }
 
+/// CPU time of every thread of `pid` (`/proc/PID/task/*/schedstat`, ns on CPU), in ms: finer than
+/// the clock ticks of `/proc/PID/stat`, which matters at a few ms per second.
+pub fn task_cpu_ms(pid: u32) -> anyhow::Result<f64> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("reading /proc/{pid}/task"))?;
+    let mut ns: u64 = 0;
+    for e in dir.filter_map(Result::ok) {
+        if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat"))
+            && let Some(v) = s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        {
+            ns += v;
+        }
+    }
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "ns of a benchmark run fit easily"
+    )]
+    Ok(ns as f64 / 1e6)
+}
+
 /// Locked memory of the BPF maps `pid` holds, KiB (each map fd's fdinfo says `memlock:` bytes).
-fn map_memlock_kib(pid: u32) -> u64 {
+pub fn map_memlock_kib(pid: u32) -> u64 {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return 0;
     };
@@ -312,15 +346,19 @@ impl Tracer {
         let max = format!("{max_secs}");
         let mut cmd = match config {
             Config::Baseline => return Ok(None),
-            Config::Gwtrace | Config::GwtraceSock => {
+            Config::Gwtrace | Config::GwtraceFull | Config::GwtraceSock => {
                 let mut c = Command::new(bin);
-                let hooks = if config == Config::Gwtrace {
-                    "full"
-                } else {
-                    "sock"
-                };
-                c.args(["--json", "--hooks", hooks, "--duration", &max])
-                    .stdout(Stdio::null());
+                c.arg("--json");
+                match config {
+                    Config::GwtraceFull => {
+                        c.args(["--hooks", "full"]);
+                    }
+                    Config::GwtraceSock => {
+                        c.args(["--hooks", "sock"]);
+                    }
+                    _ => {}
+                }
+                c.args(["--duration", &max]).stdout(Stdio::null());
                 c
             }
             Config::GwtraceRecord => {
@@ -356,6 +394,18 @@ impl Tracer {
                 c
             }
         };
+        Self::spawn(config, &mut cmd, targets.len(), KEEP_LINES).map(Some)
+    }
+
+    /// Spawns `cmd` as a tracer of kind `config` (stdin closed, stderr read and kept, stdout
+    /// read too when `cmd` pipes it, up to `keep_stdout` lines with their arrival times).
+    /// `targets` is the number of pids strace attaches to.
+    pub fn spawn(
+        config: Config,
+        cmd: &mut Command,
+        targets: usize,
+        keep_stdout: usize,
+    ) -> anyhow::Result<Self> {
         cmd.stdin(Stdio::null()).stderr(Stdio::piped());
         let spawned = Instant::now();
         let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
@@ -363,23 +413,31 @@ impl Tracer {
         let stderr = Arc::new(Mutex::new(Lines::default()));
         let mut readers = Vec::new();
         if let Some(s) = child.stdout.take() {
-            readers.push(reader(s, Arc::clone(&stdout)));
+            readers.push(reader(s, Arc::clone(&stdout), keep_stdout));
         }
         if let Some(s) = child.stderr.take() {
-            readers.push(reader(s, Arc::clone(&stderr)));
+            readers.push(reader(s, Arc::clone(&stderr), KEEP_LINES));
         }
         let pid = child.id();
-        Ok(Some(Self {
+        Ok(Self {
             config,
             child,
             pid,
             spawned,
-            targets: targets.len(),
+            targets,
             stdout,
             stderr,
             readers,
             reaped: false,
-        }))
+        })
+    }
+
+    /// The stdout lines kept so far from the `from`-th on, with when each arrived.
+    pub fn stdout_from(&self, from: usize) -> Vec<(Instant, String)> {
+        self.stdout
+            .lock()
+            .map(|l| l.kept.iter().skip(from).cloned().collect())
+            .unwrap_or_default()
     }
 
     fn first_line(&self, pick: impl Fn(&str) -> bool) -> Option<(Instant, String)> {

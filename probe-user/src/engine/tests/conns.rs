@@ -97,6 +97,14 @@ fn reset_of_a_reused_idle_connection_is_keepalive_race() {
         "{v:#?}"
     );
     assert!(has(v, "gunicorn --keep-alive is 1 s"), "{v:#?}");
+    // Idle 1.1 s, the close 80 ms after the request: the app's timer, measured.
+    assert!(
+        has(
+            v,
+            "the app closed idle connections 1.2 s after its last answer on them (its keep-alive timeout, as measured"
+        ),
+        "{v:#?}"
+    );
     assert!(
         v.fix.contains("--keep-alive") && v.fix.contains("--timeout-keep-alive"),
         "{}",
@@ -314,4 +322,141 @@ fn a_recycled_worker_closing_busy_kept_alive_connections_is_upstream_closed_earl
     es.push(exit_code(T0 + 10 * S + 150 * MS, 201, "gunicorn", 0));
     let vs = run(&es);
     only(&vs, Cause::UpstreamClosedEarly);
+}
+
+/// gunicorn's master 200 kills busy worker 201 for its --timeout (SIGABRT, SIGKILL 1 s later,
+/// the exit 1 ms after), the proxy's connection to it in flight.
+fn killed_worker() -> Vec<Event> {
+    let mut es = vec![
+        nginx_configured(T0, &["127.0.0.1:8000"]),
+        gunicorn_facts(
+            T0,
+            "gunicorn --timeout 5 -b 127.0.0.1:8000 app:app",
+            vec![listener("127.0.0.1:8000", 200, "gunicorn")],
+        ),
+    ];
+    es.push(signal(T0 + 10 * S, 200, "gunicorn", 201, "gunicorn", 6, 0));
+    es.push(signal(T0 + 11 * S, 200, "gunicorn", 201, "gunicorn", 9, 0));
+    es.push(exit_signal(T0 + 11 * S + MS, 201, "gunicorn", 9, false));
+    es
+}
+
+#[test]
+fn connections_a_killed_worker_held_are_listed_in_its_worker_timeout() {
+    let mut es = killed_worker();
+    // The request went 5 s before the kill; the exit (PF_EXITING) closed the socket.
+    es.push(
+        Conn {
+            requests: 1,
+            how: "fin",
+            exiting: true,
+            close_after: 6 * S.cast_signed() + MS.cast_signed(),
+            ..Conn::race(T0 + 5 * S)
+        }
+        .event(),
+    );
+    // Another one gunicorn's SIGABRT handler closed while the worker was dying (not yet
+    // exiting).
+    es.push(
+        Conn {
+            requests: 1,
+            how: "fin",
+            close_after: 10 * MS.cast_signed(),
+            ..Conn::race(T0 + 10 * S)
+        }
+        .event(),
+    );
+    es.sort_by_key(|e| e.mono_ns);
+    let vs = run(&es);
+    let v = only(&vs, Cause::WorkerTimeout);
+    // One death, two broken connections: the same 502s, not counted twice.
+    assert_eq!((v.count, v.upstream_pid), (1, Some(201)), "{v:#?}");
+    assert_eq!(v.broken_connections.len(), 2, "{v:#?}");
+    for b in &v.broken_connections {
+        assert_eq!(
+            (
+                b.proxy_pid,
+                b.target.as_str(),
+                b.upstream_pid,
+                b.upstream_comm.as_deref(),
+                b.outcome.as_str()
+            ),
+            (101, "127.0.0.1:8000", Some(201), Some("gunicorn"), "eof")
+        );
+    }
+    assert!(
+        v.summary
+            .contains("2 connection(s) of nginx to it broke (listed in broken_connections)"),
+        "{}",
+        v.summary
+    );
+    assert!(
+        has(v, "gunicorn pid 201, exiting, closed it (FIN)"),
+        "{v:#?}"
+    );
+    assert!(v.fix.contains("--timeout"), "{}", v.fix);
+}
+
+#[test]
+fn connections_an_oom_killed_or_crashed_worker_held_are_listed_in_its_death() {
+    let world = vec![
+        nginx_configured(T0, &["127.0.0.1:8000"]),
+        gunicorn_facts(
+            T0,
+            "gunicorn -b 127.0.0.1:8000 app:app",
+            vec![listener("127.0.0.1:8000", 200, "gunicorn")],
+        ),
+    ];
+    let exiting = Conn {
+        requests: 1,
+        how: "fin",
+        exiting: true,
+        close_after: 2 * MS.cast_signed(),
+        ..Conn::race(T0 + 10 * S)
+    };
+    let mut es = world.clone();
+    es.push(oom(T0 + 10 * S + MS, 201, 201, "gunicorn"));
+    es.push(signal(
+        T0 + 10 * S + MS,
+        201,
+        "gunicorn",
+        201,
+        "gunicorn",
+        9,
+        128,
+    ));
+    es.push(exit_signal(T0 + 10 * S + 2 * MS, 201, "gunicorn", 9, false));
+    es.push(exiting.event());
+    let vs = run(&es);
+    let v = only(&vs, Cause::WorkerOomKilled);
+    assert_eq!((v.count, v.broken_connections.len()), (1, 1), "{v:#?}");
+    assert_eq!(v.broken_connections[0].upstream_pid, Some(201));
+    let mut es = world;
+    es.push(exit_signal(T0 + 10 * S + 2 * MS, 201, "gunicorn", 11, true));
+    es.push(exiting.event());
+    let vs = run(&es);
+    let v = only(&vs, Cause::WorkerCrashed);
+    assert_eq!((v.count, v.broken_connections.len()), (1, 1), "{v:#?}");
+}
+
+#[test]
+fn a_close_by_the_worker_long_before_its_death_stays_its_own_verdict() {
+    let mut es = killed_worker();
+    // The worker, alive, closed a connection without answering 5 s before it was killed.
+    es.push(
+        Conn {
+            requests: 1,
+            how: "fin",
+            close_after: 100 * MS.cast_signed(),
+            ..Conn::race(T0 + 5 * S)
+        }
+        .event(),
+    );
+    es.sort_by_key(|e| e.mono_ns);
+    let vs = run(&es);
+    let of = |c: Cause| vs.iter().find(|v| v.cause == c).expect("{c:?} verdict");
+    assert_eq!(vs.len(), 2, "{vs:#?}");
+    assert_eq!(of(Cause::UpstreamClosedEarly).broken_connections.len(), 1);
+    let v = of(Cause::WorkerTimeout);
+    assert!(v.broken_connections.is_empty(), "{v:#?}");
 }

@@ -33,6 +33,13 @@ impl OpenError {
         let hint = match err.kind() {
             io::ErrorKind::AlreadyExists => " (it exists: pass --force to overwrite)",
             io::ErrorKind::PermissionDenied => " (permission denied: pick a writable path)",
+            io::ErrorKind::NotFound => {
+                " (its directory does not exist: create it or pick another path)"
+            }
+            io::ErrorKind::IsADirectory => " (it is a directory: give a file path inside it)",
+            io::ErrorKind::ReadOnlyFilesystem => {
+                " (read-only file system: pick a path on a writable one, e.g. under /var/tmp)"
+            }
             _ if err.raw_os_error() == Some(libc::ELOOP) => {
                 " (it is a symlink: gwtrace never follows one)"
             }
