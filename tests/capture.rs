@@ -41,7 +41,21 @@ impl Session {
     /// Starts a capture with `hooks`.
     fn start_with(test: &str, hooks: Hooks) -> Self {
         require_root(test);
-        let cap = Capture::start(hooks).unwrap_or_else(|e| panic!("starting the capture: {e}"));
+        let mut cap = Capture::start(hooks).unwrap_or_else(|e| panic!("starting the capture: {e}"));
+        // The children each test starts stand for proxies: watched from their fork on (the
+        // test process itself is gwtrace's own, never reported).
+        cap.watch(std::process::id());
+        Self {
+            cap,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Starts a capture that watches nobody yet (see `watched_processes_only`).
+    fn start_unwatched(test: &str) -> Self {
+        require_root(test);
+        let cap =
+            Capture::start(Hooks::Full).unwrap_or_else(|e| panic!("starting the capture: {e}"));
         Self {
             cap,
             seen: Vec::new(),
@@ -258,6 +272,69 @@ fn tcp_refused_blocking_connect() {
         )
     );
     assert_reported_once(&mut s, pid);
+}
+
+/// Only watched processes' TCP connects are remembered: an unwatched process's refused
+/// connect is not reported (by either hook), a process that execs under a proxy's name is
+/// watched from its exec, and the child it forks from its fork.
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn watched_processes_only() {
+    const FORKING: &str = r"
+import os, socket, sys
+pid = os.fork()
+if pid == 0:
+    s = socket.socket()
+    try:
+        s.connect(('127.0.0.1', int(sys.argv[1])))
+    except OSError as e:
+        print(os.getpid(), e.errno, flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+";
+    let mut s = Session::start_unwatched("watched_processes_only");
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .expect("bind 127.0.0.1:0")
+        .to_string();
+    let (pid, out) = Proc::run(&mut python(CONNECT, &["inet", "127.0.0.1", &port]));
+    assert_child_said(&out, "111");
+    s.settle(Duration::from_millis(300));
+    assert!(
+        !s.involving(pid).iter().any(|e| is_connect_failed(pid, e)),
+        "an unwatched process's refused connect was reported: {}",
+        s.describe(&[pid])
+    );
+    assert!(!s.cap.is_watched(pid), "pid {pid} watched after its exit");
+    // A "proxy": python run under a proxy's name (the kernel names a process after the file it
+    // executes), forking a worker that connects.
+    let dir = tmpdir();
+    let name = format!("gwproxy{}", std::process::id() % 100_000);
+    let exe = dir.path().join(&name);
+    std::os::unix::fs::symlink(gwtrace_lab::support::PYTHON, &exe).expect("symlink python");
+    s.cap.watch_names(std::slice::from_ref(&name));
+    let (_, out) = Proc::run(Command::new(&exe).args(["-I", "-c", FORKING, &port]));
+    let mut words = out.stdout.split_whitespace();
+    let child: u32 = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("the worker said nothing: {out:?}"));
+    assert_eq!(words.next(), Some("111"), "{out:?}");
+    let ev = s.expect("the watched worker's refused connect", &[child], |e| {
+        is_connect_failed(child, e)
+    });
+    assert_eq!(
+        ev.body,
+        connect_failed(
+            &format!("127.0.0.1:{port}"),
+            111,
+            "ECONNREFUSED",
+            "tcp_state"
+        )
+    );
+    assert!(
+        !s.cap.is_watched(child),
+        "pid {child} watched after its exit"
+    );
 }
 
 #[test]
@@ -1586,4 +1663,116 @@ fn escalation_latency() {
         pick(99),
         lat_ns[lat_ns.len() - 1] / 1000
     );
+}
+
+// ---- Connection ends --------------------------------------------------------------------------
+
+/// A watched "proxy" and its upstream in one child: the client connects, writes and reads as
+/// `mode` says, a server thread answers or not; prints what the client's last read returned
+/// (bytes, or -errno).
+const CONN_END: &str = r"
+import socket, sys, threading, time
+mode = sys.argv[1]
+ls = socket.socket()
+ls.bind(('127.0.0.1', 0))
+ls.listen(8)
+def server():
+    c, _ = ls.accept()
+    c.recv(100)
+    if mode != 'fin':
+        c.sendall(b'answer')
+    # rst: the second request arrives at 0.2 s and is left unread: the close resets.
+    time.sleep(0.35 if mode == 'rst' else 0.05)
+    c.close()
+t = threading.Thread(target=server)
+t.start()
+s = socket.create_connection(ls.getsockname())
+s.sendall(b'request1')
+if mode in ('rst', 'late'):
+    s.recv(100)
+    # late: written after the server's FIN (at 0.05 s): the closed server resets it.
+    time.sleep(0.2 if mode == 'rst' else 0.15)
+    s.sendall(b'request2')
+    time.sleep(0.3)
+try:
+    n = len(s.recv(100))
+except OSError as e:
+    n = -e.errno
+t.join()
+print(n, flush=True)
+";
+
+fn conn_end_of(pid: u32, e: &Event) -> Option<&gwtrace::event::ConnEndInfo> {
+    match &e.body {
+        Body::ConnEnd(i) if e.pid == pid => Some(i),
+        _ => None,
+    }
+}
+
+/// Runs [`CONN_END`] in `mode` and returns its pid, what its last read returned, and its
+/// `conn_end` events after they had time to arrive.
+fn conn_end_run(s: &mut Session, mode: &str) -> (u32, String, Vec<gwtrace::event::ConnEndInfo>) {
+    let (pid, out) = Proc::run(&mut python(CONN_END, &[mode]));
+    assert!(out.status.success(), "{out:?}");
+    s.settle(Duration::from_millis(300));
+    let ends = s
+        .seen
+        .iter()
+        .filter_map(|e| conn_end_of(pid, e).cloned())
+        .collect();
+    (pid, out.stdout.trim().to_owned(), ends)
+}
+
+/// Connection ends are decided at the peer's FIN/RST from `tcp_sock`, with no per-I/O hook: a
+/// request answered before the upstream's close is healthy; one the upstream read and closed
+/// on is a first-request `fin` end; a reused connection whose second request the upstream
+/// left unread is an `rst` end with the idle time before it; a request written after the
+/// upstream's FIN is `fin_then_rst`, written after the close.
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn connection_ends_from_the_state_changes() {
+    let mut s = Session::start("connection_ends_from_the_state_changes");
+    let (pid, read, ends) = conn_end_run(&mut s, "healthy");
+    assert_eq!(read, "6", "the answer");
+    assert!(ends.is_empty(), "healthy connection reported: {ends:?}");
+    assert!(!s.cap.is_watched(pid));
+
+    let (pid, read, ends) = conn_end_run(&mut s, "fin");
+    assert_eq!(read, "0", "EOF");
+    let [e] = ends.as_slice() else {
+        panic!("one end expected: {ends:?}\n{}", s.describe(&[pid]))
+    };
+    assert_eq!((e.outcome.as_str(), e.peer_close.as_str()), ("eof", "fin"));
+    // `bytes_received` counts the FIN as one byte: no data came.
+    assert_eq!((e.requests, e.bytes_received, e.idle_ns()), (1, 1, None));
+    let after = e.close_after_send_ns().expect("close seen");
+    assert!((40_000_000..200_000_000).contains(&after), "{e:?}");
+
+    let (_, read, ends) = conn_end_run(&mut s, "rst");
+    assert_eq!(read, "-104", "ECONNRESET");
+    let [e] = ends.as_slice() else {
+        panic!("one end expected: {ends:?}")
+    };
+    assert_eq!((e.outcome.as_str(), e.errno), ("reset", 104));
+    assert_eq!((e.peer_close.as_str(), e.requests), ("rst", 2));
+    assert_eq!(e.bytes_received, 6);
+    assert!(!e.wrote_after_close);
+    // 0.2 s idle, to one tick of the kernel's clock.
+    let idle = e.idle_ns().expect("a reused connection");
+    assert!((180_000_000..260_000_000).contains(&idle), "{e:?}");
+    let after = e.close_after_send_ns().expect("close seen");
+    assert!((100_000_000..250_000_000).contains(&after), "{e:?}");
+
+    let (_, read, ends) = conn_end_run(&mut s, "late");
+    assert_eq!(read, "0", "EOF: the FIN came before the reset");
+    let [e] = ends.as_slice() else {
+        panic!("one end expected: {ends:?}")
+    };
+    assert_eq!(
+        (e.outcome.as_str(), e.peer_close.as_str()),
+        ("eof", "fin_then_rst")
+    );
+    assert!(e.wrote_after_close, "{e:?}");
+    let after = e.close_after_send_ns().expect("close seen");
+    assert!(after < 0, "the FIN came first: {e:?}");
 }

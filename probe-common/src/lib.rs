@@ -43,11 +43,6 @@ pub const PROG_SIGNAL_GENERATE: &str = "signal_generate";
 pub const PROG_MARK_VICTIM: &str = "mark_victim";
 /// `skb:kfree_skb`, raw tracepoint: packets a netfilter rule dropped or rejected.
 pub const PROG_KFREE_SKB: &str = "kfree_skb";
-/// `sock:sock_send_length`, raw tracepoint: the proxy's writes on its tracked upstream connections.
-pub const PROG_SOCK_SEND: &str = "sock_send_length";
-/// `sock:sock_recv_length`, raw tracepoint: the proxy's reads, where a broken connection shows
-/// (EOF or ECONNRESET before any byte of the answer).
-pub const PROG_SOCK_RECV: &str = "sock_recv_length";
 /// cgroup v2 `sock_addr` programs on the unified root: connect attempts, per connect, with no
 /// syscall tracepoint (`--hooks auto`).
 pub const PROG_CONNECT4: &str = "gw_connect4";
@@ -58,6 +53,18 @@ pub const PROG_CONNECT_UNIX: &str = "gw_connect_unix";
 /// Connect attempts rate-limited in the kernel: [`FoldKey`] (errno 0, [`SOURCE_ATTEMPT`]) ->
 /// [`AttemptVal`].
 pub const MAP_ATTEMPTS: &str = "GW_ATTEMPTS";
+/// `sched:sched_process_fork`, raw tracepoint: a watched process's children are watched.
+pub const PROG_SCHED_PROCESS_FORK: &str = "sched_process_fork";
+/// The watched processes (tgid -> 1): proxies, by name at exec in the kernel
+/// ([`MAP_PROXY_NAMES`]), by the loader from its process table, and their children (inherited at
+/// fork). The socket state machine ignores the connects of every other process at once.
+pub const MAP_WATCHED: &str = "GW_WATCHED";
+/// Proxy process names (comm, NUL-padded to 16 bytes -> 1): a process whose exec gives it one
+/// of these names is watched from its exec on.
+pub const MAP_PROXY_NAMES: &str = "GW_PROXY_NAMES";
+/// Who started each TCP connect still in `SYN_SENT` (socket address -> [`Owner`]); the loader
+/// sweeps entries a missed run left behind.
+pub const MAP_TCP_OWNER: &str = "GW_TCP_OWNER";
 
 /// Why a program body gave up before its end (the `Err` of its fallible body). aya's
 /// tracepoint macros discard a program's return value, so the entry point counts each error
@@ -139,6 +146,11 @@ pub const CONNS_MAX: u32 = 4096;
 pub const NF_FOLD_MAX: u32 = 1024;
 /// Bound of the fold map (distinct failing (process, target, errno, source) keys kept).
 pub const FOLD_MAX: u32 = 2048;
+/// Bound of the watched-process map (proxies and their children; a full map leaves a new one
+/// unwatched, counted as `map_full`).
+pub const WATCHED_MAX: u32 = 4096;
+/// Bound of the proxy-name map.
+pub const PROXY_NAMES_MAX: u32 = 64;
 /// A failing key is reported at most once per window; the failures in between are only counted,
 /// and the count travels with the key's next event (or the loader reads it from [`MAP_FOLD`]
 /// once the window has passed). Bounds how late a folded failure is delivered.
@@ -165,10 +177,13 @@ pub const KIND_EXEC_FAILED: u32 = 7;
 /// A TCP SYN of a local connect freed by netfilter (`skb:kfree_skb` reason `NETFILTER_DROP`):
 /// a `reject` or `drop` rule, seen in the connecting task's context.
 pub const KIND_NETFILTER_DROP: u32 = 8;
-/// A TCP connection a process opened ended before any byte of the answer to its last request:
-/// the process read EOF or got ECONNRESET after writing. [`ConnEnd`] in `data`; the target in
-/// `family`/`port`/`addr`; the task that closed the other end (when the close ran in its
-/// context) in `target_pid`/`target_comm`; `errno` 0 for EOF, else the read's error.
+/// A TCP connection a watched process opened ended before any byte of the answer to its last
+/// request: the peer's FIN or RST arrived after the process's last write and no data since.
+/// Sent when the peer's FIN/RST arrives (the header is the connection's owner, the process
+/// that will read the end); [`ConnEnd`] in `data`; the target in `family`/`port`/`addr`; the
+/// task that closed the other end (when the close ran in its context) in
+/// `target_pid`/`target_comm`; `errno` what the owner's read returns: 0 for EOF (a FIN came),
+/// else the socket's error (ECONNRESET).
 pub const KIND_CONN_END: u32 = 9;
 /// A connect attempt seen by a cgroup `sock_addr` program (before the kernel tried it): the
 /// target in `family`/`port`/`addr`/`data`, the attempts it stands for in `aux[1]` (reported at
@@ -300,6 +315,18 @@ pub struct Offsets {
     /// that struct at run time, the only way to the `sun_path` it is given.
     pub sa_kern_uaddr: u32,
     pub sa_kern_uaddrlen: u32,
+    /// `task_struct.tgid` (BTF): the fork program tells a new process from a new thread.
+    pub task_tgid: u32,
+    /// `tcp_sock.lsndtime` (jiffies of the last data sent), `inet_connection_sock.icsk_ack.
+    /// lrcvtime` (jiffies of the last data received), `tcp_sock.data_segs_out` and
+    /// `tcp_sock.write_seq` (BTF): what the connection-end logic reads at the state changes,
+    /// instead of hooking every send and receive of the host.
+    pub tcp_lsndtime: u32,
+    pub icsk_lrcvtime: u32,
+    pub tcp_data_segs_out: u32,
+    pub tcp_write_seq: u32,
+    /// Nanoseconds per jiffy (`1e9 / CONFIG_HZ`), found by the loader.
+    pub jiffy_ns: u32,
 }
 
 /// Where every kernel since 4.x puts a syscall tracepoint's first argument (`sys_enter_*`; the
@@ -342,7 +369,7 @@ pub struct ExecFail {
 
 const _: () = assert!(core::mem::size_of::<ExecFail>() == 136);
 
-/// Who started a TCP connect (value of the `GW_TCP_OWNER` LRU, keyed by the kernel socket
+/// Who started a TCP connect (value of the `GW_TCP_OWNER` hash, keyed by the kernel socket
 /// address), captured in process context.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -365,19 +392,20 @@ pub const CONN_PEER_RST: u32 = 2;
 pub const CONN_PEER_TASK: u32 = 4;
 /// That task had `PF_EXITING` set: the close was its exit closing its files.
 pub const CONN_PEER_EXITING: u32 = 8;
-/// The owner wrote on the connection after the peer's FIN or RST had arrived.
+/// The owner wrote on the connection after the peer's FIN had arrived (`tcp_sock.write_seq`
+/// grew between the FIN and the peer's RST).
 pub const CONN_WROTE_AFTER_CLOSE: u32 = 16;
-/// Data arrived since the owner's last write (its last request has an answer, or part of one).
-pub const CONN_ANSWERED: u32 = 32;
+/// Internal to the kernel's map: the end was reported already (never on the wire).
+pub const CONN_REPORTED: u32 = 32;
 /// The owner closed the connection first (its FIN or RST went out before any from the peer).
 pub const CONN_OWNER_CLOSED: u32 = 64;
 /// `PF_EXITING` in `task_struct.flags`.
 pub const PF_EXITING: u32 = 4;
 
-/// A TCP connection a process opened, tracked from `ESTABLISHED` (value of `GW_CONNS`, keyed by
-/// the kernel socket address): who opened it and where, and its traffic as the opener's
-/// `sock_send_length`/`sock_recv_length` show it. Healthy connections are forgotten at their
-/// end without leaving the kernel.
+/// A TCP connection a watched process opened, tracked from `ESTABLISHED` (value of
+/// `GW_CONNS`, keyed by the kernel socket address): who opened it and where; its traffic is
+/// read from `tcp_sock` at the peer's FIN/RST. Healthy connections are forgotten at their end
+/// without leaving the kernel.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnTrack {
@@ -385,30 +413,35 @@ pub struct ConnTrack {
     pub end: ConnEnd,
     pub family: u16,
     pub port: u16,
-    pub pad: u32,
+    /// `tcp_sock.write_seq` when the peer's FIN arrived (a later write grows it).
+    pub fin_write_seq: u32,
     pub addr: [u8; 16],
     /// The comm of the task the peer's FIN/RST was processed in.
     pub peer_comm: [u8; 16],
 }
 
 /// What a connection's end event carries (in [`RawEvent::data`]); times are `bpf_ktime_get_ns`.
+/// The send and receive times come from `tcp_sock`'s jiffies stamps (`lsndtime`, `lrcvtime`):
+/// exact to one jiffy (`1e9 / CONFIG_HZ` ns), the start of that jiffy.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnEnd {
     /// When the connection was established.
     pub established_ns: u64,
-    /// The owner's last write (its last request), and the end of the data received before it
+    /// The owner's last data sent (its last request), and the last data received before it
     /// (the previous answer; 0: none): the difference is how long the connection sat idle.
     pub last_send_ns: u64,
     pub prev_recv_ns: u64,
-    /// The owner's last read that returned data.
+    /// The last data received (equal to `prev_recv_ns` in an end event; 0: none).
     pub last_recv_ns: u64,
     /// When the peer's FIN or RST arrived (0: not seen).
     pub close_ns: u64,
     /// `tcp_sock.bytes_received` / `bytes_acked` at the end (`u64::MAX`: unread).
     pub bytes_received: u64,
     pub bytes_acked: u64,
-    /// Requests written: writes that followed a read (or were the first).
+    /// 1: the unanswered request was the connection's first (no byte ever came back); 2: a
+    /// later one (answers came before it: a reused kept-alive connection). The kernel sees no
+    /// per-request event, so the count itself is not known.
     pub requests: u32,
     /// `CONN_*` flags.
     pub flags: u32,
@@ -488,6 +521,9 @@ unsafe impl aya::Pod for FoldKey {}
 #[cfg(feature = "user")]
 // SAFETY: `repr(C)` u64s only.
 unsafe impl aya::Pod for FoldVal {}
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)` integers and a byte array, no padding (size asserted below); any bits are valid.
+unsafe impl aya::Pod for Owner {}
 
 /// Address family values carried in [`RawEvent::family`].
 pub const AF_UNIX: u16 = 1;

@@ -11,8 +11,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use probe_common::{
-    CNT_LOST_RINGBUF, CONNECTS_MAX, ConnectArgs, ERRNO_SLOTS, EXECS_MAX, ExecFail, NUM_COUNTERS,
-    NUM_PROBE_ERRORS, Offsets, Owner, ProbeError, RING_BYTES, RawEvent, TCP_OWNER_MAX,
+    CNT_LOST_MAP_FULL, CNT_LOST_RINGBUF, CONNECTS_MAX, ConnectArgs, ERRNO_SLOTS, EXECS_MAX,
+    ExecFail, NUM_COUNTERS, NUM_PROBE_ERRORS, Offsets, Owner, PROXY_NAMES_MAX, ProbeError,
+    RING_BYTES, RawEvent, TCP_OWNER_MAX, WATCHED_MAX,
 };
 
 // Map names are the statics' names; those the loader opens are the `MAP_*` consts of
@@ -31,8 +32,34 @@ pub static GW_CONNECTS: HashMap<u32, ConnectArgs> = HashMap::with_max_entries(CO
 pub static GW_EXECS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(EXECS_MAX, 0);
 #[map]
 pub static GW_EXEC_FAIL: LruHashMap<u32, ExecFail> = LruHashMap::with_max_entries(EXECS_MAX, 0);
+/// A plain hash, not an LRU (an LRU insert or delete takes a shared lock): every entry is
+/// deleted when its socket leaves `SYN_SENT` (to `ESTABLISHED` or `CLOSE`, both seen by the
+/// state program), and only watched processes' connects insert one. An entry a missed run left
+/// is swept by the loader once it is older than any connect can last.
 #[map]
-pub static GW_TCP_OWNER: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(TCP_OWNER_MAX, 0);
+pub static GW_TCP_OWNER: HashMap<u64, Owner> = HashMap::with_max_entries(TCP_OWNER_MAX, 0);
+/// The watched processes (see `probe_common::MAP_WATCHED`). Read on every connect of the host,
+/// written only when a watched process forks, execs or exits (and by the loader).
+#[map]
+pub static GW_WATCHED: HashMap<u32, u32> = HashMap::with_max_entries(WATCHED_MAX, 0);
+/// Proxy names (see `probe_common::MAP_PROXY_NAMES`), read once per exec.
+#[map]
+pub static GW_PROXY_NAMES: HashMap<[u8; 16], u32> = HashMap::with_max_entries(PROXY_NAMES_MAX, 0);
+
+/// Whether the process `tgid` is watched: one lookup, no write.
+#[inline(always)]
+pub fn watched(tgid: u32) -> bool {
+    // SAFETY: the value is only tested for presence.
+    unsafe { GW_WATCHED.get(&tgid) }.is_some()
+}
+
+/// Starts watching the process `tgid`; a full map is counted as loss.
+#[inline(always)]
+pub fn watch(tgid: u32) {
+    if GW_WATCHED.insert(&tgid, &1, 0).is_err() {
+        count(CNT_LOST_MAP_FULL);
+    }
+}
 
 /// Tracepoint field offsets, written by the loader before the programs load.
 #[unsafe(no_mangle)]

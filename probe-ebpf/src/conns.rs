@@ -1,47 +1,54 @@
-//! The TCP connections processes opened, tracked from `ESTABLISHED` to their end, so that one
-//! that ends before any byte of the answer to its last request (the opener reads EOF or gets
-//! ECONNRESET after writing) is reported with who closed the other end and how. Healthy
-//! connections never leave the kernel: they are forgotten when either side closes.
+//! The TCP connections watched processes (the proxies) opened, tracked from `ESTABLISHED` to
+//! their end, so that one that ends before any byte of the answer to its last request (the
+//! peer's FIN or RST arrives after the opener's last write and no data since) is reported with
+//! who closed the other end and how. Healthy connections never leave the kernel: they are
+//! forgotten when either side closes.
 //!
 //! Measured with bpftrace on kernel 6.18, loopback, nginx -> gunicorn / a small HTTP/1.1 app
 //! (bench/README.md, "Connection ends"): the app's close runs the proxy socket's
 //! `ESTABLISHED -> CLOSE_WAIT` (its FIN) or `-> CLOSE` with `sk_err` ECONNRESET (its RST, sent
 //! because the request was unread) in the app's own task, even when a SIGKILL's exit closes
-//! the files (`PF_EXITING` is then set); the proxy then reads 0 or -ECONNRESET in its own
-//! task (`sock:sock_recv_length`). For a remote peer the FIN/RST is handled in softirq and the
-//! task is whatever ran: userspace only trusts a peer task that serves the target.
+//! the files (`PF_EXITING` is then set). For a remote peer the FIN/RST is handled in softirq
+//! and the task is whatever ran: userspace only trusts a peer task that serves the target.
 //!
-//! The state machine (`sock_state`) enters and updates connections; `sock_send`/`sock_recv`
-//! account the opener's traffic and report the broken ends.
+//! Everything is decided at those state changes (`sock_state` calls in), from what `tcp_sock`
+//! keeps: no program runs per send or receive. Whether the last request went unanswered is
+//! the order of `lsndtime` (jiffies of the last data sent) and `icsk_ack.lrcvtime` (jiffies of
+//! the last data received), with `bytes_received` 0 meaning no answer ever came. The one
+//! blind spot is a request sent within the same jiffy as the previous answer arrived (4 ms at
+//! `CONFIG_HZ=250`): a FIN then counts as answered (the common healthy end, an answer followed
+//! by `Connection: close`, looks the same), an RST as unanswered (an RST means the peer left
+//! data unread: the request). A write after the peer's FIN shows as `write_seq` growing before
+//! the peer's RST.
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_jiffies64,
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::map,
     maps::HashMap,
 };
 use probe_common::{
-    CNT_CONN_BROKEN, CNT_CONN_TRACKED, CNT_LOST_MAP_FULL, CONN_ANSWERED, CONN_OWNER_CLOSED,
-    CONN_PEER_EXITING, CONN_PEER_FIN, CONN_PEER_RST, CONN_PEER_TASK, CONN_WROTE_AFTER_CLOSE,
-    CONNS_MAX, ConnEnd, ConnTrack, KIND_CONN_END, Owner, PF_EXITING,
+    CNT_CONN_BROKEN, CNT_CONN_TRACKED, CNT_LOST_MAP_FULL, CONN_OWNER_CLOSED, CONN_PEER_EXITING,
+    CONN_PEER_FIN, CONN_PEER_RST, CONN_PEER_TASK, CONN_REPORTED, CONN_WROTE_AFTER_CLOSE, CONNS_MAX,
+    ConnEnd, ConnTrack, KIND_CONN_END, Owner, PF_EXITING,
 };
 
-use crate::common::{count, current_owner, emit, off};
+use crate::common::{count, emit, off};
 
+const TCP_ESTABLISHED: i32 = 1;
 const TCP_CLOSE: i32 = 7;
 const TCP_CLOSE_WAIT: i32 = 8;
 const TCP_FIN_WAIT1: i32 = 4;
 const TCP_LAST_ACK: i32 = 9;
 const ECONNRESET: i32 = 104;
 const EPIPE: i32 = 32;
-const MSG_PEEK: i32 = 2;
 
 /// A plain hash, not an LRU: an LRU lookup marks the entry referenced and its inserts and
 /// deletes take a shared lock; measured here (bpf_stats, nginx -> gunicorn without keep-alive)
 /// the LRU made every TCP state change ~225 ns dearer. Every entry is deleted at its
-/// connection's end (the owner's close or its read of the end, a peek included); a full map
-/// refuses new connections, counted as `map_full`.
+/// connection's last state change out of `ESTABLISHED`/`CLOSE_WAIT` (the owner's close, the
+/// peer's RST, an abort); a full map refuses new connections, counted as `map_full`.
 #[map]
 pub static GW_CONNS: HashMap<u64, ConnTrack> = HashMap::with_max_entries(CONNS_MAX, 0);
 
@@ -72,7 +79,7 @@ pub fn track(sk: u64, owner: &Owner, family: u16, port: u16, addr: [u8; 16]) {
         },
         family,
         port,
-        pad: 0,
+        fin_write_seq: 0,
         addr,
         peer_comm: [0; 16],
     };
@@ -103,8 +110,9 @@ fn note_peer(c: &mut ConnTrack) {
     }
 }
 
-/// A state change of a socket leaving `ESTABLISHED` or `CLOSE_WAIT`: the peer's FIN or RST is
-/// noted; the owner's own close forgets the connection.
+/// A state change of a socket leaving `ESTABLISHED` or `CLOSE_WAIT`: the peer's FIN or RST
+/// settles whether the last request was answered (and reports it if not); the owner's own
+/// close forgets the connection.
 #[inline(always)]
 pub fn on_state(sk: u64, old: i32, new: i32, sk_err: impl FnOnce() -> i32) {
     // Only TCP sockets are in the map: the lookup is the protocol check.
@@ -123,6 +131,9 @@ pub fn on_state(sk: u64, old: i32, new: i32, sk_err: impl FnOnce() -> i32) {
                 c.end.close_ns = now;
                 note_peer(c);
             }
+            c.fin_write_seq = kread::<u32>(sk, off!(tcp_write_seq));
+            // The owner will read EOF; a write it makes from now on meets the peer's RST.
+            report_if_unanswered(sk, c, now, 0, false);
         }
         TCP_CLOSE if sk_err == ECONNRESET || sk_err == EPIPE => {
             c.end.flags |= CONN_PEER_RST;
@@ -130,10 +141,21 @@ pub fn on_state(sk: u64, old: i32, new: i32, sk_err: impl FnOnce() -> i32) {
                 c.end.close_ns = now;
                 note_peer(c);
             }
+            if old == TCP_CLOSE_WAIT {
+                // The closed peer reset a write made after its FIN: that request crossed the
+                // close. The owner's read still returns EOF (the FIN came first).
+                if kread::<u32>(sk, off!(tcp_write_seq)) != c.fin_write_seq {
+                    c.end.flags |= CONN_WROTE_AFTER_CLOSE;
+                    report(sk, c, now, 0, 2);
+                }
+            } else {
+                report_if_unanswered(sk, c, now, sk_err, true);
+            }
+            let _ = GW_CONNS.remove(&sk);
         }
         TCP_FIN_WAIT1 | TCP_LAST_ACK | TCP_CLOSE => {
-            // The owner closed it (or aborted it): if it read the end first, `sock_recv` saw it.
-            if old == 1 {
+            // The owner closed it (or aborted it).
+            if old == TCP_ESTABLISHED {
                 c.end.flags |= CONN_OWNER_CLOSED;
             }
             let _ = GW_CONNS.remove(&sk);
@@ -142,76 +164,89 @@ pub fn on_state(sk: u64, old: i32, new: i32, sk_err: impl FnOnce() -> i32) {
     }
 }
 
-/// The owner wrote `ret` bytes on `sk`.
+/// The peer's FIN (`rst` false) or RST just arrived: reports the connection if data was sent
+/// after the last data received (or none was ever received). `errno` is what the owner's read
+/// will return.
 #[inline(always)]
-pub fn on_send(sk: u64, ret: i32) {
-    if ret <= 0 {
-        return;
-    }
-    let Some(c) = GW_CONNS.get_ptr_mut(&sk) else {
-        return;
+fn report_if_unanswered(sk: u64, c: &mut ConnTrack, now: u64, errno: i32, rst: bool) {
+    let requests = if data_received(sk, c) == 0 {
+        if kread::<u32>(sk, off!(tcp_data_segs_out)) == 0 {
+            // Nothing was ever asked.
+            return;
+        }
+        1
+    } else {
+        let sent = kread::<u32>(sk, off!(tcp_lsndtime));
+        let received = kread::<u32>(sk, off!(icsk_lrcvtime));
+        // Jiffies wrap: the signed difference orders them.
+        let d = sent.wrapping_sub(received) as i32;
+        if d < 0 || (d == 0 && !rst) {
+            return;
+        }
+        2
     };
-    // SAFETY: as in `on_state`.
-    let c = unsafe { &mut *c };
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if c.end.requests == 0 || c.end.flags & CONN_ANSWERED != 0 {
-        c.end.requests += 1;
-        c.end.prev_recv_ns = c.end.last_recv_ns;
-        c.end.flags &= !CONN_ANSWERED;
-    }
-    c.end.last_send_ns = now;
-    if c.end.close_ns != 0 {
-        c.end.flags |= CONN_WROTE_AFTER_CLOSE;
-    }
+    report(sk, c, now, errno, requests);
 }
 
-/// The owner read on `sk`: data marks the last request answered; EOF or a reset before any
-/// byte of the answer is the broken end this module reports.
+/// The data bytes the connection received: `bytes_received` counts the peer's FIN as one.
 #[inline(always)]
-pub fn on_recv(sk: u64, ret: i32, flags: i32) {
-    if ret < 0 && ret != -ECONNRESET && ret != -EPIPE {
-        // No data yet (EAGAIN), or an error that is not the peer's.
+fn data_received(sk: u64, c: &ConnTrack) -> u64 {
+    let fin = u64::from(c.end.flags & CONN_PEER_FIN != 0);
+    kread::<u64>(sk, off!(tcp_bytes_received)).saturating_sub(fin)
+}
+
+/// `bpf_ktime_get_ns` of the jiffy stamp `j`, given the clock `now` (ns) at jiffy `now_j`.
+#[inline(always)]
+fn jiffy_time(now: u64, now_j: u32, j: u32) -> u64 {
+    let ago = u64::from(now_j.wrapping_sub(j)) * off!(jiffy_ns) as u64;
+    now.saturating_sub(ago)
+}
+
+/// Emits the end of connection `c` (once), stamped as its owner's. Written field by field
+/// from the map value into the ring buffer: the state program's stack has no room for copies.
+#[inline(always)]
+fn report(sk: u64, c: &mut ConnTrack, now: u64, errno: i32, requests: u32) {
+    if c.end.flags & CONN_REPORTED != 0 {
         return;
     }
-    let Some(c) = GW_CONNS.get_ptr_mut(&sk) else {
-        return;
+    c.end.flags |= CONN_REPORTED;
+    count(CNT_CONN_BROKEN);
+    // SAFETY: helper without preconditions.
+    let now_j = unsafe { bpf_jiffies64() } as u32;
+    let established = c.end.established_ns;
+    let last_send = jiffy_time(now, now_j, kread::<u32>(sk, off!(tcp_lsndtime))).max(established);
+    let received = kread::<u64>(sk, off!(tcp_bytes_received));
+    let prev_recv = if data_received(sk, c) > 0 {
+        jiffy_time(now, now_j, kread::<u32>(sk, off!(icsk_lrcvtime))).max(established)
+    } else {
+        0
     };
-    if flags & MSG_PEEK != 0 {
-        // nginx's check of an idle cached connection: the end it sees is a healthy one (the
-        // socket may already be closed, so no later state change would forget it).
-        if ret <= 0 {
-            let _ = GW_CONNS.remove(&sk);
+    let acked = kread::<u64>(sk, off!(tcp_bytes_acked));
+    let c: &ConnTrack = c;
+    emit(KIND_CONN_END, &c.owner, |ev| {
+        ev.ktime_ns = now;
+        ev.errno = errno;
+        ev.family = c.family;
+        ev.port = c.port;
+        ev.addr = c.addr;
+        ev.target_pid = c.end.peer_pid;
+        ev.target_comm = c.peer_comm;
+        let d = ev.data.as_mut_ptr().cast::<ConnEnd>();
+        // SAFETY: `data` is DATA_LEN bytes, larger than ConnEnd (asserted in probe-common);
+        // unaligned writes of plain integers into the reserved (zeroed) event.
+        unsafe {
+            (&raw mut (*d).established_ns).write_unaligned(established);
+            (&raw mut (*d).last_send_ns).write_unaligned(last_send);
+            (&raw mut (*d).prev_recv_ns).write_unaligned(prev_recv);
+            (&raw mut (*d).last_recv_ns).write_unaligned(prev_recv);
+            (&raw mut (*d).close_ns).write_unaligned(c.end.close_ns);
+            (&raw mut (*d).bytes_received).write_unaligned(received);
+            (&raw mut (*d).bytes_acked).write_unaligned(acked);
+            (&raw mut (*d).requests).write_unaligned(requests);
+            (&raw mut (*d).flags).write_unaligned(c.end.flags & !CONN_REPORTED);
+            (&raw mut (*d).peer_pid).write_unaligned(c.end.peer_pid);
+            (&raw mut (*d).peer_tid).write_unaligned(c.end.peer_tid);
         }
-        return;
-    }
-    // SAFETY: as in `on_state`.
-    let cp = unsafe { &mut *c };
-    if ret > 0 {
-        cp.end.flags |= CONN_ANSWERED;
-        // SAFETY: helper without preconditions.
-        cp.end.last_recv_ns = unsafe { bpf_ktime_get_ns() };
-        return;
-    }
-    let broken = cp.end.requests > 0 && cp.end.flags & CONN_ANSWERED == 0;
-    if broken {
-        count(CNT_CONN_BROKEN);
-        let mut end = cp.end;
-        end.bytes_received = kread::<u64>(sk, off!(tcp_bytes_received));
-        end.bytes_acked = kread::<u64>(sk, off!(tcp_bytes_acked));
-        let (family, port, addr, peer_comm) = (cp.family, cp.port, cp.addr, cp.peer_comm);
-        emit(KIND_CONN_END, &current_owner(), |ev| {
-            ev.errno = -ret;
-            ev.family = family;
-            ev.port = port;
-            ev.addr = addr;
-            ev.target_pid = end.peer_pid;
-            ev.target_comm = peer_comm;
-            // SAFETY: `data` is DATA_LEN bytes, larger than ConnEnd (asserted in probe-common);
-            // an unaligned write of a plain-integer struct.
-            unsafe { core::ptr::write_unaligned(ev.data.as_mut_ptr().cast::<ConnEnd>(), end) };
-            ev.data_len = size_of::<ConnEnd>() as u16;
-        });
-    }
-    let _ = GW_CONNS.remove(&sk);
+        ev.data_len = size_of::<ConnEnd>() as u16;
+    });
 }

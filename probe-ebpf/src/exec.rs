@@ -1,11 +1,12 @@
 //! Successful execs (`sched:sched_process_exec`): who became which program, so that userspace can
-//! tell a boot crash loop (exec, exit 3/4, exec ...) from a long-lived worker.
+//! tell a boot crash loop (exec, exit 3/4, exec ...) from a long-lived worker. A process that
+//! becomes a proxy (its new comm is one of the proxy names) is watched from here on.
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel_str_bytes, macros::tracepoint, programs::TracePointContext,
 };
 use probe_common::{CNT_EXECS, KIND_EXEC, ProbeError};
 
-use crate::common::{count, ctx_read, current_owner, emit, finish, off};
+use crate::common::{GW_PROXY_NAMES, count, ctx_read, current_owner, emit, finish, off, watch};
 
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
@@ -17,7 +18,12 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), ProbeError> {
     // SAFETY: offset from tracefs; a `__data_loc` field is a u32.
     let loc = unsafe { ctx_read::<u32>(ctx, off!(exec_filename)) }?;
     let ctx_ptr = aya_ebpf::EbpfContext::as_ptr(ctx) as usize;
-    emit(KIND_EXEC, &current_owner(), |ev| {
+    let owner = current_owner();
+    // SAFETY: the value is only tested for presence.
+    if unsafe { GW_PROXY_NAMES.get(&owner.comm) }.is_some() {
+        watch(owner.pid);
+    }
+    emit(KIND_EXEC, &owner, |ev| {
         let src = (ctx_ptr + (loc & 0xffff) as usize) as *const u8;
         // SAFETY: reads a NUL-terminated string of the tracepoint record into a fixed buffer.
         if let Ok(s) = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut ev.data) } {

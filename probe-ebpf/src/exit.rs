@@ -1,6 +1,7 @@
 //! Process exits (`sched:sched_process_exit`), once per process: when its last thread exits. The
 //! exit status, terminating signal and core-dump flag come from `task_struct.exit_code` (offset from
-//! BTF), since the classic tracepoint does not carry them.
+//! BTF), since the classic tracepoint does not carry them. A watched process stops being
+//! watched here (every entry of the watched map leaves it at its process's exit).
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel},
     macros::tracepoint,
@@ -8,7 +9,9 @@ use aya_ebpf::{
 };
 use probe_common::{CNT_EXITS, KIND_EXEC_FAILED, KIND_PROCESS_EXIT, ProbeError};
 
-use crate::common::{GW_EXEC_FAIL, count, ctx_read, current_owner, emit, finish, off};
+use crate::common::{
+    GW_EXEC_FAIL, GW_WATCHED, count, ctx_read, current_owner, emit, finish, off, watched,
+};
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
@@ -26,6 +29,11 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), ProbeError> {
     }
     count(CNT_EXITS);
     let owner = current_owner();
+    // Without `group_dead` every thread's exit gets here: the leader's then stands for the
+    // process's end.
+    if (group_dead_off != u32::MAX as usize || owner.pid == owner.tid) && watched(owner.pid) {
+        let _ = GW_WATCHED.remove(&owner.pid);
+    }
     // A process that failed to exec and gave up: report its last failed exec first.
     // SAFETY: value copied before removal.
     if let Some(fail) = unsafe { GW_EXEC_FAIL.get(&owner.tid) }.copied() {

@@ -27,12 +27,11 @@ mod conns;
 mod exec;
 mod exit;
 mod fold;
+mod fork;
 mod oom;
 mod signal;
 mod skb_drop;
 mod sock_addr;
-mod sock_recv;
-mod sock_send;
 mod sock_state;
 
 #[cfg(not(test))]

@@ -1,5 +1,6 @@
 //! TCP connects seen on the socket state machine (`sock:inet_sock_set_state`), no syscall hook
-//! needed: `CLOSE -> SYN_SENT` remembers who connects (always in that process's context),
+//! needed: `CLOSE -> SYN_SENT` remembers who connects (always in that process's context; only
+//! watched processes, the proxies and their children, are remembered),
 //! `SYN_SENT -> ESTABLISHED` forgets it, `SYN_SENT -> CLOSE` reports the failure with the socket's
 //! `sk_err` (set before the state change: ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ...), or, when
 //! there is none, a connect the process itself abandoned (its own connect timeout).
@@ -18,15 +19,15 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use probe_common::{
-    AF_INET, CNT_LOST_MAP_FULL, CNT_LOST_TCP_OWNER, CNT_TCP_ABANDONED, CNT_TCP_ESTABLISHED,
-    CNT_TCP_FAILED, ETIMEDOUT, Owner, ProbeError, SOURCE_TCP_ABANDONED, SOURCE_TCP_STATE,
-    TCP_SEEN_CLOSED_IN_CALL, TCP_SEEN_SYN_SENT,
+    AF_INET, CNT_LOST_MAP_FULL, CNT_TCP_ABANDONED, CNT_TCP_ESTABLISHED, CNT_TCP_FAILED, ETIMEDOUT,
+    Owner, ProbeError, SOURCE_TCP_ABANDONED, SOURCE_TCP_STATE, TCP_SEEN_CLOSED_IN_CALL,
+    TCP_SEEN_SYN_SENT,
 };
 
 use crate::{
     common::{
         GW_CONNECTS, GW_TCP_OWNER, count, count_errno, ctx_read, current_is_self, current_owner,
-        finish, off,
+        finish, off, watched,
     },
     conns,
     fold::{emit_failure, scratch_key},
@@ -162,17 +163,19 @@ fn on_transition(
         return Ok(());
     }
     if old == TCP_CLOSE {
-        if current_is_self() {
+        // Always inside connect() (the syscall hook's entry, when attached, is in flight).
+        let pid_tgid = bpf_get_current_pid_tgid();
+        if let Some(args) = GW_CONNECTS.get_ptr_mut(&(pid_tgid as u32)) {
+            // SAFETY: a live value of the map; only this thread's programs touch its entry.
+            unsafe { (*args).tcp_seen = TCP_SEEN_SYN_SENT };
+        }
+        // Only watched processes' connects (proxies and their children) are symptoms: every
+        // other connect of the host costs these lookups and no write.
+        if !watched((pid_tgid >> 32) as u32) || current_is_self() {
             return Ok(());
         }
         if GW_TCP_OWNER.insert(&skaddr, &current_owner(), 0).is_err() {
             count(CNT_LOST_MAP_FULL);
-        }
-        // Always inside connect() (the syscall hook's entry, when attached, is in flight).
-        let tid = bpf_get_current_pid_tgid() as u32;
-        if let Some(args) = GW_CONNECTS.get_ptr_mut(&tid) {
-            // SAFETY: a live value of the map; only this thread's programs touch its entry.
-            unsafe { (*args).tcp_seen = TCP_SEEN_SYN_SENT };
         }
         return Ok(());
     }
@@ -185,7 +188,10 @@ fn on_transition(
         owner = *o;
         have_owner = true;
     }
-    let _ = GW_TCP_OWNER.remove(&skaddr);
+    if have_owner {
+        // A delete takes the bucket's lock: only for an entry that is there.
+        let _ = GW_TCP_OWNER.remove(&skaddr);
+    }
     if new == TCP_ESTABLISHED {
         count(CNT_TCP_ESTABLISHED);
         if have_owner && conns::enabled() {
@@ -215,15 +221,15 @@ fn on_transition(
             }
         }
     }
+    if !have_owner {
+        // Not a watched process's connect (a full owner map was counted at the insert).
+        return Ok(());
+    }
     let peer = peer()?;
     // No local port was ever bound: connect() failed before the handshake (EADDRNOTAVAIL), and
     // the syscall hook reports it; while it is detached (--hooks auto), this program does.
     let no_port = sk_err == 0 && peer.sport == 0;
     if no_port && sock_addr::syscall_hooked() {
-        return Ok(());
-    }
-    if !have_owner {
-        count(CNT_LOST_TCP_OWNER);
         return Ok(());
     }
     count(CNT_TCP_FAILED);

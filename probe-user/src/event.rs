@@ -173,9 +173,9 @@ pub enum Body {
 pub struct ConnEndInfo {
     /// Where the connection went (`127.0.0.1:8000`).
     pub target: String,
-    /// What the process's read returned: `eof` (0) or `reset` (ECONNRESET, EPIPE).
+    /// What the process's read of the end returns: `eof` (0) or `reset` (ECONNRESET, EPIPE).
     pub outcome: String,
-    /// The read's errno (0 for EOF).
+    /// That read's errno (0 for EOF).
     pub errno: i32,
     /// How the peer ended it: `fin`, `rst` (a close with unread data, or an abort), or
     /// `fin_then_rst` (the process wrote after the FIN and the closed peer answered RST).
@@ -192,12 +192,14 @@ pub struct ConnEndInfo {
     /// not the app itself while alive.
     #[serde(default)]
     pub peer_exiting: bool,
-    /// Requests written on the connection (writes that followed an answer): more than one
-    /// means the proxy reused a kept-alive connection.
+    /// 1: the unanswered request was the connection's first; 2: a later one (answers came
+    /// before it: the proxy reused a kept-alive connection). Not a count: the kernel sees no
+    /// per-request event.
     pub requests: u32,
-    /// When the connection was established, the last request written, the end of the answer
-    /// before it (absent on a first request), the peer's FIN/RST (absent when not seen), all
-    /// monotonic ns like `mono_ns` (the process read the end at `mono_ns`).
+    /// When the connection was established, the last data sent (the request), the last data
+    /// received before it (absent on a first request), the peer's FIN/RST (absent when not
+    /// seen), all monotonic ns like `mono_ns` (the FIN/RST's arrival); the send and receive
+    /// times to one kernel tick (`tcp_sock`'s jiffies stamps).
     pub established_ns: u64,
     pub last_send_ns: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -121,7 +121,36 @@ impl KernelBtf {
             .ok_or_else(|| BtfError::Member(name.to_owned(), member.to_owned()))
     }
 
+    /// Byte offset of `inner` in the struct that member `outer` of `struct name` is (an
+    /// anonymous struct type such as `inet_connection_sock.icsk_ack`), from the start of `name`.
+    pub fn nested_offset(&self, name: &str, outer: &str, inner: &str) -> Result<u32, BtfError> {
+        let err = || BtfError::Member(name.to_owned(), format!("{outer}.{inner}"));
+        let (outer_bits, type_id) = self
+            .types
+            .iter()
+            .filter(|t| {
+                t.kind == KIND_STRUCT && t.vlen > 0 && self.name(t.name_off) == name.as_bytes()
+            })
+            .find_map(|t| self.find_typed(t, outer.as_bytes(), 0, 0))
+            .ok_or_else(err)?;
+        let agg = self.resolve_aggregate(type_id).ok_or_else(err)?;
+        let inner_bits = self.find(&agg, inner.as_bytes(), 0, 0).ok_or_else(err)?;
+        Ok((outer_bits + inner_bits) / 8)
+    }
+
     fn find(&self, t: &TypeRec, member: &[u8], base_bits: u32, depth: u32) -> Option<u32> {
+        self.find_typed(t, member, base_bits, depth)
+            .map(|(bits, _)| bits)
+    }
+
+    /// [`Self::find`], with the member's type id.
+    fn find_typed(
+        &self,
+        t: &TypeRec,
+        member: &[u8],
+        base_bits: u32,
+        depth: u32,
+    ) -> Option<(u32, u32)> {
         if depth > 8 {
             return None;
         }
@@ -133,11 +162,11 @@ impl KernelBtf {
             let bits = base_bits + if t.kind_flag { raw & 0x00ff_ffff } else { raw };
             let name = self.name(m_name);
             if name == member {
-                return Some(bits);
+                return Some((bits, m_type));
             }
             if name.is_empty()
                 && let Some(inner) = self.resolve_aggregate(m_type)
-                && let Some(found) = self.find(&inner, member, bits, depth + 1)
+                && let Some(found) = self.find_typed(&inner, member, bits, depth + 1)
             {
                 return Some(found);
             }
@@ -186,5 +215,14 @@ mod tests {
         // A member of an anonymous union inside struct sock_common (via __sk_common).
         assert!(btf.member_offset("sock_common", "skc_daddr").is_ok());
         assert!(btf.member_offset("sock", "no_such_member").is_err());
+        // A member of a named member's anonymous struct: icsk_ack.lrcvtime, after the sock.
+        let lrcvtime = btf
+            .nested_offset("inet_connection_sock", "icsk_ack", "lrcvtime")
+            .unwrap();
+        assert!(lrcvtime > sk_err, "{lrcvtime}");
+        assert!(
+            btf.nested_offset("inet_connection_sock", "icsk_ack", "nope")
+                .is_err()
+        );
     }
 }

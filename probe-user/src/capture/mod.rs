@@ -5,6 +5,7 @@ pub mod conn_end;
 pub mod fold;
 pub mod sock_addr;
 pub mod tracefs;
+pub mod watch;
 
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
@@ -16,6 +17,7 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint, trace_point::TracePointLinkId},
 };
+use probe_common::PROG_SCHED_PROCESS_FORK;
 use probe_common::{
     CNT_LOST_MAP_FULL, CNT_LOST_READ, CNT_LOST_RINGBUF, CNT_LOST_TCP_OWNER, ERRNO_SLOTS, FoldKey,
     FoldVal, GLOBAL_OFFSETS, KIND_ACCEPT_FAILED, KIND_CONNECT_ATTEMPT, KIND_CONNECT_FAILED,
@@ -213,6 +215,7 @@ pub struct Capture {
     folds: fold::Folds,
     clock: Clock,
     hooks: Hooks,
+    watch: watch::Watch,
     /// Loss already reported, per reason (in `loss_reasons()` order).
     reported_loss: Vec<(&'static str, u64)>,
     /// The syscall programs attached now (always in `Full`, while escalated in `Auto`).
@@ -329,8 +332,9 @@ pub fn offsets(hooks: Hooks) -> Result<Offsets, CaptureError> {
     o.sk_daddr = sk_common("skc_daddr")?;
     o.sk_v6_daddr = sk_common("skc_v6_daddr")?;
     o.sock_sk_err = kbtf.member_offset("sock", "sk_err")?;
+    o.task_tgid = kbtf.member_offset("task_struct", "tgid")?;
     netfilter_offsets(&tfs, &kbtf, &mut o);
-    conn_end::offsets(&tfs, &kbtf, &mut o);
+    conn_end::offsets(&kbtf, &mut o);
     if hooks == Hooks::Auto {
         sock_addr::offsets(&kbtf, &mut o)?;
     }
@@ -397,9 +401,9 @@ impl Capture {
                 "raw tracepoint kfree_skb unavailable ({e}): firewall rejects are not told apart"
             );
         }
-        if offsets.track_conns != 0 {
-            conn_end::attach(&mut ebpf)?;
-        }
+        // Watched processes' children are watched from their fork on.
+        attach_raw(&mut ebpf, PROG_SCHED_PROCESS_FORK, "sched_process_fork")
+            .map_err(|e| CaptureError::Attach("sched:sched_process_fork".into(), e))?;
         let (hooks, unix_connect) = attach_attempts(&mut ebpf, hooks);
         for &(prog, category, name, syscall) in PROGRAMS {
             if (syscall && hooks == Hooks::Sock)
@@ -430,6 +434,7 @@ impl Capture {
             .map_err(|e| CaptureError::Load(e.to_string()))?;
         let fold_map = BpfHashMap::try_from(take(&mut ebpf, MAP_FOLD)?)
             .map_err(|e| CaptureError::Load(e.to_string()))?;
+        let watch = watch::Watch::take(&mut ebpf)?;
         let mut capture = Self {
             ebpf,
             ring,
@@ -440,6 +445,7 @@ impl Capture {
             folds: fold::Folds::default(),
             clock: Clock::now(),
             hooks,
+            watch,
             reported_loss: loss_reasons().into_iter().map(|r| (r, 0)).collect(),
             syscall_links: Vec::new(),
             unix_connect,
@@ -538,6 +544,23 @@ impl Capture {
         self.hooks
     }
 
+    /// Watches processes that exec into one of `names` from their exec on (see [`watch`]).
+    pub fn watch_names(&mut self, names: &[String]) {
+        self.watch.names(names);
+    }
+
+    /// Watches the process `pid` and the children it forks from now on: only watched
+    /// processes' TCP connects are seen by the socket state machine (see [`watch`]).
+    pub fn watch(&mut self, pid: u32) {
+        self.watch.watch(pid);
+    }
+
+    /// Whether `pid` is watched.
+    #[must_use]
+    pub fn is_watched(&self, pid: u32) -> bool {
+        self.watch.is_watched(pid)
+    }
+
     /// The clock used to stamp events.
     #[must_use]
     pub fn clock(&self) -> Clock {
@@ -585,6 +608,7 @@ impl Capture {
                 deliver(&self.clock, &raw, count, &mut sink);
             }
         }
+        self.watch.sweep(due_by_ns.min(monotonic_ns()));
         let fold_map = &self.fold_map;
         let residuals = self.folds.sweep(due_by_ns, |k| fold_map.get(k, 0).ok());
         for (raw, count) in residuals {
@@ -774,10 +798,8 @@ fn prog_recursion_misses(fd: i32) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use object::{Object as _, ObjectSymbol as _};
-    use probe_common::{PROG_SOCK_RECV, PROG_SOCK_SEND};
-
     use super::*;
+    use object::{Object as _, ObjectSymbol as _};
 
     /// Every program and map the loader asks for is in the object it embeds, under the name it
     /// uses (no root needed: the object is parsed, not loaded), and the loader asks for every
@@ -788,8 +810,7 @@ mod tests {
         let mut wanted: Vec<&str> = PROGRAMS.iter().map(|&(p, ..)| p).collect();
         wanted.push(RAW_SOCK_STATE);
         wanted.push(PROG_KFREE_SKB);
-        wanted.push(PROG_SOCK_SEND);
-        wanted.push(PROG_SOCK_RECV);
+        wanted.push(PROG_SCHED_PROCESS_FORK);
         wanted.push(probe_common::PROG_CONNECT4);
         wanted.push(probe_common::PROG_CONNECT6);
         wanted.push(probe_common::PROG_CONNECT_UNIX);
@@ -810,7 +831,16 @@ mod tests {
             "programs the loader never attaches: {extra:?}"
         );
         // The maps `Capture::start` takes.
-        for map in [MAP_EVENTS, MAP_COUNTERS, MAP_ERRNO, MAP_ERRORS, MAP_FOLD] {
+        for map in [
+            MAP_EVENTS,
+            MAP_COUNTERS,
+            MAP_ERRNO,
+            MAP_ERRORS,
+            MAP_FOLD,
+            probe_common::MAP_WATCHED,
+            probe_common::MAP_PROXY_NAMES,
+            probe_common::MAP_TCP_OWNER,
+        ] {
             assert!(
                 obj.maps.contains_key(map),
                 "map {map} missing from the object"

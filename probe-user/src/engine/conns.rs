@@ -173,9 +173,8 @@ fn line(v: &View<'_>, f: &Finding<'_>) -> String {
         Some(idle) => {
             let _ = write!(
                 out,
-                "reused a keep-alive connection to {} (request {} on it) after {} idle",
+                "reused a keep-alive connection to {} after {} idle",
                 i.target,
-                i.requests,
                 fmt_dur(idle)
             );
         }

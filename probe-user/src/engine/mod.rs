@@ -171,7 +171,7 @@ pub struct BrokenConn {
     /// The upstream's close minus the proxy's last request (negative: the close came first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close_after_send_ns: Option<i64>,
-    /// Requests the proxy wrote on it (more than 1: a reused keep-alive connection).
+    /// 1: the connection's first request; 2: a later one (a reused keep-alive connection).
     pub requests: u32,
 }
 

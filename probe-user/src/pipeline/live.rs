@@ -14,12 +14,13 @@ use super::{
 };
 use crate::{
     capture::{Capture, Counters, Hooks},
+    catalog::{ProcNames, ProxyRule},
     check::live::proxy_upstreams,
     engine::{PathReach, unix_path_reach},
     enrich::{Enricher, configs::ConfigWatcher},
     event::{Body, Clock, Event, monotonic_ns},
     facts::FactSource as _,
-    facts::FactsUpdate,
+    facts::{FactsUpdate, ProcInfo},
     host::SystemFacts,
     host::cgroup::Resolver,
 };
@@ -55,7 +56,9 @@ pub struct Live {
     /// `--hooks auto`: when to attach the syscall hooks, and the checks it asks for.
     policy: Policy,
     checker: SystemFacts,
+    /// Proxy names and pids (the escalation checks and the watched processes).
     proxy_names: Vec<String>,
+    proxy_pids: Vec<u32>,
     /// The proxies' unix upstreams from their configurations (master pid -> targets): checked
     /// once a tick when the unix connect attempts are not seen (kernel before 6.7).
     configured: std::collections::BTreeMap<u32, Vec<String>>,
@@ -64,13 +67,22 @@ pub struct Live {
 impl Live {
     /// Attaches every program and takes the first snapshot of the host's facts.
     pub fn start(opts: &LiveOptions) -> Result<Self, crate::capture::CaptureError> {
-        let capture = Capture::start(opts.hooks)?;
+        let mut capture = Capture::start(opts.hooks)?;
+        // Names first: a proxy that starts from now on is watched at its exec.
+        capture.watch_names(&opts.proxy_names);
         let clock = capture.clock();
         let mut enricher = Enricher::new(SystemFacts::new(), opts.proxy_names.clone());
         let mut origins = Resolver::system();
         let now = monotonic_ns();
         let snapshot = enricher.snapshot(&opts.proxy_pids);
         origins.learn(&snapshot.processes);
+        watch_proxies(
+            &mut capture,
+            &opts.proxy_names,
+            &opts.proxy_pids,
+            &snapshot.processes,
+            &enricher,
+        );
         let configs = ConfigWatcher::spawn(
             opts.proxy_names.clone(),
             || SystemFacts::new().processes(),
@@ -102,6 +114,7 @@ impl Live {
             ),
             checker: SystemFacts::new(),
             proxy_names: opts.proxy_names.clone(),
+            proxy_pids: opts.proxy_pids.clone(),
             configured: std::collections::BTreeMap::new(),
         })
     }
@@ -258,6 +271,15 @@ impl Live {
             // rather than reading /proc/PID/cgroup a second time.
             if let Some(up) = &up {
                 self.origins.learn(&up.processes);
+                if let Some(c) = self.capture.as_mut() {
+                    watch_proxies(
+                        c,
+                        &self.proxy_names,
+                        &self.proxy_pids,
+                        &up.processes,
+                        &self.enricher,
+                    );
+                }
             }
             // An exiting process is attributed now: its pid may be reused once it is gone.
             ev.origin = self.origins.resolve(ev.pid, ev.cgroup_id, ev.mono_ns);
@@ -286,6 +308,19 @@ impl Live {
 }
 
 impl Live {
+    /// Watches the proxies among processes the enricher just read.
+    fn watch(&mut self, procs: &[ProcInfo]) {
+        if let Some(c) = self.capture.as_mut() {
+            watch_proxies(
+                c,
+                &self.proxy_names,
+                &self.proxy_pids,
+                procs,
+                &self.enricher,
+            );
+        }
+    }
+
     /// The configurations read since the last call, as one `facts` line.
     fn configs_read(&mut self, now_ns: u64, out: &mut Vec<Event>) {
         let Some(w) = &self.configs else { return };
@@ -321,6 +356,7 @@ impl Source for Live {
     fn tick(&mut self, now_ns: u64, out: &mut Vec<Event>) -> Result<(), SourceError> {
         if let Some(up) = self.enricher.periodic() {
             self.origins.learn(&up.processes);
+            self.watch(&up.processes);
             out.push(facts_event(&self.clock, now_ns, up));
         }
         if let Some(c) = self.capture.as_mut() {
@@ -357,6 +393,50 @@ impl Source for Live {
 
     fn now_ns(&self) -> u64 {
         monotonic_ns()
+    }
+}
+
+/// Watches every process of `procs` that the engine's rule calls a proxy (named or listed, or
+/// a child of one, its parent looked up in the enricher's table), so that the kernel sees its
+/// connects; processes that exec or fork later are watched by the kernel itself.
+fn watch_proxies(
+    capture: &mut Capture,
+    names: &[String],
+    pids: &[u32],
+    procs: &[ProcInfo],
+    enricher: &Enricher<SystemFacts>,
+) {
+    let listed = |pid: u32| pids.contains(&pid);
+    let rule = ProxyRule {
+        names,
+        listed: &listed,
+    };
+    let argv0 = |p: &ProcInfo| p.cmdline.split_whitespace().next().unwrap_or("").to_owned();
+    for p in procs {
+        let me = [p.comm.as_str(), &argv0(p)];
+        let parent = procs
+            .iter()
+            .find(|q| q.pid == p.ppid)
+            .or_else(|| enricher.table().get(p.ppid));
+        let parent_names = parent.map(|q| [q.comm.clone(), argv0(q)]);
+        let parent_refs = parent_names
+            .as_ref()
+            .map(|n| [n[0].as_str(), n[1].as_str()]);
+        let is_proxy = rule.is_proxy(
+            ProcNames {
+                pid: p.pid,
+                names: &me,
+            },
+            parent_refs
+                .as_ref()
+                .map(|names| ProcNames { pid: p.ppid, names }),
+        );
+        if is_proxy {
+            capture.watch(p.pid);
+        }
+    }
+    for &pid in pids {
+        capture.watch(pid);
     }
 }
 
