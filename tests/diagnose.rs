@@ -229,15 +229,23 @@ fn record_shows_nginx_failed_connects_like_error_log() {
 /// verdict. nginx looks its `user` up through glibc NSS on every start and reload, and NSS asks
 /// nscd first: where nscd does not run, that connect fails (ENOENT), in nginx's own master and
 /// in the `nginx -s reload` process. It is no upstream connect. gwtrace reads nginx's
-/// configuration when it starts and again on the reload: the record shows both reads.
+/// configuration when it starts and again on the reload: the record shows both reads. In
+/// `--hooks full` the kernel reports those failed nscd connects (the hazard is checked to be
+/// there); in the default `auto` mode a system socket is no trigger, so they are not even seen.
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn healthy_nginx_started_and_reloaded_gives_no_verdict() {
     require_root("healthy_nginx_started_and_reloaded_gives_no_verdict");
+    healthy_nginx_started_and_reloaded("full");
+    healthy_nginx_started_and_reloaded("auto");
+}
+
+fn healthy_nginx_started_and_reloaded(hooks: &'static str) {
     let _serial = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut stack = lab::Stack::new("reload").expect("stack");
+    let mut stack = lab::Stack::new(&format!("reload-{hooks}")).expect("stack");
+    stack.hooks = Some(hooks);
     let bind = format!("unix:{}", stack.path("app.sock").display());
     stack.gunicorn(&bind, &[], &[]).expect("gunicorn");
     stack.wait_listening(&bind).expect("gunicorn listens");
@@ -297,7 +305,7 @@ fn healthy_nginx_started_and_reloaded_gives_no_verdict() {
         .count();
     assert!(reads >= 2, "nginx's configuration read {reads} time(s)");
     // The hazard was there: where nscd does not run, nginx's lookups failed to connect to it.
-    if !std::path::Path::new("/var/run/nscd/socket").exists() {
+    if hooks == "full" && !std::path::Path::new("/var/run/nscd/socket").exists() {
         assert!(
             events.iter().any(|e| e["kind"] == "connect_failed"
                 && e["comm"] == "nginx"

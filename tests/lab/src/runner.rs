@@ -68,7 +68,9 @@ fn start(bin: &Path, stack: &Stack, secs: u64, json: bool, echo: bool) -> anyhow
         cmd.args(["--proxy", &pid.to_string()]);
     }
     // GWLAB_HOOKS=full|sock runs the lab in another mode than the default (`auto`), to compare.
-    if let Some(hooks) = std::env::var_os("GWLAB_HOOKS") {
+    if let Some(hooks) = stack.hooks {
+        cmd.args(["--hooks", hooks]);
+    } else if let Some(hooks) = std::env::var_os("GWLAB_HOOKS") {
         cmd.arg("--hooks").arg(hooks);
     }
     // GWLAB_RECORD=DIR keeps each run's raw events (DIR/<scenario>.jsonl) for `gwtrace explain`.

@@ -74,6 +74,8 @@ pub struct Stack {
     made_cgroups: Vec<PathBuf>,
     /// Where gwtrace keeps the raw events of the run (`--record`), if anywhere.
     pub record: Option<PathBuf>,
+    /// gwtrace's `--hooks` for this stack (else `GWLAB_HOOKS`, else gwtrace's default).
+    pub hooks: Option<&'static str>,
 }
 
 /// gunicorn's flags as the lab runs it: one worker, as the unprivileged app user.
@@ -138,6 +140,7 @@ impl Stack {
             placements: Vec::new(),
             made_cgroups: Vec::new(),
             record: None,
+            hooks: None,
         })
     }
 
