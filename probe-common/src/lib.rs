@@ -58,6 +58,9 @@ pub const PROG_CONNECT_UNIX: &str = "gw_connect_unix";
 /// Connect attempts rate-limited in the kernel: [`FoldKey`] (errno 0, [`SOURCE_ATTEMPT`]) ->
 /// [`AttemptVal`].
 pub const MAP_ATTEMPTS: &str = "GW_ATTEMPTS";
+/// In-flight `connect()` arguments ([`ConnectArgs`] by thread id), saved by the syscall entry
+/// program: cleared when `--hooks auto` detaches the syscall hooks (no stale entry is left).
+pub const MAP_CONNECTS: &str = "GW_CONNECTS";
 
 /// Why a program body gave up before its end (the `Err` of its fallible body). aya's
 /// tracepoint macros discard a program's return value, so the entry point counts each error
