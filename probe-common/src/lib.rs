@@ -65,6 +65,9 @@ pub const MAP_PROXY_NAMES: &str = "GW_PROXY_NAMES";
 /// Who started each TCP connect still in `SYN_SENT` (socket address -> [`Owner`]); the loader
 /// sweeps entries a missed run left behind.
 pub const MAP_TCP_OWNER: &str = "GW_TCP_OWNER";
+/// In-flight `connect()` arguments ([`ConnectArgs`] by thread id), saved by the syscall entry
+/// program: cleared when `--hooks auto` detaches the syscall hooks (no stale entry is left).
+pub const MAP_CONNECTS: &str = "GW_CONNECTS";
 
 /// Why a program body gave up before its end (the `Err` of its fallible body). aya's
 /// tracepoint macros discard a program's return value, so the entry point counts each error

@@ -224,10 +224,13 @@ pub struct Capture {
     unix_connect: Option<sock_addr::UnixConnect>,
     /// Connect attempts drained and not taken yet ([`Capture::take_attempts`]).
     attempts: Vec<Attempt>,
-    /// Until when syscall exits without their entry are not loss: a syscall that was in flight
-    /// when its hooks were attached reaches the exit program alone.
+    /// Until when syscall exits without their entry are not loss (`Full`): a syscall that was
+    /// in flight when its hooks were attached reaches the exit program alone.
     entry_grace_until: Option<Instant>,
 }
+
+/// `ConnectArgs` as the loader handles it (only to delete entries: no field is read).
+type ConnectArgsBytes = [u8; size_of::<probe_common::ConnectArgs>()];
 
 /// How long after attaching the syscall hooks an exit without its entry is a call that was
 /// already in flight (a blocking connect to a full backlog can wait that long), not a loss.
@@ -523,10 +526,13 @@ impl Capture {
         Some(t.elapsed())
     }
 
-    /// Detaches every syscall program attached, in reverse order (an entry saved after its exit
-    /// was detached is harmless: the tid's next entry overwrites it).
+    /// Detaches every syscall program attached, each entry before its exit (a call that
+    /// entered still finds its exit), then clears the in-flight connect arguments: one left by
+    /// a call whose exit was detached under it would look like a call the syscall hooks see
+    /// (`sock_addr::syscall_hooked`) and mislead the state machine later.
     fn detach_syscalls(&mut self) {
-        while let Some((prog, link)) = self.syscall_links.pop() {
+        let links = std::mem::take(&mut self.syscall_links);
+        for (prog, link) in links {
             let detached = self
                 .ebpf
                 .program_mut(prog)
@@ -535,6 +541,18 @@ impl Capture {
             if let Some(Err(e)) = detached {
                 log::warn!("detaching {prog} failed: {e}");
             }
+        }
+        let Some(map) = self.ebpf.map_mut(probe_common::MAP_CONNECTS) else {
+            return;
+        };
+        match BpfHashMap::<&mut MapData, u32, ConnectArgsBytes>::try_from(map) {
+            Ok(mut m) => {
+                let tids: Vec<u32> = m.keys().filter_map(Result::ok).collect();
+                for tid in tids {
+                    let _ = m.remove(&tid);
+                }
+            }
+            Err(e) => log::warn!("clearing {}: {e}", probe_common::MAP_CONNECTS),
         }
     }
 
@@ -672,9 +690,14 @@ impl Capture {
                 .map(|&e| (e.reason(), sum_cpus(&self.errors, e as u32))),
         );
         current.push((RECURSION, self.recursion_misses()));
-        let in_grace = self
-            .entry_grace_until
-            .is_some_and(|until| Instant::now() < until);
+        // A syscall exit without its entry is a call that was in flight when the hooks were
+        // attached, or one whose entry found the map full (counted as `map_full` then): not a
+        // loss of its own. `Auto` attaches mid-call at every escalation (a blocking connect can
+        // span it by minutes), so it never reports them; `Full` not in the first seconds.
+        let in_grace = self.hooks == Hooks::Auto
+            || self
+                .entry_grace_until
+                .is_some_and(|until| Instant::now() < until);
         let mut out = Vec::new();
         for (reason, prev) in &mut self.reported_loss {
             let now: u64 = current
@@ -840,6 +863,8 @@ mod tests {
             probe_common::MAP_WATCHED,
             probe_common::MAP_PROXY_NAMES,
             probe_common::MAP_TCP_OWNER,
+            probe_common::MAP_CONNECTS,
+            probe_common::MAP_ATTEMPTS,
         ] {
             assert!(
                 obj.maps.contains_key(map),
