@@ -295,7 +295,10 @@ fn keepalive_words(v: &View<'_>, p: &mut Part) {
         .broken
         .iter()
         .filter_map(|b| b.idle_ns?.checked_add_signed(b.close_after_send_ns?))
-        .min();
+        .min()
+        // The kernel's send and receive stamps are jiffies (one tick: 1 to 10 ms): the nearest
+        // 10 ms is all the figure holds.
+        .map(|d| (d + 5_000_000) / 10_000_000 * 10_000_000);
     if let Some(d) = measured {
         p.evidence.push(format!(
             "the app closed idle connections {} after its last answer on them (its keep-alive timeout, as \
