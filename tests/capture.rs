@@ -1344,6 +1344,9 @@ print(ok)
 fn auto_mode_sees_attempts_and_escalates_on_demand() {
     require_root("auto_mode_sees_attempts_and_escalates_on_demand");
     let mut cap = Capture::start(Hooks::Auto).unwrap_or_else(|e| panic!("starting: {e}"));
+    // The children stand for a proxy's workers: watched from their fork on (attempts of
+    // processes no proxy owns are not looked at).
+    cap.watch(std::process::id());
     assert!(!cap.escalated());
     assert!(
         cap.sees_unix_attempts(),
@@ -1436,6 +1439,18 @@ for _ in range(n):
     time.sleep(gap)
 ";
 
+/// `python` run under the proxy name `comm` (a symlink named so: the kernel names a process
+/// after the file it executes, so the capture watches it from its exec, as it does a proxy).
+fn named_python(dir: &std::path::Path, comm: &str, script: &str, args: &[&str]) -> Command {
+    let exe = dir.join(comm);
+    if !exe.exists() {
+        std::os::unix::fs::symlink(gwtrace_lab::support::PYTHON, &exe).expect("symlink python");
+    }
+    let mut c = Command::new(exe);
+    c.arg("-I").arg("-c").arg(script).args(args);
+    c
+}
+
 /// Drains a live source (and ticks it) for up to `timeout`, until `done` says the events seen
 /// so far are enough.
 fn live_until(
@@ -1507,7 +1522,9 @@ fn auto_session_escalates_on_a_missing_socket_and_calms() {
     let ok = dir.path().join("ok.sock");
     let _listener = UnixListener::bind(&ok).expect("bind");
     let mut seen = Vec::new();
-    let (_, out) = Proc::run(&mut python(
+    let (_, out) = Proc::run(&mut named_python(
+        dir.path(),
+        comm,
         NAMED_CONNECTS,
         &[comm, path_str(&ok), "20", "20"],
     ));
@@ -1535,7 +1552,9 @@ fn auto_session_escalates_on_a_missing_socket_and_calms() {
             "never calm: the host keeps triggering"
         );
         let from = seen.len();
-        let mut child = Proc::spawn(&mut python(
+        let mut child = Proc::spawn(&mut named_python(
+            dir.path(),
+            comm,
             NAMED_CONNECTS,
             &[comm, path_str(&missing), "30", "100"],
         ));
@@ -1620,7 +1639,9 @@ fn escalation_latency() {
         );
         let missing = dir.path().join(format!("missing-{tries}.sock"));
         let target = format!("unix:{}", path_str(&missing));
-        let (pid, _) = Proc::run(&mut python(
+        let (pid, _) = Proc::run(&mut named_python(
+            dir.path(),
+            comm,
             NAMED_CONNECTS,
             &[comm, path_str(&missing), "1", "0"],
         ));

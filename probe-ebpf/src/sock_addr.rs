@@ -1,7 +1,8 @@
 //! Connect attempts seen by cgroup v2 `sock_addr` programs on the unified root (`--hooks auto`):
 //! they run once per `connect()` on a socket (never per syscall on the host, unlike a syscall
 //! tracepoint) and get the process and the target, before the kernel tries it. Only TCP and unix
-//! stream sockets are looked at; gwtrace's own connects are skipped.
+//! stream sockets are looked at, and only watched processes' (proxies and their children, see
+//! `common::GW_WATCHED`); gwtrace's own connects are skipped.
 //!
 //! An attempt is not a failure: userspace checks unix targets and escalates to the syscall hooks
 //! when one looks wrong. So the healthy path must stay in the kernel: a (process, target) key is
@@ -31,7 +32,7 @@ use probe_common::{
     FoldKey, KIND_CONNECT_ATTEMPT, ProbeError, SOURCE_ATTEMPT, UNIX_PATH_MAX,
 };
 
-use crate::common::{GW_CONNECTS, count, current_owner, emit, off};
+use crate::common::{GW_CONNECTS, count, current_owner, emit, off, watched};
 
 /// Attempts per (process, target), rate-limited ([`FoldKey`] with errno 0, [`SOURCE_ATTEMPT`]).
 #[map]
@@ -75,11 +76,13 @@ pub fn gw_connect_unix(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// A new key for the current process, or `None` for gwtrace's own connects.
+/// A new key for the current process, or `None` unless it is watched (a proxy or its child:
+/// only a proxy's attempts can be 502 symptoms, so every other process's connect costs one
+/// lookup). gwtrace itself is never watched.
 #[inline(always)]
 fn new_key(family: u16) -> Option<FoldKey> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == off!(self_tgid) as u32 {
+    if !watched(tgid) || tgid == off!(self_tgid) as u32 {
         return None;
     }
     Some(FoldKey {
