@@ -45,7 +45,9 @@ impl Config {
         Self::Strace,
     ];
     /// The configurations of the failure storm.
-    pub const STORM: [Self; 3] = [Self::Baseline, Self::Gwtrace, Self::GwtraceRecord];
+    /// The storm's failures come from the bench worker, no proxy: the default mode rightly
+    /// never looks at them, so the storm runs every hook (what an incident costs).
+    pub const STORM: [Self; 3] = [Self::Baseline, Self::GwtraceFull, Self::GwtraceRecord];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -66,7 +68,7 @@ impl Config {
             Self::Gwtrace => "gwtrace --json > /dev/null",
             Self::GwtraceFull => "gwtrace --json --hooks full > /dev/null",
             Self::GwtraceSock => "gwtrace --json --hooks sock > /dev/null",
-            Self::GwtraceRecord => "gwtrace record --output /dev/null --force",
+            Self::GwtraceRecord => "gwtrace record --hooks full --output /dev/null --force",
             Self::Bpftrace => "bpftrace bench/incident.bt > /dev/null",
             Self::Strace => "strace -f -e trace=connect -o /dev/null -p PID",
         }
@@ -365,6 +367,8 @@ impl Tracer {
                 let mut c = Command::new(bin);
                 c.args([
                     "record",
+                    "--hooks",
+                    "full",
                     "--output",
                     "/dev/null",
                     "--force",
