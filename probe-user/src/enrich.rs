@@ -53,6 +53,8 @@ const PATH_REFRESH_NS: u64 = 1_000_000_000;
 /// Path walks per tick (a handful of `stat`s each): with many distinct failing targets, the
 /// rest wait for their next failure in a later second.
 const WALKS_PER_TICK: u32 = 64;
+/// Bound on the denied socket paths walked again at each tick.
+const MAX_DENIED: usize = 16;
 /// Bound on the network namespaces (other than the host's) whose listeners are read: the
 /// namespaces proxies live in.
 const MAX_NETNS: usize = 16;
@@ -75,6 +77,10 @@ pub struct Enricher<S: FactSource> {
     /// Listen-queue counters of those namespaces, as of their last listener read.
     net_netstat: BTreeMap<u64, Netstat>,
     paths: HashMap<String, u64>,
+    /// Socket paths a proxy was denied (EACCES), with the failed connect: walked again at each
+    /// tick while listeners are re-read after an anomaly, so a repaired permission is seen
+    /// (nothing fails any more to trigger a walk) and its verdict can resolve.
+    denied: BTreeMap<String, Event>,
     listeners: Option<Vec<Listener>>,
     netstat: Option<Netstat>,
     /// Periodic ticks since the last anomaly (failure, death, signal, OOM): listeners are only
@@ -120,6 +126,7 @@ impl<S: FactSource> Enricher<S> {
             proxy_nets: BTreeMap::new(),
             net_netstat: BTreeMap::new(),
             paths: HashMap::new(),
+            denied: BTreeMap::new(),
             listeners: None,
             netstat: None,
             // The start-up snapshot has just read the listeners.
@@ -294,12 +301,21 @@ impl<S: FactSource> Enricher<S> {
     /// Walks a path as `pid` sees it, at most once per [`PATH_REFRESH_NS`] and
     /// [`WALKS_PER_TICK`] walks a tick.
     fn walk(&mut self, ev: &Event, path: &str, up: &mut FactsUpdate) -> bool {
-        let (pid, ns) = (ev.pid, ev.mono_ns);
+        let ns = ev.mono_ns;
         let fresh = self
             .paths
             .get(path)
             .is_some_and(|&t| ns < t + PATH_REFRESH_NS);
-        if fresh || self.walks >= WALKS_PER_TICK {
+        if fresh {
+            return false;
+        }
+        self.walk_now(ev, path, up)
+    }
+
+    /// Walks a path as the event's process sees it, within [`WALKS_PER_TICK`] walks a tick.
+    fn walk_now(&mut self, ev: &Event, path: &str, up: &mut FactsUpdate) -> bool {
+        let (pid, ns) = (ev.pid, ev.mono_ns);
+        if self.walks >= WALKS_PER_TICK {
             return false;
         }
         self.walks += 1;
@@ -578,6 +594,11 @@ impl<S: FactSource> Enricher<S> {
             self.refresh_listeners(up);
         }
         if let Some(path) = target.strip_prefix("unix:").filter(|p| p.starts_with('/')) {
+            if matches!(ev.body, Body::ConnectFailed { errno: 13, .. })
+                && (self.denied.len() < MAX_DENIED || self.denied.contains_key(path))
+            {
+                self.denied.insert(path.to_owned(), ev.clone());
+            }
             // The path as the proxy sees it: in its own mount namespace, under its chroot.
             self.note_ns(ev.pid, &mut up.mount_ns);
             if let Some(root) = self.src.chroot(ev.pid)
@@ -669,6 +690,21 @@ impl<S: FactSource> Enricher<S> {
         }
     }
 
+    /// The denied socket paths walked again, as the proxy that was denied sees them.
+    fn rewalk_denied(&mut self, up: &mut FactsUpdate) {
+        let denied: Vec<(String, Event)> = self
+            .denied
+            .iter()
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect();
+        for (path, mut ev) in denied {
+            if let Some(now) = self.src.now_ns() {
+                ev.mono_ns = now;
+            }
+            self.walk_now(&ev, &path, up);
+        }
+    }
+
     /// Periodic refresh: listeners, listen-queue counters, new interesting processes.
     pub fn periodic(&mut self) -> Option<FactsUpdate> {
         let mut up = FactsUpdate::default();
@@ -694,6 +730,9 @@ impl<S: FactSource> Enricher<S> {
         // Listeners only around anomalies.
         if self.quiet_ticks <= LISTENER_TICKS_AFTER_ANOMALY {
             self.refresh_listeners(&mut up);
+            self.rewalk_denied(&mut up);
+        } else {
+            self.denied.clear();
         }
         let ns = self.netstat();
         if ns != self.netstat {
@@ -844,6 +883,37 @@ mod tests {
         assert_eq!(up.read_ns, Some(77));
         // Once per pid and per refresh period.
         assert!(e.before(&failed).is_none());
+    }
+
+    #[test]
+    fn a_denied_socket_path_is_walked_again_after_the_failures_stop() {
+        // socket-permission resolves only on a walk read after the last failure: once the
+        // directory is repaired nothing fails, so the ticks after the anomaly walk it again.
+        let mut e = Enricher::new(Fake::default(), vec!["nginx".into()]);
+        e.snapshot(&[100]);
+        let denied = event(
+            101,
+            "nginx",
+            Body::ConnectFailed {
+                target: "unix:/srv/sock/app.sock".into(),
+                errno: 13,
+                errno_name: "EACCES".into(),
+                source: "syscall".into(),
+                count: 1,
+            },
+        );
+        e.before(&denied);
+        assert_eq!(e.src.walked_as.len(), 1);
+        let up = e.periodic().expect("facts");
+        assert_eq!(up.paths.len(), 1, "{up:?}");
+        assert_eq!(e.src.walked_as[1], (101, "/srv/sock/app.sock".to_owned()));
+        // Past the anomaly window the path is forgotten: no walk per tick for ever.
+        for _ in 0..=LISTENER_TICKS_AFTER_ANOMALY {
+            e.periodic();
+        }
+        let walks = e.src.walked_as.len();
+        e.periodic();
+        assert_eq!(e.src.walked_as.len(), walks);
     }
 
     #[test]
