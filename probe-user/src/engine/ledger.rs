@@ -151,6 +151,13 @@ impl Ledger {
                     opened.push(i);
                     VerdictState::Open
                 }
+                // Resolved before: handed out as it was at its resolution, so the resolution is
+                // emitted once (the sinks print a verdict whenever its form changes, and later
+                // facts change what the engine says of the target).
+                Some(e) if e.state == VerdictState::Resolved => {
+                    e.last.clone_into(v);
+                    continue;
+                }
                 Some(e) => {
                     if e.state != VerdictState::Resolved
                         && (e.count != v.count || e.evidence != v.evidence)

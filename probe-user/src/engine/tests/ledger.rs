@@ -146,6 +146,34 @@ fn a_fixed_permission_is_resolved() {
 }
 
 #[test]
+fn a_resolved_verdict_is_handed_out_unchanged_after_its_resolution() {
+    // Facts read after the resolution (another walk, another listener snapshot) change what the
+    // engine would say of the target; the resolution was emitted once: the sinks print a verdict
+    // again whenever its form changes, so a resolved verdict keeps its form at resolution.
+    let mut e = engine();
+    let mut es = permission_stream(&[33]);
+    es.push(permission_fixed(T0 + 3 * S, 0o140_666));
+    es.push(permission_fixed(T0 + 12 * S, 0o140_777));
+    es.push(facts(
+        T0 + 14 * S,
+        FactsUpdate {
+            listeners: Some(vec![listener("0.0.0.0:80", 100, "nginx")]),
+            ..FactsUpdate::default()
+        },
+    ));
+    let all = ticks(&mut e, &es, T0 + 20 * S);
+    let resolved: Vec<&Verdict> = all
+        .iter()
+        .filter_map(|(_, a)| find(a, Cause::SocketPermission))
+        .filter(|v| state(v) == Some(VerdictState::Resolved))
+        .collect();
+    assert!(resolved.len() > 5, "{all:#?}");
+    for v in &resolved {
+        assert_eq!(*v, resolved[0], "a resolved verdict changed form");
+    }
+}
+
+#[test]
 fn a_permission_still_denied_stays_open() {
     let mut e = engine();
     let mut es = permission_stream(&[33]);
