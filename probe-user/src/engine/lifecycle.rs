@@ -16,7 +16,7 @@ pub(crate) const BOOT_NS: u64 = 10_000_000_000;
 /// Failed boots further apart than this are separate episodes.
 pub(crate) const CRASH_WINDOW_NS: u64 = 300_000_000_000;
 /// A restart is the same outage only if the new process began within this time of the exit.
-const MAX_RESTART_GAP_NS: u64 = 600_000_000_000;
+pub(crate) const MAX_RESTART_GAP_NS: u64 = 600_000_000_000;
 /// Slack for event ordering between the collector's facts and the kernel's events.
 const SLACK_NS: u64 = 1_000_000_000;
 /// A signal from another process this long before an exit explains the exit (not a crash).

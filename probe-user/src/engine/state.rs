@@ -17,6 +17,11 @@ use crate::facts::{
 
 /// Processes remembered (alive or exited).
 pub(crate) const MAX_PROCS: usize = 16_384;
+/// An exited process is forgotten this long after its exit: no rule looks further back (a
+/// restart's gap is the longest window; its exit record keeps a snapshot of it anyway).
+pub(crate) const EXITED_KEEP_NS: u64 = super::lifecycle::MAX_RESTART_GAP_NS;
+/// Exited processes are aged out at most this often (a scan of the table).
+const AGE_EVERY_NS: u64 = 1_000_000_000;
 /// Distinct (proxy worker, target, errno) failure groups.
 pub(crate) const MAX_FAIL_GROUPS: usize = 4096;
 /// Failure timestamps kept per group (to split a group across a restart window).
@@ -236,6 +241,9 @@ pub(crate) struct State {
     pub exec_failures: VecDeque<ExecFailRecord>,
     pub netfilter_drops: VecDeque<NetfilterDropRecord>,
     pub conn_ends: VecDeque<ConnEndRecord>,
+    /// The latest event time seen, and when exited processes were last aged out.
+    pub now_ns: u64,
+    aged_ns: u64,
     /// Events lost by the kernel or the collector, and why.
     pub lost: u64,
     pub loss_reasons: Vec<String>,
@@ -289,6 +297,7 @@ impl State {
     )]
     pub(crate) fn feed(&mut self, ev: &Event, cfg: &EngineConfig) {
         let ns = ev.mono_ns;
+        self.now_ns = self.now_ns.max(ns);
         match &ev.body {
             Body::Facts(f) => self.merge_facts(ns, f),
             Body::ConnectFailed {
@@ -678,6 +687,14 @@ impl State {
 
     /// Keeps every table within its cap.
     fn evict(&mut self, cfg: &EngineConfig) {
+        if self.now_ns >= self.aged_ns.saturating_add(AGE_EVERY_NS) {
+            self.aged_ns = self.now_ns;
+            let now = self.now_ns;
+            self.procs.retain(|_, p| {
+                p.exited_ns
+                    .is_none_or(|x| now.saturating_sub(x) <= EXITED_KEEP_NS)
+            });
+        }
         if self.procs.len() > MAX_PROCS {
             // Exited processes go before live ones, then the least recently seen.
             let drop = self.procs.len() - MAX_PROCS * 7 / 8;
@@ -730,6 +747,62 @@ impl State {
         for (_, _, k) in keys.into_iter().take(drop) {
             self.failures.remove(&k);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Body;
+
+    fn ev(t: u64, pid: u32, body: Body) -> Event {
+        Event::of_task(String::new(), t, pid, "sh", body)
+    }
+
+    #[test]
+    fn exited_processes_age_out_with_the_longest_window() {
+        // A host that runs short-lived commands all the time: the table follows the live host,
+        // not the exec rate times MAX_PROCS.
+        let cfg = EngineConfig::default();
+        let mut st = State::default();
+        let s = 1_000_000_000;
+        for i in 0..2000u32 {
+            let t = u64::from(i) * s;
+            st.feed(
+                &ev(
+                    t,
+                    10_000 + i,
+                    Body::Exec {
+                        filename: "/bin/true".into(),
+                        cmdline: None,
+                    },
+                ),
+                &cfg,
+            );
+            st.feed(
+                &ev(
+                    t + 1,
+                    10_000 + i,
+                    Body::ProcessExit {
+                        exit_code: Some(0),
+                        signal: None,
+                        signal_name: None,
+                        core_dumped: false,
+                    },
+                ),
+                &cfg,
+            );
+        }
+        let window = usize::try_from(EXITED_KEEP_NS / s).unwrap_or(usize::MAX);
+        assert!(
+            st.procs.len() <= window + 2,
+            "{} processes kept",
+            st.procs.len()
+        );
+        // The recent exits are still there for the rules.
+        assert!(st.procs.contains_key(&(10_000 + 1999)));
+        assert!(!st.procs.contains_key(&10_000));
+        assert_eq!(st.exits.len(), 2000);
     }
 }
 
