@@ -750,6 +750,30 @@ impl State {
     }
 }
 
+/// Appends to a bounded log, dropping the oldest entry when full.
+fn push_capped<T>(q: &mut VecDeque<T>, item: T, cap: usize) {
+    if q.len() >= cap {
+        q.pop_front();
+    }
+    q.push_back(item);
+}
+
+/// Shrinks a map over `cap` to 7/8 of it, dropping the entries with the smallest `age` key.
+fn evict_oldest<K, V>(map: &mut HashMap<K, V>, cap: usize, age: impl Fn(&V) -> u64)
+where
+    K: Clone + Eq + std::hash::Hash,
+{
+    if map.len() <= cap {
+        return;
+    }
+    let drop = map.len() - cap * 7 / 8;
+    let mut keys: Vec<(u64, K)> = map.iter().map(|(k, v)| (age(v), k.clone())).collect();
+    keys.sort_unstable_by_key(|(a, _)| *a);
+    for (_, k) in keys.into_iter().take(drop) {
+        map.remove(&k);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -803,29 +827,5 @@ mod tests {
         assert!(st.procs.contains_key(&(10_000 + 1999)));
         assert!(!st.procs.contains_key(&10_000));
         assert_eq!(st.exits.len(), 2000);
-    }
-}
-
-/// Appends to a bounded log, dropping the oldest entry when full.
-fn push_capped<T>(q: &mut VecDeque<T>, item: T, cap: usize) {
-    if q.len() >= cap {
-        q.pop_front();
-    }
-    q.push_back(item);
-}
-
-/// Shrinks a map over `cap` to 7/8 of it, dropping the entries with the smallest `age` key.
-fn evict_oldest<K, V>(map: &mut HashMap<K, V>, cap: usize, age: impl Fn(&V) -> u64)
-where
-    K: Clone + Eq + std::hash::Hash,
-{
-    if map.len() <= cap {
-        return;
-    }
-    let drop = map.len() - cap * 7 / 8;
-    let mut keys: Vec<(u64, K)> = map.iter().map(|(k, v)| (age(v), k.clone())).collect();
-    keys.sort_unstable_by_key(|(a, _)| *a);
-    for (_, k) in keys.into_iter().take(drop) {
-        map.remove(&k);
     }
 }
