@@ -412,11 +412,14 @@ fn watch_proxies(
         listed: &listed,
     };
     let argv0 = |p: &ProcInfo| p.cmdline.split_whitespace().next().unwrap_or("").to_owned();
+    // By pid: the first snapshot holds every process of the host (no quadratic parent search).
+    let by_pid: std::collections::HashMap<u32, &ProcInfo> =
+        procs.iter().map(|p| (p.pid, p)).collect();
     for p in procs {
         let me = [p.comm.as_str(), &argv0(p)];
-        let parent = procs
-            .iter()
-            .find(|q| q.pid == p.ppid)
+        let parent = by_pid
+            .get(&p.ppid)
+            .copied()
             .or_else(|| enricher.table().get(p.ppid));
         let parent_names = parent.map(|q| [q.comm.clone(), argv0(q)]);
         let parent_refs = parent_names
