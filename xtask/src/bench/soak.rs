@@ -683,7 +683,8 @@ pub fn soak(bin: &Path, opts: Opts) -> anyhow::Result<()> {
         env: &env,
         secs,
         complete: opts.complete(),
-        command: format!("{cmd:?}"),
+        // Paths as the repository names them: the results file is committed.
+        command: format!("{cmd:?}").replace(&format!("{}/", crate::root().display()), ""),
         sites: &sites,
         startup: &startup,
         window_s,
