@@ -170,17 +170,26 @@ impl Drop for Pool {
     }
 }
 
+/// The `/proc/PID` directories of the processes on the host now.
+pub fn process_dirs() -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/proc").map_or_else(
+        |_| Vec::new(),
+        |d| {
+            d.filter_map(Result::ok)
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.parse::<u32>().is_ok())
+                })
+                .map(|e| e.path())
+                .collect()
+        },
+    )
+}
+
 /// Processes on the host now.
 fn process_count() -> usize {
-    std::fs::read_dir("/proc").map_or(0, |d| {
-        d.filter_map(Result::ok)
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.parse::<u32>().is_ok())
-            })
-            .count()
-    })
+    process_dirs().len()
 }
 
 /// Sends `rate` requests a second for `secs` to `/fail/K` (K round-robin over `targets`), each on

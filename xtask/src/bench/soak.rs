@@ -373,17 +373,10 @@ fn parse_metrics(body: &str) -> Scrape {
 
 /// Processes on the host whose `comm` is `name`.
 fn procs_named(name: &str) -> usize {
-    std::fs::read_dir("/proc").map_or(0, |d| {
-        d.filter_map(Result::ok)
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.parse::<u32>().is_ok())
-                    && std::fs::read_to_string(e.path().join("comm"))
-                        .is_ok_and(|c| c.trim_end() == name)
-            })
-            .count()
-    })
+    super::hostsize::process_dirs()
+        .iter()
+        .filter(|p| std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim_end() == name))
+        .count()
 }
 
 /// `reason N, reason N`, or `none`.
