@@ -12,8 +12,6 @@ macro_rules! note {
 use std::time::Duration;
 
 use gwtrace::{
-    facts::FactSource as _,
-    host::SystemFacts,
     pipeline::{
         Pipeline, Stats, Stop,
         live::{Live, LiveOptions},
@@ -26,8 +24,8 @@ pub use gwtrace::catalog::default_proxy_names;
 
 /// Resolves `--proxy` values and auto-detection into names and pids.
 pub fn resolve_proxies(args: &[String]) -> Result<(Vec<String>, Vec<u32>), UsageError> {
-    let mut facts = SystemFacts::new();
-    let procs = facts.processes();
+    // Names, pids and parents only: one `stat` read per process.
+    let procs = gwtrace::host::procfs::brief_processes();
     let mut names = default_proxy_names();
     let mut pids = Vec::new();
     for a in args {

@@ -126,6 +126,16 @@ impl ProcTable {
         found.into_iter().map(|(_, pid)| pid).collect()
     }
 
+    /// The proxies and app servers, as read (a handful on most hosts; no walk of the table).
+    #[must_use]
+    pub fn notable(&self) -> Vec<ProcInfo> {
+        self.notable
+            .iter()
+            .filter_map(|pid| self.procs.get(pid))
+            .cloned()
+            .collect()
+    }
+
     /// The order in which to search for a socket's owner: `first`, then every other process by
     /// pid (the master of a forked family before its workers).
     #[must_use]

@@ -62,6 +62,8 @@ pub struct Live {
     /// The proxies' unix upstreams from their configurations (master pid -> targets): checked
     /// once a tick when the unix connect attempts are not seen (kernel before 6.7).
     configured: std::collections::BTreeMap<u32, Vec<String>>,
+    /// The proxies and app servers of the enricher's table, shared with the config watcher.
+    notable: std::sync::Arc<std::sync::Mutex<Vec<ProcInfo>>>,
 }
 
 impl Live {
@@ -83,11 +85,12 @@ impl Live {
             &snapshot.processes,
             &enricher,
         );
-        let configs = ConfigWatcher::spawn(
-            opts.proxy_names.clone(),
-            || SystemFacts::new().processes(),
-            proxy_upstreams,
-        );
+        // The watcher's rounds take the proxies from the enricher's process table (kept from
+        // the kernel's events): no walk of /proc, whatever the size of the host.
+        let notable = std::sync::Arc::new(std::sync::Mutex::new(enricher.table().notable()));
+        let shared = std::sync::Arc::clone(&notable);
+        let list = move || shared.lock().map(|l| l.clone()).unwrap_or_default();
+        let configs = ConfigWatcher::spawn(opts.proxy_names.clone(), list, proxy_upstreams);
         let mut pending = vec![facts_event(&clock, now, snapshot)];
         // The running proxies' upstreams before the first verdict (bounded: `nginx -T`).
         let proxy_configs = configs
@@ -116,6 +119,7 @@ impl Live {
             proxy_names: opts.proxy_names.clone(),
             proxy_pids: opts.proxy_pids.clone(),
             configured: std::collections::BTreeMap::new(),
+            notable,
         })
     }
 
@@ -262,6 +266,7 @@ impl Live {
 
     /// Enriches, attributes and hands on the drained events, in order.
     fn enrich(&mut self, out: &mut Vec<Event>) {
+        let mut table_changed = false;
         for mut ev in self.raw.drain(..) {
             if let Some(w) = &self.configs {
                 w.observe(&ev);
@@ -271,6 +276,7 @@ impl Live {
             // rather than reading /proc/PID/cgroup a second time.
             if let Some(up) = &up {
                 self.origins.learn(&up.processes);
+                table_changed = true;
                 if let Some(c) = self.capture.as_mut() {
                     watch_proxies(
                         c,
@@ -304,10 +310,20 @@ impl Live {
             }
             out.push(ev);
         }
+        if table_changed {
+            self.share_notable();
+        }
     }
 }
 
 impl Live {
+    /// Hands the config watcher the table's proxies and app servers (after the table changed).
+    fn share_notable(&self) {
+        if let Ok(mut l) = self.notable.lock() {
+            *l = self.enricher.table().notable();
+        }
+    }
+
     /// Watches the proxies among processes the enricher just read.
     fn watch(&mut self, procs: &[ProcInfo]) {
         if let Some(c) = self.capture.as_mut() {
@@ -356,6 +372,7 @@ impl Source for Live {
     fn tick(&mut self, now_ns: u64, out: &mut Vec<Event>) -> Result<(), SourceError> {
         if let Some(up) = self.enricher.periodic() {
             self.origins.learn(&up.processes);
+            self.share_notable();
             self.watch(&up.processes);
             out.push(facts_event(&self.clock, now_ns, up));
         }
