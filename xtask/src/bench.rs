@@ -276,8 +276,14 @@ fn write_results(
     print!("{}", report::table(&rows));
     let dir = crate::root().join("bench/results");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // A filtered run is named by its filter: it never replaces the record of a whole run.
+    let part = opts
+        .filter
+        .as_deref()
+        .map(|f| format!("-{}", f.replace(|c: char| !c.is_ascii_alphanumeric(), "_")))
+        .unwrap_or_default();
     let stem = format!(
-        "{}-{}{}",
+        "{}-{}{}{part}",
         env.date,
         env.host,
         if opts.complete() { "" } else { "-quick" }
@@ -286,9 +292,9 @@ fn write_results(
     let doc = report::json(env, opts, runs, &rows, elapsed);
     write_atomic(&json_path, &serde_json::to_string_pretty(&doc)?)?;
     let md_name = if opts.complete() {
-        "latest.md"
+        "latest.md".to_owned()
     } else {
-        "latest-quick.md"
+        format!("latest-quick{part}.md")
     };
     let md_path = dir.join(md_name);
     write_atomic(

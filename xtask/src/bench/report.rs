@@ -736,7 +736,13 @@ pub fn markdown(
     let _ = writeln!(
         md,
         "**{}** run of {} on `{}`: kernel {}, {} x {}; gwtrace {}.\n",
-        if opts.quick { "Quick" } else { "Full" },
+        if opts.quick {
+            "Quick"
+        } else if opts.filter.is_some() {
+            "Partial"
+        } else {
+            "Full"
+        },
         env.timestamp,
         env.host,
         env.kernel,
