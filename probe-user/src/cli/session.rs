@@ -11,11 +11,9 @@ macro_rules! note {
 
 use std::time::Duration;
 
-use gwtrace::{
-    pipeline::{
-        Pipeline, Stats, Stop,
-        live::{Live, LiveOptions},
-    },
+use gwtrace::pipeline::{
+    Pipeline, Stats, Stop,
+    live::{Live, LiveOptions},
 };
 
 use super::{CaptureArgs, UsageError};
