@@ -195,6 +195,7 @@ pub fn run_all(bin: &Path, filter: Option<&str>, out: &Path) -> anyhow::Result<V
             causes: Vec::new(),
             verdicts: Vec::new(),
             secs_to_verdict: None,
+            secs_after_recovery: None,
             ok: false,
             why: format!("{e:#}"),
         });
@@ -217,7 +218,8 @@ pub fn run_all(bin: &Path, filter: Option<&str>, out: &Path) -> anyhow::Result<V
             serde_json::json!({
                 "scenario": r.name, "expected": r.expect, "nginx_error": r.nginx_line,
                 "statuses": r.statuses, "gwtrace_causes": r.causes, "verdicts": r.verdicts,
-                "secs_to_verdict": r.secs_to_verdict, "ok": r.ok, "why": r.why,
+                "secs_to_verdict": r.secs_to_verdict,
+                "secs_after_recovery": r.secs_after_recovery, "ok": r.ok, "why": r.why,
             })
         })
         .collect();

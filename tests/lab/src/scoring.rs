@@ -16,6 +16,10 @@ pub struct LabResult {
     /// Verdict JSON objects (last version of each).
     pub verdicts: Vec<serde_json::Value>,
     pub secs_to_verdict: Option<f64>,
+    /// When nginx answered again between the first 5xx and the verdict (a restart's cause is
+    /// only known once the new instance serves): seconds from that first good answer to the
+    /// verdict.
+    pub secs_after_recovery: Option<f64>,
     pub ok: bool,
     pub why: String,
 }
@@ -92,8 +96,8 @@ fn about_this_nginx(lines: &[(Instant, String)], proxy: Option<u32>) -> Vec<serd
 #[must_use]
 pub fn table(results: &[LabResult]) -> String {
     let mut t = format!(
-        "{:<24} {:<44} {:<20} {:<28} {:>6}  {}\n",
-        "SCENARIO", "NGINX ERROR.LOG", "EXPECTED", "GWTRACE", "SECS", "OK"
+        "{:<24} {:<44} {:<20} {:<28} {:>6} {:>9}  {}\n",
+        "SCENARIO", "NGINX ERROR.LOG", "EXPECTED", "GWTRACE", "SECS", "AFTER OK", "OK"
     );
     for r in results {
         let nginx = r
@@ -106,7 +110,7 @@ pub fn table(results: &[LabResult]) -> String {
             .collect::<String>();
         let _ = writeln!(
             t,
-            "{:<24} {:<44} {:<20} {:<28} {:>6}  {}",
+            "{:<24} {:<44} {:<20} {:<28} {:>6} {:>9}  {}",
             r.name,
             nginx,
             r.expect.as_deref().unwrap_or("(none)"),
@@ -116,6 +120,8 @@ pub fn table(results: &[LabResult]) -> String {
                 r.causes.join(",")
             },
             r.secs_to_verdict
+                .map_or_else(|| "-".to_owned(), |s| format!("{s:.1}")),
+            r.secs_after_recovery
                 .map_or_else(|| "-".to_owned(), |s| format!("{s:.1}")),
             if r.ok { "OK" } else { "FAIL" }
         );
@@ -199,6 +205,16 @@ pub fn score(sc: &Scenario, run: &Run<'_>) -> LabResult {
         (Some(b), Some(v)) => Some(v.saturating_duration_since(b).as_secs_f64()),
         _ => None,
     };
+    let recovered = first_bad.and_then(|b| {
+        run.responses
+            .iter()
+            .find(|r| r.at > b && r.status.is_some_and(|s| s < 500))
+            .map(|r| r.at)
+    });
+    let secs_after_recovery = match (recovered, first_verdict_at) {
+        (Some(ok), Some(v)) if ok <= v => Some(v.duration_since(ok).as_secs_f64()),
+        _ => None,
+    };
     let statuses: Vec<Option<u16>> = run.responses.iter().map(|r| r.status).collect();
     let mut why = Vec::new();
     if let Some(exit) = &run.failed_exit {
@@ -265,6 +281,7 @@ pub fn score(sc: &Scenario, run: &Run<'_>) -> LabResult {
         causes,
         verdicts,
         secs_to_verdict,
+        secs_after_recovery,
         ok: why.is_empty(),
         why: why.join("; "),
     }
@@ -287,16 +304,25 @@ mod tests {
 
     /// Scores the tcp-refused scenario: one 502 answer, nginx's refused line, these stdout lines.
     fn scored(lines: &[String]) -> crate::LabResult {
+        scored_with(&[(502, 0)], lines)
+    }
+
+    /// As [`scored`], with these (status, ms after the first answer) answers; the lines arrive
+    /// 300 ms after the first answer.
+    fn scored_with(answers: &[(u16, u64)], lines: &[String]) -> crate::LabResult {
         let all = scenarios();
         let sc = all
             .iter()
             .find(|s| s.name == "tcp-refused")
             .expect("scenario");
         let t0 = Instant::now();
-        let responses = [Response {
-            status: Some(502),
-            at: t0,
-        }];
+        let responses: Vec<Response> = answers
+            .iter()
+            .map(|&(status, ms)| Response {
+                status: Some(status),
+                at: t0 + Duration::from_millis(ms),
+            })
+            .collect();
         let lines: Vec<(Instant, String)> = lines
             .iter()
             .map(|l| (t0 + Duration::from_millis(300), l.clone()))
@@ -329,6 +355,28 @@ mod tests {
         assert_eq!(r.verdicts.len(), 1);
         assert!(r.nginx_line.contains("111: Connection refused"));
         assert!(r.secs_to_verdict.is_some_and(|s| (0.2..0.5).contains(&s)));
+        assert_eq!(
+            r.secs_after_recovery, None,
+            "nginx never answered well again"
+        );
+    }
+
+    #[test]
+    fn a_verdict_after_nginx_answers_again_is_timed_from_that_answer_too() {
+        let cause = "upstream-not-listening";
+        let line = verdict(cause, UPSTREAM, 7, true);
+        let r = scored_with(
+            &[(502, 0), (502, 50), (200, 100)],
+            std::slice::from_ref(&line),
+        );
+        assert!(r.secs_to_verdict.is_some_and(|s| (0.29..0.31).contains(&s)));
+        assert!(
+            r.secs_after_recovery
+                .is_some_and(|s| (0.19..0.21).contains(&s))
+        );
+        // Answered well only after the verdict: no recovery before it.
+        let late = scored_with(&[(502, 0), (200, 400)], &[line]);
+        assert_eq!(late.secs_after_recovery, None);
     }
 
     #[test]
