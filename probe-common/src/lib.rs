@@ -134,12 +134,15 @@ pub const ETIMEDOUT: u32 = 110;
 
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const RING_BYTES: u32 = 4 << 20;
-/// Bound of the in-flight connect map. The bounds keep locked map memory under 8 MiB with the
-/// 4 MiB ring (measured from fdinfo `memlock`: ~7.2 MB in all); an evicted in-flight entry is
-/// counted as loss when its result arrives.
-pub const CONNECTS_MAX: u32 = 8192;
-/// Bound of the in-flight exec map.
-pub const EXECS_MAX: u32 = 2048;
+/// Bound of the in-flight connect map (threads inside `connect()` at once while the syscall
+/// hooks are attached). The bounds keep locked map memory under 8 MiB with the 4 MiB ring
+/// (fdinfo `memlock` of every map, kernel 6.18: 7.8 MiB in all); a connect that finds the map
+/// full is counted as loss.
+pub const CONNECTS_MAX: u32 = 4096;
+/// Bound of the in-flight exec map (threads between `execve()`'s entry and its exit).
+pub const EXECS_MAX: u32 = 1024;
+/// Bound of the failed-exec map (a thread whose `execve()` failed, until it exits).
+pub const EXEC_FAIL_MAX: u32 = 1024;
 /// Bound of the TCP owner map.
 pub const TCP_OWNER_MAX: u32 = 8192;
 /// Bound of the tracked-connection map (TCP connections processes opened, from ESTABLISHED to
@@ -159,7 +162,7 @@ pub const PROXY_NAMES_MAX: u32 = 64;
 /// once the window has passed). Bounds how late a folded failure is delivered.
 pub const FOLD_WINDOW_NS: u64 = 20_000_000;
 /// Bound of the connect-attempt map (distinct (process, target) keys kept).
-pub const ATTEMPTS_MAX: u32 = 4096;
+pub const ATTEMPTS_MAX: u32 = 2048;
 /// A (process, target) key's connect attempts are reported at most once per window: the first
 /// at once, the rest counted and carried by the key's next report.
 pub const ATTEMPT_WINDOW_NS: u64 = 1_000_000_000;

@@ -11,9 +11,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use probe_common::{
-    CNT_LOST_MAP_FULL, CNT_LOST_RINGBUF, CONNECTS_MAX, ConnectArgs, ERRNO_SLOTS, EXECS_MAX,
-    ExecFail, NUM_COUNTERS, NUM_PROBE_ERRORS, Offsets, Owner, PROXY_NAMES_MAX, ProbeError,
-    RING_BYTES, RawEvent, TCP_OWNER_MAX, WATCHED_MAX,
+    CNT_LOST_MAP_FULL, CNT_LOST_RINGBUF, CONNECTS_MAX, ConnectArgs, ERRNO_SLOTS, EXEC_FAIL_MAX,
+    EXECS_MAX, ExecFail, NUM_COUNTERS, NUM_PROBE_ERRORS, Offsets, Owner, PROXY_NAMES_MAX,
+    ProbeError, RING_BYTES, RawEvent, TCP_OWNER_MAX, WATCHED_MAX,
 };
 
 // Map names are the statics' names; those the loader opens are the `MAP_*` consts of
@@ -31,7 +31,7 @@ pub static GW_CONNECTS: HashMap<u32, ConnectArgs> = HashMap::with_max_entries(CO
 #[map]
 pub static GW_EXECS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(EXECS_MAX, 0);
 #[map]
-pub static GW_EXEC_FAIL: LruHashMap<u32, ExecFail> = LruHashMap::with_max_entries(EXECS_MAX, 0);
+pub static GW_EXEC_FAIL: LruHashMap<u32, ExecFail> = LruHashMap::with_max_entries(EXEC_FAIL_MAX, 0);
 /// A plain hash, not an LRU (an LRU insert or delete takes a shared lock): every entry is
 /// deleted when its socket leaves `SYN_SENT` (to `ESTABLISHED` or `CLOSE`, both seen by the
 /// state program), and only watched processes' connects insert one. An entry a missed run left
