@@ -183,9 +183,11 @@ impl Live {
             .unwrap_or_default()
     }
 
-    /// Whether a process is a proxy's (by the names the session watches).
-    fn is_proxy(&self, comm: &str) -> bool {
-        self.proxy_names.iter().any(|n| n == comm)
+    /// Whether a process is a proxy's: by the names the session watches, else by the capture's
+    /// own rule (a `--proxy PID` of another name, a proxy's child: the processes the kernel
+    /// watches). Only asked about the events and attempts that can trigger.
+    fn is_proxy(capture: &Capture, names: &[String], pid: u32, comm: &str) -> bool {
+        names.iter().any(|n| n == comm) || capture.is_watched(pid)
     }
 
     /// `--hooks auto`: the policy sees the events just handed on (from `from` in `out`) and
@@ -199,14 +201,17 @@ impl Live {
             return;
         }
         for ev in &out[from..] {
-            let proxy = self.proxy_names.contains(&ev.comm);
+            let proxy = matches!(
+                ev.body,
+                Body::ConnectFailed { .. } | Body::NetfilterDrop { .. } | Body::ConnEnd(_)
+            ) && Self::is_proxy(capture, &self.proxy_names, ev.pid, &ev.comm);
             let upstream = self.enricher.relevant(ev);
             self.policy.event(ev, proxy, upstream);
         }
         let attempts = capture.take_attempts();
         let escalated = capture.escalated();
         for a in attempts {
-            let proxy = self.is_proxy(&a.comm);
+            let proxy = Self::is_proxy(capture, &self.proxy_names, a.pid, &a.comm);
             let checker = &mut self.checker;
             let failed = self.policy.attempt(&a, proxy, |a| check_target(checker, a));
             if let Some(f) = failed
