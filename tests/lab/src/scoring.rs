@@ -16,9 +16,9 @@ pub struct LabResult {
     /// Verdict JSON objects (last version of each).
     pub verdicts: Vec<serde_json::Value>,
     pub secs_to_verdict: Option<f64>,
-    /// When nginx answered again between the first 5xx and the verdict (a restart's cause is
-    /// only known once the new instance serves): seconds from that first good answer to the
-    /// verdict.
+    /// When nginx answered well again for good (every answer after its first good one after
+    /// the last 5xx) before the verdict (a restart's cause is only known once the new instance
+    /// serves): seconds from that first good answer to the verdict.
     pub secs_after_recovery: Option<f64>,
     pub ok: bool,
     pub why: String,
@@ -205,10 +205,16 @@ pub fn score(sc: &Scenario, run: &Run<'_>) -> LabResult {
         (Some(b), Some(v)) => Some(v.saturating_duration_since(b).as_secs_f64()),
         _ => None,
     };
-    let recovered = first_bad.and_then(|b| {
-        run.responses
+    // Recovered for good: the first good answer after the last 5xx (none while another site's
+    // answers stay interleaved with the failing one's).
+    let last_bad = run
+        .responses
+        .iter()
+        .rposition(|r| r.status.is_some_and(|s| s >= 500));
+    let recovered = last_bad.and_then(|i| {
+        run.responses[i + 1..]
             .iter()
-            .find(|r| r.at > b && r.status.is_some_and(|s| s < 500))
+            .find(|r| r.status.is_some_and(|s| s < 500))
             .map(|r| r.at)
     });
     let secs_after_recovery = match (recovered, first_verdict_at) {
@@ -375,8 +381,11 @@ mod tests {
                 .is_some_and(|s| (0.19..0.21).contains(&s))
         );
         // Answered well only after the verdict: no recovery before it.
-        let late = scored_with(&[(502, 0), (200, 400)], &[line]);
+        let late = scored_with(&[(502, 0), (200, 400)], std::slice::from_ref(&line));
         assert_eq!(late.secs_after_recovery, None);
+        // Good answers (another site's) between failures are no recovery.
+        let mixed = scored_with(&[(502, 0), (200, 50), (502, 100)], &[line]);
+        assert_eq!(mixed.secs_after_recovery, None);
     }
 
     #[test]
