@@ -280,7 +280,12 @@ fn write_results(
     let part = opts
         .filter
         .as_deref()
-        .map(|f| format!("-{}", f.replace(|c: char| !c.is_ascii_alphanumeric(), "_")))
+        .map(|f| {
+            format!(
+                "-{}",
+                f.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
+            )
+        })
         .unwrap_or_default();
     let stem = format!(
         "{}-{}{}{part}",

@@ -377,10 +377,11 @@ impl Source for Live {
     fn tick(&mut self, now_ns: u64, out: &mut Vec<Event>) -> Result<(), SourceError> {
         if let Some(up) = self.enricher.periodic() {
             self.origins.learn(&up.processes);
-            self.share_notable();
             self.watch(&up.processes);
             out.push(facts_event(&self.clock, now_ns, up));
         }
+        // Once a tick too: exits and the reconciliation change the table without a facts line.
+        self.share_notable();
         if let Some(c) = self.capture.as_mut() {
             out.extend(c.loss_events(now_ns));
         }
